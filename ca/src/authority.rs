@@ -1,0 +1,982 @@
+//! The authority: who may have a certificate, and what it contains.
+//!
+//! Every decision of the CA lives here. The HTTP layer turns requests into
+//! calls on [`Authority`] and its results into responses; the store only
+//! stores. Each operation takes the current time as an argument, so the
+//! rules about expiry can be tested without a clock.
+
+use std::net::SocketAddr;
+
+use agentca::identity::{AgentId, IdError, InstanceId, Name, Part, TrustDomain};
+use agentca::wire::{
+    AgentInfo, CertificateInfo, CloneAlert, CreateTokenRequest, EnrollRequest, Health,
+    IssuedCertificate, RegisterAgentRequest, RenewRequest, Serial, TokenCreated,
+};
+use rcgen::{Issuer, KeyPair};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::csr::{self, CheckedCsr, CsrError};
+use crate::profile;
+use crate::store::records::{
+    AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, Origin, Renewal, TokenRecord,
+};
+use crate::store::{Change, Conflict, Records, StoreError, Writer};
+use crate::token;
+
+/// Longest owner field accepted, in bytes.
+pub const MAX_OWNER_LEN: usize = 256;
+/// Longest purpose field accepted, in bytes.
+pub const MAX_PURPOSE_LEN: usize = 1024;
+/// Most agents returned by one listing.
+pub const MAX_LIST: usize = 10_000;
+/// Most certificates shown for one agent.
+const MAX_CERTS_SHOWN: usize = 1_000;
+/// Most clone alerts shown for one agent.
+const MAX_ALERTS_SHOWN: usize = 100;
+
+/// Signature algorithms this CA's keys produce (P-256, P-384, Ed25519): the
+/// only ones accepted on a certificate presented for renewal.
+static CA_SIGNATURE_ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
+    webpki::aws_lc_rs::ECDSA_P256_SHA256,
+    webpki::aws_lc_rs::ECDSA_P384_SHA384,
+    webpki::aws_lc_rs::ED25519,
+];
+
+/// The issuance rules an operator sets when starting the CA.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Shortest certificate lifetime a registration may ask for.
+    pub min_ttl: Duration,
+    /// Longest certificate lifetime a registration may ask for.
+    pub max_ttl: Duration,
+    /// Lifetime for registrations that do not ask.
+    pub default_ttl: Duration,
+    /// Lifetime of a bootstrap token when not asked.
+    pub default_token_ttl: Duration,
+    /// Longest bootstrap token lifetime.
+    pub max_token_ttl: Duration,
+    /// Most uses of one bootstrap token.
+    pub max_token_uses: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_ttl: Duration::minutes(1),
+            max_ttl: Duration::hours(24),
+            default_ttl: Duration::minutes(5),
+            default_token_ttl: Duration::minutes(10),
+            max_token_ttl: Duration::days(7),
+            max_token_uses: 1_000_000,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks that the policy is coherent.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_ttl < Duration::seconds(1) {
+            return Err("the minimum certificate lifetime must be at least 1 second".into());
+        }
+        if self.min_ttl > self.max_ttl {
+            return Err("the minimum certificate lifetime is longer than the maximum".into());
+        }
+        if self.default_ttl < self.min_ttl || self.default_ttl > self.max_ttl {
+            return Err("the default certificate lifetime is outside the allowed range".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the authority refused, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// No admin token, or an unknown one.
+    #[error("a valid admin token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// The admin may not act on this tenant.
+    #[error("this admin may act only on tenant {allowed:?}")]
+    Forbidden {
+        /// The admin's tenant.
+        allowed: String,
+    },
+    /// A malformed request.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A tenant, env, agent or SPIFFE ID that breaks the identity rules.
+    #[error("invalid identity: {0}")]
+    InvalidIdentity(#[from] IdError),
+    /// A lifetime outside the allowed range.
+    #[error("{what} of {requested} s is outside the allowed range {min}–{max} s")]
+    TtlOutOfRange {
+        /// What lifetime.
+        what: &'static str,
+        /// Asked for, in seconds.
+        requested: u64,
+        /// Minimum, in seconds.
+        min: i64,
+        /// Maximum, in seconds.
+        max: i64,
+    },
+    /// The agent is already registered.
+    #[error("{0} is already registered")]
+    AgentExists(AgentId),
+    /// The agent is not registered.
+    #[error("{0} is not registered")]
+    AgentNotFound(AgentId),
+    /// The agent is disabled.
+    #[error("{0} is disabled; an admin must enable it first")]
+    AgentDisabled(AgentId),
+    /// The token is unknown or malformed.
+    #[error("the bootstrap token is not valid")]
+    TokenInvalid,
+    /// The token has expired.
+    #[error("the bootstrap token has expired; ask an admin for a new one")]
+    TokenExpired,
+    /// The token has no uses left.
+    #[error("the bootstrap token has already been used; ask an admin for a new one")]
+    TokenUsed,
+    /// The token was voided.
+    #[error("the bootstrap token was voided; ask an admin for a new one")]
+    TokenVoided,
+    /// The CSR was refused.
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    /// Renewal needs the current certificate as TLS client certificate.
+    #[error("renewal needs the current certificate, presented as TLS client certificate")]
+    ClientCertificateRequired,
+    /// The presented certificate is not one this CA issued.
+    #[error("the presented certificate was not issued by this CA: {0}")]
+    CertificateUnknown(String),
+    /// The presented certificate has expired.
+    #[error("the presented certificate expired at {0}; enroll again with a bootstrap token")]
+    CertificateExpired(String),
+    /// The presented certificate is not valid yet.
+    #[error("the presented certificate is not valid yet")]
+    CertificateNotYetValid,
+    /// The presented certificate is revoked.
+    #[error("the presented certificate is revoked")]
+    CertificateRevoked,
+    /// The renewal CSR is for the key of the presented certificate.
+    #[error("the CSR reuses the current key; renew with a new key")]
+    KeyReused,
+    /// The certificate was already renewed with another key.
+    #[error("certificate {0} was already renewed with another key; the renewal is refused and recorded as a clone alert")]
+    CloneDetected(Serial),
+    /// The issuing CA has expired.
+    #[error("the issuing CA certificate has expired")]
+    IssuerExpired,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Signing failed.
+    #[error("could not sign the certificate: {0}")]
+    Sign(String),
+    /// A state the CA should never be in.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The admin behind a request, once authenticated.
+#[derive(Clone, Debug)]
+pub struct Admin(AdminRecord);
+
+impl Admin {
+    /// The admin's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), AuthorityError> {
+        match &self.0.tenant {
+            Some(t) if t != tenant => Err(AuthorityError::Forbidden { allowed: t.clone() }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The certificates and key the authority signs with.
+pub struct Signer {
+    /// The root certificate (the trust bundle).
+    pub root: CertificateDer<'static>,
+    /// The issuing intermediate.
+    pub intermediate: CertificateDer<'static>,
+    /// The intermediate's key.
+    pub key: KeyPair,
+}
+
+/// The CA's own TLS server certificate.
+pub struct ServerCertificate {
+    /// Leaf, intermediate, root.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+}
+
+/// The certificate authority's decisions.
+pub struct Authority {
+    trust_domain: TrustDomain,
+    issuer: Issuer<'static, KeyPair>,
+    issuer_not_after: OffsetDateTime,
+    root: CertificateDer<'static>,
+    anchor: rustls_pki_types::TrustAnchor<'static>,
+    intermediate: CertificateDer<'static>,
+    intermediate_pem: String,
+    bundle_pem: String,
+    policy: Policy,
+    records: Records,
+    writer: Writer,
+}
+
+impl Authority {
+    /// An authority for `trust_domain`, signing with `signer`, keeping its
+    /// state in `records` (reads) and `writer` (changes).
+    pub fn new(
+        trust_domain: TrustDomain,
+        signer: Signer,
+        policy: Policy,
+        records: Records,
+        writer: Writer,
+    ) -> Result<Self, String> {
+        policy.validate()?;
+        let (_, parsed) = X509Certificate::from_der(&signer.intermediate)
+            .map_err(|e| format!("the intermediate certificate does not parse: {e}"))?;
+        let issuer_not_after = parsed.validity().not_after.to_datetime();
+        let issuer = Issuer::from_ca_cert_der(&signer.intermediate, signer.key)
+            .map_err(|e| format!("the intermediate certificate is not usable: {e}"))?;
+        let anchor = webpki::anchor_from_trusted_cert(&signer.root)
+            .map_err(|e| format!("the root certificate is not a usable trust anchor: {e}"))?
+            .to_owned();
+        Ok(Self {
+            trust_domain,
+            anchor,
+            issuer,
+            issuer_not_after,
+            intermediate_pem: agentca::certs_to_pem(std::slice::from_ref(&signer.intermediate)),
+            bundle_pem: agentca::certs_to_pem(std::slice::from_ref(&signer.root)),
+            root: signer.root,
+            intermediate: signer.intermediate,
+            policy,
+            records,
+            writer,
+        })
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The issuance policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The trust bundle as PEM.
+    pub fn bundle_pem(&self) -> &str {
+        &self.bundle_pem
+    }
+
+    /// The root certificate.
+    pub fn root(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// The issuing intermediate.
+    pub fn intermediate(&self) -> &CertificateDer<'static> {
+        &self.intermediate
+    }
+
+    /// The CA's health: `ok` while the intermediate is valid and the store
+    /// answers.
+    pub fn health(&self, now: OffsetDateTime) -> Health {
+        let store_ok = self.records.agent("").is_ok();
+        let status = if !store_ok {
+            "store_unavailable"
+        } else if now >= self.issuer_not_after {
+            "issuer_expired"
+        } else {
+            "ok"
+        };
+        Health {
+            status: status.into(),
+            trust_domain: self.trust_domain.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            intermediate_not_after: self.issuer_not_after,
+        }
+    }
+
+    /// Authenticates an admin by the bearer token of the request.
+    pub fn admin(&self, bearer: Option<&str>) -> Result<Admin, AuthorityError> {
+        let hash = bearer
+            .and_then(token::hash)
+            .ok_or(AuthorityError::Unauthorized)?;
+        self.records
+            .admin(&hash)?
+            .map(Admin)
+            .ok_or(AuthorityError::Unauthorized)
+    }
+
+    fn agent_id(&self, tenant: &str, env: &str, agent: &str) -> Result<AgentId, AuthorityError> {
+        Ok(AgentId::from_parts(
+            self.trust_domain.clone(),
+            Name::new(Part::Tenant, tenant)?,
+            Name::new(Part::Env, env)?,
+            Name::new(Part::Agent, agent)?,
+        ))
+    }
+
+    fn id_of(&self, record: &AgentRecord) -> Result<AgentId, AuthorityError> {
+        self.agent_id(&record.tenant, &record.env, &record.agent)
+    }
+
+    fn info(&self, record: &AgentRecord) -> Result<AgentInfo, AuthorityError> {
+        Ok(AgentInfo {
+            spiffe_id: self.id_of(record)?,
+            owner: record.owner.clone(),
+            purpose: record.purpose.clone(),
+            ttl_seconds: record.ttl_secs,
+            enabled: record.enabled,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            last_issued_at: record.last_issued_at,
+            live_certificates: Vec::new(),
+            clone_alerts: Vec::new(),
+        })
+    }
+
+    fn check_ttl(
+        &self,
+        what: &'static str,
+        secs: u64,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, AuthorityError> {
+        let out_of_range = || AuthorityError::TtlOutOfRange {
+            what,
+            requested: secs,
+            min: min.whole_seconds(),
+            max: max.whole_seconds(),
+        };
+        let ttl = i64::try_from(secs)
+            .map(Duration::seconds)
+            .map_err(|_| out_of_range())?;
+        if ttl < min || ttl > max {
+            return Err(out_of_range());
+        }
+        Ok(ttl)
+    }
+
+    /// Registers an agent. Nothing unregistered can get a certificate.
+    pub async fn register(
+        &self,
+        admin: &Admin,
+        req: RegisterAgentRequest,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let id = self.agent_id(&req.tenant, &req.env, &req.agent)?;
+        admin.check_tenant(&req.tenant)?;
+        check_text("owner", &req.owner, MAX_OWNER_LEN)?;
+        check_text("purpose", &req.purpose, MAX_PURPOSE_LEN)?;
+        let ttl = match req.ttl_seconds {
+            Some(secs) => self.check_ttl(
+                "the certificate lifetime",
+                secs,
+                self.policy.min_ttl,
+                self.policy.max_ttl,
+            )?,
+            None => self.policy.default_ttl,
+        };
+        let now = profile::whole_seconds(now);
+        let record = AgentRecord {
+            tenant: req.tenant,
+            env: req.env,
+            agent: req.agent,
+            owner: req.owner,
+            purpose: req.purpose,
+            ttl_secs: ttl.whole_seconds() as u64,
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+            last_issued_at: None,
+        };
+        match self
+            .writer
+            .apply(Change::RegisterAgent(record.clone()))
+            .await?
+        {
+            Ok(()) => {
+                tracing::info!(admin = admin.name(), agent = %id, "agent registered");
+                self.info(&record)
+            }
+            Err(Conflict::AgentExists) => Err(AuthorityError::AgentExists(id)),
+            Err(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// Lists registered agents, optionally of one tenant and env.
+    pub fn list_agents(
+        &self,
+        admin: &Admin,
+        tenant: Option<&str>,
+        env: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AgentInfo>, AuthorityError> {
+        let tenant = match (&admin.0.tenant, tenant) {
+            (Some(own), Some(asked)) if own != asked => {
+                return Err(AuthorityError::Forbidden {
+                    allowed: own.clone(),
+                })
+            }
+            (Some(own), _) => Some(own.as_str()),
+            (None, asked) => asked,
+        };
+        let prefix = match (tenant, env) {
+            (Some(t), Some(e)) => {
+                Name::new(Part::Tenant, t)?;
+                Name::new(Part::Env, e)?;
+                format!("{t}/{e}/")
+            }
+            (Some(t), None) => {
+                Name::new(Part::Tenant, t)?;
+                format!("{t}/")
+            }
+            (None, Some(_)) => {
+                return Err(AuthorityError::InvalidRequest(
+                    "filtering by env needs a tenant".into(),
+                ))
+            }
+            (None, None) => String::new(),
+        };
+        self.records
+            .agents(&prefix, limit.min(MAX_LIST))?
+            .iter()
+            .map(|r| self.info(r))
+            .collect()
+    }
+
+    fn registered(&self, id: &AgentId) -> Result<AgentRecord, AuthorityError> {
+        self.records
+            .agent(&id.path_key())?
+            .ok_or_else(|| AuthorityError::AgentNotFound(id.clone()))
+    }
+
+    /// One agent, with its live certificates and clone alerts.
+    pub fn show_agent(
+        &self,
+        admin: &Admin,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let id = self.agent_id(tenant, env, agent)?;
+        admin.check_tenant(tenant)?;
+        let record = self.registered(&id)?;
+        let mut info = self.info(&record)?;
+        let key = id.path_key();
+        info.live_certificates = self
+            .records
+            .certs_of(&key, MAX_CERTS_SHOWN)?
+            .into_iter()
+            .filter(|c| c.not_after > now && c.revoked.is_none())
+            .map(|c| CertificateInfo {
+                serial: c.serial,
+                instance_id: c.instance_id,
+                not_before: c.not_before,
+                not_after: c.not_after,
+                renewed_by: c.renewed_by.map(|r| r.serial),
+            })
+            .collect();
+        info.clone_alerts = self
+            .records
+            .alerts_of(&key, MAX_ALERTS_SHOWN)?
+            .into_iter()
+            .map(|a| CloneAlert {
+                at: a.at,
+                serial: a.serial,
+                instance_id: a.instance_id,
+                requested_key_sha256: a.requested_key_sha256,
+                remote_addr: a.remote_addr,
+            })
+            .collect();
+        Ok(info)
+    }
+
+    /// Enables or disables an agent. A disabled agent can neither enroll
+    /// nor renew, and gets no new tokens.
+    pub async fn set_enabled(
+        &self,
+        admin: &Admin,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        enabled: bool,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let id = self.agent_id(tenant, env, agent)?;
+        admin.check_tenant(tenant)?;
+        let change = Change::SetAgentEnabled {
+            key: id.path_key(),
+            enabled,
+            at: profile::whole_seconds(now),
+        };
+        match self.writer.apply(change).await? {
+            Ok(()) => {
+                tracing::info!(admin = admin.name(), agent = %id, enabled, "agent state changed");
+                self.info(&self.registered(&id)?)
+            }
+            Err(Conflict::AgentNotFound) => Err(AuthorityError::AgentNotFound(id)),
+            Err(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a bootstrap token for a registered, enabled agent. The token
+    /// is in the answer only; the store keeps its hash.
+    pub async fn create_token(
+        &self,
+        admin: &Admin,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        req: CreateTokenRequest,
+        now: OffsetDateTime,
+    ) -> Result<TokenCreated, AuthorityError> {
+        let id = self.agent_id(tenant, env, agent)?;
+        admin.check_tenant(tenant)?;
+        let ttl = match req.ttl_seconds {
+            Some(secs) => self.check_ttl(
+                "the token lifetime",
+                secs,
+                Duration::seconds(1),
+                self.policy.max_token_ttl,
+            )?,
+            None => self.policy.default_token_ttl,
+        };
+        let uses = req.uses.unwrap_or(1);
+        if uses == 0 || uses > self.policy.max_token_uses {
+            return Err(AuthorityError::InvalidRequest(format!(
+                "uses must be between 1 and {}",
+                self.policy.max_token_uses
+            )));
+        }
+        let secret = token::generate(token::BOOTSTRAP_PREFIX);
+        let hash = token::hash(&secret).expect("generated tokens are well-formed");
+        let now = profile::whole_seconds(now);
+        let record = TokenRecord {
+            token_id: token::id(&hash),
+            agent_key: id.path_key(),
+            created_at: now,
+            expires_at: now + ttl,
+            max_uses: uses,
+            used: 0,
+            voided: false,
+        };
+        match self
+            .writer
+            .apply(Change::CreateToken {
+                hash,
+                token: record.clone(),
+            })
+            .await?
+        {
+            Ok(()) => {
+                tracing::info!(admin = admin.name(), agent = %id, token_id = %record.token_id, uses, "bootstrap token created");
+                Ok(TokenCreated {
+                    token: secret,
+                    token_id: record.token_id,
+                    spiffe_id: id,
+                    expires_at: record.expires_at,
+                    uses,
+                })
+            }
+            Err(Conflict::AgentNotFound) => Err(AuthorityError::AgentNotFound(id)),
+            Err(Conflict::AgentDisabled) => Err(AuthorityError::AgentDisabled(id)),
+            Err(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// Enrolls an agent: a bootstrap token and a CSR give a first
+    /// certificate and a new instance id.
+    pub async fn enroll(
+        &self,
+        req: EnrollRequest,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        // The token is checked before the CSR, so that requests without a
+        // valid token cost no signature verification.
+        let hash = token::hash(&req.token).ok_or(AuthorityError::TokenInvalid)?;
+        let token = self
+            .records
+            .token(&hash)?
+            .ok_or(AuthorityError::TokenInvalid)?;
+        token_usable(&token, now)?;
+        let record = self
+            .records
+            .agent(&token.agent_key)?
+            .ok_or(AuthorityError::TokenInvalid)?;
+        let id = self.id_of(&record)?;
+        if !record.enabled {
+            return Err(AuthorityError::AgentDisabled(id));
+        }
+        let csr = csr::check(&req.csr)?;
+        let instance = InstanceId::random();
+        let (cert, issued) = self.sign(
+            &id,
+            &instance,
+            &csr,
+            &record,
+            now,
+            Origin::Enroll {
+                token_id: token.token_id.clone(),
+            },
+        )?;
+        let change = Change::Enroll {
+            token_hash: hash,
+            at: now,
+            cert,
+        };
+        match self.writer.apply(change).await? {
+            Ok(()) => {
+                tracing::info!(agent = %id, instance = %instance, serial = %issued.serial, token_id = %token.token_id, "enrolled");
+                Ok(issued)
+            }
+            Err(Conflict::TokenNotFound) => Err(AuthorityError::TokenInvalid),
+            Err(Conflict::TokenExpired) => Err(AuthorityError::TokenExpired),
+            Err(Conflict::TokenUsed) => Err(AuthorityError::TokenUsed),
+            Err(Conflict::TokenVoided) => Err(AuthorityError::TokenVoided),
+            Err(Conflict::AgentNotFound) => Err(AuthorityError::AgentNotFound(id)),
+            Err(Conflict::AgentDisabled) => Err(AuthorityError::AgentDisabled(id)),
+            Err(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// Renews a certificate: the presented certificate (TLS client
+    /// certificate, `peer_chain[0]`) and a CSR for a new key give a new
+    /// certificate with the same identity and instance.
+    ///
+    /// Each certificate renews once. A retry with the same key gets the
+    /// same certificate; a second renewal with another key is refused and
+    /// recorded as a clone alert.
+    pub async fn renew(
+        &self,
+        peer_chain: Option<&[CertificateDer<'static>]>,
+        req: RenewRequest,
+        remote: Option<SocketAddr>,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        let leaf = peer_chain
+            .and_then(|c| c.first())
+            .ok_or(AuthorityError::ClientCertificateRequired)?;
+        self.verify_own_leaf(leaf, now)?;
+        let (_, parsed) = X509Certificate::from_der(leaf)
+            .map_err(|e| AuthorityError::CertificateUnknown(e.to_string()))?;
+        let serial = Serial::from_bytes(parsed.raw_serial()).map_err(|_| {
+            AuthorityError::CertificateUnknown("its serial is not one of ours".into())
+        })?;
+        // The chain verified, but only a certificate on record, byte for
+        // byte, is one this CA issued and still tracks.
+        let current = match self.records.cert(&serial)? {
+            Some(c) if c.der == leaf.as_ref() => c,
+            _ => {
+                return Err(AuthorityError::CertificateUnknown(
+                    "no issuance record matches it".into(),
+                ))
+            }
+        };
+        if now >= current.not_after {
+            return Err(AuthorityError::CertificateExpired(rfc3339(
+                current.not_after,
+            )));
+        }
+        if current.revoked.is_some() {
+            return Err(AuthorityError::CertificateRevoked);
+        }
+        let record = self.records.agent(&current.agent_key)?.ok_or_else(|| {
+            AuthorityError::CertificateUnknown("its agent is no longer registered".into())
+        })?;
+        let id = self.id_of(&record)?;
+        if !record.enabled {
+            return Err(AuthorityError::AgentDisabled(id));
+        }
+        let csr = csr::check(&req.csr)?;
+        if csr.key_sha256 == current.key_sha256 {
+            return Err(AuthorityError::KeyReused);
+        }
+        if let Some(renewal) = &current.renewed_by {
+            return self
+                .renewed_already(&current, renewal, &csr, remote, now)
+                .await;
+        }
+        let (cert, issued) = self.sign(
+            &id,
+            &current.instance_id,
+            &csr,
+            &record,
+            now,
+            Origin::Renew {
+                from: serial.clone(),
+            },
+        )?;
+        let change = Change::Renew {
+            from: serial.clone(),
+            at: profile::whole_seconds(now),
+            cert,
+        };
+        match self.writer.apply(change).await? {
+            Ok(()) => {
+                tracing::info!(agent = %id, instance = %current.instance_id, from = %serial, serial = %issued.serial, "renewed");
+                Ok(issued)
+            }
+            // Another renewal of the same certificate committed first.
+            Err(Conflict::AlreadyRenewed(renewal)) => {
+                self.renewed_already(&current, &renewal, &csr, remote, now)
+                    .await
+            }
+            Err(Conflict::CertificateRevoked) => Err(AuthorityError::CertificateRevoked),
+            Err(Conflict::AgentDisabled) => Err(AuthorityError::AgentDisabled(id)),
+            Err(Conflict::AgentNotFound) | Err(Conflict::CertificateNotFound) => Err(
+                AuthorityError::CertificateUnknown("its record is gone".into()),
+            ),
+            Err(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// The answer to a renewal of a certificate that was already renewed:
+    /// the same certificate for the same key, a clone alert otherwise.
+    async fn renewed_already(
+        &self,
+        current: &CertRecord,
+        renewal: &Renewal,
+        csr: &CheckedCsr,
+        remote: Option<SocketAddr>,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        if renewal.key_sha256 == csr.key_sha256 {
+            let issued = self.records.cert(&renewal.serial)?.ok_or_else(|| {
+                AuthorityError::CertificateUnknown("its renewal record is gone".into())
+            })?;
+            return self.issued_from_record(&issued);
+        }
+        let alert = CloneAlertRecord {
+            at: profile::whole_seconds(now),
+            serial: current.serial.clone(),
+            instance_id: current.instance_id.clone(),
+            agent_key: current.agent_key.clone(),
+            requested_key_sha256: csr.key_sha256.clone(),
+            remote_addr: remote.map(|a| a.to_string()),
+        };
+        self.writer
+            .apply(Change::RecordCloneAlert(alert))
+            .await?
+            .map_err(unexpected)?;
+        tracing::warn!(
+            agent = %current.agent_key,
+            instance = %current.instance_id,
+            serial = %current.serial,
+            remote = ?remote,
+            "clone alert: a certificate was renewed a second time with another key"
+        );
+        Err(AuthorityError::CloneDetected(current.serial.clone()))
+    }
+
+    /// Checks that `leaf` chains to this CA's root through its intermediate
+    /// and is valid at `now`.
+    fn verify_own_leaf(
+        &self,
+        leaf: &CertificateDer<'static>,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let cert = webpki::EndEntityCert::try_from(leaf)
+            .map_err(|e| AuthorityError::CertificateUnknown(format!("it does not parse: {e}")))?;
+        let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            now.unix_timestamp().max(0) as u64,
+        ));
+        let result = cert.verify_for_usage(
+            CA_SIGNATURE_ALGS,
+            std::slice::from_ref(&self.anchor),
+            std::slice::from_ref(&self.intermediate),
+            time,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(webpki::Error::CertExpired { not_after, .. }) => {
+                Err(AuthorityError::CertificateExpired(
+                    OffsetDateTime::from_unix_timestamp(not_after.as_secs() as i64)
+                        .map(rfc3339)
+                        .unwrap_or_default(),
+                ))
+            }
+            Err(webpki::Error::CertNotValidYet { .. }) => {
+                Err(AuthorityError::CertificateNotYetValid)
+            }
+            Err(e) => Err(AuthorityError::CertificateUnknown(format!("{e:?}"))),
+        }
+    }
+
+    /// Signs a leaf for `id` and the key of `csr`, returning its store
+    /// record and the API answer.
+    fn sign(
+        &self,
+        id: &AgentId,
+        instance: &InstanceId,
+        csr: &CheckedCsr,
+        registration: &AgentRecord,
+        now: OffsetDateTime,
+        origin: Origin,
+    ) -> Result<(CertRecord, IssuedCertificate), AuthorityError> {
+        if now >= self.issuer_not_after {
+            return Err(AuthorityError::IssuerExpired);
+        }
+        // The registration's lifetime, held to the current policy in case the
+        // operator narrowed it since the agent was registered.
+        let ttl = Duration::seconds(registration.ttl_secs.min(i64::MAX as u64) as i64)
+            .clamp(self.policy.min_ttl, self.policy.max_ttl);
+        let (not_before, not_after) = profile::leaf_validity(now, ttl, self.issuer_not_after);
+        let serial_bytes = profile::random_serial();
+        let params = profile::agent_leaf(id, instance, &serial_bytes, not_before, not_after, None)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
+            .map_err(|e| AuthorityError::Csr(CsrError::KeyTypeNotAllowed(e.to_string())))?;
+        let cert = params
+            .signed_by(&spki, &self.issuer)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let serial = Serial::from_bytes(&serial_bytes).expect("16 bytes is a valid serial");
+        let record = CertRecord {
+            serial: serial.clone(),
+            agent_key: id.path_key(),
+            instance_id: instance.clone(),
+            not_before,
+            not_after,
+            issued_at: profile::whole_seconds(now),
+            key_sha256: csr.key_sha256.clone(),
+            der: cert.der().to_vec(),
+            origin,
+            renewed_by: None,
+            revoked: None,
+        };
+        let issued = IssuedCertificate {
+            spiffe_id: id.clone(),
+            instance_id: instance.clone(),
+            serial,
+            not_before,
+            not_after,
+            certificate_chain: format!("{}{}", cert.pem(), self.intermediate_pem),
+        };
+        Ok((record, issued))
+    }
+
+    /// A TLS server certificate for the CA's own listener, valid for
+    /// `names` from `now` for `lifetime` (capped at the intermediate's end),
+    /// with a fresh P-256 key. Returns the chain (leaf, intermediate, root:
+    /// the root lets agents pin it on first contact), the key, and the
+    /// validity.
+    pub fn server_certificate(
+        &self,
+        names: &[profile::ServerName],
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Result<ServerCertificate, AuthorityError> {
+        let key = KeyPair::generate().map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let (not_before, not_after) = profile::leaf_validity(now, lifetime, self.issuer_not_after);
+        let params = profile::server(
+            &self.trust_domain,
+            names,
+            &profile::random_serial(),
+            not_before,
+            not_after,
+        )
+        .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        Ok(ServerCertificate {
+            chain: vec![
+                cert.der().clone(),
+                self.intermediate.clone(),
+                self.root.clone(),
+            ],
+            key: rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            not_before,
+            not_after,
+        })
+    }
+
+    fn issued_from_record(&self, record: &CertRecord) -> Result<IssuedCertificate, AuthorityError> {
+        let (tenant, env, agent) = split_key(&record.agent_key)?;
+        let leaf = CertificateDer::from(record.der.clone());
+        Ok(IssuedCertificate {
+            spiffe_id: self.agent_id(tenant, env, agent)?,
+            instance_id: record.instance_id.clone(),
+            serial: record.serial.clone(),
+            not_before: record.not_before,
+            not_after: record.not_after,
+            certificate_chain: format!(
+                "{}{}",
+                agentca::certs_to_pem(std::slice::from_ref(&leaf)),
+                self.intermediate_pem
+            ),
+        })
+    }
+}
+
+fn split_key(key: &str) -> Result<(&str, &str, &str), AuthorityError> {
+    let mut parts = key.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(t), Some(e), Some(a)) => Ok((t, e, a)),
+        _ => Err(AuthorityError::Internal(format!(
+            "stored agent key {key:?} is not tenant/env/agent"
+        ))),
+    }
+}
+
+fn token_usable(token: &TokenRecord, now: OffsetDateTime) -> Result<(), AuthorityError> {
+    if token.voided {
+        return Err(AuthorityError::TokenVoided);
+    }
+    if now >= token.expires_at {
+        return Err(AuthorityError::TokenExpired);
+    }
+    if token.used >= token.max_uses {
+        return Err(AuthorityError::TokenUsed);
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), AuthorityError> {
+    if value.trim().is_empty() {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "{field} must not be empty"
+        )));
+    }
+    if value.len() > max {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "{field} is {} bytes; the limit is {max}",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+fn unexpected(conflict: Conflict) -> AuthorityError {
+    AuthorityError::Internal(format!("unexpected store conflict: {conflict}"))
+}

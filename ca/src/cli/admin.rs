@@ -1,0 +1,220 @@
+//! The admin commands: they talk to the running CA over its API.
+
+use std::path::PathBuf;
+
+use agentca::client::CaClient;
+use agentca::wire::{AgentInfo, CreateTokenRequest, RegisterAgentRequest, TokenCreated};
+use anyhow::Context;
+use clap::Args;
+use reqwest::Method;
+use serde::Serialize;
+use time::Duration;
+
+use super::{default_data_dir, parse_duration, read_secret_file, CaConnection};
+use crate::datadir::DataDir;
+
+/// How to reach the CA as an admin.
+#[derive(Args, Debug, Clone)]
+pub struct AdminConnection {
+    #[command(flatten)]
+    ca: CaConnection,
+    /// File holding an admin token (default: admin.token of the local CA).
+    /// Alternatively set AGENTCA_ADMIN_TOKEN.
+    #[arg(long, env = "AGENTCA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+impl AdminConnection {
+    fn connect(&self) -> anyhow::Result<(CaClient, String)> {
+        let token = if let Some(path) = &self.admin_token_file {
+            read_secret_file(path)?
+        } else if let Ok(token) = std::env::var("AGENTCA_ADMIN_TOKEN") {
+            token.trim().to_owned()
+        } else {
+            let local = DataDir::new(default_data_dir()).admin_token();
+            anyhow::ensure!(
+                local.exists(),
+                "no admin token: give --admin-token-file <file> or set AGENTCA_ADMIN_TOKEN"
+            );
+            read_secret_file(&local)?
+        };
+        let client = CaClient::new(&self.ca.ca_url, self.ca.trust()?, None)?;
+        Ok((client, token))
+    }
+
+    async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        let (client, token) = self.connect()?;
+        Ok(client.call(method, path, Some(&token), body).await?)
+    }
+}
+
+/// Names one agent.
+#[derive(Args, Debug, Clone)]
+pub struct AgentRef {
+    /// Tenant.
+    #[arg(long)]
+    tenant: String,
+    /// Environment.
+    #[arg(long)]
+    env: String,
+    /// Agent name.
+    #[arg(long)]
+    agent: String,
+}
+
+impl AgentRef {
+    fn path(&self) -> anyhow::Result<String> {
+        // Validate locally so that a bad name is a clear error, not a 404
+        // on a mangled path.
+        agentca::identity::AgentId::new("check.invalid", &self.tenant, &self.env, &self.agent)?;
+        Ok(format!(
+            "/v1/admin/agents/{}/{}/{}",
+            self.tenant, self.env, self.agent
+        ))
+    }
+}
+
+/// `agentca register`.
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    agent: AgentRef,
+    /// Who is responsible for the agent.
+    #[arg(long)]
+    owner: String,
+    /// What the agent is for.
+    #[arg(long)]
+    purpose: String,
+    /// Lifetime of its certificates (default: the CA's default).
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<Duration>,
+    #[command(flatten)]
+    conn: AdminConnection,
+}
+
+pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let body = RegisterAgentRequest {
+        tenant: args.agent.tenant,
+        env: args.agent.env,
+        agent: args.agent.agent,
+        owner: args.owner,
+        purpose: args.purpose,
+        ttl_seconds: args.ttl.map(|d| d.whole_seconds().max(0) as u64),
+    };
+    let info: AgentInfo = args
+        .conn
+        .call(Method::POST, "/v1/admin/agents", Some(&body))
+        .await?;
+    print_json(&info)
+}
+
+/// `agentca agents`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this environment (with --tenant).
+    #[arg(long, requires = "tenant")]
+    env: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    #[command(flatten)]
+    conn: AdminConnection,
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let mut query = vec![format!("limit={}", args.limit)];
+    if let Some(t) = &args.tenant {
+        agentca::identity::Name::new(agentca::identity::Part::Tenant, t)?;
+        query.push(format!("tenant={t}"));
+    }
+    if let Some(e) = &args.env {
+        agentca::identity::Name::new(agentca::identity::Part::Env, e)?;
+        query.push(format!("env={e}"));
+    }
+    let path = format!("/v1/admin/agents?{}", query.join("&"));
+    let agents: Vec<AgentInfo> = args.conn.call::<(), _>(Method::GET, &path, None).await?;
+    print_json(&agents)
+}
+
+/// Commands on one agent: `agent`, `enable`, `disable`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    agent: AgentRef,
+    #[command(flatten)]
+    conn: AdminConnection,
+}
+
+pub async fn show(args: AgentArgs) -> anyhow::Result<()> {
+    let info: AgentInfo = args
+        .conn
+        .call::<(), _>(Method::GET, &args.agent.path()?, None)
+        .await?;
+    print_json(&info)
+}
+
+pub async fn set_enabled(args: AgentArgs, enabled: bool) -> anyhow::Result<()> {
+    let path = format!(
+        "{}/{}",
+        args.agent.path()?,
+        if enabled { "enable" } else { "disable" }
+    );
+    let info: AgentInfo = args.conn.call::<(), _>(Method::POST, &path, None).await?;
+    print_json(&info)
+}
+
+/// `agentca token`.
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    agent: AgentRef,
+    /// How long the token may be used.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    ttl: Duration,
+    /// How many enrollments it allows (for pools of identical agents).
+    #[arg(long, default_value_t = 1)]
+    uses: u32,
+    /// Print only the token (for scripts).
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    conn: AdminConnection,
+}
+
+pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let body = CreateTokenRequest {
+        ttl_seconds: Some(args.ttl.whole_seconds().max(0) as u64),
+        uses: Some(args.uses),
+    };
+    let path = format!("{}/tokens", args.agent.path()?);
+    let created: TokenCreated = args.conn.call(Method::POST, &path, Some(&body)).await?;
+    if args.quiet {
+        println!("{}", created.token);
+    } else {
+        println!("{}", created.token);
+        eprintln!(
+            "bootstrap token {} for {}: {} use(s), valid until {}. It is shown only once.",
+            created.token_id,
+            created.spiffe_id,
+            created.uses,
+            created
+                .expires_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .context("formatting the expiry")?
+        );
+    }
+    Ok(())
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The `agentca` command.
+//!
+//! One binary for the three users: the operator (`init`, `serve`), the
+//! admin (`register`, `agents`, `agent`, `token`, `enable`, `disable`, which
+//! talk to the running CA over its API, since the store belongs to one
+//! process), and the agent (`enroll`, `renew`).
+
+mod admin;
+mod agent;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use time::Duration;
+
+/// Exit code for a refusal or failure (clap uses 2 for usage errors).
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agentca",
+    version,
+    about = "A certificate authority for AI-agent workload identity",
+    long_about = "agentca gives every AI agent its own SPIFFE identity and a certificate that lives \
+minutes, not months.\n\nRun the CA:      agentca serve\nRegister agents: agentca register / token\n\
+Get a cert:      agentca enroll / renew"
+)]
+struct Cli {
+    /// Log filter (tracing syntax, e.g. `info`, `agentca_ca=debug`).
+    #[arg(long, global = true, env = "AGENTCA_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a CA: root, issuing intermediate, encrypted keys, first admin token.
+    Init(serve::InitArgs),
+    /// Run the CA's HTTPS API (initialising a local CA on first run).
+    Serve(serve::ServeArgs),
+    /// Register an agent (admin).
+    Register(admin::RegisterArgs),
+    /// List registered agents (admin).
+    Agents(admin::ListArgs),
+    /// Show one agent with its live certificates and clone alerts (admin).
+    Agent(admin::AgentArgs),
+    /// Create a bootstrap token for a registered agent (admin).
+    Token(admin::TokenArgs),
+    /// Enable an agent (admin).
+    Enable(admin::AgentArgs),
+    /// Disable an agent: it can no longer enroll or renew (admin).
+    Disable(admin::AgentArgs),
+    /// Get a first certificate with a bootstrap token; writes cert.pem, key.pem, bundle.pem.
+    Enroll(agent::EnrollArgs),
+    /// Renew the certificate in a directory with a fresh key.
+    Renew(agent::RenewArgs),
+}
+
+/// Runs the command line; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet_default = !matches!(cli.command, Command::Serve(_));
+    init_logging(&cli.log, quiet_default);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agentca: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Init(args) => serve::init(args),
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Register(args) => admin::register(args).await,
+            Command::Agents(args) => admin::list(args).await,
+            Command::Agent(args) => admin::show(args).await,
+            Command::Token(args) => admin::token(args).await,
+            Command::Enable(args) => admin::set_enabled(args, true).await,
+            Command::Disable(args) => admin::set_enabled(args, false).await,
+            Command::Enroll(args) => agent::enroll(args).await,
+            Command::Renew(args) => agent::renew(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentca: error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn init_logging(filter: &str, quiet_default: bool) {
+    // Client commands log only warnings unless asked, so their output stays
+    // clean for scripts.
+    let filter = if quiet_default && filter == "info" {
+        "warn"
+    } else {
+        filter
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Where a local CA lives when no directory is given: `$AGENTCA_HOME`, or
+/// `$XDG_DATA_HOME/agentca`, or `~/.local/share/agentca`.
+pub fn default_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("AGENTCA_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("agentca");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/agentca"),
+        None => PathBuf::from(".agentca"),
+    }
+}
+
+/// The default data directory: `<home>/ca`.
+pub fn default_data_dir() -> PathBuf {
+    default_home().join("ca")
+}
+
+/// Parses a duration: a number with an optional unit `s`, `m`, `h` or `d`
+/// (seconds when bare), such as `90s`, `5m`, `24h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 90s, 5m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60).ok_or("duration too large")?,
+        "h" => n.checked_mul(3600).ok_or("duration too large")?,
+        "d" => n.checked_mul(86_400).ok_or("duration too large")?,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::seconds(secs))
+}
+
+/// Reads a small secret file (a token), without its final line break.
+fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        meta.len() <= 4096,
+        "{} is too large to be a token file",
+        path.display()
+    );
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+/// How to reach and trust the CA.
+#[derive(Args, Debug, Clone)]
+struct CaConnection {
+    /// The CA's URL.
+    #[arg(long, env = "AGENTCA_URL", default_value = "https://127.0.0.1:8443")]
+    ca_url: String,
+    /// PEM trust bundle of the CA (default: bundle.pem of the local CA, if any).
+    #[arg(long, env = "AGENTCA_BUNDLE", conflicts_with = "fingerprint")]
+    bundle: Option<PathBuf>,
+    /// SHA-256 fingerprint of the CA's root, to pin on first contact.
+    #[arg(long, env = "AGENTCA_FINGERPRINT")]
+    fingerprint: Option<String>,
+}
+
+impl CaConnection {
+    fn trust(&self) -> anyhow::Result<agentca::client::CaTrust> {
+        use agentca::client::CaTrust;
+        if let Some(fp) = &self.fingerprint {
+            return Ok(CaTrust::Pinned(fp.parse()?));
+        }
+        let path = match &self.bundle {
+            Some(p) => p.clone(),
+            None => {
+                let local = crate::datadir::DataDir::new(default_data_dir()).bundle();
+                anyhow::ensure!(
+                    local.exists(),
+                    "how should the CA be trusted? Give --bundle <bundle.pem> or --fingerprint <sha256>"
+                );
+                local
+            }
+        };
+        let pem = std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Ok(CaTrust::Bundle(agentca::bundle::TrustBundle::from_pem(
+            &pem,
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::seconds(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::seconds(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::minutes(5));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::hours(24));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::days(7));
+        for bad in ["", "m", "5x", "-5m", "1.5h", "99999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

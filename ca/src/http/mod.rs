@@ -1,0 +1,273 @@
+//! The HTTP API: thin handlers that parse, call the [`Authority`], and
+//! answer.
+//!
+//! | method and path | who | what |
+//! |---|---|---|
+//! | `GET /healthz` | anyone | health |
+//! | `GET /v1/bundle` | anyone | the trust bundle (PEM) |
+//! | `POST /v1/enroll` | agent with a bootstrap token | first certificate |
+//! | `POST /v1/renew` | agent, over mutual TLS | next certificate |
+//! | `POST /v1/admin/agents` | admin | register an agent |
+//! | `GET /v1/admin/agents?tenant=&env=&limit=` | admin | list agents |
+//! | `GET /v1/admin/agents/{tenant}/{env}/{agent}` | admin | one agent |
+//! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/tokens` | admin | bootstrap token |
+//! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/enable` | admin | enable |
+//! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/disable` | admin | disable |
+
+pub mod error;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use rustls_pki_types::CertificateDer;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use agentca::wire::{CreateTokenRequest, EnrollRequest, RegisterAgentRequest, RenewRequest};
+
+use crate::authority::{Admin, Authority};
+pub use error::ApiError;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the server knows about the connection a request came on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The client certificate chain presented in the TLS handshake.
+    pub peer_chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+type AppState = Arc<Authority>;
+
+/// The API's routes over `authority`.
+pub fn router(authority: Arc<Authority>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/bundle", get(bundle))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/renew", post(renew))
+        .route("/v1/admin/agents", post(register).get(list_agents))
+        .route("/v1/admin/agents/{tenant}/{env}/{agent}", get(show_agent))
+        .route(
+            "/v1/admin/agents/{tenant}/{env}/{agent}/tokens",
+            post(create_token),
+        )
+        .route(
+            "/v1/admin/agents/{tenant}/{env}/{agent}/enable",
+            post(enable),
+        )
+        .route(
+            "/v1/admin/agents/{tenant}/{env}/{agent}/disable",
+            post(disable),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(authority)
+}
+
+/// A JSON body, with every rejection (too large, not JSON, wrong fields)
+/// answered as an [`ApiError`]. An empty body reads as `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes).map(JsonBody).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON for this request: {e}"),
+            )
+        })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn admin(authority: &Authority, headers: &HeaderMap) -> Result<Admin, ApiError> {
+    Ok(authority.admin(bearer(headers))?)
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+async fn healthz(State(ca): State<AppState>) -> impl IntoResponse {
+    let health = ca.health(now());
+    let status = if health.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health))
+}
+
+async fn bundle(State(ca): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        ca.bundle_pem().to_owned(),
+    )
+}
+
+async fn enroll(
+    State(ca): State<AppState>,
+    JsonBody(req): JsonBody<EnrollRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(ca.enroll(req, now()).await?))
+}
+
+async fn renew(
+    State(ca): State<AppState>,
+    conn: Option<Extension<ConnInfo>>,
+    JsonBody(req): JsonBody<RenewRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let conn = conn.map(|Extension(c)| c);
+    let chain = conn
+        .as_ref()
+        .and_then(|c| c.peer_chain.as_deref())
+        .map(Vec::as_slice);
+    let remote = conn.as_ref().map(|c| c.remote);
+    Ok(Json(ca.renew(chain, req, remote, now()).await?))
+}
+
+async fn register(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<RegisterAgentRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &headers)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ca.register(&admin, req, now()).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    tenant: Option<String>,
+    env: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_agents(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let limit = q.limit.unwrap_or(1000);
+    Ok(Json(ca.list_agents(
+        &admin,
+        q.tenant.as_deref(),
+        q.env.as_deref(),
+        limit,
+    )?))
+}
+
+type AgentPath = (String, String, String);
+
+async fn show_agent(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<AgentPath>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &headers)?;
+    let (t, e, a) = path(p)?;
+    Ok(Json(ca.show_agent(&admin, &t, &e, &a, now())?))
+}
+
+async fn create_token(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<AgentPath>, PathRejection>,
+    JsonBody(req): JsonBody<CreateTokenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &headers)?;
+    let (t, e, a) = path(p)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ca.create_token(&admin, &t, &e, &a, req, now()).await?),
+    ))
+}
+
+async fn set_enabled(
+    ca: AppState,
+    headers: HeaderMap,
+    p: Result<Path<AgentPath>, PathRejection>,
+    enabled: bool,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &headers)?;
+    let (t, e, a) = path(p)?;
+    Ok(Json(
+        ca.set_enabled(&admin, &t, &e, &a, enabled, now()).await?,
+    ))
+}
+
+async fn enable(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<AgentPath>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_enabled(ca, headers, p, true).await
+}
+
+async fn disable(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    p: Result<Path<AgentPath>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_enabled(ca, headers, p, false).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}

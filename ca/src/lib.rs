@@ -1,0 +1,27 @@
+//! The agentca certificate authority: issuing minutes-lived agent
+//! certificates, and the `agentca` command.
+//!
+//! - [`authority`] decides what may be issued and what it contains
+//!   ([`profile`], [`csr`], [`token`]);
+//! - [`store`] persists it;
+//! - [`http`] turns HTTPS requests into calls on the authority ([`tls`]);
+//! - [`datadir`] and [`keys`] hold the CA's certificates and encrypted keys;
+//! - [`cli`] is the `agentca` command.
+
+#![forbid(unsafe_code)]
+
+pub mod authority;
+pub mod cli;
+pub mod csr;
+pub mod datadir;
+pub mod http;
+pub mod keys;
+pub mod profile;
+pub mod store;
+pub mod tls;
+pub mod token;
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

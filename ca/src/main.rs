@@ -1,0 +1,7 @@
+//! The `agentca` command.
+
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    agentca_ca::cli::main()
+}

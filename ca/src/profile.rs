@@ -1,0 +1,226 @@
+//! What goes into each certificate the CA signs.
+//!
+//! The agent leaf profile (DESIGN.md, "Certificates"):
+//!
+//! | field | value |
+//! |---|---|
+//! | serial | 16 random bytes, positive |
+//! | validity | notBefore = now − 30 s; notAfter = now + ttl, capped at the issuer's notAfter |
+//! | subject | O=tenant, OU=env, CN=agent, serialNumber=instance id |
+//! | SAN | exactly one URI: the SPIFFE ID |
+//! | basicConstraints | critical, cA=false |
+//! | keyUsage | critical, digitalSignature |
+//! | extKeyUsage | serverAuth and clientAuth |
+//! | AKI / SKI | present |
+
+use std::net::IpAddr;
+
+use agentca::identity::{AgentId, InstanceId, TrustDomain};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+/// How far notBefore is set in the past, for clocks that run behind.
+pub const BACKDATE: Duration = Duration::seconds(30);
+
+/// OID of the X.520 serialNumber attribute, which carries the instance id.
+const OID_SERIAL_NUMBER: &[u64] = &[2, 5, 4, 5];
+
+/// 16 random bytes from the OS RNG, as a positive serial that always
+/// encodes in 16 bytes (the top bit clear, the next one set).
+pub fn random_serial() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the operating system RNG failed");
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    bytes
+}
+
+/// The time truncated to whole seconds, as X.509 validity stores it.
+pub fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+/// The validity of a leaf issued at `now` for `ttl`: backdated by
+/// [`BACKDATE`], and ending no later than the issuer does.
+pub fn leaf_validity(
+    now: OffsetDateTime,
+    ttl: Duration,
+    issuer_not_after: OffsetDateTime,
+) -> (OffsetDateTime, OffsetDateTime) {
+    let now = whole_seconds(now);
+    (now - BACKDATE, (now + ttl).min(issuer_not_after))
+}
+
+/// The parameters of an agent certificate.
+pub fn agent_leaf(
+    id: &AgentId,
+    instance: &InstanceId,
+    serial: &[u8; 16],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    crl_url: Option<&str>,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, id.tenant().as_str());
+    dn.push(DnType::OrganizationalUnitName, id.env().as_str());
+    dn.push(DnType::CommonName, id.agent().as_str());
+    dn.push(
+        DnType::CustomDnType(OID_SERIAL_NUMBER.to_vec()),
+        DnValue::PrintableString(instance.as_str().try_into()?),
+    );
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    if let Some(url) = crl_url {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec![url.to_owned()],
+        }];
+    }
+    Ok(params)
+}
+
+/// The parameters of the root CA: may sign one level of intermediates.
+pub fn root(
+    trust_domain: &TrustDomain,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
+    let mut params = ca_params(not_before, not_after, BasicConstraints::Constrained(1));
+    params.distinguished_name = ca_name(trust_domain, "root CA");
+    params
+}
+
+/// The parameters of the issuing intermediate: signs leaves only.
+pub fn intermediate(
+    trust_domain: &TrustDomain,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
+    let mut params = ca_params(not_before, not_after, BasicConstraints::Constrained(0));
+    params.distinguished_name = ca_name(trust_domain, "issuing CA");
+    params.use_authority_key_identifier_extension = true;
+    params
+}
+
+fn ca_name(trust_domain: &TrustDomain, role: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "agentca");
+    dn.push(
+        DnType::CommonName,
+        format!("agentca {role} for {trust_domain}"),
+    );
+    dn
+}
+
+fn ca_params(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    constraints: BasicConstraints,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+    params.not_before = whole_seconds(not_before);
+    params.not_after = whole_seconds(not_after);
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+/// A name the CA's own TLS server certificate is valid for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerName {
+    /// A DNS name.
+    Dns(String),
+    /// An IP address.
+    Ip(IpAddr),
+}
+
+impl std::str::FromStr for ServerName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(ServerName::Ip(ip));
+        }
+        rustls_pki_types::DnsName::try_from(s)
+            .map(|_| ServerName::Dns(s.to_ascii_lowercase()))
+            .map_err(|_| format!("{s:?} is neither a DNS name nor an IP address"))
+    }
+}
+
+/// The parameters of the CA's TLS server certificate.
+pub fn server(
+    trust_domain: &TrustDomain,
+    names: &[ServerName],
+    serial: &[u8; 16],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = whole_seconds(not_before);
+    params.not_after = whole_seconds(not_after);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "agentca");
+    dn.push(
+        DnType::CommonName,
+        format!("agentca server for {trust_domain}"),
+    );
+    params.distinguished_name = dn;
+    params.subject_alt_names = names
+        .iter()
+        .map(|n| match n {
+            ServerName::Dns(d) => Ok(SanType::DnsName(d.clone().try_into()?)),
+            ServerName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_are_random_positive_and_sixteen_bytes() {
+        let a = random_serial();
+        let b = random_serial();
+        assert_ne!(a, b);
+        for s in [a, b] {
+            assert_eq!(s[0] & 0x80, 0);
+            assert_ne!(s[0], 0);
+        }
+    }
+
+    #[test]
+    fn validity_is_backdated_and_capped_at_the_issuer() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+            + Duration::milliseconds(700);
+        let issuer_end = OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap();
+        let (nb, na) = leaf_validity(now, Duration::minutes(5), issuer_end);
+        assert_eq!(nb.unix_timestamp(), 1_800_000_000 - 30);
+        assert_eq!(nb.nanosecond(), 0);
+        assert_eq!(na, issuer_end);
+        let (_, na) = leaf_validity(now, Duration::seconds(60), issuer_end);
+        assert_eq!(na.unix_timestamp(), 1_800_000_060);
+    }
+}

@@ -1,0 +1,192 @@
+//! Persistence.
+//!
+//! Everything the CA persists goes through one [`Store`]: a small
+//! transactional key-value model with two embedded backends, [`redb`] (the
+//! default, which syncs to disk on every commit) and [`sled`]. On top of it:
+//!
+//! - [`records`]: the typed records (agents, tokens, certificates, admins,
+//!   clone alerts) and how they are keyed;
+//! - [`change`]: the state changes, each applied atomically with the checks
+//!   that must hold at commit time (a token's remaining uses, a certificate
+//!   renewed at most once);
+//! - [`writer`]: the single writer task that gathers concurrent changes
+//!   into one durable commit (group commit).
+//!
+//! Reads go straight to the store and see the last committed state.
+
+pub mod change;
+pub mod records;
+pub mod redb;
+pub mod sled;
+pub mod writer;
+
+#[cfg(test)]
+mod suite;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub use change::{Change, Conflict, Outcome};
+pub use records::Records;
+pub use writer::Writer;
+
+/// A store failure: the disk, the database or a record that does not decode.
+/// None of these is the caller's fault; the HTTP layer answers 500/503.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed.
+    #[error("{backend} store: {detail}")]
+    Backend {
+        /// Which backend.
+        backend: Backend,
+        /// What it said.
+        detail: String,
+    },
+    /// A stored record does not decode: the store is damaged or from an
+    /// incompatible version.
+    #[error("a stored {table} record does not decode: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The writer task has stopped (the CA is shutting down).
+    #[error("the store writer has stopped")]
+    WriterStopped,
+}
+
+/// Which embedded database holds the CA's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// redb: a real fdatasync on every commit; stable file format.
+    #[default]
+    Redb,
+    /// sled 0.34.7: see the module docs of [`crate::store::sled`] for what
+    /// it does not guarantee.
+    Sled,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Redb => "redb",
+            Backend::Sled => "sled",
+        })
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redb" => Ok(Backend::Redb),
+            "sled" => Ok(Backend::Sled),
+            other => Err(format!("unknown store backend {other:?}; use redb or sled")),
+        }
+    }
+}
+
+/// The tables of the store. Keys and values are bytes; [`records`] says
+/// what each holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// Counters and settings.
+    Meta,
+    /// Registered agents by `tenant/env/agent`.
+    Agents,
+    /// Bootstrap tokens by SHA-256 of the token.
+    Tokens,
+    /// Issued certificates by serial.
+    Certs,
+    /// Index: `tenant/env/agent` NUL serial, for an agent's certificates.
+    AgentCerts,
+    /// Admin tokens by SHA-256 of the token.
+    Admins,
+    /// Clone alerts by `tenant/env/agent` NUL sequence number.
+    Alerts,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 7] = [
+        Table::Meta,
+        Table::Agents,
+        Table::Tokens,
+        Table::Certs,
+        Table::AgentCerts,
+        Table::Admins,
+        Table::Alerts,
+    ];
+
+    /// The table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Agents => "agents",
+            Table::Tokens => "tokens",
+            Table::Certs => "certs",
+            Table::AgentCerts => "agent_certs",
+            Table::Admins => "admins",
+            Table::Alerts => "alerts",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A key-value store with atomic, durable multi-table writes.
+///
+/// Implementations guarantee that when [`Store::write`] returns `Ok`, every
+/// write made in it is on disk (as far as the backend can promise: see
+/// [`crate::store::sled`]) and that a failed `write` changed nothing.
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// The value under `key`, from the last committed state.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` entries whose key starts with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// Runs `f` in one write transaction and commits it durably. If `f`
+    /// fails, nothing it wrote is kept.
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The view of the store inside [`Store::write`]: reads see the
+/// transaction's own writes.
+pub trait WriteTxn {
+    /// The value under `key`, including this transaction's writes.
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets `key` to `value`.
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key`, if present.
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), StoreError>;
+}
+
+/// Opens (creating if needed) the store of `backend` under the data
+/// directory `dir`.
+pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match backend {
+        Backend::Redb => Arc::new(self::redb::RedbStore::open(&dir.join("store.redb"))?),
+        Backend::Sled => Arc::new(self::sled::SledStore::open(&dir.join("store.sled"))?),
+    })
+}

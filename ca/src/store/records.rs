@@ -1,0 +1,305 @@
+//! The typed records of the store, how they are keyed, and typed reads.
+//!
+//! Records are JSON (self-describing, so a field added later reads old
+//! records with its default). Times are Unix seconds; certificate DER is
+//! base64.
+
+use std::sync::Arc;
+
+use agentca::identity::InstanceId;
+use agentca::wire::Serial;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, Table};
+
+/// SHA-256 of a secret token: the only form in which tokens are stored.
+pub type TokenHash = [u8; 32];
+
+/// A registered agent. Key: `tenant/env/agent`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Tenant name.
+    pub tenant: String,
+    /// Environment name.
+    pub env: String,
+    /// Agent name.
+    pub agent: String,
+    /// Who is responsible for it.
+    pub owner: String,
+    /// What it is for.
+    pub purpose: String,
+    /// Lifetime of its certificates, in seconds.
+    pub ttl_secs: u64,
+    /// Whether it may enroll and renew.
+    pub enabled: bool,
+    /// When it was registered.
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+    /// When the registration last changed.
+    #[serde(with = "time::serde::timestamp")]
+    pub updated_at: OffsetDateTime,
+    /// When it was last issued a certificate.
+    #[serde(with = "time::serde::timestamp::option", default)]
+    pub last_issued_at: Option<OffsetDateTime>,
+}
+
+impl AgentRecord {
+    /// The record's key: `tenant/env/agent`.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.tenant, self.env, self.agent)
+    }
+}
+
+/// A bootstrap token. Key: its [`TokenHash`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id of the token (not secret).
+    pub token_id: String,
+    /// The agent it enrolls: `tenant/env/agent`.
+    pub agent_key: String,
+    /// When it was created.
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+    /// When it stops working.
+    #[serde(with = "time::serde::timestamp")]
+    pub expires_at: OffsetDateTime,
+    /// How many enrollments it allows.
+    pub max_uses: u32,
+    /// How many it has done.
+    pub used: u32,
+    /// Set when the token was voided before it was used up.
+    #[serde(default)]
+    pub voided: bool,
+}
+
+/// How a certificate came to be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Origin {
+    /// Enrolled with a bootstrap token.
+    Enroll {
+        /// The token's public id.
+        token_id: String,
+    },
+    /// Renewed from another certificate.
+    Renew {
+        /// The certificate it renewed.
+        from: Serial,
+    },
+}
+
+/// The one renewal a certificate may have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewal {
+    /// Serial of the certificate issued by the renewal.
+    pub serial: Serial,
+    /// SHA-256 of the public key (SubjectPublicKeyInfo DER) it was issued for.
+    pub key_sha256: String,
+    /// When.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+}
+
+/// A revocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// When it was revoked.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// RFC 5280 reason code.
+    pub reason: u8,
+}
+
+/// An issued certificate. Key: its serial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// Serial number.
+    pub serial: Serial,
+    /// The agent: `tenant/env/agent`.
+    pub agent_key: String,
+    /// Instance id in the subject.
+    pub instance_id: InstanceId,
+    /// Start of validity.
+    #[serde(with = "time::serde::timestamp")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::timestamp")]
+    pub not_after: OffsetDateTime,
+    /// When it was issued.
+    #[serde(with = "time::serde::timestamp")]
+    pub issued_at: OffsetDateTime,
+    /// SHA-256 of its SubjectPublicKeyInfo DER, as hex.
+    pub key_sha256: String,
+    /// The certificate.
+    #[serde(with = "base64_bytes")]
+    pub der: Vec<u8>,
+    /// Enrollment or renewal.
+    pub origin: Origin,
+    /// Its renewal, once renewed.
+    #[serde(default)]
+    pub renewed_by: Option<Renewal>,
+    /// Its revocation, if revoked.
+    #[serde(default)]
+    pub revoked: Option<Revocation>,
+}
+
+/// An admin token. Key: its [`TokenHash`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    /// The admin's name, as the audit trail shows it.
+    pub name: String,
+    /// The one tenant it may act on; every tenant when `None`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A refused second renewal with another key. Key: `tenant/env/agent` NUL
+/// sequence number (big-endian u64).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneAlertRecord {
+    /// When.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// The certificate presented.
+    pub serial: Serial,
+    /// Its instance.
+    pub instance_id: InstanceId,
+    /// The agent: `tenant/env/agent`.
+    pub agent_key: String,
+    /// SHA-256 of the public key the refused renewal asked for, as hex.
+    pub requested_key_sha256: String,
+    /// The peer's address.
+    #[serde(default)]
+    pub remote_addr: Option<String>,
+}
+
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Encodes a record.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Serializing these plain structs to JSON cannot fail.
+    serde_json::to_vec(record).expect("records serialize to JSON")
+}
+
+/// Decodes a record read from `table`.
+pub fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table: table.name(),
+        detail: e.to_string(),
+    })
+}
+
+/// Key of an index entry: `prefix` NUL `suffix`.
+pub fn index_key(prefix: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 1 + suffix.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(0);
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// Typed reads of the last committed state.
+#[derive(Clone)]
+pub struct Records {
+    store: Arc<dyn Store>,
+}
+
+impl Records {
+    /// Reads from `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.store
+            .get(table, key)?
+            .map(|bytes| decode(table, &bytes))
+            .transpose()
+    }
+
+    /// The agent registered under `tenant/env/agent`.
+    pub fn agent(&self, key: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.get(Table::Agents, key.as_bytes())
+    }
+
+    /// Up to `limit` agents whose key starts with `prefix` (`""` for all,
+    /// `"tenant/"` for one tenant), in key order.
+    pub fn agents(&self, prefix: &str, limit: usize) -> Result<Vec<AgentRecord>, StoreError> {
+        self.store
+            .scan_prefix(Table::Agents, prefix.as_bytes(), limit)?
+            .iter()
+            .map(|(_, v)| decode(Table::Agents, v))
+            .collect()
+    }
+
+    /// The token with this hash.
+    pub fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(Table::Tokens, hash)
+    }
+
+    /// The certificate with this serial.
+    pub fn cert(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
+        self.get(Table::Certs, serial.as_bytes())
+    }
+
+    /// Up to `limit` certificates of the agent `tenant/env/agent`, in serial
+    /// order.
+    pub fn certs_of(&self, agent_key: &str, limit: usize) -> Result<Vec<CertRecord>, StoreError> {
+        let prefix = index_key(agent_key, &[]);
+        let mut out = Vec::new();
+        for (k, _) in self.store.scan_prefix(Table::AgentCerts, &prefix, limit)? {
+            let serial =
+                Serial::from_bytes(&k[prefix.len()..]).map_err(|e| StoreError::Corrupt {
+                    table: Table::AgentCerts.name(),
+                    detail: e.to_string(),
+                })?;
+            if let Some(cert) = self.cert(&serial)? {
+                out.push(cert);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The admin whose token has this hash.
+    pub fn admin(&self, hash: &TokenHash) -> Result<Option<AdminRecord>, StoreError> {
+        self.get(Table::Admins, hash)
+    }
+
+    /// Up to `limit` clone alerts of the agent `tenant/env/agent`, oldest first.
+    pub fn alerts_of(
+        &self,
+        agent_key: &str,
+        limit: usize,
+    ) -> Result<Vec<CloneAlertRecord>, StoreError> {
+        self.store
+            .scan_prefix(Table::Alerts, &index_key(agent_key, &[]), limit)?
+            .iter()
+            .map(|(_, v)| decode(Table::Alerts, v))
+            .collect()
+    }
+}

@@ -1,0 +1,134 @@
+//! The sled backend (sled 0.34.7), selectable with `--store sled` at init.
+//!
+//! What it does not guarantee, and why redb is the default:
+//!
+//! - sled 0.34.7's `flush()` ends in `sync_file_range`, not `fsync`: an
+//!   acknowledged write survives a crash of the CA process but can be lost
+//!   on power failure or a kernel crash until sled's periodic fsync (every
+//!   500 ms) has run (sled issue #1452).
+//! - `flush_async()` deadlocks with many concurrent callers (sled
+//!   #1308/#1357, fixed on master, never released), so this backend calls
+//!   the synchronous `flush()`, from the single writer only.
+//! - 0.34.7 is sled's last release (2021).
+//!
+//! All tables live in sled's default tree, each under a one-byte key
+//! prefix, so that a multi-table write is one atomic `apply_batch`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::{Backend, Entry, Store, StoreError, Table, WriteTxn};
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        backend: Backend::Sled,
+        detail: e.to_string(),
+    }
+}
+
+fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(table.index() as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+/// A sled database directory.
+pub struct SledStore {
+    db: ::sled::Db,
+    // The read-check-write inside one `write` is atomic only if writes do
+    // not interleave: sled's batch is atomic, its reads are not transactional.
+    write_lock: Mutex<()>,
+}
+
+impl SledStore {
+    /// Opens the database at `path`, creating it if needed. Fails if
+    /// another process has it open.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = ::sled::Config::new().path(path).open().map_err(err)?;
+        Ok(Self {
+            db,
+            write_lock: Mutex::new(()),
+        })
+    }
+}
+
+impl Store for SledStore {
+    fn backend(&self) -> Backend {
+        Backend::Sled
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get(full_key(table, key))
+            .map_err(err)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix(full_key(table, prefix)).take(limit) {
+            let (k, v) = entry.map_err(err)?;
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut view = SledTxn {
+            db: &self.db,
+            pending: BTreeMap::new(),
+        };
+        f(&mut view)?;
+        if view.pending.is_empty() {
+            return Ok(());
+        }
+        let mut batch = ::sled::Batch::default();
+        for (k, v) in view.pending {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.db.apply_batch(batch).map_err(err)?;
+        self.db.flush().map_err(err)?;
+        Ok(())
+    }
+}
+
+struct SledTxn<'a> {
+    db: &'a ::sled::Db,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl WriteTxn for SledTxn<'_> {
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = full_key(table, key);
+        if let Some(v) = self.pending.get(&k) {
+            return Ok(v.clone());
+        }
+        Ok(self.db.get(k).map_err(err)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.pending
+            .insert(full_key(table, key), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), StoreError> {
+        self.pending.insert(full_key(table, key), None);
+        Ok(())
+    }
+}

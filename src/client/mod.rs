@@ -1,0 +1,445 @@
+//! The agent side: keys, certificate signing requests, and the CA's HTTP
+//! API (enroll, renew, bundle), over TLS that trusts only the CA.
+//!
+//! An agent meets its CA for the first time knowing two things: the CA's
+//! URL and the SHA-256 fingerprint of its root ([`CaTrust::Pinned`]). The
+//! first connection accepts the server only if it chains to a root with that
+//! fingerprint; from then on the agent uses the CA's trust bundle
+//! ([`CaTrust::Bundle`]).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), agentca::client::ClientError> {
+//! use agentca::client::{CaClient, CaTrust, KeyAlgorithm, PrivateKey};
+//!
+//! let pin = "3f5c…".parse().expect("a fingerprint");
+//! let ca = CaClient::new("https://ca.internal:8443", CaTrust::Pinned(pin), None)?;
+//! let bundle = ca.bundle().await?;
+//! let key = PrivateKey::generate(KeyAlgorithm::P256)?;
+//! let issued = ca.enroll("the bootstrap token", &key.csr_pem()?).await?;
+//! println!("{} until {}", issued.spiffe_id, issued.not_after);
+//! # let _ = bundle; Ok(()) }
+//! ```
+
+mod tls;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bundle::{BundleError, Fingerprint, TrustBundle};
+use crate::wire::{EnrollRequest, ErrorBody, Health, IssuedCertificate, RenewRequest};
+
+pub use tls::client_config;
+
+/// Largest response body read from the CA, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The CA URL is not a valid `https://` URL.
+    #[error("the CA URL {0:?} is not a valid https:// URL")]
+    InvalidUrl(String),
+    /// A key could not be generated, parsed or used.
+    #[error("key: {0}")]
+    Key(String),
+    /// A certificate or chain could not be parsed or used.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// A trust bundle is invalid.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The TLS configuration could not be built.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The CA could not be reached, or the connection failed (including a
+    /// TLS handshake refused because the CA's root does not match the pin).
+    #[error("could not talk to the CA: {0}")]
+    Transport(String),
+    /// The CA refused the request.
+    #[error("the CA refused the request ({status} {error}): {detail}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The error code from the CA.
+        error: String,
+        /// The CA's explanation.
+        detail: String,
+        /// `Retry-After` in seconds, when the CA asked the client to wait.
+        retry_after: Option<u64>,
+    },
+    /// The CA answered something that is not what the API promises.
+    #[error("the CA sent an invalid response: {0}")]
+    InvalidResponse(String),
+    /// The CA's trust bundle does not contain the pinned root.
+    #[error("the CA's trust bundle does not contain the pinned root {0}")]
+    PinNotInBundle(Fingerprint),
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    // reqwest's Display hides the cause (e.g. the TLS alert); show the chain.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    ClientError::Transport(msg)
+}
+
+/// Key types the CA accepts for agents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 with SHA-256 (the default).
+    #[default]
+    P256,
+    /// ECDSA on P-384 with SHA-384.
+    P384,
+    /// Ed25519.
+    Ed25519,
+}
+
+impl KeyAlgorithm {
+    fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyAlgorithm::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyAlgorithm::P256 => "p256",
+            KeyAlgorithm::P384 => "p384",
+            KeyAlgorithm::Ed25519 => "ed25519",
+        })
+    }
+}
+
+impl FromStr for KeyAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "p256" => Ok(KeyAlgorithm::P256),
+            "p384" => Ok(KeyAlgorithm::P384),
+            "ed25519" => Ok(KeyAlgorithm::Ed25519),
+            other => Err(format!(
+                "unknown key algorithm {other:?}; use p256, p384 or ed25519"
+            )),
+        }
+    }
+}
+
+/// A private key generated on this machine. It never leaves it: the CA
+/// only sees its public half, in a CSR.
+pub struct PrivateKey {
+    key: rcgen::KeyPair,
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey").finish_non_exhaustive()
+    }
+}
+
+impl PrivateKey {
+    /// A new key from the operating system's RNG.
+    pub fn generate(alg: KeyAlgorithm) -> Result<Self, ClientError> {
+        let key = rcgen::KeyPair::generate_for(alg.rcgen())
+            .map_err(|e| ClientError::Key(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    /// A key from PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    pub fn from_pem(pem_text: &str) -> Result<Self, ClientError> {
+        let key =
+            rcgen::KeyPair::from_pem(pem_text).map_err(|e| ClientError::Key(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    /// The key as PKCS#8 PEM. Write it only to a file only its owner can read.
+    pub fn to_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// A PEM PKCS#10 request for this key. The CA uses only its public key
+    /// and checks its signature; the subject is left empty.
+    pub fn csr_pem(&self) -> Result<String, ClientError> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(&self.key)
+            .map_err(|e| ClientError::Key(e.to_string()))?;
+        csr.pem().map_err(|e| ClientError::Key(e.to_string()))
+    }
+
+    /// The SubjectPublicKeyInfo DER of the public key.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        rcgen::PublicKeyData::subject_public_key_info(&self.key)
+    }
+
+    fn der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
+    }
+}
+
+/// How the client decides that it is talking to the right CA.
+#[derive(Clone, Debug)]
+pub enum CaTrust {
+    /// Accept a server whose chain includes a root with this SHA-256
+    /// fingerprint, and verify the chain and host name against that root.
+    Pinned(Fingerprint),
+    /// Verify the server's chain and host name against these roots.
+    Bundle(TrustBundle),
+}
+
+/// A certificate chain and its key, presented to the CA for renewal.
+pub struct Credentials {
+    /// Leaf first, then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub key: PrivateKey,
+}
+
+impl Credentials {
+    /// Parses a PEM chain (leaf first) and checks that `key` is the leaf's key.
+    pub fn from_pem(chain_pem: &str, key: PrivateKey) -> Result<Self, ClientError> {
+        let chain = parse_chain(chain_pem)?;
+        let leaf_spki = leaf_public_key(&chain[0])?;
+        if leaf_spki != key.public_key_der() {
+            return Err(ClientError::Key(
+                "the key does not match the certificate".into(),
+            ));
+        }
+        Ok(Self { chain, key })
+    }
+}
+
+/// Parses PEM certificates, in order. At least one is required.
+pub fn parse_chain(pem_text: &str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| ClientError::Certificate(e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect();
+    if chain.is_empty() {
+        return Err(ClientError::Certificate(
+            "no CERTIFICATE block in the PEM".into(),
+        ));
+    }
+    Ok(chain)
+}
+
+fn leaf_public_key(der: &[u8]) -> Result<Vec<u8>, ClientError> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| ClientError::Certificate(e.to_string()))?;
+    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+/// A client of one CA's HTTP API.
+#[derive(Clone)]
+pub struct CaClient {
+    http: reqwest::Client,
+    base: String,
+    trust: Arc<CaTrust>,
+}
+
+impl fmt::Debug for CaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaClient {
+    /// A client of the CA at `url` (`https://host:port`), trusting it as
+    /// `trust` says, presenting `credentials` when given (for renewal).
+    pub fn new(
+        url: &str,
+        trust: CaTrust,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base).map_err(|_| ClientError::InvalidUrl(url.into()))?;
+        if parsed.scheme() != "https" || parsed.host().is_none() {
+            return Err(ClientError::InvalidUrl(url.into()));
+        }
+        let tls = client_config(&trust, credentials.map(|c| (c.chain, c.key.der())))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .https_only(true)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(transport)?;
+        Ok(Self {
+            http,
+            base,
+            trust: Arc::new(trust),
+        })
+    }
+
+    /// The CA's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.send(self.http.get(self.endpoint("/healthz"))).await
+    }
+
+    /// `GET /v1/bundle`: the CA's trust bundle. With a pinned client, the
+    /// bundle must contain the pinned root.
+    pub async fn bundle(&self) -> Result<TrustBundle, ClientError> {
+        let resp = self
+            .http
+            .get(self.endpoint("/v1/bundle"))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let retry_after = retry_after(&resp);
+        let body = read_limited(resp).await?;
+        if !status.is_success() {
+            return Err(refused(status.as_u16(), &body, retry_after));
+        }
+        let bundle = TrustBundle::from_pem(&body)?;
+        if let CaTrust::Pinned(pin) = &*self.trust {
+            if !bundle.contains(pin) {
+                return Err(ClientError::PinNotInBundle(*pin));
+            }
+        }
+        Ok(bundle)
+    }
+
+    /// `POST /v1/enroll`: a first certificate for the key of `csr_pem`, with
+    /// a bootstrap token.
+    pub async fn enroll(
+        &self,
+        token: &str,
+        csr_pem: &str,
+    ) -> Result<IssuedCertificate, ClientError> {
+        let body = EnrollRequest {
+            token: token.to_owned(),
+            csr: csr_pem.to_owned(),
+        };
+        self.send(self.http.post(self.endpoint("/v1/enroll")).json(&body))
+            .await
+    }
+
+    /// `POST /v1/renew`: a new certificate for the key of `csr_pem`. The
+    /// client must have been built with the current [`Credentials`].
+    pub async fn renew(&self, csr_pem: &str) -> Result<IssuedCertificate, ClientError> {
+        let body = RenewRequest {
+            csr: csr_pem.to_owned(),
+        };
+        self.send(self.http.post(self.endpoint("/v1/renew")).json(&body))
+            .await
+    }
+
+    /// Sends a request with an optional bearer token and a JSON body to
+    /// `path`, and decodes the JSON answer: the building block of the admin
+    /// CLI.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut req = self.http.request(method, self.endpoint(path));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        self.send(req).await
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let retry_after = retry_after(&resp);
+        let body = read_limited(resp).await?;
+        if !status.is_success() {
+            return Err(refused(status.as_u16(), &body, retry_after));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::InvalidResponse(e.to_string()))
+    }
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn refused(status: u16, body: &[u8], retry_after: Option<u64>) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Refused {
+            status,
+            error: e.error,
+            detail: e.detail,
+            retry_after,
+        },
+        Err(_) => ClientError::Refused {
+            status,
+            error: "http_error".into(),
+            detail: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            retry_after,
+        },
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ClientError::InvalidResponse(format!(
+                "the response is larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Checks an issued certificate against the key it was requested for:
+/// returns the parsed chain if the leaf carries `key`'s public key.
+pub fn check_issued(
+    issued: &IssuedCertificate,
+    key: &PrivateKey,
+) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let chain = parse_chain(&issued.certificate_chain)?;
+    if leaf_public_key(&chain[0])? != key.public_key_der() {
+        return Err(ClientError::InvalidResponse(
+            "the issued certificate is not for the key in the request".into(),
+        ));
+    }
+    Ok(chain)
+}

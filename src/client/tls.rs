@@ -1,0 +1,126 @@
+//! TLS client configuration that trusts only the CA.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+use super::{CaTrust, ClientError};
+use crate::bundle::{Fingerprint, TrustBundle};
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn roots(bundle: &TrustBundle) -> Result<RootCertStore, ClientError> {
+    let mut roots = RootCertStore::empty();
+    for root in bundle.roots() {
+        roots.add(root.clone())?;
+    }
+    Ok(roots)
+}
+
+/// A rustls client configuration that verifies the CA's server certificate
+/// as `trust` says and, when `identity` is given, presents it as client
+/// certificate.
+pub fn client_config(
+    trust: &CaTrust,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<ClientConfig, ClientError> {
+    let provider = provider();
+    let verifier: Arc<dyn ServerCertVerifier> = match trust {
+        CaTrust::Bundle(bundle) => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(bundle)?), provider.clone())
+                .build()
+                .map_err(|e| ClientError::Tls(rustls::Error::General(e.to_string())))?
+        }
+        CaTrust::Pinned(pin) => Arc::new(PinnedRoot {
+            pin: *pin,
+            provider: provider.clone(),
+        }),
+    };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accepts a server whose presented chain includes the pinned root, after
+/// verifying the chain and host name against that root as the only trust
+/// anchor. A server that does not send the pinned root is refused.
+#[derive(Debug)]
+struct PinnedRoot {
+    pin: Fingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedRoot {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let root = intermediates
+            .iter()
+            .find(|c| Fingerprint::of(c) == self.pin)
+            .ok_or_else(|| {
+                rustls::Error::General(format!(
+                    "the server did not present the pinned root {}",
+                    self.pin
+                ))
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(root.clone().into_owned())?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,69 @@
+//! Workload identity for AI agents.
+//!
+//! agentca gives every agent its own minutes-lived X.509 certificate, with
+//! its identity as a SPIFFE ID in the certificate's single URI SAN:
+//!
+//! ```text
+//! spiffe://<trust-domain>/tenant/<tenant>/env/<env>/agent/<agent>
+//! ```
+//!
+//! This crate is what agents and services link against:
+//!
+//! - [`identity`]: the [`AgentId`](identity::AgentId) type and its parsing
+//!   rules;
+//! - [`bundle`]: trust bundles and root fingerprints;
+//! - [`wire`]: the JSON bodies of the CA's HTTP API;
+//! - `client` (feature `client`): key generation, enrollment and renewal
+//!   against an agentca CA.
+//!
+//! With default features it does not depend on the CA server's crates.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bundle;
+#[cfg(feature = "client")]
+pub mod client;
+pub mod identity;
+pub mod wire;
+
+use rustls_pki_types::CertificateDer;
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+/// Bytes from hex digits of either case; `None` unless every character is
+/// a hex digit and there is an even number of them.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            Some((hi * 16 + lo) as u8)
+        })
+        .collect()
+}
+
+/// PEM `CERTIFICATE` blocks for `certs`, in order.
+pub fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
+    let blocks: Vec<pem::Pem> = certs
+        .iter()
+        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
+        .collect();
+    pem::encode_many_config(
+        &blocks,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
