@@ -130,9 +130,10 @@ pub fn encrypt_pem(key: &KeyPair, passphrase: &Passphrase) -> Result<String, Key
     let mut iv = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| KeyError::Encrypt("RNG failure".into()))?;
     aws_lc_rs::rand::fill(&mut iv).map_err(|_| KeyError::Encrypt("RNG failure".into()))?;
-    // scrypt N=2^15, r=8, p=1: about 32 MiB and a tenth of a second per
-    // guess, the parameters OpenSSL and RustCrypto recommend.
-    let params = scrypt::Params::new(15, 8, 1, 32).map_err(|e| KeyError::Encrypt(e.to_string()))?;
+    // scrypt N=2^14, r=8, p=1 (16 MiB per guess): OpenSSL's own default for
+    // `openssl pkcs8 -scrypt`. N=2^15 would exceed OpenSSL's 32 MiB limit on
+    // PBE memory, and the keys must stay readable by `openssl pkey`.
+    let params = scrypt::Params::new(14, 8, 1, 32).map_err(|e| KeyError::Encrypt(e.to_string()))?;
     let pbes2 = pbes2::Parameters::scrypt_aes256cbc(params, &salt, &iv)
         .map_err(|e| KeyError::Encrypt(e.to_string()))?;
     let doc = info

@@ -1,0 +1,364 @@
+//! The `agentca` command as an operator, an admin and an agent use it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use agentca::client::{KeyAlgorithm, PrivateKey};
+use agentca::wire::AgentInfo;
+use common::{agentca_bin, TestCa};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run agentca")
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{cmd:?} should fail with exit code 1"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn serial_of(dir: &std::path::Path) -> String {
+    let chain = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let der = common::leaf_der(&chain);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn an_admin_and_an_agent_walk_through_the_cli() {
+    let ca = TestCa::start();
+    let out = ok(ca.command().args([
+        "register",
+        "--tenant",
+        "acme",
+        "--env",
+        "dev",
+        "--agent",
+        "hello",
+        "--owner",
+        "me@example.com",
+        "--purpose",
+        "trying agentca",
+        "--ttl",
+        "10m",
+    ]));
+    let info: AgentInfo = serde_json::from_str(&out).unwrap();
+    assert_eq!(info.ttl_seconds, 600);
+
+    let token = ok(ca.command().args([
+        "token", "--tenant", "acme", "--env", "dev", "--agent", "hello", "--quiet",
+    ]));
+    let token = token.trim();
+    assert!(token.starts_with("agentca-bt-"));
+
+    // The agent knows only the URL and the root fingerprint, as openssl prints it.
+    let fp = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(ca.bundle_path())
+        .output()
+        .unwrap();
+    let fp = String::from_utf8(fp.stdout).unwrap();
+    let out_dir = ca.root.path().join("hello");
+    let out = ok(ca
+        .command()
+        .env_remove("AGENTCA_BUNDLE")
+        .env("AGENTCA_TOKEN", token)
+        .args(["enroll", "--fingerprint", fp.trim(), "--out-dir"])
+        .arg(&out_dir));
+    assert!(
+        out.contains("spiffe://example.org/tenant/acme/env/dev/agent/hello"),
+        "{out}"
+    );
+    for file in ["cert.pem", "key.pem", "bundle.pem"] {
+        assert!(out_dir.join(file).exists(), "{file}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out_dir.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("bundle.pem")).unwrap(),
+        std::fs::read_to_string(ca.bundle_path()).unwrap()
+    );
+    let first = serial_of(&out_dir);
+    let first_key = std::fs::read_to_string(out_dir.join("key.pem")).unwrap();
+
+    ok(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
+    let second = serial_of(&out_dir);
+    assert_ne!(first, second);
+    assert_ne!(
+        first_key,
+        std::fs::read_to_string(out_dir.join("key.pem")).unwrap()
+    );
+    assert!(!out_dir.join("renewal.json").exists());
+
+    let listed: Vec<AgentInfo> =
+        serde_json::from_str(&ok(ca.command().args(["agents", "--tenant", "acme"]))).unwrap();
+    assert_eq!(listed.len(), 1);
+    let shown: AgentInfo = serde_json::from_str(&ok(ca.command().args([
+        "agent", "--tenant", "acme", "--env", "dev", "--agent", "hello",
+    ])))
+    .unwrap();
+    assert_eq!(shown.live_certificates.len(), 2);
+
+    ok(ca.command().args([
+        "disable", "--tenant", "acme", "--env", "dev", "--agent", "hello",
+    ]));
+    let err = fails(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
+    assert!(err.contains("agent_disabled"), "{err}");
+    assert_eq!(
+        serial_of(&out_dir),
+        second,
+        "a refused renewal leaves the files alone"
+    );
+    ok(ca.command().args([
+        "enable", "--tenant", "acme", "--env", "dev", "--agent", "hello",
+    ]));
+    ok(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
+
+    // The token was single use.
+    let err = fails(
+        ca.command()
+            .env("AGENTCA_TOKEN", token)
+            .args(["enroll", "--out-dir"])
+            .arg(ca.root.path().join("again")),
+    );
+    assert!(err.contains("token_used"), "{err}");
+}
+
+#[tokio::test]
+async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no_alarm() {
+    let ca = TestCa::start();
+    ca.register("acme", "prod", "bot").await;
+    let out_dir = ca.root.path().join("bot");
+    let token = ca.token("acme", "prod", "bot", 1).await;
+    ok(ca
+        .command()
+        .env("AGENTCA_TOKEN", &token)
+        .arg("enroll")
+        .arg("--out-dir")
+        .arg(&out_dir));
+    let current_chain = std::fs::read_to_string(out_dir.join("cert.pem")).unwrap();
+    let current_key =
+        PrivateKey::from_pem(&std::fs::read_to_string(out_dir.join("key.pem")).unwrap()).unwrap();
+
+    // `agentca renew` journaled its new key and CSR and sent them; the CA
+    // issued, but the answer never arrived.
+    let pending = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+    let csr = pending.csr_pem().unwrap();
+    let journal = serde_json::json!({
+        "for_serial": serial_of(&out_dir),
+        "key_pem": pending.to_pem(),
+        "csr_pem": csr,
+    });
+    std::fs::write(out_dir.join("renewal.json"), journal.to_string()).unwrap();
+    let lost = ca
+        .client_with(&current_chain, &current_key)
+        .renew(&csr)
+        .await
+        .unwrap();
+
+    let out = ok(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
+    assert!(out.contains(&lost.serial.to_string()), "{out}");
+    assert_eq!(serial_of(&out_dir), lost.serial.to_string());
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("key.pem")).unwrap(),
+        pending.to_pem()
+    );
+    assert!(!out_dir.join("renewal.json").exists());
+    assert!(ca.show("acme", "prod", "bot").await.clone_alerts.is_empty());
+}
+
+#[tokio::test]
+async fn a_renewal_interrupted_while_the_ca_is_down_retries_with_the_same_csr() {
+    let mut ca = TestCa::start();
+    ca.register("acme", "prod", "bot").await;
+    let out_dir = ca.root.path().join("bot");
+    let token = ca.token("acme", "prod", "bot", 1).await;
+    ok(ca
+        .command()
+        .env("AGENTCA_TOKEN", &token)
+        .arg("enroll")
+        .arg("--out-dir")
+        .arg(&out_dir));
+    let before = serial_of(&out_dir);
+
+    ca.kill();
+    let err = fails(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
+    assert!(err.contains("run `agentca renew` again"), "{err}");
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("renewal.json")).unwrap()).unwrap();
+    assert_eq!(serial_of(&out_dir), before);
+
+    ca.restart();
+    let url = ca.url.clone();
+    ok(ca
+        .command()
+        .env("AGENTCA_URL", &url)
+        .arg("renew")
+        .arg("--out-dir")
+        .arg(&out_dir));
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("key.pem")).unwrap(),
+        journal["key_pem"].as_str().unwrap(),
+        "the journaled key was certified"
+    );
+    assert_ne!(serial_of(&out_dir), before);
+}
+
+#[test]
+fn init_refuses_an_existing_ca_a_short_passphrase_and_a_bad_trust_domain() {
+    let ca = TestCa::start();
+    let err = fails(
+        Command::new(agentca_bin())
+            .args(["init", "--trust-domain", "example.org", "--data-dir"])
+            .arg(&ca.data_dir)
+            .arg("--passphrase-file")
+            .arg(&ca.passphrase_file),
+    );
+    assert!(err.contains("already holds a CA"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let short = common::write(dir.path(), "short", "abc");
+    let err = fails(
+        Command::new(agentca_bin())
+            .args(["init", "--trust-domain", "example.org", "--data-dir"])
+            .arg(dir.path().join("ca"))
+            .arg("--passphrase-file")
+            .arg(&short),
+    );
+    assert!(err.contains("at least 12"), "{err}");
+
+    let err = fails(
+        Command::new(agentca_bin())
+            .args(["init", "--trust-domain", "Example.org", "--data-dir"])
+            .arg(dir.path().join("ca"))
+            .arg("--passphrase-file")
+            .arg(&ca.passphrase_file),
+    );
+    assert!(err.contains("trust domain"), "{err}");
+    assert!(!dir.path().join("ca").exists());
+}
+
+#[test]
+fn serve_refuses_a_wrong_passphrase() {
+    let ca = TestCa::start();
+    let wrong = common::write(ca.root.path(), "wrong", "this is not the passphrase");
+    let err = fails(
+        Command::new(agentca_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&ca.data_dir)
+            .arg("--passphrase-file")
+            .arg(&wrong),
+    );
+    assert!(err.contains("wrong passphrase"), "{err}");
+}
+
+#[test]
+fn serve_without_a_data_directory_creates_a_local_ca_and_the_cli_finds_it() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(agentca_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HOME", home.path())
+        .env_remove("AGENTCA_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("AGENTCA_DATA_DIR")
+        .env_remove("AGENTCA_PASSPHRASE")
+        .env_remove("AGENTCA_PASSPHRASE_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = String::new();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the CA starts");
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(url) = line.strip_prefix("agentca listening on ") {
+            break url.to_owned();
+        }
+    };
+    let base = home.path().join(".local/share/agentca");
+    assert!(
+        banner.contains("Created a new CA for local use"),
+        "{banner}"
+    );
+    assert!(banner.contains("WARNING"), "{banner}");
+    assert!(banner.contains("agentca register"), "{banner}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(base.join("passphrase"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(base.join("ca/ca.json").exists());
+
+    // The admin CLI finds the local CA's bundle and admin token by itself.
+    let out = ok(Command::new(agentca_bin())
+        .args([
+            "register",
+            "--tenant",
+            "acme",
+            "--env",
+            "dev",
+            "--agent",
+            "hello",
+            "--owner",
+            "me",
+            "--purpose",
+            "x",
+        ])
+        .env("HOME", home.path())
+        .env("AGENTCA_URL", &url)
+        .env_remove("AGENTCA_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("AGENTCA_BUNDLE")
+        .env_remove("AGENTCA_ADMIN_TOKEN_FILE")
+        .env_remove("AGENTCA_ADMIN_TOKEN"));
+    assert!(
+        out.contains("spiffe://agentca.local/tenant/acme/env/dev/agent/hello"),
+        "{out}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

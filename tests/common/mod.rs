@@ -1,0 +1,305 @@
+//! A real CA for end-to-end tests: the `agentca` binary, initialised in a
+//! temporary directory and serving on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use agentca::bundle::{Fingerprint, TrustBundle};
+use agentca::client::{CaClient, CaTrust, ClientError, Credentials, KeyAlgorithm, PrivateKey};
+use agentca::wire::{
+    AgentInfo, CreateTokenRequest, IssuedCertificate, RegisterAgentRequest, TokenCreated,
+};
+use reqwest::Method;
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+pub const TRUST_DOMAIN: &str = "example.org";
+
+/// The `agentca` binary under test.
+pub fn agentca_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_agentca")
+}
+
+pub struct TestCa {
+    pub root: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub passphrase_file: PathBuf,
+    pub url: String,
+    serve_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestCa {
+    /// A CA with default settings.
+    pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// A CA created with extra `init` arguments and served with extra
+    /// `serve` arguments.
+    pub fn start_with(init_args: &[&str], serve_args: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data_dir = root.path().join("ca");
+        let passphrase_file = root.path().join("passphrase");
+        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+        let out = Command::new(agentca_bin())
+            .arg("init")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--trust-domain", TRUST_DOMAIN])
+            .arg("--passphrase-file")
+            .arg(&passphrase_file)
+            .args(init_args)
+            .env("HOME", root.path())
+            .output()
+            .expect("run agentca init");
+        assert!(
+            out.status.success(),
+            "agentca init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut ca = Self {
+            root,
+            data_dir,
+            passphrase_file,
+            url: String::new(),
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        ca.launch();
+        ca
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut child = Command::new(agentca_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--passphrase-file")
+            .arg(&self.passphrase_file)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.serve_args)
+            .env("HOME", self.root.path())
+            .env("AGENTCA_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agentca serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("agentca listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => self.url = url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the CA did not start:\n{}",
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("serve.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Stops the CA (SIGKILL: nothing is flushed on the way out, so what
+    /// survives a restart is what was durable).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts the CA again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn bundle_path(&self) -> PathBuf {
+        self.data_dir.join("bundle.pem")
+    }
+
+    pub fn bundle(&self) -> TrustBundle {
+        TrustBundle::from_pem(&std::fs::read(self.bundle_path()).unwrap()).unwrap()
+    }
+
+    pub fn root_fingerprint(&self) -> Fingerprint {
+        self.bundle().fingerprints()[0]
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A client trusting the CA's bundle, without a client certificate.
+    pub fn client(&self) -> CaClient {
+        CaClient::new(&self.url, CaTrust::Bundle(self.bundle()), None).unwrap()
+    }
+
+    /// A client presenting `chain_pem` and `key` (for renewal).
+    pub fn client_with(&self, chain_pem: &str, key: &PrivateKey) -> CaClient {
+        let key = PrivateKey::from_pem(&key.to_pem()).unwrap();
+        let creds = Credentials::from_pem(chain_pem, key).unwrap();
+        CaClient::new(&self.url, CaTrust::Bundle(self.bundle()), Some(creds)).unwrap()
+    }
+
+    pub async fn admin<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.client()
+            .call(method, path, Some(&self.admin_token()), body)
+            .await
+    }
+
+    pub async fn register(&self, tenant: &str, env: &str, agent: &str) -> AgentInfo {
+        self.register_with_ttl(tenant, env, agent, None).await
+    }
+
+    pub async fn register_with_ttl(
+        &self,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        ttl: Option<u64>,
+    ) -> AgentInfo {
+        let req = RegisterAgentRequest {
+            tenant: tenant.into(),
+            env: env.into(),
+            agent: agent.into(),
+            owner: "team-test".into(),
+            purpose: "end-to-end tests".into(),
+            ttl_seconds: ttl,
+        };
+        self.admin(Method::POST, "/v1/admin/agents", Some(&req))
+            .await
+            .expect("register")
+    }
+
+    pub async fn token(&self, tenant: &str, env: &str, agent: &str, uses: u32) -> String {
+        self.try_token(
+            tenant,
+            env,
+            agent,
+            CreateTokenRequest {
+                ttl_seconds: None,
+                uses: Some(uses),
+            },
+        )
+        .await
+        .expect("token")
+        .token
+    }
+
+    pub async fn try_token(
+        &self,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        req: CreateTokenRequest,
+    ) -> Result<TokenCreated, ClientError> {
+        let path = format!("/v1/admin/agents/{tenant}/{env}/{agent}/tokens");
+        self.admin(Method::POST, &path, Some(&req)).await
+    }
+
+    pub async fn set_enabled(
+        &self,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        enabled: bool,
+    ) -> AgentInfo {
+        let verb = if enabled { "enable" } else { "disable" };
+        let path = format!("/v1/admin/agents/{tenant}/{env}/{agent}/{verb}");
+        self.admin::<(), _>(Method::POST, &path, None)
+            .await
+            .expect("enable/disable")
+    }
+
+    pub async fn show(&self, tenant: &str, env: &str, agent: &str) -> AgentInfo {
+        let path = format!("/v1/admin/agents/{tenant}/{env}/{agent}");
+        self.admin::<(), _>(Method::GET, &path, None)
+            .await
+            .expect("show agent")
+    }
+
+    /// Registers nothing: enrolls with `token` and a new P-256 key.
+    pub async fn enroll(
+        &self,
+        token: &str,
+    ) -> Result<(IssuedCertificate, PrivateKey), ClientError> {
+        let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+        let issued = self.client().enroll(token, &key.csr_pem().unwrap()).await?;
+        Ok((issued, key))
+    }
+
+    /// `agentca <args>` with the environment pointing at this CA.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(agentca_bin());
+        cmd.env("HOME", self.root.path())
+            .env("AGENTCA_URL", &self.url)
+            .env("AGENTCA_BUNDLE", self.bundle_path())
+            .env(
+                "AGENTCA_ADMIN_TOKEN_FILE",
+                self.data_dir.join("admin.token"),
+            )
+            .env_remove("AGENTCA_TOKEN")
+            .env_remove("AGENTCA_FINGERPRINT");
+        cmd
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The error code of a refusal, or a panic naming what came instead.
+pub fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Refused { status, error, .. }) => (status, error),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// The first certificate of a PEM chain, as DER.
+pub fn leaf_der(chain_pem: &str) -> Vec<u8> {
+    pem::parse_many(chain_pem).unwrap()[0].contents().to_vec()
+}
