@@ -10,6 +10,13 @@ use agentca::client::{KeyAlgorithm, PrivateKey};
 use agentca::wire::EnrollRequest;
 use common::{leaf_der, refusal, write, TestCa, PASSPHRASE};
 
+/// The value line of an extension in `openssl x509 -text` output.
+fn extension_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let mut lines = text.lines();
+    lines.find(|l| l.trim_start().starts_with(name))?;
+    lines.next().map(str::trim)
+}
+
 fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
     let out = Command::new("openssl")
         .args(args)
@@ -107,9 +114,19 @@ async fn openssl_shows_the_certificate_profile() {
         );
     }
     assert_eq!(
-        text.matches("URI:").count(),
-        1,
-        "exactly one URI SAN:\n{text}"
+        extension_value(&text, "X509v3 Subject Alternative Name"),
+        Some(format!("URI:{}", issued.spiffe_id).as_str()),
+        "exactly one SAN, the SPIFFE ID:\n{text}"
+    );
+    assert_eq!(
+        extension_value(&text, "Full Name:"),
+        Some(format!("URI:{}/v1/crl", ca.url).as_str()),
+        "the CRL distribution point:\n{text}"
+    );
+    assert_eq!(
+        extension_value(&text, "Authority Information Access"),
+        Some(format!("OCSP - URI:{}/v1/ocsp", ca.url).as_str()),
+        "the OCSP responder:\n{text}"
     );
     assert!(!text.contains("DNS:"), "no DNS SAN:\n{text}");
     let (_, serial) = openssl(
@@ -154,7 +171,11 @@ async fn what_an_openssl_csr_asks_for_is_ignored() {
     assert!(!text.contains("evil"), "{text}");
     assert!(!text.contains("CA:TRUE"), "{text}");
     assert!(!text.contains("Certificate Sign"), "{text}");
-    assert_eq!(text.matches("URI:").count(), 1, "{text}");
+    assert_eq!(
+        extension_value(&text, "X509v3 Subject Alternative Name"),
+        Some(format!("URI:{}", issued.spiffe_id).as_str()),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -10,15 +10,22 @@ use std::net::SocketAddr;
 use agentca::identity::{AgentId, IdError, InstanceId, Name, Part, TrustDomain};
 use agentca::wire::{
     AgentInfo, CertificateInfo, CloneAlert, CreateTokenRequest, EnrollRequest, Health,
-    IssuedCertificate, RegisterAgentRequest, RenewRequest, Serial, TokenCreated,
+    IssuedCertificate, RegisterAgentRequest, RenewRequest, RevocationEvent as WireRevocationEvent,
+    RevocationPage, RevokeRequest, RevokeResponse, Serial, TokenCreated,
 };
-use rcgen::{Issuer, KeyPair};
+use std::sync::Arc;
+
+use rcgen::KeyPair;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::crl;
 use crate::csr::{self, CheckedCsr, CsrError};
+use crate::issuer::IssuingCa;
 use crate::profile;
+use crate::revocation::Revocations;
+use crate::store::change::{Applied, RevokeTarget};
 use crate::store::records::{
     AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, Origin, Renewal, TokenRecord,
 };
@@ -177,6 +184,15 @@ pub enum AuthorityError {
     /// A state the CA should never be in.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No certificate with this serial is on record.
+    #[error("no certificate with serial {0} is on record")]
+    CertificateNotFound(Serial),
+    /// No certificate of this instance is on record.
+    #[error("no certificate of instance {0} is on record")]
+    InstanceNotFound(InstanceId),
+    /// No registered agent matches.
+    #[error("no agent is registered under {0}")]
+    NoAgentMatches(String),
 }
 
 /// The admin behind a request, once authenticated.
@@ -197,16 +213,6 @@ impl Admin {
     }
 }
 
-/// The certificates and key the authority signs with.
-pub struct Signer {
-    /// The root certificate (the trust bundle).
-    pub root: CertificateDer<'static>,
-    /// The issuing intermediate.
-    pub intermediate: CertificateDer<'static>,
-    /// The intermediate's key.
-    pub key: KeyPair,
-}
-
 /// The CA's own TLS server certificate.
 pub struct ServerCertificate {
     /// Leaf, intermediate, root.
@@ -221,56 +227,56 @@ pub struct ServerCertificate {
 
 /// The certificate authority's decisions.
 pub struct Authority {
-    trust_domain: TrustDomain,
-    issuer: Issuer<'static, KeyPair>,
-    issuer_not_after: OffsetDateTime,
-    root: CertificateDer<'static>,
-    anchor: rustls_pki_types::TrustAnchor<'static>,
-    intermediate: CertificateDer<'static>,
-    intermediate_pem: String,
-    bundle_pem: String,
+    ca: Arc<IssuingCa>,
     policy: Policy,
     records: Records,
     writer: Writer,
+    revocations: Arc<Revocations>,
 }
 
 impl Authority {
-    /// An authority for `trust_domain`, signing with `signer`, keeping its
-    /// state in `records` (reads) and `writer` (changes).
+    /// An authority issuing with `ca`, keeping its state in `records`
+    /// (reads) and `writer` (changes).
     pub fn new(
-        trust_domain: TrustDomain,
-        signer: Signer,
+        ca: Arc<IssuingCa>,
         policy: Policy,
         records: Records,
         writer: Writer,
+        revocations: Arc<Revocations>,
     ) -> Result<Self, String> {
         policy.validate()?;
-        let (_, parsed) = X509Certificate::from_der(&signer.intermediate)
-            .map_err(|e| format!("the intermediate certificate does not parse: {e}"))?;
-        let issuer_not_after = parsed.validity().not_after.to_datetime();
-        let issuer = Issuer::from_ca_cert_der(&signer.intermediate, signer.key)
-            .map_err(|e| format!("the intermediate certificate is not usable: {e}"))?;
-        let anchor = webpki::anchor_from_trusted_cert(&signer.root)
-            .map_err(|e| format!("the root certificate is not a usable trust anchor: {e}"))?
-            .to_owned();
         Ok(Self {
-            trust_domain,
-            anchor,
-            issuer,
-            issuer_not_after,
-            intermediate_pem: agentca::certs_to_pem(std::slice::from_ref(&signer.intermediate)),
-            bundle_pem: agentca::certs_to_pem(std::slice::from_ref(&signer.root)),
-            root: signer.root,
-            intermediate: signer.intermediate,
+            ca,
             policy,
             records,
             writer,
+            revocations,
         })
+    }
+
+    /// The revocation service: CRLs, OCSP, feed.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// The issuing CA.
+    pub fn ca(&self) -> &Arc<IssuingCa> {
+        &self.ca
+    }
+
+    /// The state, for reads.
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// The store writer.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// The trust domain.
     pub fn trust_domain(&self) -> &TrustDomain {
-        &self.trust_domain
+        self.ca.trust_domain()
     }
 
     /// The issuance policy.
@@ -280,17 +286,7 @@ impl Authority {
 
     /// The trust bundle as PEM.
     pub fn bundle_pem(&self) -> &str {
-        &self.bundle_pem
-    }
-
-    /// The root certificate.
-    pub fn root(&self) -> &CertificateDer<'static> {
-        &self.root
-    }
-
-    /// The issuing intermediate.
-    pub fn intermediate(&self) -> &CertificateDer<'static> {
-        &self.intermediate
+        self.ca.bundle_pem()
     }
 
     /// The CA's health: `ok` while the intermediate is valid and the store
@@ -299,16 +295,16 @@ impl Authority {
         let store_ok = self.records.agent("").is_ok();
         let status = if !store_ok {
             "store_unavailable"
-        } else if now >= self.issuer_not_after {
+        } else if now >= self.ca.not_after() {
             "issuer_expired"
         } else {
             "ok"
         };
         Health {
             status: status.into(),
-            trust_domain: self.trust_domain.to_string(),
+            trust_domain: self.ca.trust_domain().to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
-            intermediate_not_after: self.issuer_not_after,
+            intermediate_not_after: self.ca.not_after(),
         }
     }
 
@@ -325,7 +321,7 @@ impl Authority {
 
     fn agent_id(&self, tenant: &str, env: &str, agent: &str) -> Result<AgentId, AuthorityError> {
         Ok(AgentId::from_parts(
-            self.trust_domain.clone(),
+            self.ca.trust_domain().clone(),
             Name::new(Part::Tenant, tenant)?,
             Name::new(Part::Env, env)?,
             Name::new(Part::Agent, agent)?,
@@ -411,7 +407,7 @@ impl Authority {
             .apply(Change::RegisterAgent(record.clone()))
             .await?
         {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(admin = admin.name(), agent = %id, "agent registered");
                 self.info(&record)
             }
@@ -528,7 +524,7 @@ impl Authority {
             at: profile::whole_seconds(now),
         };
         match self.writer.apply(change).await? {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(admin = admin.name(), agent = %id, enabled, "agent state changed");
                 self.info(&self.registered(&id)?)
             }
@@ -586,7 +582,7 @@ impl Authority {
             })
             .await?
         {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(admin = admin.name(), agent = %id, token_id = %record.token_id, uses, "bootstrap token created");
                 Ok(TokenCreated {
                     token: secret,
@@ -643,7 +639,7 @@ impl Authority {
             cert,
         };
         match self.writer.apply(change).await? {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(agent = %id, instance = %instance, serial = %issued.serial, token_id = %token.token_id, "enrolled");
                 Ok(issued)
             }
@@ -730,7 +726,7 @@ impl Authority {
             cert,
         };
         match self.writer.apply(change).await? {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(agent = %id, instance = %current.instance_id, from = %serial, serial = %issued.serial, "renewed");
                 Ok(issued)
             }
@@ -800,8 +796,8 @@ impl Authority {
         ));
         let result = cert.verify_for_usage(
             CA_SIGNATURE_ALGS,
-            std::slice::from_ref(&self.anchor),
-            std::slice::from_ref(&self.intermediate),
+            std::slice::from_ref(self.ca.anchor()),
+            std::slice::from_ref(self.ca.intermediate()),
             time,
             webpki::KeyUsage::client_auth(),
             None,
@@ -834,21 +830,28 @@ impl Authority {
         now: OffsetDateTime,
         origin: Origin,
     ) -> Result<(CertRecord, IssuedCertificate), AuthorityError> {
-        if now >= self.issuer_not_after {
+        if now >= self.ca.not_after() {
             return Err(AuthorityError::IssuerExpired);
         }
         // The registration's lifetime, held to the current policy in case the
         // operator narrowed it since the agent was registered.
         let ttl = Duration::seconds(registration.ttl_secs.min(i64::MAX as u64) as i64)
             .clamp(self.policy.min_ttl, self.policy.max_ttl);
-        let (not_before, not_after) = profile::leaf_validity(now, ttl, self.issuer_not_after);
+        let (not_before, not_after) = profile::leaf_validity(now, ttl, self.ca.not_after());
         let serial_bytes = profile::random_serial();
-        let params = profile::agent_leaf(id, instance, &serial_bytes, not_before, not_after, None)
-            .map_err(|e| AuthorityError::Sign(e.to_string()))?;
+        let params = profile::agent_leaf(
+            id,
+            instance,
+            &serial_bytes,
+            not_before,
+            not_after,
+            self.ca.distribution(),
+        )
+        .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
             .map_err(|e| AuthorityError::Csr(CsrError::KeyTypeNotAllowed(e.to_string())))?;
         let cert = params
-            .signed_by(&spki, &self.issuer)
+            .signed_by(&spki, self.ca.issuer())
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let serial = Serial::from_bytes(&serial_bytes).expect("16 bytes is a valid serial");
         let record = CertRecord {
@@ -870,9 +873,133 @@ impl Authority {
             serial,
             not_before,
             not_after,
-            certificate_chain: format!("{}{}", cert.pem(), self.intermediate_pem),
+            certificate_chain: format!("{}{}", cert.pem(), self.ca.intermediate_pem()),
         };
         Ok((record, issued))
+    }
+
+    /// Revokes certificates: one by serial, every live one of an instance,
+    /// or every live one of an agent, an environment or a tenant. Revoking
+    /// agents also disables them and voids their unused tokens, so that they
+    /// can neither renew nor enroll until an admin enables them again.
+    /// Returns once the revocations are durable and listed in the CRL.
+    pub async fn revoke(
+        &self,
+        admin: &Admin,
+        req: RevokeRequest,
+        now: OffsetDateTime,
+    ) -> Result<RevokeResponse, AuthorityError> {
+        let reason = match &req.reason {
+            Some(r) => crl::parse_reason(r).map_err(AuthorityError::InvalidRequest)?,
+            None => 0,
+        };
+        let (target, what) = match (req.serial, req.instance_id, req.tenant, req.env, req.agent) {
+            (Some(serial), None, None, None, None) => {
+                let cert = self
+                    .records
+                    .cert(&serial)?
+                    .ok_or_else(|| AuthorityError::CertificateNotFound(serial.clone()))?;
+                admin.check_tenant(split_key(&cert.agent_key)?.0)?;
+                (RevokeTarget::Serial(serial.clone()), format!("certificate {serial}"))
+            }
+            (None, Some(instance), None, None, None) => {
+                let certs = self.records.instance_certs(&instance, 1)?;
+                let cert = certs
+                    .first()
+                    .ok_or_else(|| AuthorityError::InstanceNotFound(instance.clone()))?;
+                admin.check_tenant(split_key(&cert.agent_key)?.0)?;
+                (RevokeTarget::Instance(instance.clone()), format!("instance {instance}"))
+            }
+            (None, None, Some(tenant), env, agent) => {
+                Name::new(Part::Tenant, &tenant)?;
+                admin.check_tenant(&tenant)?;
+                let (prefix, exact) = match (env, agent) {
+                    (Some(env), Some(agent)) => (self.agent_id(&tenant, &env, &agent)?.path_key(), true),
+                    (Some(env), None) => {
+                        Name::new(Part::Env, &env)?;
+                        (format!("{tenant}/{env}/"), false)
+                    }
+                    (None, None) => (format!("{tenant}/"), false),
+                    (None, Some(_)) => {
+                        return Err(AuthorityError::InvalidRequest(
+                            "revoking an agent needs its tenant, env and agent".into(),
+                        ))
+                    }
+                };
+                let what = prefix.trim_end_matches('/').to_owned();
+                (RevokeTarget::Agents { prefix, exact }, what)
+            }
+            _ => {
+                return Err(AuthorityError::InvalidRequest(
+                    "give exactly one target: serial, instance_id, or tenant with optional env and agent".into(),
+                ))
+            }
+        };
+        let at = profile::whole_seconds(now);
+        let summary = match self
+            .writer
+            .apply(Change::Revoke { target, reason, at })
+            .await?
+        {
+            Ok(Applied::Revoked(summary)) => summary,
+            Ok(other) => {
+                return Err(AuthorityError::Internal(format!(
+                    "revocation applied as {other:?}"
+                )))
+            }
+            Err(Conflict::AgentNotFound) => return Err(AuthorityError::NoAgentMatches(what)),
+            Err(other) => return Err(unexpected(other)),
+        };
+        let serials: Vec<Serial> = summary.events.iter().map(|e| e.serial.clone()).collect();
+        tracing::info!(
+            admin = admin.name(),
+            target = %what,
+            reason = crl::reason_name(reason),
+            revoked = serials.len(),
+            agents_disabled = summary.agents_disabled,
+            tokens_voided = summary.tokens_voided,
+            "revoked"
+        );
+        self.revocations
+            .publish(summary.events, std::time::Duration::from_secs(5))
+            .await;
+        Ok(RevokeResponse {
+            revoked: serials.len(),
+            serials,
+            agents_disabled: summary.agents_disabled,
+            tokens_voided: summary.tokens_voided,
+        })
+    }
+
+    /// A page of the revocation feed after `since`; waits up to `wait` for
+    /// news when there is none.
+    pub async fn revocation_feed(
+        &self,
+        since: u64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> RevocationPage {
+        let page = self.revocations.feed_since(since, limit, wait).await;
+        let events = page
+            .events
+            .into_iter()
+            .filter_map(|e| {
+                let (t, en, a) = split_key(&e.agent_key).ok()?;
+                Some(WireRevocationEvent {
+                    seq: e.seq,
+                    serial: e.serial,
+                    spiffe_id: self.agent_id(t, en, a).ok()?,
+                    instance_id: e.instance_id,
+                    not_after: e.not_after,
+                    reason: crl::reason_name(e.reason).to_owned(),
+                    revoked_at: e.revoked_at,
+                })
+            })
+            .collect();
+        RevocationPage {
+            events,
+            latest: page.latest,
+        }
     }
 
     /// A TLS server certificate for the CA's own listener, valid for
@@ -887,9 +1014,9 @@ impl Authority {
         lifetime: Duration,
     ) -> Result<ServerCertificate, AuthorityError> {
         let key = KeyPair::generate().map_err(|e| AuthorityError::Sign(e.to_string()))?;
-        let (not_before, not_after) = profile::leaf_validity(now, lifetime, self.issuer_not_after);
+        let (not_before, not_after) = profile::leaf_validity(now, lifetime, self.ca.not_after());
         let params = profile::server(
-            &self.trust_domain,
+            self.ca.trust_domain(),
             names,
             &profile::random_serial(),
             not_before,
@@ -897,13 +1024,13 @@ impl Authority {
         )
         .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(&key, self.ca.issuer())
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         Ok(ServerCertificate {
             chain: vec![
                 cert.der().clone(),
-                self.intermediate.clone(),
-                self.root.clone(),
+                self.ca.intermediate().clone(),
+                self.ca.root().clone(),
             ],
             key: rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
             not_before,
@@ -923,7 +1050,7 @@ impl Authority {
             certificate_chain: format!(
                 "{}{}",
                 agentca::certs_to_pem(std::slice::from_ref(&leaf)),
-                self.intermediate_pem
+                self.ca.intermediate_pem()
             ),
         })
     }

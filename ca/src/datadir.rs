@@ -166,6 +166,24 @@ impl DataDir {
     pub fn admin_token(&self) -> PathBuf {
         self.dir.join("admin.token")
     }
+    /// `root.crl`: the root's CRL (DER), covering the intermediate.
+    pub fn root_crl(&self) -> PathBuf {
+        self.dir.join("root.crl")
+    }
+
+    /// Decrypts the root key, if it is here (it may have been moved
+    /// offline: then the root CRL must be signed where the key is).
+    pub fn load_root_key(&self, passphrase: &Passphrase) -> Result<Option<KeyPair>, DataDirError> {
+        let path = self.root_key();
+        let pem = match fs::read_to_string(&path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let key = keys::decrypt_pem(&pem, passphrase, &path.display().to_string())?;
+        check_key_matches(&read_cert(&self.root_cert())?, &key, &self.root_cert())?;
+        Ok(Some(key))
+    }
 
     /// Whether a CA was initialised here.
     pub fn exists(&self) -> bool {

@@ -12,11 +12,15 @@
 
 pub mod authority;
 pub mod cli;
+pub mod crl;
 pub mod csr;
 pub mod datadir;
 pub mod http;
+pub mod issuer;
 pub mod keys;
+pub mod ocsp;
 pub mod profile;
+pub mod revocation;
 pub mod store;
 pub mod tls;
 pub mod token;

@@ -12,6 +12,8 @@
 //! | keyUsage | critical, digitalSignature |
 //! | extKeyUsage | serverAuth and clientAuth |
 //! | AKI / SKI | present |
+//! | CRL distribution point | the CA's CRL URLs |
+//! | Authority Information Access | the CA's OCSP URLs |
 
 use std::net::IpAddr;
 
@@ -27,6 +29,8 @@ pub const BACKDATE: Duration = Duration::seconds(30);
 
 /// OID of the X.520 serialNumber attribute, which carries the instance id.
 const OID_SERIAL_NUMBER: &[u64] = &[2, 5, 4, 5];
+/// OID of the Authority Information Access extension.
+const OID_AUTHORITY_INFO_ACCESS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
 
 /// 16 random bytes from the OS RNG, as a positive serial that always
 /// encodes in 16 bytes (the top bit clear, the next one set).
@@ -60,7 +64,7 @@ pub fn agent_leaf(
     serial: &[u8; 16],
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
-    crl_url: Option<&str>,
+    distribution: &crate::issuer::Distribution,
 ) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::default();
     params.serial_number = Some(SerialNumber::from_slice(serial));
@@ -83,10 +87,18 @@ pub fn agent_leaf(
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-    if let Some(url) = crl_url {
+    if !distribution.crl.is_empty() {
         params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-            uris: vec![url.to_owned()],
+            uris: distribution.crl.clone(),
         }];
+    }
+    if !distribution.ocsp.is_empty() {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                OID_AUTHORITY_INFO_ACCESS,
+                crate::issuer::aia_ocsp_der(&distribution.ocsp),
+            ));
     }
     Ok(params)
 }

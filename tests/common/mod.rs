@@ -12,7 +12,8 @@ use std::time::Duration;
 use agentca::bundle::{Fingerprint, TrustBundle};
 use agentca::client::{CaClient, CaTrust, ClientError, Credentials, KeyAlgorithm, PrivateKey};
 use agentca::wire::{
-    AgentInfo, CreateTokenRequest, IssuedCertificate, RegisterAgentRequest, TokenCreated,
+    AgentInfo, CreateTokenRequest, IssuedCertificate, RegisterAgentRequest, RevocationPage,
+    RevokeRequest, RevokeResponse, TokenCreated,
 };
 use reqwest::Method;
 
@@ -29,6 +30,8 @@ pub struct TestCa {
     pub data_dir: PathBuf,
     pub passphrase_file: PathBuf,
     pub url: String,
+    /// The plain-HTTP listener's URL, when started with `--http-listen`.
+    pub http_url: Option<String>,
     serve_args: Vec<String>,
     child: Option<Child>,
 }
@@ -67,6 +70,7 @@ impl TestCa {
             data_dir,
             passphrase_file,
             url: String::new(),
+            http_url: None,
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
@@ -97,14 +101,21 @@ impl TestCa {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut http = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("agentca plain HTTP (CRL, OCSP) on ") {
+                    http = Some(url.to_owned());
+                }
                 if let Some(url) = line.strip_prefix("agentca listening on ") {
-                    let _ = tx.send(url.to_owned());
+                    let _ = tx.send((url.to_owned(), http.take()));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => self.url = url,
+            Ok((url, http_url)) => {
+                self.url = url;
+                self.http_url = http_url;
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -252,6 +263,66 @@ impl TestCa {
             .expect("show agent")
     }
 
+    pub async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeResponse, ClientError> {
+        self.admin(Method::POST, "/v1/admin/revoke", Some(req))
+            .await
+    }
+
+    pub async fn revoke_agent(
+        &self,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        reason: &str,
+    ) -> RevokeResponse {
+        self.revoke(&RevokeRequest {
+            tenant: Some(tenant.into()),
+            env: Some(env.into()),
+            agent: Some(agent.into()),
+            reason: Some(reason.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("revoke agent")
+    }
+
+    /// A plain reqwest client trusting the CA.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(
+                agentca::client::client_config(&CaTrust::Bundle(self.bundle()), None).unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    /// `GET <path>` on the HTTPS listener: status and body.
+    pub async fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let resp = self
+            .http()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+    }
+
+    /// The current CRL of the intermediate, DER.
+    pub async fn crl(&self) -> Vec<u8> {
+        let (status, body) = self.get("/v1/crl").await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// A page of the revocation feed.
+    pub async fn feed(&self, since: u64, wait_secs: u64) -> RevocationPage {
+        let (status, body) = self
+            .get(&format!("/v1/revocations?since={since}&wait={wait_secs}"))
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
     /// Registers nothing: enrolls with `token` and a new P-256 key.
     pub async fn enroll(
         &self,
@@ -290,6 +361,20 @@ pub fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, Stri
         Err(ClientError::Refused { status, error, .. }) => (status, error),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// The serials a DER CRL lists, as lowercase hex, and its CRL number.
+pub fn crl_serials(der: &[u8]) -> (Vec<String>, u64) {
+    let (_, crl) = x509_parser::parse_x509_crl(der).expect("a valid CRL");
+    let serials = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let number = crl
+        .crl_number()
+        .and_then(|n| n.to_u64_digits().first().copied())
+        .unwrap_or(0);
+    (serials, number)
 }
 
 /// Writes `contents` to `dir/name` and returns the path.

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use agentca::client::CaClient;
-use agentca::wire::{AgentInfo, CreateTokenRequest, RegisterAgentRequest, TokenCreated};
+use agentca::wire::{
+    AgentInfo, CreateTokenRequest, RegisterAgentRequest, RevokeRequest, RevokeResponse,
+    TokenCreated,
+};
 use anyhow::Context;
 use clap::Args;
 use reqwest::Method;
@@ -212,6 +215,51 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `agentca revoke`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "instance", "tenant"])))]
+pub struct RevokeArgs {
+    /// One certificate, by serial (hex).
+    #[arg(long)]
+    serial: Option<agentca::wire::Serial>,
+    /// Every live certificate of one instance.
+    #[arg(long)]
+    instance: Option<agentca::identity::InstanceId>,
+    /// A whole tenant; with --env one environment of it; with --env and
+    /// --agent one agent. Revoking agents also disables them and voids
+    /// their unused tokens.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Environment (with --tenant).
+    #[arg(long, requires = "tenant")]
+    env: Option<String>,
+    /// Agent (with --tenant and --env).
+    #[arg(long, requires = "env")]
+    agent: Option<String>,
+    /// RFC 5280 reason: unspecified, keyCompromise, affiliationChanged,
+    /// superseded, cessationOfOperation or privilegeWithdrawn.
+    #[arg(long, default_value = "unspecified")]
+    reason: String,
+    #[command(flatten)]
+    conn: AdminConnection,
+}
+
+pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let body = RevokeRequest {
+        serial: args.serial,
+        instance_id: args.instance,
+        tenant: args.tenant,
+        env: args.env,
+        agent: args.agent,
+        reason: Some(args.reason),
+    };
+    let done: RevokeResponse = args
+        .conn
+        .call(Method::POST, "/v1/admin/revoke", Some(&body))
+        .await?;
+    print_json(&done)
 }
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! The `agentca` command.
 //!
 //! One binary for the three users: the operator (`init`, `serve`), the
-//! admin (`register`, `agents`, `agent`, `token`, `enable`, `disable`, which
+//! admin (`register`, `agents`, `agent`, `token`, `enable`, `disable`,
+//! `revoke`, which
 //! talk to the running CA over its API, since the store belongs to one
 //! process), and the agent (`enroll`, `renew`).
 
@@ -53,6 +54,8 @@ enum Command {
     Enable(admin::AgentArgs),
     /// Disable an agent: it can no longer enroll or renew (admin).
     Disable(admin::AgentArgs),
+    /// Revoke certificates by serial, instance, agent, env or tenant (admin).
+    Revoke(admin::RevokeArgs),
     /// Get a first certificate with a bootstrap token; writes cert.pem, key.pem, bundle.pem.
     Enroll(agent::EnrollArgs),
     /// Renew the certificate in a directory with a fresh key.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
             Command::Token(args) => admin::token(args).await,
             Command::Enable(args) => admin::set_enabled(args, true).await,
             Command::Disable(args) => admin::set_enabled(args, false).await,
+            Command::Revoke(args) => admin::revoke(args).await,
             Command::Enroll(args) => agent::enroll(args).await,
             Command::Renew(args) => agent::renew(args).await,
         }

@@ -11,11 +11,13 @@ use clap::Args;
 use time::{Duration, OffsetDateTime};
 
 use super::{default_data_dir, default_home, parse_duration};
-use crate::authority::{Authority, Policy, Signer};
+use crate::authority::{Authority, Policy};
 use crate::datadir::{self, DataDir, InitOptions};
 use crate::http::server::Limits;
+use crate::issuer::{Distribution, IssuingCa};
 use crate::keys::Passphrase;
 use crate::profile::ServerName;
+use crate::revocation::{RevocationConfig, Revocations, RootSigner};
 use crate::store::{self, Backend, Records, Writer};
 use crate::tls::{self, RenewalClientCert, ServerIdentity};
 
@@ -136,6 +138,27 @@ pub struct ServeArgs {
     /// Most open connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Also serve CRLs and OCSP over plain HTTP on this address.
+    #[arg(long, env = "AGENTCA_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// The CA's HTTPS base URL as agents and services reach it (default:
+    /// https://<listen address>); leaves point at its /v1/crl and /v1/ocsp.
+    #[arg(long, env = "AGENTCA_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The plain-HTTP base URL of CRLs and OCSP (default:
+    /// http://<http-listen address>, when that is set); listed first in leaves.
+    #[arg(long, env = "AGENTCA_PUBLIC_HTTP_URL")]
+    public_http_url: Option<String>,
+    /// Validity of each CRL (it is re-signed halfway through, and at once
+    /// after each revocation).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    crl_validity: Duration,
+    /// Validity of each OCSP response.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    ocsp_validity: Duration,
+    /// How long records of expired certificates and tokens are kept.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    retention: Duration,
     #[command(flatten)]
     passphrase: PassphraseSource,
 }
@@ -143,6 +166,7 @@ pub struct ServeArgs {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (dir, passphrase) = open_or_create(&args)?;
     let loaded = dir.load(&passphrase)?;
+    let root_key = dir.load_root_key(&passphrase)?;
     drop(passphrase);
     let policy = Policy {
         min_ttl: args.min_ttl,
@@ -151,23 +175,84 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Policy::default()
     };
     policy.validate().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.crl_validity >= Duration::seconds(10),
+        "--crl-validity must be at least 10s"
+    );
+    anyhow::ensure!(
+        args.ocsp_validity >= Duration::seconds(10),
+        "--ocsp-validity must be at least 10s"
+    );
+    anyhow::ensure!(
+        args.retention >= Duration::ZERO,
+        "--retention must not be negative"
+    );
 
+    // Bind first: the URLs put in certificates name the actual ports.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let http_listener = match args.http_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let http_local = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let mut bases = Vec::new();
+    match (&args.public_http_url, http_local) {
+        (Some(url), _) => bases.push(check_url(url, "http")?),
+        (None, Some(addr)) => bases.push(format!("http://{}", host_port(addr, &args.server_names))),
+        (None, None) => {}
+    }
+    bases.push(match &args.public_url {
+        Some(url) => check_url(url, "https")?,
+        None => format!("https://{}", host_port(local, &args.server_names)),
+    });
+
+    let ca = Arc::new(IssuingCa::new(
+        loaded.trust_domain.clone(),
+        loaded.root.clone(),
+        loaded.intermediate,
+        loaded.intermediate_key,
+        Distribution::under(&bases),
+    )?);
     let store = store::open(loaded.meta.store, dir.path())
         .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
     let writer = Writer::start(store.clone())?;
+    let records = Records::new(store);
+    let root_signer = match root_key {
+        Some(key) => {
+            Some(RootSigner::new(&loaded.root, key, dir.root_crl()).map_err(anyhow::Error::msg)?)
+        }
+        None => {
+            tracing::warn!(
+                "the root key is not in the data directory: the root CRL is served from root.crl \
+                 and must be re-signed where the root key is kept"
+            );
+            None
+        }
+    };
+    let revocations = Revocations::start(
+        ca.clone(),
+        records.clone(),
+        writer.clone(),
+        RevocationConfig {
+            crl_validity: args.crl_validity,
+            ocsp_validity: args.ocsp_validity,
+            retention: args.retention,
+            ..RevocationConfig::default()
+        },
+        root_signer,
+        Some(dir.root_crl()),
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     let authority = Arc::new(
-        Authority::new(
-            loaded.trust_domain.clone(),
-            Signer {
-                root: loaded.root.clone(),
-                intermediate: loaded.intermediate,
-                key: loaded.intermediate_key,
-            },
-            policy,
-            Records::new(store),
-            writer,
-        )
-        .map_err(anyhow::Error::msg)?,
+        Authority::new(ca, policy, records, writer, revocations).map_err(anyhow::Error::msg)?,
     );
 
     let mut names = vec![
@@ -178,9 +263,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.listen.ip().is_unspecified() && !names.contains(&ServerName::Ip(args.listen.ip())) {
         names.push(ServerName::Ip(args.listen.ip()));
     }
-    for n in args.server_names {
-        if !names.contains(&n) {
-            names.push(n);
+    for n in &args.server_names {
+        if !names.contains(n) {
+            names.push(n.clone());
         }
     }
     let server_cert = authority.server_certificate(
@@ -230,33 +315,75 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = listener.local_addr()?;
-    tracing::info!(
-        listen = %local,
-        trust_domain = %authority.trust_domain(),
-        data_dir = %dir.path().display(),
-        store = %loaded.meta.store,
-        "agentca is serving"
-    );
-    // Tests and scripts read this line to learn the port when listening on :0.
-    println!("agentca listening on https://{local}");
     let limits = Limits {
         max_connections: args.max_connections,
         ..Limits::default()
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut plain = None;
+    if let Some(listener) = http_listener {
+        let app = crate::http::public_router(authority.clone());
+        let limits = limits.clone();
+        let mut stop = stop_rx.clone();
+        plain = Some(tokio::spawn(async move {
+            crate::http::server::serve(listener, None, app, limits, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        }));
+    }
+    tracing::info!(
+        listen = %local,
+        http_listen = ?http_local,
+        trust_domain = %authority.trust_domain(),
+        data_dir = %dir.path().display(),
+        store = %loaded.meta.store,
+        crl = ?authority.ca().distribution().crl,
+        "agentca is serving"
+    );
+    // Tests and scripts read these lines to learn the ports when listening on :0.
+    if let Some(addr) = http_local {
+        println!("agentca plain HTTP (CRL, OCSP) on http://{addr}");
+    }
+    println!("agentca listening on https://{local}");
     crate::http::server::serve(
         listener,
-        Arc::new(tls_config),
+        Some(Arc::new(tls_config)),
         crate::http::router(authority),
         limits,
         shutdown_signal(),
     )
     .await;
+    let _ = stop_tx.send(true);
+    if let Some(plain) = plain {
+        let _ = plain.await;
+    }
     tracing::info!("agentca stopped");
     Ok(())
+}
+
+/// `host:port` for URLs naming `addr`: a wildcard address is replaced by the
+/// first configured server name, or localhost.
+fn host_port(addr: SocketAddr, server_names: &[ServerName]) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    let host = match server_names.first() {
+        Some(ServerName::Dns(d)) => d.clone(),
+        Some(ServerName::Ip(std::net::IpAddr::V6(ip))) => format!("[{ip}]"),
+        Some(ServerName::Ip(ip)) => ip.to_string(),
+        None => "localhost".into(),
+    };
+    format!("{host}:{}", addr.port())
+}
+
+fn check_url(url: &str, scheme: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
+    anyhow::ensure!(
+        parsed.scheme() == scheme && parsed.host().is_some() && parsed.query().is_none(),
+        "{url:?} must be a {scheme}:// URL without a query"
+    );
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 async fn shutdown_signal() {

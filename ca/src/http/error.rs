@@ -70,6 +70,9 @@ impl From<AuthorityError> for ApiError {
             E::CloneDetected(_) => (StatusCode::CONFLICT, "clone_detected"),
             E::IssuerExpired => (StatusCode::SERVICE_UNAVAILABLE, "issuer_expired"),
             E::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            E::CertificateNotFound(_) => (StatusCode::NOT_FOUND, "certificate_not_found"),
+            E::InstanceNotFound(_) => (StatusCode::NOT_FOUND, "instance_not_found"),
+            E::NoAgentMatches(_) => (StatusCode::NOT_FOUND, "agent_not_found"),
             E::Sign(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         let detail = if status.is_server_error() {

@@ -13,6 +13,15 @@
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/tokens` | admin | bootstrap token |
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/enable` | admin | enable |
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/disable` | admin | disable |
+//! | `POST /v1/admin/revoke` | admin | revoke by serial, instance, agent, env or tenant |
+//! | `GET /v1/revocations?since=&limit=&wait=` | anyone | the revocation feed (long poll) |
+//! | `GET /v1/crl`, `GET /v1/crl/root` | anyone | CRLs (DER; `?format=pem` for PEM) |
+//! | `POST /v1/ocsp`, `GET /v1/ocsp/{base64}` | anyone | OCSP |
+//!
+//! CRLs, OCSP and `/healthz` are also served by [`public_router`] for the
+//! optional plain-HTTP listener: they are signed objects, and fetching them
+//! over plain HTTP is the usual practice (it avoids a TLS check inside a
+//! revocation check). The feed is not: it is not signed.
 
 pub mod error;
 pub mod server;
@@ -32,7 +41,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use agentca::wire::{CreateTokenRequest, EnrollRequest, RegisterAgentRequest, RenewRequest};
+use agentca::wire::{
+    CreateTokenRequest, EnrollRequest, RegisterAgentRequest, RenewRequest, RevokeRequest,
+};
 
 use crate::authority::{Admin, Authority};
 pub use error::ApiError;
@@ -51,11 +62,35 @@ pub struct ConnInfo {
 
 type AppState = Arc<Authority>;
 
-/// The API's routes over `authority`.
-pub fn router(authority: Arc<Authority>) -> Router {
+/// Longest OCSP GET path accepted, in bytes.
+pub const MAX_OCSP_GET_LEN: usize = 4096;
+/// Longest wait of a feed request.
+pub const MAX_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/crl", get(crl))
+        .route("/v1/crl/root", get(root_crl))
+        .route("/v1/ocsp", post(ocsp_post))
+        .route("/v1/ocsp/{*request}", get(ocsp_get))
+}
+
+/// The routes of the plain-HTTP listener: signed revocation data and health.
+pub fn public_router(authority: Arc<Authority>) -> Router {
+    public_routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(authority)
+}
+
+/// The API's routes over `authority`.
+pub fn router(authority: Arc<Authority>) -> Router {
+    public_routes()
         .route("/v1/bundle", get(bundle))
+        .route("/v1/revocations", get(feed))
+        .route("/v1/admin/revoke", post(revoke))
         .route("/v1/enroll", post(enroll))
         .route("/v1/renew", post(renew))
         .route("/v1/admin/agents", post(register).get(list_agents))
@@ -258,6 +293,155 @@ async fn disable(
     p: Result<Path<AgentPath>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     set_enabled(ca, headers, p, false).await
+}
+
+async fn revoke(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<RevokeRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &headers)?;
+    Ok(Json(ca.revoke(&admin, req, now()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+    /// Seconds to wait for news.
+    wait: Option<u64>,
+}
+
+async fn feed(
+    State(ca): State<AppState>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(25)).min(MAX_FEED_WAIT);
+    let limit = q.limit.unwrap_or(crate::revocation::MAX_FEED_PAGE);
+    Ok(Json(ca.revocation_feed(q.since, limit, wait).await))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrlQuery {
+    format: Option<String>,
+}
+
+fn crl_response(
+    crl: Option<Arc<crate::crl::SignedCrl>>,
+    query: Result<Query<CrlQuery>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let crl = crl.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "crl_unavailable",
+            "no root CRL: the root key is not here and no root.crl was signed offline",
+        )
+    })?;
+    let wants_pem = match q.format.as_deref() {
+        Some("pem") => true,
+        Some("der") | None => headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("application/x-pem-file")),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format {other:?}: use der or pem"
+            )))
+        }
+    };
+    // Caches may keep it until it is due to be replaced, not beyond.
+    let fresh_for = (crate::crl::refresh_at(&crl) - now())
+        .whole_seconds()
+        .max(0);
+    let cache = format!("public, max-age={fresh_for}");
+    Ok(if wants_pem {
+        (
+            [
+                (header::CONTENT_TYPE, "application/x-pem-file".to_owned()),
+                (header::CACHE_CONTROL, cache),
+            ],
+            crl.pem.clone(),
+        )
+            .into_response()
+    } else {
+        (
+            [
+                (header::CONTENT_TYPE, "application/pkix-crl".to_owned()),
+                (header::CACHE_CONTROL, cache),
+            ],
+            crl.der.clone(),
+        )
+            .into_response()
+    })
+}
+
+async fn crl(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<CrlQuery>, QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    crl_response(Some(ca.revocations().crl()), query, &headers)
+}
+
+async fn root_crl(
+    State(ca): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<CrlQuery>, QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    crl_response(ca.revocations().root_crl(), query, &headers)
+}
+
+fn ocsp_response(answer: crate::ocsp::Answer) -> axum::response::Response {
+    let status =
+        StatusCode::from_u16(answer.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/ocsp-response")],
+        answer.der,
+    )
+        .into_response()
+}
+
+async fn ocsp_post(
+    State(ca): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> axum::response::Response {
+    match body {
+        Ok(body) => ocsp_response(ca.revocations().ocsp(&body, now())),
+        Err(rejection) => ocsp_response(crate::ocsp::Answer {
+            http_status: rejection.status().as_u16(),
+            der: crate::ocsp::malformed(),
+        }),
+    }
+}
+
+async fn ocsp_get(
+    State(ca): State<AppState>,
+    Path(request): Path<String>,
+) -> axum::response::Response {
+    use base64::Engine;
+    if request.len() > MAX_OCSP_GET_LEN {
+        return ocsp_response(crate::ocsp::Answer {
+            http_status: StatusCode::URI_TOO_LONG.as_u16(),
+            der: crate::ocsp::malformed(),
+        });
+    }
+    // RFC 6960 appendix A.1: base64 of the DER request, URL-encoded (the
+    // path extractor has decoded it). Some clients strip the padding.
+    let trimmed = request.trim_end_matches('=');
+    match base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed) {
+        Ok(der) => ocsp_response(ca.revocations().ocsp(&der, now())),
+        Err(_) => ocsp_response(crate::ocsp::Answer {
+            http_status: StatusCode::BAD_REQUEST.as_u16(),
+            der: crate::ocsp::malformed(),
+        }),
+    }
 }
 
 async fn not_found() -> ApiError {

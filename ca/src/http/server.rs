@@ -49,16 +49,17 @@ impl Default for Limits {
     }
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes, then
-/// stops accepting and waits (up to the grace period) for open requests.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` completes, then stops accepting and waits (up to the grace
+/// period) for open requests.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Option<Arc<ServerConfig>>,
     app: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -95,47 +96,29 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let app = app.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let limits = limits.clone();
+        let conn = Conn {
+            app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            request_timeout: limits.request_timeout,
+        };
+        let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
+            let Some(acceptor) = acceptor else {
+                let info = ConnInfo {
+                    remote,
+                    peer_chain: None,
                 };
-            let info = conn_info(remote, &tls);
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                let app = app.clone();
-                let timeout = limits.request_timeout;
-                async move {
-                    let req = req.map(axum::body::Body::new);
-                    match tokio::time::timeout(timeout, app.oneshot(req)).await {
-                        Ok(response) => response,
-                        Err(_) => Ok(ApiError::new(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "request_timeout",
-                            format!("the request took longer than {} s", timeout.as_secs()),
-                        )
-                        .into_response()),
-                    }
+                return conn.serve(TokioIo::new(tcp), info).await;
+            };
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let info = conn_info(remote, &tls);
+                    conn.serve(TokioIo::new(tls), info).await;
                 }
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(tls), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
             }
         });
     }
@@ -145,6 +128,45 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing the remaining connections");
+    }
+}
+
+/// What serving one connection needs.
+struct Conn {
+    app: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    request_timeout: Duration,
+}
+
+impl Conn {
+    async fn serve<I>(self, io: I, info: ConnInfo)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let remote = info.remote;
+        let app = self.app;
+        let timeout = self.request_timeout;
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            let app = app.clone();
+            async move {
+                let req = req.map(axum::body::Body::new);
+                match tokio::time::timeout(timeout, app.oneshot(req)).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("the request took longer than {} s", timeout.as_secs()),
+                    )
+                    .into_response()),
+                }
+            }
+        });
+        let conn = self.builder.serve_connection(io, svc).into_owned();
+        if let Err(e) = self.watcher.watch(conn).await {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
     }
 }
 

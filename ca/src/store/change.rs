@@ -6,12 +6,13 @@
 //! single-use token usable once under any concurrency, and a certificate
 //! renewable once.
 
+use agentca::identity::InstanceId;
 use agentca::wire::Serial;
 use time::OffsetDateTime;
 
 use super::records::{
-    decode, encode, index_key, AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, Renewal,
-    TokenHash, TokenRecord,
+    decode, encode, index_key, time_key, AdminRecord, AgentRecord, CertRecord, CloneAlertRecord,
+    Renewal, Revocation, RevocationEvent, TokenHash, TokenRecord,
 };
 use super::{Store, StoreError, Table, WriteTxn};
 
@@ -63,6 +64,76 @@ pub enum Change {
         /// The admin.
         admin: AdminRecord,
     },
+    /// Revoke certificates. Revoking agents also disables them and voids
+    /// their unused tokens.
+    Revoke {
+        /// What to revoke.
+        target: RevokeTarget,
+        /// RFC 5280 reason code.
+        reason: u8,
+        /// When; certificates that expired before it are left alone.
+        at: OffsetDateTime,
+    },
+    /// Delete certificates that expired, and tokens that expired, before
+    /// `before`: at most `limit` of each.
+    Prune {
+        /// The cut-off.
+        before: OffsetDateTime,
+        /// Most records of each kind removed by this change.
+        limit: usize,
+    },
+    /// Add one to a counter and return its new value.
+    BumpCounter(&'static str),
+}
+
+/// What a [`Change::Revoke`] revokes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// One certificate.
+    Serial(Serial),
+    /// Every live certificate of one instance.
+    Instance(InstanceId),
+    /// Every agent whose key starts with this prefix: `tenant/env/agent`
+    /// exactly (with `exact`), or `tenant/` or `tenant/env/`.
+    Agents {
+        /// The key or key prefix.
+        prefix: String,
+        /// Whether `prefix` is one whole key.
+        exact: bool,
+    },
+}
+
+/// What an applied change did, when more than "done".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Applied {
+    /// Done.
+    #[default]
+    Done,
+    /// What a revocation did.
+    Revoked(RevokeSummary),
+    /// What pruning removed.
+    Pruned {
+        /// Certificate records removed.
+        certs: usize,
+        /// Token records removed.
+        tokens: usize,
+    },
+    /// A counter's new value.
+    Counter(u64),
+}
+
+/// What a revocation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevokeSummary {
+    /// One event per certificate revoked by this change (none for ones
+    /// revoked before: revoking is idempotent).
+    pub events: Vec<RevocationEvent>,
+    /// Agents this change disabled.
+    pub agents_disabled: usize,
+    /// Unused tokens this change voided.
+    pub tokens_voided: usize,
+    /// Agents the target matched.
+    pub agents_matched: usize,
 }
 
 /// Why a change was not applied. Nothing was written for it.
@@ -104,10 +175,13 @@ pub enum Conflict {
     /// A certificate with this serial exists.
     #[error("a certificate with this serial exists")]
     SerialExists,
+    /// No certificate of this instance is on record.
+    #[error("no such instance")]
+    InstanceNotFound,
 }
 
 /// The result of one change.
-pub type Outcome = Result<(), Conflict>;
+pub type Outcome = Result<Applied, Conflict>;
 
 fn get<T: serde::de::DeserializeOwned>(
     txn: &mut dyn WriteTxn,
@@ -148,6 +222,16 @@ fn insert_cert(
     txn.put(
         Table::AgentCerts,
         &index_key(&cert.agent_key, cert.serial.as_bytes()),
+        &[],
+    )?;
+    txn.put(
+        Table::InstanceCerts,
+        &index_key(cert.instance_id.as_str(), cert.serial.as_bytes()),
+        &[],
+    )?;
+    txn.put(
+        Table::CertExpiry,
+        &time_key(cert.not_after, cert.serial.as_bytes()),
         &[],
     )?;
     agent.last_issued_at = Some(cert.issued_at);
@@ -195,6 +279,8 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
                 return Ok(Err(c));
             }
             put(txn, Table::Tokens, hash, token)?;
+            txn.put(Table::AgentTokens, &index_key(&token.agent_key, hash), &[])?;
+            txn.put(Table::TokenExpiry, &time_key(token.expires_at, hash), &[])?;
         }
         Change::Enroll {
             token_hash,
@@ -264,8 +350,189 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
         Change::PutAdmin { hash, admin } => {
             put(txn, Table::Admins, hash, admin)?;
         }
+        Change::Revoke { target, reason, at } => return revoke(txn, target, *reason, *at),
+        Change::Prune { before, limit } => return prune(txn, *before, *limit),
+        Change::BumpCounter(name) => return Ok(Ok(Applied::Counter(next_seq(txn, name)?))),
     }
-    Ok(Ok(()))
+    Ok(Ok(Applied::Done))
+}
+
+/// Name of the counter of revocation events.
+pub const REVOCATION_SEQ: &str = "revocation_seq";
+
+fn revoke(
+    txn: &mut dyn WriteTxn,
+    target: &RevokeTarget,
+    reason: u8,
+    at: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
+    let mut summary = RevokeSummary::default();
+    match target {
+        RevokeTarget::Serial(serial) => {
+            let Some(cert) = get::<CertRecord>(txn, Table::Certs, serial.as_bytes())? else {
+                return Ok(Err(Conflict::CertificateNotFound));
+            };
+            revoke_cert(txn, cert, reason, at, &mut summary)?;
+        }
+        RevokeTarget::Instance(instance) => {
+            let serials = index_suffixes(txn, Table::InstanceCerts, instance.as_str())?;
+            if serials.is_empty() {
+                return Ok(Err(Conflict::InstanceNotFound));
+            }
+            revoke_live(txn, &serials, reason, at, &mut summary)?;
+        }
+        RevokeTarget::Agents { prefix, exact } => {
+            let agents: Vec<AgentRecord> = if *exact {
+                get::<AgentRecord>(txn, Table::Agents, prefix.as_bytes())?
+                    .into_iter()
+                    .collect()
+            } else {
+                txn.scan_prefix(Table::Agents, prefix.as_bytes(), usize::MAX)?
+                    .iter()
+                    .map(|(_, v)| decode(Table::Agents, v))
+                    .collect::<Result<_, _>>()?
+            };
+            if agents.is_empty() {
+                return Ok(Err(Conflict::AgentNotFound));
+            }
+            summary.agents_matched = agents.len();
+            for mut agent in agents {
+                let key = agent.key();
+                if agent.enabled {
+                    agent.enabled = false;
+                    agent.updated_at = at;
+                    put(txn, Table::Agents, key.as_bytes(), &agent)?;
+                    summary.agents_disabled += 1;
+                }
+                for hash in index_suffixes(txn, Table::AgentTokens, &key)? {
+                    let Some(mut token) = get::<TokenRecord>(txn, Table::Tokens, &hash)? else {
+                        continue;
+                    };
+                    if !token.voided && token.used < token.max_uses && at < token.expires_at {
+                        token.voided = true;
+                        put(txn, Table::Tokens, &hash, &token)?;
+                        summary.tokens_voided += 1;
+                    }
+                }
+                let serials = index_suffixes(txn, Table::AgentCerts, &key)?;
+                revoke_live(txn, &serials, reason, at, &mut summary)?;
+            }
+        }
+    }
+    Ok(Ok(Applied::Revoked(summary)))
+}
+
+/// The suffixes of the index entries `prefix` NUL `suffix`.
+fn index_suffixes(
+    txn: &mut dyn WriteTxn,
+    table: Table,
+    prefix: &str,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let start = index_key(prefix, &[]);
+    Ok(txn
+        .scan_prefix(table, &start, usize::MAX)?
+        .into_iter()
+        .map(|(k, _)| k[start.len()..].to_vec())
+        .collect())
+}
+
+/// Revokes the certificates among `serials` that have not expired at `at`.
+fn revoke_live(
+    txn: &mut dyn WriteTxn,
+    serials: &[Vec<u8>],
+    reason: u8,
+    at: OffsetDateTime,
+    summary: &mut RevokeSummary,
+) -> Result<(), StoreError> {
+    for serial in serials {
+        if let Some(cert) = get::<CertRecord>(txn, Table::Certs, serial)? {
+            if cert.not_after > at {
+                revoke_cert(txn, cert, reason, at, summary)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn revoke_cert(
+    txn: &mut dyn WriteTxn,
+    mut cert: CertRecord,
+    reason: u8,
+    at: OffsetDateTime,
+    summary: &mut RevokeSummary,
+) -> Result<(), StoreError> {
+    if cert.revoked.is_some() {
+        return Ok(());
+    }
+    let seq = next_seq(txn, REVOCATION_SEQ)?;
+    let event = RevocationEvent {
+        seq,
+        serial: cert.serial.clone(),
+        agent_key: cert.agent_key.clone(),
+        instance_id: cert.instance_id.clone(),
+        not_after: cert.not_after,
+        reason,
+        revoked_at: at,
+    };
+    cert.revoked = Some(Revocation { at, reason, seq });
+    put(txn, Table::Certs, cert.serial.as_bytes(), &cert)?;
+    put(txn, Table::Revocations, &seq.to_be_bytes(), &event)?;
+    summary.events.push(event);
+    Ok(())
+}
+
+fn prune(
+    txn: &mut dyn WriteTxn,
+    before: OffsetDateTime,
+    limit: usize,
+) -> Result<Outcome, StoreError> {
+    let cutoff = time_key(before, &[]);
+    let mut certs = 0;
+    for (key, _) in txn.scan_prefix(Table::CertExpiry, &[], limit)? {
+        check_time_key(Table::CertExpiry, &key)?;
+        if key[..8] >= cutoff[..] {
+            break;
+        }
+        txn.delete(Table::CertExpiry, &key)?;
+        let serial = &key[8..];
+        if let Some(cert) = get::<CertRecord>(txn, Table::Certs, serial)? {
+            txn.delete(Table::AgentCerts, &index_key(&cert.agent_key, serial))?;
+            txn.delete(
+                Table::InstanceCerts,
+                &index_key(cert.instance_id.as_str(), serial),
+            )?;
+            if let Some(r) = &cert.revoked {
+                txn.delete(Table::Revocations, &r.seq.to_be_bytes())?;
+            }
+            txn.delete(Table::Certs, serial)?;
+            certs += 1;
+        }
+    }
+    let mut tokens = 0;
+    for (key, _) in txn.scan_prefix(Table::TokenExpiry, &[], limit)? {
+        check_time_key(Table::TokenExpiry, &key)?;
+        if key[..8] >= cutoff[..] {
+            break;
+        }
+        txn.delete(Table::TokenExpiry, &key)?;
+        let hash = &key[8..];
+        if let Some(token) = get::<TokenRecord>(txn, Table::Tokens, hash)? {
+            txn.delete(Table::AgentTokens, &index_key(&token.agent_key, hash))?;
+            txn.delete(Table::Tokens, hash)?;
+            tokens += 1;
+        }
+    }
+    Ok(Ok(Applied::Pruned { certs, tokens }))
+}
+
+fn check_time_key(table: Table, key: &[u8]) -> Result<(), StoreError> {
+    if key.len() <= 8 {
+        return Err(StoreError::Corrupt {
+            table: table.name(),
+            detail: "index key shorter than its time prefix".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Applies `changes` in order in one durable commit, returning one outcome

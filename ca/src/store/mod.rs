@@ -108,11 +108,21 @@ pub enum Table {
     Admins,
     /// Clone alerts by `tenant/env/agent` NUL sequence number.
     Alerts,
+    /// Index: instance id NUL serial, for an instance's certificates.
+    InstanceCerts,
+    /// Index: `tenant/env/agent` NUL token hash, for an agent's tokens.
+    AgentTokens,
+    /// Index: notAfter (big-endian Unix seconds) then serial, for pruning.
+    CertExpiry,
+    /// Index: expiry (big-endian Unix seconds) then token hash, for pruning.
+    TokenExpiry,
+    /// The revocation feed: events by sequence number (big-endian u64).
+    Revocations,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Agents,
         Table::Tokens,
@@ -120,6 +130,11 @@ impl Table {
         Table::AgentCerts,
         Table::Admins,
         Table::Alerts,
+        Table::InstanceCerts,
+        Table::AgentTokens,
+        Table::CertExpiry,
+        Table::TokenExpiry,
+        Table::Revocations,
     ];
 
     /// The table's name.
@@ -132,6 +147,11 @@ impl Table {
             Table::AgentCerts => "agent_certs",
             Table::Admins => "admins",
             Table::Alerts => "alerts",
+            Table::InstanceCerts => "instance_certs",
+            Table::AgentTokens => "agent_tokens",
+            Table::CertExpiry => "cert_expiry",
+            Table::TokenExpiry => "token_expiry",
+            Table::Revocations => "revocations",
         }
     }
 
@@ -180,6 +200,14 @@ pub trait WriteTxn {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Removes `key`, if present.
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), StoreError>;
+    /// Up to `limit` entries whose key starts with `prefix`, in key order,
+    /// including this transaction's writes.
+    fn scan_prefix(
+        &mut self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
 }
 
 /// Opens (creating if needed) the store of `backend` under the data

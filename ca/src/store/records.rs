@@ -110,6 +110,29 @@ pub struct Revocation {
     pub at: OffsetDateTime,
     /// RFC 5280 reason code.
     pub reason: u8,
+    /// Its event in the revocation feed.
+    pub seq: u64,
+}
+
+/// One event of the revocation feed. Key: `seq`, big-endian.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationEvent {
+    /// Position in the feed, from 1, without gaps when written.
+    pub seq: u64,
+    /// The revoked certificate.
+    pub serial: Serial,
+    /// Its agent: `tenant/env/agent`.
+    pub agent_key: String,
+    /// Its instance.
+    pub instance_id: InstanceId,
+    /// Its end of validity: after it, the event no longer matters.
+    #[serde(with = "time::serde::timestamp")]
+    pub not_after: OffsetDateTime,
+    /// RFC 5280 reason code.
+    pub reason: u8,
+    /// When it was revoked.
+    #[serde(with = "time::serde::timestamp")]
+    pub revoked_at: OffsetDateTime,
 }
 
 /// An issued certificate. Key: its serial.
@@ -209,6 +232,16 @@ pub fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, Stor
     })
 }
 
+/// Key of a time index entry: big-endian Unix seconds (negative times
+/// clamp to 0), then `suffix`.
+pub fn time_key(t: OffsetDateTime, suffix: &[u8]) -> Vec<u8> {
+    let secs = t.unix_timestamp().max(0) as u64;
+    let mut k = Vec::with_capacity(8 + suffix.len());
+    k.extend_from_slice(&secs.to_be_bytes());
+    k.extend_from_slice(suffix);
+    k
+}
+
 /// Key of an index entry: `prefix` NUL `suffix`.
 pub fn index_key(prefix: &str, suffix: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 1 + suffix.len());
@@ -285,9 +318,56 @@ impl Records {
         Ok(out)
     }
 
+    /// Up to `limit` certificates of the instance, in serial order.
+    pub fn instance_certs(
+        &self,
+        instance: &InstanceId,
+        limit: usize,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        let prefix = index_key(instance.as_str(), &[]);
+        let mut out = Vec::new();
+        for (k, _) in self
+            .store
+            .scan_prefix(Table::InstanceCerts, &prefix, limit)?
+        {
+            let serial =
+                Serial::from_bytes(&k[prefix.len()..]).map_err(|e| StoreError::Corrupt {
+                    table: Table::InstanceCerts.name(),
+                    detail: e.to_string(),
+                })?;
+            if let Some(cert) = self.cert(&serial)? {
+                out.push(cert);
+            }
+        }
+        Ok(out)
+    }
+
     /// The admin whose token has this hash.
     pub fn admin(&self, hash: &TokenHash) -> Result<Option<AdminRecord>, StoreError> {
         self.get(Table::Admins, hash)
+    }
+
+    /// Every revocation event still kept (pruning drops those of
+    /// certificates expired longer than the retention window), in order.
+    pub fn revocation_events(&self) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.store
+            .scan_prefix(Table::Revocations, &[], usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode(Table::Revocations, v))
+            .collect()
+    }
+
+    /// The value of a counter in the meta table (0 if never bumped).
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        match self.store.get(Table::Meta, name.as_bytes())? {
+            None => Ok(0),
+            Some(b) => Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(
+                |_| StoreError::Corrupt {
+                    table: Table::Meta.name(),
+                    detail: format!("counter {name} is not 8 bytes"),
+                },
+            )?)),
+        }
     }
 
     /// Up to `limit` clone alerts of the agent `tenant/env/agent`, oldest first.

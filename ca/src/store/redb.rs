@@ -68,15 +68,7 @@ impl Store for RedbStore {
     ) -> Result<Vec<Entry>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(def(table)).map_err(err)?;
-        let mut out = Vec::new();
-        for entry in t.range::<&[u8]>(prefix..).map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
-            if !k.value().starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        scan(&t, prefix, limit)
     }
 
     fn write(
@@ -117,4 +109,29 @@ impl WriteTxn for RedbTxn<'_> {
         self.tables[table.index()].remove(key).map_err(err)?;
         Ok(())
     }
+
+    fn scan_prefix(
+        &mut self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        scan(&self.tables[table.index()], prefix, limit)
+    }
+}
+
+fn scan(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.range::<&[u8]>(prefix..).map_err(err)? {
+        let (k, v) = entry.map_err(err)?;
+        if !k.value().starts_with(prefix) || out.len() >= limit {
+            break;
+        }
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
 }

@@ -131,4 +131,41 @@ impl WriteTxn for SledTxn<'_> {
         self.pending.insert(full_key(table, key), None);
         Ok(())
     }
+
+    fn scan_prefix(
+        &mut self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let full = full_key(table, prefix);
+        // Committed entries, then this transaction's writes over them. A
+        // pending delete can hide a committed entry, so read past `limit`
+        // by the number of pending writes under the prefix.
+        let pending: Vec<_> = self
+            .pending
+            .range(full.clone()..)
+            .take_while(|(k, _)| k.starts_with(&full))
+            .collect();
+        let mut merged = BTreeMap::new();
+        for entry in self
+            .db
+            .scan_prefix(&full)
+            .take(limit.saturating_add(pending.len()))
+        {
+            let (k, v) = entry.map_err(err)?;
+            merged.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged
+            .into_iter()
+            .take(limit)
+            .map(|(k, v)| (k[1..].to_vec(), v))
+            .collect())
+    }
 }

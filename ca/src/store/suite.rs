@@ -7,7 +7,7 @@ use agentca::identity::InstanceId;
 use agentca::wire::Serial;
 use time::{Duration, OffsetDateTime};
 
-use super::change::{commit, Change, Conflict};
+use super::change::{commit, Applied, Change, Conflict, RevokeSummary, RevokeTarget};
 use super::records::*;
 use super::{Backend, Store, Writer};
 
@@ -60,9 +60,11 @@ fn cert(agent_key: &str, serial: u8) -> CertRecord {
     }
 }
 
-fn one(store: &dyn Store, change: Change) -> Result<(), Conflict> {
+fn one(store: &dyn Store, change: Change) -> Result<Applied, Conflict> {
     commit(store, &[change]).unwrap().pop().unwrap()
 }
+
+const DONE: Result<Applied, Conflict> = Ok(Applied::Done);
 
 fn open(backend: Backend, dir: &Path) -> Arc<dyn Store> {
     super::open(backend, dir).unwrap()
@@ -92,13 +94,428 @@ suite!(
     clone_alerts_are_kept_in_order,
     everything_is_there_after_reopening,
     concurrent_enrolls_through_the_writer_use_a_single_use_token_once,
+    revoking_an_agent_revokes_its_live_certificates_voids_its_tokens_and_disables_it,
+    revoking_is_idempotent_and_numbers_events_in_order,
+    revoking_a_tenant_or_env_reaches_exactly_its_agents,
+    revoking_a_serial_or_an_instance,
+    pruning_removes_expired_certificates_tokens_and_their_events,
+    counters_only_grow_and_survive_reopening,
 );
+
+fn summary(outcome: Result<Applied, Conflict>) -> RevokeSummary {
+    match outcome {
+        Ok(Applied::Revoked(s)) => s,
+        other => panic!("expected a revocation, got {other:?}"),
+    }
+}
+
+fn agent_target(key: &str) -> RevokeTarget {
+    RevokeTarget::Agents {
+        prefix: key.into(),
+        exact: true,
+    }
+}
+
+/// Registers `tenant/prod/name`, gives it a 5-use token, and enrolls
+/// `certs` certificates with serials from `first`.
+fn populate(store: &dyn Store, tenant: &str, name: &str, first: u8, certs: u8) -> String {
+    let a = agent(tenant, name);
+    let key = a.key();
+    one(store, Change::RegisterAgent(a)).unwrap();
+    let hash = [first; 32];
+    one(
+        store,
+        Change::CreateToken {
+            hash,
+            token: token(&key, 5),
+        },
+    )
+    .unwrap();
+    for i in 0..certs {
+        one(
+            store,
+            Change::Enroll {
+                token_hash: hash,
+                at: t0(),
+                cert: cert(&key, first + i),
+            },
+        )
+        .unwrap();
+    }
+    key
+}
+
+fn revoking_an_agent_revokes_its_live_certificates_voids_its_tokens_and_disables_it(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(backend, dir.path());
+    let key = populate(&*store, "acme", "bot", 10, 3);
+    let other = populate(&*store, "acme", "other", 20, 1);
+    // One certificate of the agent has already expired at revocation time.
+    let mut expired = cert(&key, 15);
+    expired.not_after = t0() - Duration::minutes(1);
+    one(
+        &*store,
+        Change::Enroll {
+            token_hash: [10; 32],
+            at: t0(),
+            cert: expired.clone(),
+        },
+    )
+    .unwrap();
+
+    let at = t0() + Duration::seconds(10);
+    let s = summary(one(
+        &*store,
+        Change::Revoke {
+            target: agent_target(&key),
+            reason: 1,
+            at,
+        },
+    ));
+    assert_eq!(s.events.len(), 3, "the live certificates only");
+    assert_eq!(
+        (s.agents_disabled, s.tokens_voided, s.agents_matched),
+        (1, 1, 1)
+    );
+    let records = Records::new(store.clone());
+    for e in &s.events {
+        let c = records.cert(&e.serial).unwrap().unwrap();
+        assert_eq!(
+            c.revoked,
+            Some(Revocation {
+                at,
+                reason: 1,
+                seq: e.seq
+            })
+        );
+        assert_eq!(e.agent_key, key);
+    }
+    assert_eq!(
+        records.cert(&expired.serial).unwrap().unwrap().revoked,
+        None
+    );
+    assert!(!records.agent(&key).unwrap().unwrap().enabled);
+    assert!(records.token(&[10; 32]).unwrap().unwrap().voided);
+    assert_eq!(records.revocation_events().unwrap(), s.events);
+    // The other agent is untouched.
+    assert!(records.agent(&other).unwrap().unwrap().enabled);
+    assert!(!records.token(&[20; 32]).unwrap().unwrap().voided);
+    assert_eq!(
+        records
+            .cert(&cert(&other, 20).serial)
+            .unwrap()
+            .unwrap()
+            .revoked,
+        None
+    );
+    // A voided token enrolls nothing, even once the agent is enabled again.
+    one(
+        &*store,
+        Change::SetAgentEnabled {
+            key: key.clone(),
+            enabled: true,
+            at,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        one(
+            &*store,
+            Change::Enroll {
+                token_hash: [10; 32],
+                at,
+                cert: cert(&key, 30)
+            }
+        ),
+        Err(Conflict::TokenVoided)
+    );
+}
+
+fn revoking_is_idempotent_and_numbers_events_in_order(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(backend, dir.path());
+    let a = populate(&*store, "acme", "a", 10, 2);
+    let b = populate(&*store, "acme", "b", 20, 1);
+    let first = summary(one(
+        &*store,
+        Change::Revoke {
+            target: agent_target(&a),
+            reason: 0,
+            at: t0(),
+        },
+    ));
+    let again = summary(one(
+        &*store,
+        Change::Revoke {
+            target: agent_target(&a),
+            reason: 0,
+            at: t0(),
+        },
+    ));
+    assert!(again.events.is_empty());
+    assert_eq!(
+        (
+            again.agents_disabled,
+            again.tokens_voided,
+            again.agents_matched
+        ),
+        (0, 0, 1)
+    );
+    let second = summary(one(
+        &*store,
+        Change::Revoke {
+            target: agent_target(&b),
+            reason: 0,
+            at: t0(),
+        },
+    ));
+    let seqs: Vec<u64> = first
+        .events
+        .iter()
+        .chain(&second.events)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
+
+fn revoking_a_tenant_or_env_reaches_exactly_its_agents(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(backend, dir.path());
+    populate(&*store, "acme", "a", 10, 1);
+    populate(&*store, "acme", "b", 20, 1);
+    let other = populate(&*store, "acme2", "c", 30, 1);
+    let s = summary(one(
+        &*store,
+        Change::Revoke {
+            target: RevokeTarget::Agents {
+                prefix: "acme/".into(),
+                exact: false,
+            },
+            reason: 0,
+            at: t0(),
+        },
+    ));
+    assert_eq!(
+        (s.events.len(), s.agents_matched, s.agents_disabled),
+        (2, 2, 2)
+    );
+    assert!(
+        Records::new(store.clone())
+            .agent(&other)
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+    assert_eq!(
+        one(
+            &*store,
+            Change::Revoke {
+                target: RevokeTarget::Agents {
+                    prefix: "acme/dev/".into(),
+                    exact: false
+                },
+                reason: 0,
+                at: t0()
+            }
+        ),
+        Err(Conflict::AgentNotFound)
+    );
+    assert_eq!(
+        one(
+            &*store,
+            Change::Revoke {
+                target: agent_target("nobody/prod/x"),
+                reason: 0,
+                at: t0()
+            }
+        ),
+        Err(Conflict::AgentNotFound)
+    );
+}
+
+fn revoking_a_serial_or_an_instance(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(backend, dir.path());
+    let key = populate(&*store, "acme", "bot", 10, 2);
+    let records = Records::new(store.clone());
+    let c1 = cert(&key, 10);
+    let s = summary(one(
+        &*store,
+        Change::Revoke {
+            target: RevokeTarget::Serial(c1.serial.clone()),
+            reason: 4,
+            at: t0(),
+        },
+    ));
+    assert_eq!(s.events.len(), 1);
+    assert_eq!(
+        s.agents_disabled, 0,
+        "revoking one certificate leaves the agent enabled"
+    );
+    assert!(records.agent(&key).unwrap().unwrap().enabled);
+    let c2 = records.cert(&cert(&key, 11).serial).unwrap().unwrap();
+    assert_eq!(c2.revoked, None);
+    let s = summary(one(
+        &*store,
+        Change::Revoke {
+            target: RevokeTarget::Instance(c2.instance_id.clone()),
+            reason: 1,
+            at: t0(),
+        },
+    ));
+    assert_eq!(s.events.len(), 1);
+    assert_eq!(s.events[0].serial, c2.serial);
+    assert_eq!(
+        one(
+            &*store,
+            Change::Revoke {
+                target: RevokeTarget::Serial(Serial::from_bytes(&[9, 9]).unwrap()),
+                reason: 0,
+                at: t0()
+            }
+        ),
+        Err(Conflict::CertificateNotFound)
+    );
+    assert_eq!(
+        one(
+            &*store,
+            Change::Revoke {
+                target: RevokeTarget::Instance(InstanceId::random()),
+                reason: 0,
+                at: t0()
+            }
+        ),
+        Err(Conflict::InstanceNotFound)
+    );
+}
+
+fn pruning_removes_expired_certificates_tokens_and_their_events(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(backend, dir.path());
+    let key = populate(&*store, "acme", "bot", 10, 3);
+    let records = Records::new(store.clone());
+    let live = {
+        let mut c = cert(&key, 40);
+        c.not_after = t0() + Duration::hours(2);
+        one(
+            &*store,
+            Change::Enroll {
+                token_hash: [10; 32],
+                at: t0(),
+                cert: c.clone(),
+            },
+        )
+        .unwrap();
+        c
+    };
+    summary(one(
+        &*store,
+        Change::Revoke {
+            target: RevokeTarget::Serial(cert(&key, 10).serial),
+            reason: 0,
+            at: t0(),
+        },
+    ));
+    summary(one(
+        &*store,
+        Change::Revoke {
+            target: RevokeTarget::Serial(live.serial.clone()),
+            reason: 0,
+            at: t0(),
+        },
+    ));
+    assert_eq!(records.revocation_events().unwrap().len(), 2);
+
+    // Certificates of the fixture end at t0 + 5 min, the token at t0 + 10 min.
+    let before = t0() + Duration::minutes(6);
+    let first = one(&*store, Change::Prune { before, limit: 2 });
+    assert_eq!(
+        first,
+        Ok(Applied::Pruned {
+            certs: 2,
+            tokens: 0
+        })
+    );
+    let second = one(&*store, Change::Prune { before, limit: 2 });
+    assert_eq!(
+        second,
+        Ok(Applied::Pruned {
+            certs: 1,
+            tokens: 0
+        })
+    );
+    let certs = records.certs_of(&key, 10).unwrap();
+    assert_eq!(
+        certs.iter().map(|c| c.serial.clone()).collect::<Vec<_>>(),
+        vec![live.serial.clone()]
+    );
+    let events = records.revocation_events().unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "the expired certificate's event went with it"
+    );
+    assert_eq!(events[0].serial, live.serial);
+    assert_eq!(
+        one(
+            &*store,
+            Change::Revoke {
+                target: RevokeTarget::Instance(cert(&key, 11).instance_id),
+                reason: 0,
+                at: t0()
+            }
+        ),
+        Err(Conflict::InstanceNotFound),
+        "the instance index was pruned too"
+    );
+    let later = one(
+        &*store,
+        Change::Prune {
+            before: t0() + Duration::minutes(11),
+            limit: 100,
+        },
+    );
+    assert_eq!(
+        later,
+        Ok(Applied::Pruned {
+            certs: 0,
+            tokens: 1
+        })
+    );
+    assert_eq!(records.token(&[10; 32]).unwrap(), None);
+}
+
+fn counters_only_grow_and_survive_reopening(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(backend, dir.path());
+        assert_eq!(
+            one(&*store, Change::BumpCounter("crl_number")),
+            Ok(Applied::Counter(1))
+        );
+        assert_eq!(
+            one(&*store, Change::BumpCounter("crl_number")),
+            Ok(Applied::Counter(2))
+        );
+    }
+    let store = open(backend, dir.path());
+    assert_eq!(
+        Records::new(store.clone()).counter("crl_number").unwrap(),
+        2
+    );
+    assert_eq!(
+        one(&*store, Change::BumpCounter("crl_number")),
+        Ok(Applied::Counter(3))
+    );
+}
 
 fn an_agent_registers_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(backend, dir.path());
     let a = agent("acme", "bot");
-    assert_eq!(one(&*store, Change::RegisterAgent(a.clone())), Ok(()));
+    assert_eq!(one(&*store, Change::RegisterAgent(a.clone())), DONE);
     let mut changed = a.clone();
     changed.owner = "someone-else".into();
     assert_eq!(
@@ -151,7 +568,7 @@ fn a_single_use_token_enrolls_once(backend: Backend) {
         at: t0(),
         cert: c,
     };
-    assert_eq!(one(&*store, enroll(first.clone())), Ok(()));
+    assert_eq!(one(&*store, enroll(first.clone())), DONE);
     assert_eq!(
         one(&*store, enroll(cert(&a.key(), 2))),
         Err(Conflict::TokenUsed)
@@ -203,9 +620,9 @@ fn a_pool_token_enrolls_up_to_its_uses(backend: Backend) {
     assert_eq!(
         outcomes,
         vec![
-            Ok(()),
-            Ok(()),
-            Ok(()),
+            DONE,
+            DONE,
+            DONE,
             Err(Conflict::TokenUsed),
             Err(Conflict::TokenUsed)
         ]
@@ -317,7 +734,7 @@ fn a_disabled_agent_gets_no_token_and_no_certificate(backend: Backend) {
                 cert: cert(&key, 1)
             }
         ),
-        Ok(())
+        DONE
     );
 }
 
@@ -339,7 +756,7 @@ fn a_refused_change_in_a_batch_writes_nothing_and_the_others_commit(backend: Bac
         ],
     )
     .unwrap();
-    assert_eq!(outcomes, vec![Ok(()), Err(Conflict::TokenNotFound), Ok(())]);
+    assert_eq!(outcomes, vec![DONE, Err(Conflict::TokenNotFound), DONE]);
     let records = Records::new(store);
     assert!(records.agent("acme/prod/second").unwrap().is_some());
     assert_eq!(records.cert(&cert(&key, 1).serial).unwrap(), None);
@@ -385,7 +802,7 @@ fn a_certificate_renews_once(backend: Backend) {
         at,
         cert: c,
     };
-    assert_eq!(one(&*store, renew(second.clone())), Ok(()));
+    assert_eq!(one(&*store, renew(second.clone())), DONE);
     let expected = Renewal {
         serial: second.serial.clone(),
         key_sha256: "key2".into(),
@@ -419,21 +836,14 @@ fn a_revoked_certificate_does_not_renew(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(backend, dir.path());
     let (a, first) = enrolled(&*store);
-    // Revocation arrives as its own change later; write the record directly.
-    let mut revoked = first.clone();
-    revoked.revoked = Some(Revocation {
-        at: t0(),
-        reason: 1,
-    });
-    store
-        .write(&mut |txn| {
-            txn.put(
-                super::Table::Certs,
-                first.serial.as_bytes(),
-                &encode(&revoked),
-            )
-        })
-        .unwrap();
+    summary(one(
+        &*store,
+        Change::Revoke {
+            target: RevokeTarget::Serial(first.serial.clone()),
+            reason: 1,
+            at: t0(),
+        },
+    ));
     assert_eq!(
         one(
             &*store,
@@ -548,6 +958,6 @@ fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Ba
     assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1);
     assert!(outcomes
         .iter()
-        .all(|o| matches!(o, Ok(()) | Err(Conflict::TokenUsed))));
+        .all(|o| matches!(o, Ok(Applied::Done) | Err(Conflict::TokenUsed))));
     assert_eq!(Records::new(store).certs_of(&key, 100).unwrap().len(), 1);
 }

@@ -43,7 +43,7 @@ impl Writer {
     /// Applies one change; returns once it is durable (or refused).
     pub async fn apply(&self, change: Change) -> Result<Outcome, StoreError> {
         let mut outcomes = self.apply_all(vec![change]).await?;
-        Ok(outcomes.pop().unwrap_or(Ok(())))
+        Ok(outcomes.pop().unwrap_or(Ok(super::change::Applied::Done)))
     }
 
     /// Applies `changes` in order, in the same commit; returns once they are

@@ -1,0 +1,265 @@
+//! The issuing CA: the intermediate certificate and key that sign leaves,
+//! CRLs and OCSP responses, and what verifiers need to find them.
+
+use agentca::identity::TrustDomain;
+use rcgen::{Issuer, KeyPair};
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Where verifiers fetch revocation data: the URLs put in every leaf's CRL
+/// distribution point and Authority Information Access extensions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Distribution {
+    /// URLs of the issuing CA's CRL (`…/v1/crl`).
+    pub crl: Vec<String>,
+    /// URLs of the OCSP responder (`…/v1/ocsp`).
+    pub ocsp: Vec<String>,
+}
+
+impl Distribution {
+    /// The URLs under each base URL (`http://host:port`), in order.
+    pub fn under(bases: &[String]) -> Self {
+        let base = |b: &String| b.trim_end_matches('/').to_owned();
+        Self {
+            crl: bases
+                .iter()
+                .map(|b| format!("{}/v1/crl", base(b)))
+                .collect(),
+            ocsp: bases
+                .iter()
+                .map(|b| format!("{}/v1/ocsp", base(b)))
+                .collect(),
+        }
+    }
+}
+
+/// The hashes that identify an issuer in an OCSP request (RFC 6960 CertID).
+#[derive(Clone, Debug)]
+pub struct OcspIssuerId {
+    /// SHA-1 of the issuer's subject name DER.
+    pub name_sha1: Vec<u8>,
+    /// SHA-1 of the issuer's public key bits.
+    pub key_sha1: Vec<u8>,
+    /// SHA-256 of the issuer's subject name DER.
+    pub name_sha256: Vec<u8>,
+    /// SHA-256 of the issuer's public key bits.
+    pub key_sha256: Vec<u8>,
+}
+
+/// Why the issuing CA could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IssuerError(String);
+
+/// The issuing intermediate with its key.
+pub struct IssuingCa {
+    trust_domain: TrustDomain,
+    issuer: Issuer<'static, KeyPair>,
+    not_after: OffsetDateTime,
+    root: CertificateDer<'static>,
+    anchor: TrustAnchor<'static>,
+    intermediate: CertificateDer<'static>,
+    intermediate_pem: String,
+    bundle_pem: String,
+    ocsp_id: OcspIssuerId,
+    distribution: Distribution,
+}
+
+fn digest(alg: &'static aws_lc_rs::digest::Algorithm, data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(alg, data).as_ref().to_vec()
+}
+
+impl IssuingCa {
+    /// The issuing CA for `trust_domain`: `intermediate` signed by `root`,
+    /// with `key`; leaves point verifiers at `distribution`.
+    pub fn new(
+        trust_domain: TrustDomain,
+        root: CertificateDer<'static>,
+        intermediate: CertificateDer<'static>,
+        key: KeyPair,
+        distribution: Distribution,
+    ) -> Result<Self, IssuerError> {
+        let (_, parsed) = X509Certificate::from_der(&intermediate).map_err(|e| {
+            IssuerError(format!("the intermediate certificate does not parse: {e}"))
+        })?;
+        let not_after = parsed.validity().not_after.to_datetime();
+        let name = parsed.tbs_certificate.subject.as_raw();
+        let key_bits = &parsed.tbs_certificate.subject_pki.subject_public_key.data;
+        let ocsp_id = OcspIssuerId {
+            name_sha1: digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, name),
+            key_sha1: digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, key_bits),
+            name_sha256: digest(&aws_lc_rs::digest::SHA256, name),
+            key_sha256: digest(&aws_lc_rs::digest::SHA256, key_bits),
+        };
+        let anchor = webpki::anchor_from_trusted_cert(&root)
+            .map_err(|e| {
+                IssuerError(format!(
+                    "the root certificate is not a usable trust anchor: {e}"
+                ))
+            })?
+            .to_owned();
+        let issuer = Issuer::from_ca_cert_der(&intermediate, key)
+            .map_err(|e| IssuerError(format!("the intermediate certificate is not usable: {e}")))?;
+        Ok(Self {
+            trust_domain,
+            issuer,
+            not_after,
+            intermediate_pem: agentca::certs_to_pem(std::slice::from_ref(&intermediate)),
+            bundle_pem: agentca::certs_to_pem(std::slice::from_ref(&root)),
+            root,
+            anchor,
+            intermediate,
+            ocsp_id,
+            distribution,
+        })
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The rcgen issuer, for signing certificates and CRLs.
+    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
+    /// End of the intermediate's validity.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The root certificate.
+    pub fn root(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// The root as a trust anchor.
+    pub fn anchor(&self) -> &TrustAnchor<'static> {
+        &self.anchor
+    }
+
+    /// The intermediate certificate.
+    pub fn intermediate(&self) -> &CertificateDer<'static> {
+        &self.intermediate
+    }
+
+    /// The intermediate as PEM.
+    pub fn intermediate_pem(&self) -> &str {
+        &self.intermediate_pem
+    }
+
+    /// The trust bundle (the root) as PEM.
+    pub fn bundle_pem(&self) -> &str {
+        &self.bundle_pem
+    }
+
+    /// What identifies this issuer in OCSP requests.
+    pub fn ocsp_id(&self) -> &OcspIssuerId {
+        &self.ocsp_id
+    }
+
+    /// The revocation URLs leaves carry.
+    pub fn distribution(&self) -> &Distribution {
+        &self.distribution
+    }
+
+    /// Signs `message` with the intermediate's key; also returns the DER
+    /// of the signature AlgorithmIdentifier, for OCSP responses.
+    pub fn sign_raw(
+        &self,
+        message: &[u8],
+    ) -> Result<(Vec<u8>, spki::AlgorithmIdentifierOwned), IssuerError> {
+        let key = self.issuer.key();
+        let oid = signature_oid(key.algorithm()).ok_or_else(|| {
+            IssuerError("the CA key's algorithm has no OCSP signature identifier".into())
+        })?;
+        let signature =
+            rcgen::SigningKey::sign(key, message).map_err(|e| IssuerError(e.to_string()))?;
+        Ok((
+            signature,
+            spki::AlgorithmIdentifierOwned {
+                oid,
+                parameters: None,
+            },
+        ))
+    }
+}
+
+/// The X.509 signature algorithm OID of a CA key's algorithm.
+fn signature_oid(alg: &'static rcgen::SignatureAlgorithm) -> Option<spki::ObjectIdentifier> {
+    let oid = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+        "1.2.840.10045.4.3.2"
+    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+        "1.2.840.10045.4.3.3"
+    } else if alg == &rcgen::PKCS_ED25519 {
+        "1.3.101.112"
+    } else {
+        return None;
+    };
+    spki::ObjectIdentifier::new(oid).ok()
+}
+
+/// The DER of an Authority Information Access extension value listing
+/// OCSP responders (RFC 5280 §4.2.2.1).
+pub fn aia_ocsp_der(urls: &[String]) -> Vec<u8> {
+    // id-ad-ocsp, 1.3.6.1.5.5.7.48.1
+    const OCSP_OID: [u8; 10] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+    let mut descriptions = Vec::new();
+    for url in urls {
+        let mut description = OCSP_OID.to_vec();
+        // accessLocation: GeneralName uniformResourceIdentifier, [6] IMPLICIT IA5String
+        description.extend(tlv(0x86, url.as_bytes()));
+        descriptions.extend(tlv(0x30, &description));
+    }
+    tlv(0x30, &descriptions)
+}
+
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aia_extension_parses_back_to_its_urls() {
+        let urls = vec![
+            "http://127.0.0.1:8080/v1/ocsp".to_owned(),
+            format!("https://{}/v1/ocsp", "a".repeat(200)),
+        ];
+        let der = aia_ocsp_der(&urls);
+        let (rest, aia) = x509_parser::extensions::AuthorityInfoAccess::from_der(&der)
+            .expect("valid AuthorityInfoAccess");
+        assert!(rest.is_empty());
+        let parsed: Vec<String> = aia
+            .accessdescs
+            .iter()
+            .map(|d| match &d.access_location {
+                x509_parser::extensions::GeneralName::URI(u) => u.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(parsed, urls);
+    }
+
+    #[test]
+    fn distribution_urls_sit_under_each_base() {
+        let d = Distribution::under(&["http://a:1/".into(), "https://b:2".into()]);
+        assert_eq!(d.crl, ["http://a:1/v1/crl", "https://b:2/v1/crl"]);
+        assert_eq!(d.ocsp, ["http://a:1/v1/ocsp", "https://b:2/v1/ocsp"]);
+    }
+}
