@@ -1,1 +1,1032 @@
-fn main() {}
+//! Issuance load generator: how many certificates per second the real
+//! `agentca` binary issues, and how long each takes.
+//!
+//! ```text
+//! cargo bench -p agentca-ca --bench issuance -- [--duration SECS]
+//!     [--concurrency 1,8,32] [--renew-concurrency 8,32] [--quick]
+//! ```
+//!
+//! The bench starts the CA as a separate process on a loopback port (as the
+//! end-to-end tests do), registers one agent, creates one bootstrap token
+//! with many uses, then:
+//!
+//! 1. **enroll**: for each concurrency C, C keep-alive HTTPS/1.1
+//!    connections each send `POST /v1/enroll` back to back for the run's
+//!    duration. Latency is one request on an open connection.
+//! 2. **renew**: certificates issued in phase 1 are renewed, each on a new
+//!    mutual-TLS connection with a full handshake (no session resumption),
+//!    as an agent renewing on its own would. Latency includes the TCP
+//!    connect and the handshake.
+//!
+//! Keys and CSRs are generated before any clock starts. Each run begins
+//! with a warm-up whose requests are not counted; a request counts when it
+//! completes inside the measured window. Every answer must be `200 OK`.
+//!
+//! Client and CA share the machine, so the figures are those of the CA with
+//! the load generator competing for the same cores. Run without `--bench`
+//! (as `cargo test --benches` does), the binary does nothing.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use agentca::bundle::TrustBundle;
+use agentca::client::{
+    check_issued, client_config, CaClient, CaTrust, ClientError, KeyAlgorithm, PrivateKey,
+};
+use agentca::wire::{
+    AgentInfo, CreateTokenRequest, EnrollRequest, IssuedCertificate, RegisterAgentRequest,
+    RenewRequest, TokenCreated,
+};
+use anyhow::{anyhow, bail, ensure, Context};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::client::Resumption;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const USAGE: &str = "\
+usage: cargo bench -p agentca-ca --bench issuance -- [options]
+
+  --duration SECS            measured time of each run (default 5, at most 600)
+  --concurrency LIST         enrollment concurrencies (default 1,8,32)
+  --renew-concurrency LIST   renewal concurrencies (default 8,32; 0 to skip)
+  --quick                    1-second runs and smaller key pools, to check that it works";
+
+const PASSPHRASE: &str = "correct horse battery staple";
+const TRUST_DOMAIN: &str = "example.org";
+const TENANT: &str = "bench";
+const ENV: &str = "load";
+const AGENT: &str = "issuer";
+
+/// Failed requests tolerated in one run before the bench stops with an
+/// error: every answer should be 200, but a loaded machine may drop a rare
+/// connection.
+const MAX_FAILURES: u64 = 5;
+/// Longest wait for one request (connection and handshake included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the CA to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest measured duration accepted: the bootstrap token lives an hour.
+const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Lifetime of the bench agent's certificates: long enough that none
+/// expires before the renewal phase presents it.
+const CERT_TTL_SECONDS: u64 = 3600;
+/// Renewal rate the pool of certificates to renew is sized for: a faster
+/// CA runs out of certificates before the end of a run, and the report
+/// says so.
+const RENEWALS_PER_SECOND: f64 = 2_500.0;
+/// Most certificates set aside for one renewal run.
+const MAX_RENEWALS_PER_RUN: usize = 50_000;
+/// Error messages kept per run, to show what failed.
+const ERRORS_SHOWN: usize = 3;
+
+/// What the command line asked for.
+#[derive(Debug)]
+struct Options {
+    duration: Duration,
+    warmup: Duration,
+    concurrency: Vec<usize>,
+    renew_concurrency: Vec<usize>,
+    /// Distinct keys and CSRs for enrollment. They are used in turn, and
+    /// again from the start if a run needs more: the CA does the same work
+    /// for a CSR it has seen before.
+    enroll_keys: usize,
+    /// Certificates issued in the enroll phase kept for renewal (each
+    /// renews once), with as many fresh keys for the renewal CSRs.
+    renew_certs: usize,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let mut duration = None;
+        let mut concurrency = vec![1, 8, 32];
+        let mut renew_concurrency = vec![8, 32];
+        let mut quick = false;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || {
+                args.next()
+                    .ok_or_else(|| anyhow!("{arg} needs a value"))
+                    .cloned()
+            };
+            match arg.as_str() {
+                // Passed by `cargo bench`; its presence is checked in main.
+                "--bench" => {}
+                "--quick" => quick = true,
+                "--duration" => {
+                    let v = value()?;
+                    let secs: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                        .ok_or_else(|| anyhow!("--duration {v:?} is not a positive number"))?;
+                    let d = Duration::from_secs_f64(secs);
+                    ensure!(
+                        d <= MAX_DURATION,
+                        "--duration is at most {} s",
+                        MAX_DURATION.as_secs()
+                    );
+                    duration = Some(d);
+                }
+                "--concurrency" => concurrency = parse_list(&value()?, 1)?,
+                "--renew-concurrency" => {
+                    renew_concurrency = parse_list(&value()?, 0)?;
+                    renew_concurrency.retain(|&c| c > 0);
+                }
+                "-h" | "--help" => bail!("help requested"),
+                other if other.starts_with('-') => bail!("unknown option {other}"),
+                // `cargo bench FILTER` hands the filter to every bench
+                // binary; this one has a single benchmark and ignores it.
+                _ => {}
+            }
+        }
+        let mut options = Self {
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            concurrency,
+            renew_concurrency,
+            enroll_keys: 20_000,
+            renew_certs: 0,
+        };
+        if quick {
+            options.duration = Duration::from_secs(1);
+            options.warmup = Duration::from_millis(250);
+            options.enroll_keys = 4_000;
+        }
+        if let Some(duration) = duration {
+            options.duration = duration;
+        }
+        let per_run = (options.warmup + options.duration).as_secs_f64() * RENEWALS_PER_SECOND;
+        options.renew_certs =
+            (per_run.ceil() as usize).min(MAX_RENEWALS_PER_RUN) * options.renew_concurrency.len();
+        // Each certificate kept for renewal has a key of its own.
+        options.enroll_keys = options.enroll_keys.max(options.renew_certs);
+        Ok(options)
+    }
+}
+
+/// A comma-separated list of concurrencies, each at least `min`.
+fn parse_list(text: &str, min: usize) -> anyhow::Result<Vec<usize>> {
+    let list = text
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c >= min && c <= 1024)
+                .ok_or_else(|| anyhow!("{s:?} is not a concurrency between {min} and 1024"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(!list.is_empty(), "empty concurrency list");
+    Ok(list)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --benches` (and `--all-targets`) runs bench binaries
+        // without --bench; a load test has no place there.
+        eprintln!("issuance: skipped (run it with `cargo bench -p agentca-ca --bench issuance`)");
+        return ExitCode::SUCCESS;
+    }
+    let options = match Options::parse(&args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("issuance: {e:#}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("issuance: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: &Options) -> anyhow::Result<()> {
+    // Declared first so that it is dropped last: the CA process is killed
+    // on every way out of this function, panics included.
+    let ca = Ca::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let result = runtime.block_on(bench(&ca, options));
+    if result.is_err() {
+        eprintln!("\nlast lines of the CA's log:\n{}", ca.log_tail(20));
+    }
+    result
+}
+
+async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<()> {
+    let bundle = ca.bundle()?;
+    let (agent, token) = ca.register_agent(&bundle).await?;
+    let target = Arc::new(Target::new(&ca.url)?);
+
+    eprintln!(
+        "generating {} enrollment and {} renewal keys and CSRs (P-256)...",
+        options.enroll_keys, options.renew_certs
+    );
+    let generating = Instant::now();
+    let enrollments: Arc<Vec<Enrollment>> = Arc::new(
+        generate_keys(options.enroll_keys)?
+            .into_iter()
+            .map(|(key, csr)| {
+                let body = json(&EnrollRequest {
+                    token: token.clone(),
+                    csr,
+                })?;
+                Ok(Enrollment { key, body })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    );
+    let renew_bodies = if options.renew_concurrency.is_empty() {
+        Vec::new()
+    } else {
+        generate_keys(options.renew_certs)?
+            .into_iter()
+            .map(|(_, csr)| json(&RenewRequest { csr }))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+
+    eprintln!("  done in {:.1} s", generating.elapsed().as_secs_f64());
+
+    let mut issuance_tls = client_config(&CaTrust::Bundle(bundle.clone()), None)
+        .context("cannot build the client TLS configuration")?;
+    issuance_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let issuance_tls = TlsConnector::from(Arc::new(issuance_tls));
+
+    let mut results = Vec::new();
+    let mut kept = Vec::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    for &concurrency in &options.concurrency {
+        eprintln!("enroll, concurrency {concurrency}...");
+        let (result, mut issued) = enroll_run(
+            &target,
+            &issuance_tls,
+            &enrollments,
+            &next,
+            options.renew_certs.saturating_sub(kept.len()),
+            concurrency,
+            options,
+        )
+        .await?;
+        kept.append(&mut issued);
+        let failed = result.failures > MAX_FAILURES;
+        results.push(result);
+        if failed {
+            return failure(&results);
+        }
+    }
+    let issued_total: u64 = results.iter().map(|r| r.succeeded).sum();
+
+    if !options.renew_concurrency.is_empty() {
+        // Checks every kept answer (a certificate for the bench agent and
+        // for the key it was requested for), and builds each one's
+        // mutual-TLS client before any clock starts.
+        eprintln!("preparing {} certificates for renewal...", kept.len());
+        let mut renewals = Vec::with_capacity(kept.len());
+        for ((index, body), csr) in kept.into_iter().zip(renew_bodies) {
+            let key = &enrollments[index].key;
+            renewals.push(Renewal::new(&bundle, &agent, &body, key, csr)?);
+        }
+        // Each renewal consumes a certificate; share them out evenly.
+        let share = renewals.len() / options.renew_concurrency.len();
+        for &concurrency in &options.renew_concurrency {
+            eprintln!("renew, concurrency {concurrency}...");
+            let pool: Vec<Renewal> = renewals.drain(..share).collect();
+            let result = renew_run(&target, pool, concurrency, options).await?;
+            let failed = result.failures > MAX_FAILURES;
+            results.push(result);
+            if failed {
+                return failure(&results);
+            }
+        }
+    }
+
+    print_report(&results, options, issued_total);
+    Ok(())
+}
+
+/// Prints what was measured and the errors seen, and fails.
+fn failure(results: &[RunResult]) -> anyhow::Result<()> {
+    print_table(results);
+    let last = results.last().expect("a failed run");
+    bail!(
+        "{} requests failed in the {} run at concurrency {} (at most {MAX_FAILURES} are tolerated)",
+        last.failures,
+        last.phase,
+        last.concurrency
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The CA under test
+
+/// The `agentca` binary, initialised in a temporary directory and serving
+/// on a free loopback port. Dropping it kills the process.
+struct Ca {
+    root: tempfile::TempDir,
+    data_dir: PathBuf,
+    url: String,
+    child: Option<Child>,
+}
+
+impl Ca {
+    fn start() -> anyhow::Result<Self> {
+        let bin = env!("CARGO_BIN_EXE_agentca");
+        let root = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let data_dir = root.path().join("ca");
+        let passphrase_file = root.path().join("passphrase");
+        std::fs::write(&passphrase_file, PASSPHRASE).context("cannot write the passphrase")?;
+        let out = Command::new(bin)
+            .arg("init")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--trust-domain", TRUST_DOMAIN])
+            .arg("--passphrase-file")
+            .arg(&passphrase_file)
+            // The default, named so that the report's durability claim
+            // cannot silently change with it.
+            .args(["--store", "redb"])
+            .env("HOME", root.path())
+            .output()
+            .with_context(|| format!("cannot run {bin} init"))?;
+        ensure!(
+            out.status.success(),
+            "agentca init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let log_path = root.path().join("serve.log");
+        let log = std::fs::File::create(&log_path).context("cannot create the CA's log file")?;
+        let mut ca = Self {
+            root,
+            data_dir,
+            url: String::new(),
+            child: None,
+        };
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&ca.data_dir)
+            .arg("--passphrase-file")
+            .arg(&passphrase_file)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("HOME", ca.root.path())
+            .env("AGENTCA_LOG", "info")
+            // A log file, not a terminal: no colour escapes.
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot run {bin} serve"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // From here on, Drop kills the process whatever happens.
+        ca.child = Some(child);
+
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads to the end, so that the CA never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("agentca listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => ca.url = url,
+            Err(_) => bail!("the CA did not start:\n{}", ca.log_tail(40)),
+        }
+        Ok(ca)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.root.path().join("serve.log")
+    }
+
+    /// The last `lines` lines of the CA's log.
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn read(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let path = self.data_dir.join(name);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    fn bundle(&self) -> anyhow::Result<TrustBundle> {
+        TrustBundle::from_pem(&self.read("bundle.pem")?).context("invalid bundle.pem")
+    }
+
+    /// Registers the bench agent and creates a bootstrap token for it with
+    /// as many uses as the CA allows.
+    async fn register_agent(&self, bundle: &TrustBundle) -> anyhow::Result<(AgentInfo, String)> {
+        let admin_token = String::from_utf8(self.read("admin.token")?)
+            .context("admin.token is not UTF-8")?
+            .trim()
+            .to_owned();
+        let client = CaClient::new(&self.url, CaTrust::Bundle(bundle.clone()), None)?;
+        let agent: AgentInfo = client
+            .call(
+                reqwest::Method::POST,
+                "/v1/admin/agents",
+                Some(&admin_token),
+                Some(&RegisterAgentRequest {
+                    tenant: TENANT.into(),
+                    env: ENV.into(),
+                    agent: AGENT.into(),
+                    owner: "benchmarks".into(),
+                    purpose: "issuance load test".into(),
+                    ttl_seconds: Some(CERT_TTL_SECONDS),
+                }),
+            )
+            .await
+            .context("cannot register the bench agent")?;
+        let token: TokenCreated = client
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/admin/agents/{TENANT}/{ENV}/{AGENT}/tokens"),
+                Some(&admin_token),
+                Some(&CreateTokenRequest {
+                    ttl_seconds: Some(3600),
+                    uses: Some(1_000_000),
+                }),
+            )
+            .await
+            .context("cannot create a bootstrap token")?;
+        Ok((agent, token.token))
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+/// Where the CA listens, in the forms the client needs.
+struct Target {
+    addr: SocketAddr,
+    /// For the `Host` header, which HTTP/1.1 requires.
+    authority: String,
+    /// The name the server certificate is checked against.
+    server_name: ServerName<'static>,
+}
+
+impl Target {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        let authority = url
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow!("unexpected CA URL {url:?}"))?;
+        let addr: SocketAddr = authority
+            .parse()
+            .with_context(|| format!("unexpected CA address {authority:?}"))?;
+        Ok(Self {
+            addr,
+            authority: authority.to_owned(),
+            server_name: ServerName::from(addr.ip()),
+        })
+    }
+}
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+/// Opens an HTTP/1.1 connection over TLS.
+async fn connect(target: &Target, tls: &TlsConnector) -> anyhow::Result<Sender> {
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .context("TCP connect")?;
+    // Requests and answers are small: do not let Nagle hold them back.
+    tcp.set_nodelay(true).context("TCP_NODELAY")?;
+    let stream = tls
+        .connect(target.server_name.clone(), tcp)
+        .await
+        .context("TLS handshake")?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1.1 handshake")?;
+    // The connection's errors surface on the sender's next request.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// What became of one request.
+enum Outcome {
+    /// 200, with the body.
+    Ok(Bytes),
+    /// Another status: the connection is still usable.
+    Refused(String),
+    /// The connection failed or the request timed out.
+    Broken(String),
+}
+
+/// Sends one JSON POST and reads the whole answer (so that the connection
+/// can carry the next request).
+async fn post(sender: &mut Sender, target: &Target, path: &str, body: Bytes) -> Outcome {
+    let exchange = async {
+        sender.ready().await.context("connection")?;
+        let request = Request::post(path)
+            .header(HOST, &target.authority)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .context("request")?;
+        let response = sender.send_request(request).await.context("request")?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .context("response body")?
+            .to_bytes();
+        anyhow::Ok((status, body))
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok((StatusCode::OK, body))) => Outcome::Ok(body),
+        Ok(Ok((status, body))) => Outcome::Refused(format!(
+            "{path}: {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        )),
+        Ok(Err(e)) => Outcome::Broken(format!("{path}: {e:#}")),
+        Err(_) => Outcome::Broken(format!(
+            "{path}: no answer in {} s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<Bytes> {
+    Ok(Bytes::from(
+        serde_json::to_vec(value).context("cannot serialise a request")?,
+    ))
+}
+
+/// `n` new P-256 keys with a CSR each, made on every core.
+fn generate_keys(n: usize) -> anyhow::Result<Vec<(PrivateKey, String)>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let per_thread = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let count = per_thread.min(n.saturating_sub(t * per_thread));
+                scope.spawn(move || {
+                    (0..count)
+                        .map(|_| {
+                            let key = PrivateKey::generate(KeyAlgorithm::P256)?;
+                            let csr = key.csr_pem()?;
+                            Ok((key, csr))
+                        })
+                        .collect::<Result<Vec<_>, ClientError>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for worker in workers {
+            let keys = worker
+                .join()
+                .map_err(|_| anyhow!("a key generation thread panicked"))?
+                .context("cannot generate a key and CSR")?;
+            all.extend(keys);
+        }
+        Ok(all)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Measurement
+
+/// The clock of one run: a warm-up, then the measured window.
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    deadline: Instant,
+}
+
+impl Window {
+    fn start(options: &Options) -> Self {
+        let measure_from = Instant::now() + options.warmup;
+        Self {
+            measure_from,
+            deadline: measure_from + options.duration,
+        }
+    }
+
+    fn running(&self) -> bool {
+        Instant::now() < self.deadline
+    }
+
+    /// Whether a request completed at `done` is counted.
+    fn counts(&self, done: Instant) -> bool {
+        done >= self.measure_from && done <= self.deadline
+    }
+}
+
+/// What one connection (or renewal task) saw.
+#[derive(Default)]
+struct WorkerReport {
+    /// Requests answered 200, counted or not.
+    succeeded: u64,
+    latencies: Vec<Duration>,
+    last_counted: Option<Instant>,
+    failures: u64,
+    errors: Vec<String>,
+    /// Pool index and body of enroll answers kept for renewal.
+    kept: Vec<(usize, Bytes)>,
+    /// The renewal pool ran out before the deadline.
+    exhausted: bool,
+}
+
+impl WorkerReport {
+    fn record(&mut self, window: &Window, started: Instant, done: Instant) {
+        self.succeeded += 1;
+        if window.counts(done) {
+            self.latencies.push(done - started);
+            self.last_counted = Some(done);
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        self.failures += 1;
+        if self.errors.len() < ERRORS_SHOWN {
+            self.errors.push(error);
+        }
+    }
+}
+
+/// The figures of one run.
+struct RunResult {
+    phase: &'static str,
+    concurrency: usize,
+    /// Length of the measured window (shorter than asked if the renewal
+    /// pool ran out).
+    window: Duration,
+    /// Latency of every counted request, sorted.
+    latencies: Vec<Duration>,
+    /// Requests answered 200, warm-up and stragglers included.
+    succeeded: u64,
+    failures: u64,
+    errors: Vec<String>,
+    note: Option<String>,
+}
+
+impl RunResult {
+    fn collect(
+        phase: &'static str,
+        concurrency: usize,
+        window: &Window,
+        reports: Vec<WorkerReport>,
+        options: &Options,
+    ) -> (Self, Vec<(usize, Bytes)>) {
+        let mut result = Self {
+            phase,
+            concurrency,
+            window: options.duration,
+            latencies: Vec::new(),
+            succeeded: 0,
+            failures: 0,
+            errors: Vec::new(),
+            note: None,
+        };
+        let mut kept = Vec::new();
+        let mut exhausted = false;
+        let mut last_counted = None;
+        for mut report in reports {
+            result.latencies.append(&mut report.latencies);
+            result.succeeded += report.succeeded;
+            result.failures += report.failures;
+            result.errors.append(&mut report.errors);
+            kept.append(&mut report.kept);
+            exhausted |= report.exhausted;
+            last_counted = last_counted.max(report.last_counted);
+        }
+        result.latencies.sort_unstable();
+        result.errors.truncate(ERRORS_SHOWN);
+        if exhausted {
+            // The rate is over the time the certificates lasted.
+            let end = last_counted.unwrap_or(window.measure_from);
+            result.window = end.saturating_duration_since(window.measure_from);
+            result.note = Some(format!(
+                "certificates ran out after {:.2} s of the measured window",
+                result.window.as_secs_f64()
+            ));
+        }
+        (result, kept)
+    }
+
+    fn per_second(&self) -> f64 {
+        if self.window.is_zero() {
+            return 0.0;
+        }
+        self.latencies.len() as f64 / self.window.as_secs_f64()
+    }
+
+    /// Nearest-rank percentile `p` (0 to 100), in milliseconds.
+    fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let n = self.latencies.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        Some(self.latencies[rank.clamp(1, n) - 1].as_secs_f64() * 1000.0)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Phase 1: enroll
+
+/// A pre-generated key and its ready-to-send enroll body.
+struct Enrollment {
+    key: PrivateKey,
+    body: Bytes,
+}
+
+/// One enroll run at `concurrency`; also returns up to `keep` of the
+/// certificates issued (pool index and answer).
+async fn enroll_run(
+    target: &Arc<Target>,
+    tls: &TlsConnector,
+    enrollments: &Arc<Vec<Enrollment>>,
+    next: &Arc<AtomicUsize>,
+    keep: usize,
+    concurrency: usize,
+    options: &Options,
+) -> anyhow::Result<(RunResult, Vec<(usize, Bytes)>)> {
+    // Connections are open before the clock starts.
+    let mut senders = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        senders.push(
+            connect(target, tls)
+                .await
+                .context("cannot connect to the CA")?,
+        );
+    }
+    let kept = Arc::new(AtomicUsize::new(0));
+    let window = Window::start(options);
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|sender| {
+            tokio::spawn(enroll_worker(
+                sender,
+                target.clone(),
+                tls.clone(),
+                enrollments.clone(),
+                next.clone(),
+                kept.clone(),
+                keep,
+                window,
+            ))
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        reports.push(task.await.context("an enroll task panicked")?);
+    }
+    Ok(RunResult::collect(
+        "enroll",
+        concurrency,
+        &window,
+        reports,
+        options,
+    ))
+}
+
+/// Sends enroll requests back to back on one keep-alive connection until
+/// the window closes.
+#[allow(clippy::too_many_arguments)]
+async fn enroll_worker(
+    mut sender: Sender,
+    target: Arc<Target>,
+    tls: TlsConnector,
+    enrollments: Arc<Vec<Enrollment>>,
+    next: Arc<AtomicUsize>,
+    kept: Arc<AtomicUsize>,
+    keep: usize,
+    window: Window,
+) -> WorkerReport {
+    let mut report = WorkerReport::default();
+    while window.running() {
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        let enrollment = &enrollments[index % enrollments.len()];
+        let started = Instant::now();
+        let outcome = post(&mut sender, &target, "/v1/enroll", enrollment.body.clone()).await;
+        let done = Instant::now();
+        match outcome {
+            Outcome::Ok(body) => {
+                report.record(&window, started, done);
+                // Only the first use of a key, so that renewal keys are
+                // never shared between kept certificates.
+                if index < enrollments.len()
+                    && kept.load(Ordering::Relaxed) < keep
+                    && kept.fetch_add(1, Ordering::Relaxed) < keep
+                {
+                    report.kept.push((index, body));
+                }
+            }
+            Outcome::Refused(e) => report.fail(e),
+            Outcome::Broken(e) => {
+                report.fail(e);
+                match connect(&target, &tls).await {
+                    Ok(s) => sender = s,
+                    Err(e) => {
+                        report.fail(format!("reconnecting: {e:#}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    report
+}
+
+// ---------------------------------------------------------------------------
+// Phase 2: renew
+
+/// A certificate ready to be renewed: a client presenting it, and the
+/// renew body with a CSR for a fresh key.
+struct Renewal {
+    tls: TlsConnector,
+    body: Bytes,
+}
+
+impl Renewal {
+    /// Checks the enroll answer `issued` for `key` and `agent`, and builds a
+    /// mutual-TLS client presenting it.
+    fn new(
+        bundle: &TrustBundle,
+        agent: &AgentInfo,
+        issued: &[u8],
+        key: &PrivateKey,
+        renew_body: Bytes,
+    ) -> anyhow::Result<Self> {
+        let issued: IssuedCertificate =
+            serde_json::from_slice(issued).context("an enroll answer is not a certificate")?;
+        ensure!(
+            issued.spiffe_id == agent.spiffe_id,
+            "a certificate was issued for {} instead of {}",
+            issued.spiffe_id,
+            agent.spiffe_id
+        );
+        let chain: Vec<CertificateDer<'static>> =
+            check_issued(&issued, key).context("an issued certificate does not match its key")?;
+        let mut config = client_config(&CaTrust::Bundle(bundle.clone()), Some((chain, der(key)?)))
+            .context("cannot build a mutual-TLS client")?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Every renewal pays for a full handshake, as an agent renewing
+        // after minutes or hours would.
+        config.resumption = Resumption::disabled();
+        Ok(Self {
+            tls: TlsConnector::from(Arc::new(config)),
+            body: renew_body,
+        })
+    }
+}
+
+/// The DER of `key` (the client API keeps it private; its PEM is public).
+fn der(key: &PrivateKey) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let block = pem::parse(key.to_pem()).context("a generated key's PEM does not parse")?;
+    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        block.into_contents(),
+    )))
+}
+
+/// One renew run at `concurrency`, each renewal consuming one certificate
+/// of `pool`.
+async fn renew_run(
+    target: &Arc<Target>,
+    pool: Vec<Renewal>,
+    concurrency: usize,
+    options: &Options,
+) -> anyhow::Result<RunResult> {
+    let pool = Arc::new(pool);
+    let next = Arc::new(AtomicUsize::new(0));
+    let window = Window::start(options);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            tokio::spawn(renew_worker(
+                target.clone(),
+                pool.clone(),
+                next.clone(),
+                window,
+            ))
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        reports.push(task.await.context("a renew task panicked")?);
+    }
+    let (mut result, _) = RunResult::collect("renew", concurrency, &window, reports, options);
+    if let Some(note) = result.note.take() {
+        result.note = Some(format!("{note} (pool of {})", pool.len()));
+    }
+    Ok(result)
+}
+
+/// Renews certificates one after the other, each on a new connection,
+/// until the window closes or the pool runs out.
+async fn renew_worker(
+    target: Arc<Target>,
+    pool: Arc<Vec<Renewal>>,
+    next: Arc<AtomicUsize>,
+    window: Window,
+) -> WorkerReport {
+    let mut report = WorkerReport::default();
+    while window.running() {
+        let Some(renewal) = pool.get(next.fetch_add(1, Ordering::Relaxed)) else {
+            report.exhausted = true;
+            break;
+        };
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout(REQUEST_TIMEOUT, connect(&target, &renewal.tls)).await {
+                Ok(Ok(mut sender)) => {
+                    post(&mut sender, &target, "/v1/renew", renewal.body.clone()).await
+                }
+                Ok(Err(e)) => Outcome::Broken(format!("connecting: {e:#}")),
+                Err(_) => Outcome::Broken("connecting: timed out".into()),
+            };
+        let done = Instant::now();
+        match outcome {
+            Outcome::Ok(_) => report.record(&window, started, done),
+            Outcome::Refused(e) | Outcome::Broken(e) => report.fail(e),
+        }
+    }
+    report
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+fn print_report(results: &[RunResult], options: &Options, issued_total: u64) {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    println!();
+    println!("agentca issuance benchmark");
+    println!("  machine:    {cores} cores, shared by the CA and this load generator (loopback)");
+    println!(
+        "  runs:       {:.1} s measured after {:.2} s of warm-up; P-256 keys and CSRs made beforehand",
+        options.duration.as_secs_f64(),
+        options.warmup.as_secs_f64()
+    );
+    println!(
+        "  durability: every certificate is committed to the redb store (fdatasync, group commit) before its answer is sent"
+    );
+    println!(
+        "  enroll:     POST /v1/enroll on C keep-alive HTTPS/1.1 connections; latency per request"
+    );
+    println!("  renew:      POST /v1/renew, each on a new mutual-TLS connection (full handshake, no resumption); latency includes connect and handshake");
+    println!(
+        "  keys:       {} distinct enrollment keys, used in turn (the CA's work is the same for a key it has seen)",
+        options.enroll_keys
+    );
+    println!("  issued:     {issued_total} certificates by enrollment (warm-ups included)");
+    println!();
+    print_table(results);
+}
+
+fn print_table(results: &[RunResult]) {
+    println!(
+        "{:<8} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8}",
+        "phase", "conc", "requests", "failed", "per sec", "p50 ms", "p99 ms", "max ms"
+    );
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    for r in results {
+        println!(
+            "{:<8} {:>5} {:>9} {:>7} {:>9.0} {:>8} {:>8} {:>8}",
+            r.phase,
+            r.concurrency,
+            r.latencies.len(),
+            r.failures,
+            r.per_second(),
+            ms(r.percentile_ms(50.0)),
+            ms(r.percentile_ms(99.0)),
+            ms(r.percentile_ms(100.0)),
+        );
+        if let Some(note) = &r.note {
+            println!("         note: {note}");
+        }
+        for e in &r.errors {
+            println!("         error: {e}");
+        }
+    }
+}
