@@ -715,3 +715,63 @@ async fn the_issued_certificate_carries_the_identity_and_the_instance() {
     let id: AgentId = issued.spiffe_id.to_string().parse().unwrap();
     assert_eq!(id.tenant().as_str(), "acme");
 }
+
+#[tokio::test]
+async fn every_acknowledged_enrollment_survives_a_kill_under_load() {
+    let mut ca = TestCa::start();
+    ca.register("acme", "prod", "pool").await;
+    let token = ca.token("acme", "prod", "pool", 100_000).await;
+    let client = ca.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let client = client.clone();
+            let token = token.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let csr = PrivateKey::generate(KeyAlgorithm::P256)
+                        .unwrap()
+                        .csr_pem()
+                        .unwrap();
+                    match client.enroll(&token, &csr).await {
+                        Ok(issued) => acknowledged.push(issued.serial),
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    ca.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for w in workers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
+    ca.restart();
+    let shown = ca.show("acme", "prod", "pool").await;
+    let on_record: std::collections::HashSet<_> = shown
+        .live_certificates
+        .iter()
+        .map(|c| c.serial.clone())
+        .collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|s| !on_record.contains(s))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged certificates lost",
+        lost.len(),
+        acknowledged.len()
+    );
+}

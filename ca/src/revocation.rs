@@ -364,7 +364,7 @@ impl Revocations {
 }
 
 async fn bump(writer: &Writer, name: &'static str) -> Result<u64, StoreError> {
-    match writer.apply(Change::BumpCounter(name)).await? {
+    match writer.apply(Change::BumpCounter(name.to_owned())).await? {
         Ok(Applied::Counter(n)) => Ok(n),
         other => Err(StoreError::Corrupt {
             table: "meta",

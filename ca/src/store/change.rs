@@ -16,8 +16,9 @@ use super::records::{
 };
 use super::{Store, StoreError, Table, WriteTxn};
 
-/// One state change.
-#[derive(Clone, Debug)]
+/// One state change. Changes are serialized into the write-ahead log, so
+/// applying one must depend only on the state before it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     /// Register a new agent. Conflicts if it exists.
     RegisterAgent(AgentRecord),
@@ -83,11 +84,11 @@ pub enum Change {
         limit: usize,
     },
     /// Add one to a counter and return its new value.
-    BumpCounter(&'static str),
+    BumpCounter(String),
 }
 
 /// What a [`Change::Revoke`] revokes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RevokeTarget {
     /// One certificate.
     Serial(Serial),
@@ -539,7 +540,9 @@ fn check_time_key(table: Table, key: &[u8]) -> Result<(), StoreError> {
 /// per change. A store error fails the whole batch and writes nothing.
 pub fn commit(store: &dyn Store, changes: &[Change]) -> Result<Vec<Outcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(changes.len());
-    store.write(&mut |txn| {
+    // Serializing these plain enums of records to JSON cannot fail.
+    let record = serde_json::to_vec(changes).expect("changes serialize to JSON");
+    store.write_logged(&record, &mut |txn| {
         outcomes.clear();
         for change in changes {
             outcomes.push(apply(txn, change)?);
