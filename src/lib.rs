@@ -13,6 +13,9 @@
 //!   rules;
 //! - [`bundle`]: trust bundles and root fingerprints;
 //! - [`wire`]: the JSON bodies of the CA's HTTP API;
+//! - [`verify`]: verifying agents' certificates in a service (rustls
+//!   verifiers, revocation cache; features `feed`, `tokio` and `axum` add
+//!   the CA feed subscription and server integrations);
 //! - `client` (feature `client`): key generation, enrollment and renewal
 //!   against an agentca CA.
 //!
@@ -22,9 +25,12 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+#[cfg(any(feature = "client", feature = "feed"))]
+mod ca_tls;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod identity;
+pub mod verify;
 pub mod wire;
 
 use rustls_pki_types::CertificateDer;

@@ -20,8 +20,6 @@
 //! # let _ = bundle; Ok(()) }
 //! ```
 
-mod tls;
-
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,7 +32,7 @@ use serde::Serialize;
 use crate::bundle::{BundleError, Fingerprint, TrustBundle};
 use crate::wire::{EnrollRequest, ErrorBody, Health, IssuedCertificate, RenewRequest};
 
-pub use tls::client_config;
+pub use crate::ca_tls::{client_config, CaTrust};
 
 /// Largest response body read from the CA, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -57,6 +55,9 @@ pub enum ClientError {
     /// The TLS configuration could not be built.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    TlsConfig(#[from] crate::ca_tls::TlsConfigError),
     /// The CA could not be reached, or the connection failed (including a
     /// TLS handshake refused because the CA's root does not match the pin).
     #[error("could not talk to the CA: {0}")]
@@ -190,16 +191,6 @@ impl PrivateKey {
     fn der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
     }
-}
-
-/// How the client decides that it is talking to the right CA.
-#[derive(Clone, Debug)]
-pub enum CaTrust {
-    /// Accept a server whose chain includes a root with this SHA-256
-    /// fingerprint, and verify the chain and host name against that root.
-    Pinned(Fingerprint),
-    /// Verify the server's chain and host name against these roots.
-    Bundle(TrustBundle),
 }
 
 /// A certificate chain and its key, presented to the CA for renewal.

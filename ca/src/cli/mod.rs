@@ -9,6 +9,7 @@
 mod admin;
 mod agent;
 mod serve;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +61,8 @@ enum Command {
     Enroll(agent::EnrollArgs),
     /// Renew the certificate in a directory with a fresh key.
     Renew(agent::RenewArgs),
+    /// Check a certificate chain offline as a service would; print the identity.
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the command line; the process's exit code.
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
             Command::Revoke(args) => admin::revoke(args).await,
             Command::Enroll(args) => agent::enroll(args).await,
             Command::Renew(args) => agent::renew(args).await,
+            Command::Verify(args) => verify::verify(args),
         }
     });
     match result {

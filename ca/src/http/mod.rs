@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `GET /healthz` | anyone | health |
 //! | `GET /v1/bundle` | anyone | the trust bundle (PEM) |
+//! | `GET /v1/intermediates` | anyone | the issuing CA certificate (PEM), to check CRL signatures |
 //! | `POST /v1/enroll` | agent with a bootstrap token | first certificate |
 //! | `POST /v1/renew` | agent, over mutual TLS | next certificate |
 //! | `POST /v1/admin/agents` | admin | register an agent |
@@ -72,6 +73,7 @@ fn public_routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/v1/crl", get(crl))
         .route("/v1/crl/root", get(root_crl))
+        .route("/v1/intermediates", get(intermediates))
         .route("/v1/ocsp", post(ocsp_post))
         .route("/v1/ocsp/{*request}", get(ocsp_get))
 }
@@ -174,6 +176,13 @@ async fn healthz(State(ca): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(health))
+}
+
+async fn intermediates(State(ca): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+        ca.ca().intermediate_pem().to_owned(),
+    )
 }
 
 async fn bundle(State(ca): State<AppState>) -> impl IntoResponse {

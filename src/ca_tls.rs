@@ -1,4 +1,5 @@
-//! TLS client configuration that trusts only the CA.
+//! TLS client configuration that trusts only the CA: for agents (feature
+//! `client`) and for the revocation feed of services (feature `feed`).
 
 use std::sync::Arc;
 
@@ -8,14 +9,34 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use super::{CaTrust, ClientError};
-use crate::bundle::{Fingerprint, TrustBundle};
+use crate::bundle::{BundleError, Fingerprint, TrustBundle};
+
+/// How a client decides that it is talking to the right CA.
+#[derive(Clone, Debug)]
+pub enum CaTrust {
+    /// Accept a server whose chain includes a root with this SHA-256
+    /// fingerprint, and verify the chain and host name against that root.
+    Pinned(Fingerprint),
+    /// Verify the server's chain and host name against these roots.
+    Bundle(TrustBundle),
+}
+
+/// Why a TLS client configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// The trust bundle is not usable.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// rustls refused the configuration.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn roots(bundle: &TrustBundle) -> Result<RootCertStore, ClientError> {
+fn roots(bundle: &TrustBundle) -> Result<RootCertStore, TlsConfigError> {
     let mut roots = RootCertStore::empty();
     for root in bundle.roots() {
         roots.add(root.clone())?;
@@ -29,13 +50,13 @@ fn roots(bundle: &TrustBundle) -> Result<RootCertStore, ClientError> {
 pub fn client_config(
     trust: &CaTrust,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Result<ClientConfig, ClientError> {
+) -> Result<ClientConfig, TlsConfigError> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         CaTrust::Bundle(bundle) => {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots(bundle)?), provider.clone())
                 .build()
-                .map_err(|e| ClientError::Tls(rustls::Error::General(e.to_string())))?
+                .map_err(|e| TlsConfigError::Tls(rustls::Error::General(e.to_string())))?
         }
         CaTrust::Pinned(pin) => Arc::new(PinnedRoot {
             pin: *pin,

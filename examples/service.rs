@@ -1,0 +1,114 @@
+//! An HTTPS service that only agents may call.
+//!
+//! It requires an agentca client certificate, verifies it with
+//! `agentca::verify` (chain, X.509-SVID rules, allowed tenants, revocation
+//! kept current from the CA's feed), and answers `GET /whoami` with the
+//! caller's identity as JSON.
+//!
+//! ```text
+//! cargo run --example service --features axum,feed -- \
+//!     --cert service/cert.pem --key service/key.pem --bundle service/bundle.pem \
+//!     --trust-domain agentca.local --ca-url https://127.0.0.1:8443 --allow-tenant acme
+//! ```
+//!
+//! Its own certificate can be an agent's (`agentca enroll`): agentca
+//! certificates carry both the clientAuth and serverAuth usages.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agentca::bundle::TrustBundle;
+use agentca::identity::TrustDomain;
+use agentca::verify::serve::{serve, Peer};
+use agentca::verify::{feed, PeerIdentity, RevocationCache, Verifier};
+use anyhow::Context;
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Parser;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Parser)]
+#[command(about = "An HTTPS service that requires agentca client certificates")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    listen: SocketAddr,
+    /// The service's certificate chain (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// The service's private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// The agentca trust bundle (PEM).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The trust domain of the agents to accept.
+    #[arg(long)]
+    trust_domain: String,
+    /// The CA's URL, for its revocation feed.
+    #[arg(long)]
+    ca_url: String,
+    /// Accept agents of this tenant only (repeatable; all when absent).
+    #[arg(long = "allow-tenant")]
+    allow_tenants: Vec<String>,
+    /// Refuse callers when revocation data is older than this, in seconds.
+    #[arg(long, default_value_t = 60)]
+    max_staleness: i64,
+    /// Accept callers even when revocation data is stale.
+    #[arg(long)]
+    fail_open: bool,
+}
+
+async fn whoami(Peer(peer): Peer) -> Json<PeerIdentity> {
+    Json(peer)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bundle_pem = std::fs::read(&args.bundle)
+        .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let bundle = TrustBundle::from_pem(&bundle_pem)?;
+
+    // The revocation cache, kept current from the CA's live feed.
+    let revocations = RevocationCache::new();
+    let subscription = feed::subscribe(&args.ca_url, bundle.clone(), revocations.clone())?;
+    // Until the cache is in sync every caller would be refused: wait for it.
+    if !subscription
+        .synced(std::time::Duration::from_secs(10))
+        .await
+    {
+        eprintln!(
+            "service: the CA's revocation data is not reachable yet; refusing callers until it is"
+        );
+    }
+
+    let mut builder = Verifier::builder(bundle, TrustDomain::new(&args.trust_domain)?)
+        .revocation(revocations)
+        .max_staleness(time::Duration::seconds(args.max_staleness));
+    for tenant in &args.allow_tenants {
+        builder = builder.allow_tenant(tenant);
+    }
+    if args.fail_open {
+        builder = builder.fail_open_when_stale();
+    }
+    let verifier = builder.build()?;
+
+    let chain = CertificateDer::pem_file_iter(&args.cert)
+        .with_context(|| format!("reading {}", args.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&args.key)
+        .with_context(|| format!("reading {}", args.key.display()))?;
+    let tls = verifier.server_config(chain, key)?;
+
+    let app = Router::new().route("/whoami", get(whoami));
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!("service listening on https://{}", listener.local_addr()?);
+    serve(listener, Arc::new(tls), verifier, app, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    Ok(())
+}

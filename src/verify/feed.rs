@@ -1,0 +1,258 @@
+//! Keeping a [`RevocationCache`] current from the CA (feature `feed`).
+//!
+//! [`subscribe`] starts a task that loads the CA's signed CRL as a start-up
+//! snapshot, then long-polls the CA's revocation feed
+//! (`GET /v1/revocations?since=N`): the CA answers as soon as a revocation
+//! happens, so the cache learns of it within a round trip. When the feed
+//! fails, the task retries with exponential backoff and jitter, and falls
+//! back to the CRL meanwhile. The cache's freshness is what the verifier's
+//! staleness bound is measured against, so a CA outage shorter than the
+//! bound goes unnoticed by clients, and a longer one makes the verifier
+//! refuse (or not, if it fails open).
+//!
+//! ```no_run
+//! # async fn run(bundle: agentca::bundle::TrustBundle) -> Result<(), agentca::verify::feed::FeedError> {
+//! use agentca::verify::{feed, RevocationCache};
+//!
+//! let cache = RevocationCache::new();
+//! let subscription = feed::subscribe("https://ca.internal:8443", bundle, cache.clone())?;
+//! // ... build the verifier with `.revocation(cache)`; keep `subscription`
+//! // alive for as long as the service runs (dropping it stops the task).
+//! # drop(subscription); Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::RevocationCache;
+use crate::bundle::TrustBundle;
+use crate::ca_tls::{client_config, CaTrust};
+use crate::wire::RevocationPage;
+
+/// How long each poll asks the CA to wait for news.
+pub const POLL_WAIT: Duration = Duration::from_secs(20);
+/// First retry delay after a failure.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Largest answer read from the CA.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Why the subscription could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The CA URL is not a valid `https://` URL.
+    #[error("the CA URL {0:?} is not a valid https:// URL")]
+    InvalidUrl(String),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] crate::ca_tls::TlsConfigError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// The delay before retry number `attempt` (from 1): exponential from
+/// [`BACKOFF_BASE`] up to [`BACKOFF_MAX`], scaled by `jitter` (0 to 1) into
+/// its upper half, so that services that lost the CA together do not all
+/// come back at once.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16);
+    let full = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
+    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+fn jitter() -> f64 {
+    let mut b = [0u8; 4];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
+}
+
+/// A running subscription. Dropping it stops the task.
+#[derive(Debug)]
+pub struct Subscription {
+    task: tokio::task::JoinHandle<()>,
+    synced: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Subscription {
+    /// Waits until the cache has been in sync with the CA once (a CRL or a
+    /// feed answer), at most `timeout`; returns whether it has. A service
+    /// that starts listening before then refuses every caller, its
+    /// revocation data being stale.
+    pub async fn synced(&self, timeout: Duration) -> bool {
+        let mut rx = self.synced.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts keeping `cache` current from the CA at `ca_url`, trusting it by
+/// `bundle`. Needs a tokio runtime.
+pub fn subscribe(
+    ca_url: &str,
+    bundle: TrustBundle,
+    cache: Arc<RevocationCache>,
+) -> Result<Subscription, FeedError> {
+    let base = ca_url.trim_end_matches('/').to_owned();
+    let parsed = reqwest::Url::parse(&base).map_err(|_| FeedError::InvalidUrl(ca_url.into()))?;
+    if parsed.scheme() != "https" || parsed.host().is_none() {
+        return Err(FeedError::InvalidUrl(ca_url.into()));
+    }
+    let tls = client_config(&CaTrust::Bundle(bundle.clone()), None)?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(POLL_WAIT + Duration::from_secs(10))
+        .build()
+        .map_err(|e| FeedError::Http(e.to_string()))?;
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let feed = Feed {
+        base,
+        http,
+        bundle,
+        cache,
+        synced: synced_tx,
+    };
+    Ok(Subscription {
+        task: tokio::spawn(feed.run()),
+        synced,
+    })
+}
+
+struct Feed {
+    base: String,
+    http: reqwest::Client,
+    bundle: TrustBundle,
+    cache: Arc<RevocationCache>,
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl Feed {
+    async fn run(self) {
+        match self.load_crl().await {
+            Ok(_) => {
+                self.synced.send_replace(true);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not load the CA's CRL at start-up; relying on the feed")
+            }
+        }
+        let mut failures: u32 = 0;
+        loop {
+            let since = self.cache.feed_position();
+            let sent_at = OffsetDateTime::now_utc();
+            match self.poll(since).await {
+                Ok(page) => {
+                    if failures > 0 {
+                        tracing::info!(after = failures, "revocation feed reachable again");
+                    }
+                    failures = 0;
+                    if !page.events.is_empty() {
+                        tracing::info!(
+                            count = page.events.len(),
+                            latest = page.latest,
+                            "revocations received"
+                        );
+                    }
+                    self.cache.apply_feed(&page.events, page.latest, sent_at);
+                    self.cache.prune(OffsetDateTime::now_utc());
+                    self.synced.send_replace(true);
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(error = %e, failures, "revocation feed unreachable; retrying");
+                    }
+                    // The CRL may be reachable when the feed is not (another
+                    // listener, a cache in between).
+                    if failures % 3 == 1 {
+                        match self.load_crl().await {
+                            Ok(_) => {
+                                self.synced.send_replace(true);
+                            }
+                            Err(e) => tracing::debug!(error = %e, "CRL fallback failed too"),
+                        }
+                    }
+                    tokio::time::sleep(backoff(failures, jitter())).await;
+                }
+            }
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Vec<u8>, String> {
+        let mut resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("{path}: HTTP {}", resp.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(format!("{path}: answer larger than {MAX_BODY} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn poll(&self, since: u64) -> Result<RevocationPage, String> {
+        let body = self
+            .get(&format!(
+                "/v1/revocations?since={since}&wait={}",
+                POLL_WAIT.as_secs()
+            ))
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| format!("invalid feed page: {e}"))
+    }
+
+    async fn load_crl(&self) -> Result<usize, String> {
+        let chain = self.get("/v1/intermediates").await?;
+        let issuer = pem::parse_many(&chain)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|b| b.tag() == "CERTIFICATE")
+            .ok_or("no intermediate certificate")?;
+        let crl = self.get("/v1/crl").await?;
+        let issuer = rustls_pki_types::CertificateDer::from(issuer.into_contents());
+        let count = self
+            .cache
+            .load_crl(&crl, &issuer, &self.bundle, OffsetDateTime::now_utc())
+            .map_err(|e| e.to_string())?;
+        tracing::debug!(count, "CRL loaded");
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_within_the_jitter_band() {
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(125));
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(250));
+        assert_eq!(backoff(2, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff(3, 0.5), Duration::from_millis(750));
+        assert_eq!(backoff(10, 1.0), BACKOFF_MAX);
+        assert_eq!(backoff(10, 0.0), BACKOFF_MAX / 2);
+        assert_eq!(backoff(u32::MAX, 1.0), BACKOFF_MAX);
+        assert_eq!(backoff(0, 1.0), BACKOFF_BASE);
+    }
+}

@@ -1,0 +1,221 @@
+//! Serving verified agents over mutual TLS (features `tokio` and `axum`).
+//!
+//! Two facts shape this module. TLS session resumption restores a peer's
+//! certificate without running the verifier again, and a kept-alive
+//! connection outlives a minutes-lived certificate. So each connection's
+//! chain is verified again after the handshake ([`accept`]), and every
+//! request is checked against expiry and revocation before the handler sees
+//! it ([`Verifier::check_current`], done for you by [`serve`]). A request on
+//! a connection opened before a revocation is refused as soon as the
+//! revocation cache knows of it, without closing connections of other
+//! agents or disabling resumption.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::{PeerIdentity, Usage, Verifier, VerifyError};
+
+/// Longest TLS handshake [`accept`] waits for.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The TLS handshake failed (this includes a peer the verifier refused
+    /// during the handshake).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    /// The handshake took longer than [`HANDSHAKE_TIMEOUT`].
+    #[error("TLS handshake timed out")]
+    Timeout,
+    /// The peer's certificate was refused after the handshake (a resumed
+    /// session whose certificate is no longer acceptable).
+    #[error(transparent)]
+    Refused(#[from] VerifyError),
+}
+
+/// Completes the TLS handshake of `tcp` with `acceptor` (whose config should
+/// come from [`Verifier::server_config`]) and verifies the peer's chain with
+/// `verifier` again: the handshake's verifier does not run on a resumed
+/// session. Returns the stream and who is on the other end.
+pub async fn accept(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    verifier: &Verifier,
+) -> Result<(TlsStream<TcpStream>, PeerIdentity), AcceptError> {
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| AcceptError::Timeout)?
+        .map_err(AcceptError::Handshake)?;
+    let chain = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
+    let peer = verifier.verify_peer(&chain, Usage::Client, OffsetDateTime::now_utc())?;
+    Ok((tls, peer))
+}
+
+#[cfg(feature = "axum")]
+pub use self::axum_integration::{serve, Peer};
+
+#[cfg(feature = "axum")]
+mod axum_integration {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use axum::extract::FromRequestParts;
+    use axum::http::request::Parts;
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::{Json, Router};
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use time::OffsetDateTime;
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+    use tower::ServiceExt;
+
+    use super::{accept, AcceptError};
+    use crate::verify::{PeerIdentity, Verifier, VerifyError};
+    use crate::wire::ErrorBody;
+
+    /// The verified caller of a request served by [`serve`]: use it as an
+    /// axum extractor.
+    ///
+    /// ```
+    /// use agentca::verify::serve::Peer;
+    ///
+    /// async fn whoami(Peer(peer): Peer) -> String {
+    ///     format!("hello {}", peer.spiffe_id)
+    /// }
+    /// ```
+    #[derive(Clone, Debug)]
+    pub struct Peer(pub PeerIdentity);
+
+    impl<S: Send + Sync> FromRequestParts<S> for Peer {
+        type Rejection = Response;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+            parts
+                .extensions
+                .get::<Arc<PeerIdentity>>()
+                .map(|p| Peer((**p).clone()))
+                .ok_or_else(|| {
+                    refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "no_client_certificate",
+                        "this route is served without agentca::verify::serve::serve, so no verified peer is known",
+                    )
+                })
+        }
+    }
+
+    fn refuse(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
+        let body = ErrorBody {
+            error: code.to_owned(),
+            detail: detail.into(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        // The connection's certificate will not become acceptable again.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+
+    fn refusal(e: &VerifyError) -> Response {
+        let (status, code) = match e {
+            VerifyError::Revoked(_) => (StatusCode::UNAUTHORIZED, "certificate_revoked"),
+            VerifyError::Expired(_) => (StatusCode::UNAUTHORIZED, "certificate_expired"),
+            VerifyError::RevocationStale(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "revocation_stale")
+            }
+            VerifyError::PolicyDenied(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            _ => (StatusCode::UNAUTHORIZED, "certificate_refused"),
+        };
+        refuse(status, code, e.to_string())
+    }
+
+    /// Serves `app` on `listener` to agents that present a certificate
+    /// `verifier` accepts, with `tls` (from [`Verifier::server_config`]),
+    /// until `shutdown` completes. Each request is checked against expiry
+    /// and revocation first, and carries the caller as [`Peer`].
+    pub async fn serve(
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        verifier: Arc<Verifier>,
+        app: Router,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let acceptor = TlsAcceptor::from(tls);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(30));
+        let builder = Arc::new(builder);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let acceptor = acceptor.clone();
+            let verifier = verifier.clone();
+            let app = app.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let (stream, peer) = match accept(&acceptor, tcp, &verifier).await {
+                    Ok(ok) => ok,
+                    Err(AcceptError::Refused(e)) => {
+                        tracing::info!(%remote, error = %e, "peer refused after handshake");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%remote, error = %e, "connection not accepted");
+                        return;
+                    }
+                };
+                let peer = Arc::new(peer);
+                let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                    let verifier = verifier.clone();
+                    let peer = peer.clone();
+                    let app = app.clone();
+                    async move {
+                        if let Err(e) = verifier.check_current(&peer, OffsetDateTime::now_utc()) {
+                            tracing::info!(peer = %peer.spiffe_id, error = %e, "request refused");
+                            return Ok::<_, std::convert::Infallible>(refusal(&e));
+                        }
+                        req.extensions_mut().insert(peer);
+                        let req = req.map(axum::body::Body::new);
+                        app.oneshot(req).await
+                    }
+                });
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    }
+}
