@@ -384,6 +384,42 @@ impl fmt::Debug for Verifier {
 
 impl Verifier {
     /// A builder trusting `bundle` for agents of `trust_domain`.
+    ///
+    /// ```
+    /// use agentca::bundle::TrustBundle;
+    /// use agentca::identity::TrustDomain;
+    /// use agentca::verify::{Usage, Verifier, VerifyError};
+    ///
+    /// // A CA and an agent certificate, as agentca would issue them.
+    /// let ca_key = rcgen::KeyPair::generate()?;
+    /// let mut ca_params = rcgen::CertificateParams::default();
+    /// ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// let ca_cert = ca_params.self_signed(&ca_key)?;
+    /// let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    /// let mut leaf = rcgen::CertificateParams::default();
+    /// leaf.subject_alt_names =
+    ///     vec![rcgen::SanType::URI("spiffe://example.org/tenant/acme/env/prod/agent/bot".try_into()?)];
+    /// leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    /// let leaf = leaf.signed_by(&rcgen::KeyPair::generate()?, &issuer)?;
+    ///
+    /// let bundle = TrustBundle::from_der(vec![ca_cert.der().clone()])?;
+    /// let verifier = Verifier::builder(bundle.clone(), TrustDomain::new("example.org")?)
+    ///     .allow_tenant("acme")
+    ///     .without_revocation_checks()
+    ///     .build()?;
+    /// let now = time::OffsetDateTime::now_utc();
+    /// let peer = verifier.verify_peer(&[leaf.der().clone()], Usage::Client, now)?;
+    /// assert_eq!(peer.spiffe_id.agent().as_str(), "bot");
+    ///
+    /// // Another tenant's service refuses the same agent.
+    /// let elsewhere = Verifier::builder(bundle, TrustDomain::new("example.org")?)
+    ///     .allow_tenant("globex")
+    ///     .without_revocation_checks()
+    ///     .build()?;
+    /// let refused = elsewhere.verify_peer(&[leaf.der().clone()], Usage::Client, now);
+    /// assert!(matches!(refused, Err(VerifyError::PolicyDenied(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder(bundle: TrustBundle, trust_domain: TrustDomain) -> VerifierBuilder {
         VerifierBuilder {
             bundle,

@@ -49,6 +49,24 @@ struct State {
 }
 
 /// The revoked serials a verifier refuses, kept current by a feed or CRLs.
+///
+/// ```
+/// use agentca::verify::RevocationCache;
+/// use agentca::wire::Serial;
+/// use time::{Duration, OffsetDateTime};
+///
+/// let now = OffsetDateTime::now_utc();
+/// let cache = RevocationCache::new();
+/// assert!(cache.staleness(now, Duration::seconds(60)).is_some(), "never synchronised");
+/// cache.apply_feed(&[], 0, now);
+/// assert!(cache.staleness(now, Duration::seconds(60)).is_none());
+///
+/// let serial: Serial = "4a5b6c".parse().unwrap();
+/// cache.insert(serial.clone(), now + Duration::minutes(5));
+/// assert!(cache.is_revoked(&serial));
+/// cache.prune(now + Duration::minutes(6));
+/// assert!(!cache.is_revoked(&serial), "forgotten once its certificate expired");
+/// ```
 #[derive(Default)]
 pub struct RevocationCache {
     state: RwLock<State>,
