@@ -117,7 +117,7 @@ fn an_admin_and_an_agent_walk_through_the_cli() {
         first_key,
         std::fs::read_to_string(out_dir.join("key.pem")).unwrap()
     );
-    assert!(!out_dir.join("renewal.json").exists());
+    assert!(!out_dir.join("..renewal.json").exists());
 
     let listed: Vec<AgentInfo> =
         serde_json::from_str(&ok(ca.command().args(["agents", "--tenant", "acme"]))).unwrap();
@@ -178,7 +178,7 @@ async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no
         "key_pem": pending.to_pem(),
         "csr_pem": csr,
     });
-    std::fs::write(out_dir.join("renewal.json"), journal.to_string()).unwrap();
+    std::fs::write(out_dir.join("..renewal.json"), journal.to_string()).unwrap();
     let lost = ca
         .client_with(&current_chain, &current_key)
         .renew(&csr)
@@ -192,7 +192,7 @@ async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no
         std::fs::read_to_string(out_dir.join("key.pem")).unwrap(),
         pending.to_pem()
     );
-    assert!(!out_dir.join("renewal.json").exists());
+    assert!(!out_dir.join("..renewal.json").exists());
     assert!(ca.show("acme", "prod", "bot").await.clone_alerts.is_empty());
 }
 
@@ -214,7 +214,7 @@ async fn a_renewal_interrupted_while_the_ca_is_down_retries_with_the_same_csr() 
     let err = fails(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
     assert!(err.contains("run `agentca renew` again"), "{err}");
     let journal: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("renewal.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out_dir.join("..renewal.json")).unwrap()).unwrap();
     assert_eq!(serial_of(&out_dir), before);
 
     ca.restart();

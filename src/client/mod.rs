@@ -20,6 +20,10 @@
 //! # let _ = bundle; Ok(()) }
 //! ```
 
+pub mod agent;
+pub mod files;
+pub mod schedule;
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -33,6 +37,7 @@ use crate::bundle::{BundleError, Fingerprint, TrustBundle};
 use crate::wire::{EnrollRequest, ErrorBody, Health, IssuedCertificate, RenewRequest};
 
 pub use crate::ca_tls::{client_config, CaTrust};
+pub use agent::{Agent, AgentConfig, AgentError, Identity};
 
 /// Largest response body read from the CA, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -77,6 +82,9 @@ pub enum ClientError {
     /// The CA answered something that is not what the API promises.
     #[error("the CA sent an invalid response: {0}")]
     InvalidResponse(String),
+    /// The certificate files could not be read or written.
+    #[error("certificate files: {0}")]
+    Files(String),
     /// The CA's trust bundle does not contain the pinned root.
     #[error("the CA's trust bundle does not contain the pinned root {0}")]
     PinNotInBundle(Fingerprint),

@@ -84,13 +84,18 @@ impl TestCa {
             .append(true)
             .open(self.log_path())
             .unwrap();
+        // A restarted CA comes back on the same port, as agents expect.
+        let listen = match self.url.rsplit_once(':') {
+            Some((_, port)) => format!("127.0.0.1:{port}"),
+            None => "127.0.0.1:0".to_owned(),
+        };
         let mut child = Command::new(agentca_bin())
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--passphrase-file")
             .arg(&self.passphrase_file)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &listen])
             .args(&self.serve_args)
             .env("HOME", self.root.path())
             .env("AGENTCA_LOG", "info")
@@ -144,7 +149,7 @@ impl TestCa {
         }
     }
 
-    /// Kills and starts the CA again on the same data directory.
+    /// Kills and starts the CA again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill();
         self.launch();

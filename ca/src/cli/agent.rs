@@ -1,43 +1,58 @@
-//! The one-shot agent commands: `agentca enroll` and `agentca renew`.
+//! The agent commands: `agentca enroll` and `agentca renew` (one-shot), and
+//! `agentca run` (a daemon keeping the files current).
 //!
-//! Both write, in an output directory: `cert.pem` (leaf, then the issuing
-//! intermediate), `key.pem` (the private key, 0600, generated here and never
-//! sent) and `bundle.pem` (the CA's trust bundle).
-//!
-//! A renewal may happen only once per certificate, so `renew` keeps a
-//! journal (`renewal.json`, 0600): the new key and CSR are written there
-//! before the request is sent, and the issued certificate after it comes
-//! back, before `cert.pem` and `key.pem` are replaced. A renewal interrupted
-//! at any point is completed by running `renew` again, with the same key and
-//! CSR, so the CA sees a retry and not a clone.
+//! All three keep an agent directory ([`agentca::client::files`]): `cert.pem`
+//! (leaf, then the issuing intermediate), `key.pem` (0600, generated here
+//! and never sent), `bundle.pem`, and `identity.pem` (chain and key in one
+//! file), replaced all at once by switching a symlinked directory, with the
+//! journal of a renewal in progress beside them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::Command;
 
+use agentca::client::agent::Health;
+use agentca::client::files::AgentDir;
 use agentca::client::{
-    check_issued, CaClient, CaTrust, ClientError, Credentials, KeyAlgorithm, PrivateKey,
+    check_issued, Agent, AgentConfig, AgentError, CaClient, CaTrust, KeyAlgorithm, PrivateKey,
 };
-use agentca::wire::{IssuedCertificate, Serial};
+use agentca::wire::IssuedCertificate;
 use anyhow::Context;
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use super::{read_secret_file, CaConnection};
-use crate::datadir::{create_private_dir, write_file};
 
-const CERT: &str = "cert.pem";
-const KEY: &str = "key.pem";
-const BUNDLE: &str = "bundle.pem";
-const JOURNAL: &str = "renewal.json";
+/// Exit code of `agentca run` when renewal failed for good (revoked,
+/// disabled, token spent): a human must act.
+pub const EXIT_NEEDS_ACTION: u8 = 3;
+
+/// Where the bootstrap token comes from.
+#[derive(Args, Debug, Clone)]
+pub struct TokenSource {
+    /// File holding the bootstrap token. Alternatively set AGENTCA_TOKEN.
+    #[arg(long, env = "AGENTCA_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenSource {
+    fn get(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.token_file {
+            return Ok(Some(read_secret_file(path)?));
+        }
+        Ok(std::env::var("AGENTCA_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_owned()))
+    }
+}
 
 /// `agentca enroll`.
 #[derive(Args, Debug)]
 pub struct EnrollArgs {
     #[command(flatten)]
     ca: CaConnection,
-    /// File holding the bootstrap token. Alternatively set AGENTCA_TOKEN.
-    #[arg(long, env = "AGENTCA_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Directory to write cert.pem, key.pem and bundle.pem to.
+    #[command(flatten)]
+    token: TokenSource,
+    /// Directory to write cert.pem, key.pem, bundle.pem and identity.pem to.
     #[arg(long, default_value = ".")]
     out_dir: PathBuf,
     /// Key algorithm: p256, p384 or ed25519.
@@ -46,14 +61,10 @@ pub struct EnrollArgs {
 }
 
 pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
-    let token = match &args.token_file {
-        Some(path) => read_secret_file(path)?,
-        None => std::env::var("AGENTCA_TOKEN")
-            .map(|t| t.trim().to_owned())
-            .map_err(|_| {
-                anyhow::anyhow!("no bootstrap token: give --token-file <file> or set AGENTCA_TOKEN")
-            })?,
-    };
+    let token = args
+        .token
+        .get()?
+        .context("no bootstrap token: give --token-file <file> or set AGENTCA_TOKEN")?;
     let client = CaClient::new(&args.ca.ca_url, args.ca.trust()?, None)?;
     let bundle = client
         .bundle()
@@ -62,19 +73,15 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let key = PrivateKey::generate(args.key_alg)?;
     let issued = client.enroll(&token, &key.csr_pem()?).await?;
     check_issued(&issued, &key)?;
-
-    create_private_dir(&args.out_dir)?;
-    write_file(
-        &args.out_dir.join(BUNDLE),
-        bundle.to_pem().as_bytes(),
-        false,
-    )?;
-    write_file(&args.out_dir.join(KEY), key.to_pem().as_bytes(), true)?;
-    write_file(
-        &args.out_dir.join(CERT),
-        issued.certificate_chain.as_bytes(),
-        false,
-    )?;
+    let dir = AgentDir::new(&args.out_dir);
+    dir.install(
+        &issued.certificate_chain,
+        &key.to_pem(),
+        &bundle.to_pem(),
+        OffsetDateTime::now_utc(),
+    )
+    .with_context(|| format!("writing {}", args.out_dir.display()))?;
+    dir.clear_pending()?;
     report("enrolled", &issued, &args.out_dir);
     Ok(())
 }
@@ -85,7 +92,7 @@ pub struct RenewArgs {
     /// The CA's URL.
     #[arg(long, env = "AGENTCA_URL", default_value = "https://127.0.0.1:8443")]
     ca_url: String,
-    /// Directory holding cert.pem, key.pem and bundle.pem; they are replaced.
+    /// Directory holding the certificate; its files are replaced.
     #[arg(long, default_value = ".")]
     out_dir: PathBuf,
     /// Algorithm of the new key: p256, p384 or ed25519.
@@ -93,141 +100,184 @@ pub struct RenewArgs {
     key_alg: KeyAlgorithm,
 }
 
-/// A renewal in progress.
-#[derive(Serialize, Deserialize)]
-struct Journal {
-    /// Serial of the certificate being renewed.
-    for_serial: Serial,
-    /// The new key (PKCS#8 PEM).
-    key_pem: String,
-    /// The CSR sent for it.
-    csr_pem: String,
-    /// The certificate the CA issued, once it answered.
-    #[serde(default)]
-    issued: Option<IssuedCertificate>,
-}
-
 pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
-    let dir = &args.out_dir;
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .with_context(|| format!("cannot read {}", dir.join(name).display()))
-    };
-    let bundle_pem = read(BUNDLE)?;
-    let bundle = agentca::bundle::TrustBundle::from_pem(bundle_pem.as_bytes())?;
-    let journal_path = dir.join(JOURNAL);
-
-    let mut journal = read_journal(&journal_path)?;
-    if let Some(j) = &journal {
-        if let Some(issued) = &j.issued {
-            // The CA answered last time but the files were not all replaced.
-            let key = PrivateKey::from_pem(&j.key_pem)?;
-            install(dir, &key, issued, &journal_path)?;
-            report("renewal completed", issued, dir);
-            return Ok(());
-        }
+    let dir = AgentDir::new(&args.out_dir);
+    if dir.pending()?.is_some() {
+        eprintln!("agentca: resuming an interrupted renewal with the same key");
     }
-
-    let current = Credentials::from_pem(&read(CERT)?, PrivateKey::from_pem(&read(KEY)?)?)
-        .context("cert.pem and key.pem do not belong together")?;
-    let current_serial = leaf_serial(&current.chain[0])?;
-    if journal
-        .as_ref()
-        .is_some_and(|j| j.for_serial != current_serial)
-    {
-        // Left over from a renewal of an older certificate.
-        journal = None;
-    }
-    let journal = match journal {
-        Some(j) => {
-            eprintln!(
-                "agentca: resuming the interrupted renewal of {current_serial} with the same key"
-            );
-            j
+    let bundle_pem = std::fs::read(args.out_dir.join("bundle.pem"))
+        .with_context(|| format!("cannot read {}/bundle.pem", args.out_dir.display()))?;
+    let bundle = agentca::bundle::TrustBundle::from_pem(&bundle_pem)?;
+    let mut config = AgentConfig::new(args.ca_url, CaTrust::Bundle(bundle));
+    config.dir = Some(args.out_dir.clone());
+    config.key_algorithm = args.key_alg;
+    match Agent::renew_now(config).await {
+        Ok(identity) => {
+            println!("renewed: {}", identity.spiffe_id);
+            println!("  instance: {}", identity.instance_id);
+            println!("  serial:   {}", identity.serial);
+            println!("  valid to: {}", rfc3339(identity.not_after));
+            Ok(())
         }
-        None => {
-            let key = PrivateKey::generate(args.key_alg)?;
-            let j = Journal {
-                for_serial: current_serial,
-                csr_pem: key.csr_pem()?,
-                key_pem: key.to_pem(),
-                issued: None,
-            };
-            write_journal(&journal_path, &j)?;
-            j
-        }
-    };
-
-    let client = CaClient::new(&args.ca_url, CaTrust::Bundle(bundle), Some(current))?;
-    let issued = match client.renew(&journal.csr_pem).await {
-        Ok(issued) => issued,
-        Err(e @ ClientError::Refused { status, .. }) if (400..500).contains(&status) => {
-            // A definite no: the pending key will never be certified.
-            let _ = std::fs::remove_file(&journal_path);
-            return Err(e.into());
-        }
-        Err(e) => return Err(anyhow::Error::from(e).context(
-            "the renewal did not complete; run `agentca renew` again to retry with the same key",
+        Err(AgentError::Retry(reason)) => Err(anyhow::anyhow!(
+            "{reason}; the renewal did not complete: run `agentca renew` again to retry with the same key"
         )),
-    };
-    let key = PrivateKey::from_pem(&journal.key_pem)?;
-    check_issued(&issued, &key)?;
-    let done = Journal {
-        issued: Some(issued.clone()),
-        ..journal
-    };
-    write_journal(&journal_path, &done)?;
-    install(dir, &key, &issued, &journal_path)?;
-    report("renewed", &issued, dir);
-    Ok(())
-}
-
-fn install(
-    dir: &Path,
-    key: &PrivateKey,
-    issued: &IssuedCertificate,
-    journal: &Path,
-) -> anyhow::Result<()> {
-    write_file(&dir.join(KEY), key.to_pem().as_bytes(), true)?;
-    write_file(&dir.join(CERT), issued.certificate_chain.as_bytes(), false)?;
-    std::fs::remove_file(journal)
-        .with_context(|| format!("cannot remove {}", journal.display()))?;
-    Ok(())
-}
-
-fn read_journal(path: &Path) -> anyhow::Result<Option<Journal>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is damaged; remove it to start a new renewal",
-                path.display()
-            )
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn write_journal(path: &Path, journal: &Journal) -> anyhow::Result<()> {
-    write_file(path, &serde_json::to_vec(journal)?, true)?;
-    Ok(())
+/// `agentca run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    ca: CaConnection,
+    #[command(flatten)]
+    token: TokenSource,
+    /// Directory to keep cert.pem, key.pem, bundle.pem and identity.pem
+    /// current in (an existing certificate there is picked up).
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Key algorithm of each new key: p256, p384 or ed25519.
+    #[arg(long, default_value = "p256")]
+    key_alg: KeyAlgorithm,
+    /// Run this command (with `sh -c`) after each rotation.
+    #[arg(long)]
+    exec: Option<String>,
+    /// Send this signal (e.g. HUP) to a process after each rotation.
+    #[arg(long, requires = "pid_file")]
+    signal: Option<String>,
+    /// File holding the pid of the process to signal.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Test hook: abort right after the CA answers a renewal, before any
+    /// file is written.
+    #[arg(long, hide = true)]
+    abort_after_renewal_response: bool,
 }
 
-fn leaf_serial(der: &[u8]) -> anyhow::Result<Serial> {
-    use x509_parser::prelude::FromDer;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
-        .map_err(|e| anyhow::anyhow!("cert.pem does not parse: {e}"))?;
-    Ok(Serial::from_bytes(cert.raw_serial())?)
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if let Some(signal) = &args.signal {
+        anyhow::ensure!(
+            !signal.is_empty() && signal.chars().all(|c| c.is_ascii_alphanumeric()),
+            "--signal takes a signal name or number, such as HUP"
+        );
+    }
+    let mut config = AgentConfig::new(args.ca.ca_url.clone(), args.ca.trust()?);
+    config.token = args.token.get()?;
+    config.dir = Some(args.out_dir.clone());
+    config.key_algorithm = args.key_alg;
+    config.abort_after_renewal_response = args.abort_after_renewal_response;
+    let agent = Agent::start(config).await.map_err(|e| match e {
+        AgentError::NoToken => anyhow::anyhow!(
+            "{} holds no valid certificate and there is no bootstrap token: give --token-file or set AGENTCA_TOKEN",
+            args.out_dir.display()
+        ),
+        other => other.into(),
+    })?;
+    let current = agent.current();
+    println!(
+        "agentca run: {} serial {} valid to {}, files in {}",
+        current.spiffe_id,
+        current.serial,
+        rfc3339(current.not_after),
+        args.out_dir.display()
+    );
+    let mut rotations = agent.rotations();
+    let mut health = agent.health();
+    let mut terminate = terminate_signal();
+    loop {
+        tokio::select! {
+            changed = rotations.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the renewal task stopped");
+                }
+                let identity = rotations.borrow_and_update().clone();
+                println!("agentca run: renewed {} serial {} valid to {}", identity.spiffe_id, identity.serial, rfc3339(identity.not_after));
+                after_rotation(&args);
+            }
+            changed = health.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the renewal task stopped");
+                }
+                let state = health.borrow_and_update().clone();
+                match state {
+                    Health::Healthy => println!("agentca run: healthy"),
+                    Health::Unhealthy(why) => eprintln!("agentca run: unhealthy: {why}"),
+                    Health::Failed(why) => {
+                        eprintln!("agentca: error: {why}");
+                        std::process::exit(i32::from(EXIT_NEEDS_ACTION));
+                    }
+                }
+            }
+            () = &mut terminate => {
+                println!("agentca run: stopping");
+                return Ok(());
+            }
+        }
+    }
 }
 
-fn report(what: &str, issued: &IssuedCertificate, dir: &Path) {
-    let until = issued
-        .not_after
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+fn after_rotation(args: &RunArgs) {
+    if let Some(cmd) = &args.exec {
+        match Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("AGENTCA_DIR", &args.out_dir)
+            .status()
+        {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!("agentca run: --exec command exited with {status}"),
+            Err(e) => eprintln!("agentca run: cannot run the --exec command: {e}"),
+        }
+    }
+    if let (Some(signal), Some(pid_file)) = (&args.signal, &args.pid_file) {
+        let pid = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        match pid {
+            Some(pid) => match Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string())
+                .status()
+            {
+                Ok(status) if status.success() => {}
+                Ok(status) => eprintln!("agentca run: kill -{signal} {pid} exited with {status}"),
+                Err(e) => eprintln!("agentca run: cannot signal {pid}: {e}"),
+            },
+            None => eprintln!("agentca run: {} holds no pid", pid_file.display()),
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+fn terminate_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async {
+        #[cfg(unix)]
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn report(what: &str, issued: &IssuedCertificate, dir: &std::path::Path) {
     println!("{what}: {}", issued.spiffe_id);
     println!("  instance: {}", issued.instance_id);
     println!("  serial:   {}", issued.serial);
-    println!("  valid to: {until}");
-    println!("  files:    {}/{{{CERT},{KEY},{BUNDLE}}}", dir.display());
+    println!("  valid to: {}", rfc3339(issued.not_after));
+    println!(
+        "  files:    {}/{{cert.pem,key.pem,bundle.pem,identity.pem}}",
+        dir.display()
+    );
 }

@@ -61,6 +61,8 @@ enum Command {
     Enroll(agent::EnrollArgs),
     /// Renew the certificate in a directory with a fresh key.
     Renew(agent::RenewArgs),
+    /// Keep an agent's certificate files current: enroll, then renew before expiry.
+    Run(agent::RunArgs),
     /// Check a certificate chain offline as a service would; print the identity.
     Verify(verify::VerifyArgs),
 }
@@ -93,6 +95,7 @@ pub fn main() -> ExitCode {
             Command::Revoke(args) => admin::revoke(args).await,
             Command::Enroll(args) => agent::enroll(args).await,
             Command::Renew(args) => agent::renew(args).await,
+            Command::Run(args) => agent::run(args).await,
             Command::Verify(args) => verify::verify(args),
         }
     });

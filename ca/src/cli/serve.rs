@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// Most open connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Most enroll and renew requests in progress at once; more are refused
+    /// with 503 and Retry-After rather than queued.
+    #[arg(long, default_value_t = crate::http::DEFAULT_MAX_ISSUING)]
+    max_issuing: usize,
     /// Also serve CRLs and OCSP over plain HTTP on this address.
     #[arg(long, env = "AGENTCA_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
@@ -349,7 +353,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::http::server::serve(
         listener,
         Some(Arc::new(tls_config)),
-        crate::http::router(authority),
+        crate::http::router(authority, crate::http::IssuanceLimit::new(args.max_issuing)),
         limits,
         shutdown_signal(),
     )

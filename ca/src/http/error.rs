@@ -18,15 +18,33 @@ pub struct ApiError {
     pub code: &'static str,
     /// For the human.
     pub detail: String,
+    /// Seconds the client should wait before retrying (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// A refusal.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5);
         Self {
             status,
             code,
             detail: detail.into(),
+            retry_after,
+        }
+    }
+
+    /// 503 `overloaded`: more issuance requests than the CA serves at once.
+    /// `Retry-After` is spread over 1–5 seconds so that the agents refused
+    /// together do not come back together.
+    pub fn overloaded() -> Self {
+        let mut b = [0u8; 1];
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "overloaded",
+            detail: "the CA is issuing at capacity; retry after the Retry-After delay".into(),
+            retry_after: Some(1 + u64::from(b[0] % 5)),
         }
     }
 
@@ -86,11 +104,7 @@ impl From<AuthorityError> for ApiError {
         } else {
             e.to_string()
         };
-        Self {
-            status,
-            code,
-            detail,
-        }
+        Self::new(status, code, detail)
     }
 }
 
@@ -106,10 +120,10 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

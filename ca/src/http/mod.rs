@@ -87,8 +87,30 @@ pub fn public_router(authority: Arc<Authority>) -> Router {
         .with_state(authority)
 }
 
-/// The API's routes over `authority`.
-pub fn router(authority: Arc<Authority>) -> Router {
+/// Most enroll and renew requests handled at once; further ones are
+/// answered 503 with `Retry-After` at once rather than queued, so that a
+/// renewal storm cannot make latency grow without bound.
+pub const DEFAULT_MAX_ISSUING: usize = 256;
+
+/// Admission control for issuance: a request that finds no permit is
+/// refused with [`ApiError::overloaded`].
+#[derive(Clone, Debug)]
+pub struct IssuanceLimit(Arc<tokio::sync::Semaphore>);
+
+impl IssuanceLimit {
+    /// At most `n` issuance requests at once.
+    pub fn new(n: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(n.max(1))))
+    }
+
+    fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.0.try_acquire().map_err(|_| ApiError::overloaded())
+    }
+}
+
+/// The API's routes over `authority`, with at most `issuing` enroll and
+/// renew requests in progress at once.
+pub fn router(authority: Arc<Authority>, issuing: IssuanceLimit) -> Router {
     public_routes()
         .route("/v1/bundle", get(bundle))
         .route("/v1/revocations", get(feed))
@@ -112,6 +134,7 @@ pub fn router(authority: Arc<Authority>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(Extension(issuing))
         .with_state(authority)
 }
 
@@ -194,16 +217,20 @@ async fn bundle(State(ca): State<AppState>) -> impl IntoResponse {
 
 async fn enroll(
     State(ca): State<AppState>,
+    Extension(limit): Extension<IssuanceLimit>,
     JsonBody(req): JsonBody<EnrollRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let _permit = limit.admit()?;
     Ok(Json(ca.enroll(req, now()).await?))
 }
 
 async fn renew(
     State(ca): State<AppState>,
+    Extension(limit): Extension<IssuanceLimit>,
     conn: Option<Extension<ConnInfo>>,
     JsonBody(req): JsonBody<RenewRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let _permit = limit.admit()?;
     let conn = conn.map(|Extension(c)| c);
     let chain = conn
         .as_ref()

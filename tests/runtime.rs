@@ -1,0 +1,411 @@
+//! End-to-end: the agent runtime (`agentca::client::Agent` and
+//! `agentca run`) with certificates that live seconds.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agentca::client::agent::Health;
+use agentca::client::{Agent, AgentConfig, CaTrust};
+use agentca::identity::TrustDomain;
+use agentca::verify::{PeerIdentity, Verifier};
+use agentca::wire::Serial;
+use common::{write, TestCa};
+
+/// A CA whose registrations may ask for certificates of a few seconds.
+fn short_lived_ca() -> TestCa {
+    TestCa::start_with(&[], &["--min-ttl", "1s"])
+}
+
+/// The example service (examples/service.rs), with a long-lived certificate
+/// of its own, accepting tenant acme.
+struct Service {
+    child: Child,
+    url: String,
+}
+
+impl Service {
+    async fn start(ca: &TestCa) -> Self {
+        ca.register_with_ttl("acme", "prod", "orders", Some(3600))
+            .await;
+        let (issued, key) = ca
+            .enroll(&ca.token("acme", "prod", "orders", 1).await)
+            .await
+            .unwrap();
+        let dir = ca.root.path();
+        write(dir, "service.pem", &issued.certificate_chain);
+        write(dir, "service.key", &key.to_pem());
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("examples")
+            .join("service");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo test --workspace`",
+            bin.display()
+        );
+        let mut child = Command::new(bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--trust-domain",
+                "example.org",
+                "--allow-tenant",
+                "acme",
+            ])
+            .arg("--cert")
+            .arg(dir.join("service.pem"))
+            .arg("--key")
+            .arg(dir.join("service.key"))
+            .arg("--bundle")
+            .arg(ca.bundle_path())
+            .args(["--ca-url", &ca.url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("service listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the service starts");
+        Self { child, url }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS client presenting the agent's newest certificate, accepting the
+/// service by its identity.
+fn client_of(agent: &Agent) -> reqwest::Client {
+    let verifier = Verifier::builder(agent.bundle(), TrustDomain::new("example.org").unwrap())
+        .allow_agent("orders")
+        .without_revocation_checks()
+        .build()
+        .unwrap();
+    let mut tls = agent.client_config(verifier).unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn whoami(client: &reqwest::Client, service: &Service) -> Result<PeerIdentity, String> {
+    let resp = client
+        .get(format!("{}/whoami", service.url))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("{status}: {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| e.to_string())
+}
+
+fn agent_config(ca: &TestCa, token: String, dir: Option<PathBuf>) -> AgentConfig {
+    let mut config = AgentConfig::new(ca.url.clone(), CaTrust::Pinned(ca.root_fingerprint()));
+    config.token = Some(token);
+    config.dir = dir;
+    config
+}
+
+#[tokio::test]
+async fn an_agent_keeps_calling_a_service_across_three_rotations_without_a_failed_call() {
+    let ca = short_lived_ca();
+    let service = Service::start(&ca).await;
+    ca.register_with_ttl("acme", "prod", "worker", Some(3))
+        .await;
+    let token = ca.token("acme", "prod", "worker", 1).await;
+    let agent = Agent::start(agent_config(&ca, token, None)).await.unwrap();
+    let first = agent.current();
+    let mut rotations = agent.rotations();
+    rotations.borrow_and_update();
+
+    let mut client = client_of(&agent);
+    let mut seen: Vec<Serial> = vec![first.serial.clone()];
+    let mut calls = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} rotations in 30 s",
+            seen.len() - 1
+        );
+        if rotations.has_changed().unwrap() {
+            let identity = rotations.borrow_and_update().clone();
+            // Connections opened before the rotation keep the old
+            // certificate: open new ones.
+            client = client_of(&agent);
+            let peer = whoami(&client, &service)
+                .await
+                .expect("a call right after the rotation");
+            assert_eq!(
+                peer.serial, identity.serial,
+                "a new connection presents the new certificate"
+            );
+            assert_eq!(
+                peer.instance_id,
+                Some(first.instance_id.clone()),
+                "the instance is kept"
+            );
+            assert!(!seen.contains(&identity.serial));
+            seen.push(identity.serial.clone());
+        }
+        let peer = whoami(&client, &service)
+            .await
+            .unwrap_or_else(|e| panic!("call {calls} failed: {e}"));
+        assert_eq!(peer.spiffe_id, first.spiffe_id);
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(*agent.health().borrow(), Health::Healthy);
+    assert!(calls > 20, "{calls} calls");
+
+    // Each rotation used a new key: the CA recorded one renewal per certificate.
+    let shown = ca.show("acme", "prod", "worker").await;
+    assert!(shown.clone_alerts.is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_rides_out_a_short_ca_outage_and_recovers_from_a_long_one() {
+    let mut ca = short_lived_ca();
+    ca.register_with_ttl("acme", "prod", "worker", Some(4))
+        .await;
+    // Two uses: the second re-enrolls after the certificate expired.
+    let token = ca.token("acme", "prod", "worker", 2).await;
+    let agent = Agent::start(agent_config(&ca, token, None)).await.unwrap();
+    let first = agent.current();
+    let mut rotations = agent.rotations();
+    rotations.borrow_and_update();
+    let mut health = agent.health();
+
+    // Short: down from before the renewal point until after it, back
+    // before the certificate expires.
+    ca.kill();
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    assert_eq!(
+        agent.current().serial,
+        first.serial,
+        "no renewal while the CA is down"
+    );
+    assert_eq!(
+        *health.borrow(),
+        Health::Healthy,
+        "still valid, still healthy"
+    );
+    ca.restart();
+    tokio::time::timeout(Duration::from_secs(10), rotations.changed())
+        .await
+        .expect("renewed once the CA is back")
+        .unwrap();
+    let renewed = rotations.borrow_and_update().clone();
+    assert_ne!(renewed.serial, first.serial);
+    assert!(renewed.not_after > first.not_after);
+    assert_eq!(*health.borrow_and_update(), Health::Healthy);
+
+    // Long: down past the certificate's expiry.
+    ca.kill();
+    let unhealthy = tokio::time::timeout(
+        Duration::from_secs(15),
+        health.wait_for(|h| matches!(h, Health::Unhealthy(_))),
+    )
+    .await
+    .expect("reported unhealthy once expired")
+    .unwrap()
+    .clone();
+    assert!(
+        format!("{unhealthy:?}").contains("expired"),
+        "{unhealthy:?}"
+    );
+    ca.restart();
+    tokio::time::timeout(
+        Duration::from_secs(40),
+        health.wait_for(|h| *h == Health::Healthy),
+    )
+    .await
+    .expect("healthy again once the CA is back")
+    .unwrap();
+    let back = agent.current();
+    assert!(
+        back.not_after > time::OffsetDateTime::now_utc(),
+        "holds a valid certificate again"
+    );
+    assert_ne!(
+        back.instance_id, first.instance_id,
+        "it enrolled again: a new instance"
+    );
+}
+
+fn run_agent(ca: &TestCa, dir: &Path, token_file: &Path, extra: &[&str]) -> Child {
+    ca.command()
+        .env_remove("AGENTCA_BUNDLE")
+        .args([
+            "run",
+            "--fingerprint",
+            &ca.root_fingerprint().to_string(),
+            "--out-dir",
+        ])
+        .arg(dir)
+        .arg("--token-file")
+        .arg(token_file)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn serial_in(dir: &Path) -> String {
+    let chain = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let der = common::leaf_der(&chain);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn agentca_run_killed_after_sending_a_renewal_recovers_with_the_same_csr_and_no_clone_alert()
+{
+    let ca = short_lived_ca();
+    ca.register_with_ttl("acme", "prod", "worker", Some(8))
+        .await;
+    let token_file = write(
+        ca.root.path(),
+        "token",
+        &ca.token("acme", "prod", "worker", 1).await,
+    );
+    let dir = ca.root.path().join("worker");
+
+    // The first run aborts right after the CA answers its first renewal.
+    let mut first = run_agent(&ca, &dir, &token_file, &["--abort-after-renewal-response"]);
+    let status = tokio::task::spawn_blocking(move || first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success(), "the test hook aborted it");
+    let enrolled = serial_in(&dir);
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("..renewal.json")).unwrap())
+            .expect("a journal was left");
+    assert_eq!(journal["for_serial"], enrolled);
+    assert!(
+        journal["issued"].is_null(),
+        "the answer never reached the disk"
+    );
+    let shown = ca.show("acme", "prod", "worker").await;
+    let renewal = shown
+        .live_certificates
+        .iter()
+        .find(|c| c.serial.to_string() == enrolled)
+        .and_then(|c| c.renewed_by.clone())
+        .expect("the CA did issue the renewal");
+
+    // Started again, it sends the same CSR and gets the same certificate.
+    let mut second = run_agent(&ca, &dir, &token_file, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serial_in(&dir) == enrolled {
+        assert!(Instant::now() < deadline, "the renewal was not completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        serial_in(&dir),
+        renewal.to_string(),
+        "the certificate the CA issued before the crash"
+    );
+    assert!(!dir.join("..renewal.json").exists());
+    let _ = second.kill();
+    let _ = second.wait();
+    let shown = ca.show("acme", "prod", "worker").await;
+    assert!(shown.clone_alerts.is_empty(), "{:?}", shown.clone_alerts);
+    // The files belong together: the key is the certificate's.
+    let key = agentca::client::PrivateKey::from_pem(
+        &std::fs::read_to_string(dir.join("key.pem")).unwrap(),
+    )
+    .unwrap();
+    agentca::client::Credentials::from_pem(
+        &std::fs::read_to_string(dir.join("cert.pem")).unwrap(),
+        key,
+    )
+    .expect("cert.pem and key.pem match");
+}
+
+#[tokio::test]
+async fn agentca_run_keeps_the_files_current_runs_its_hook_and_stops_on_revocation() {
+    let ca = short_lived_ca();
+    ca.register_with_ttl("acme", "prod", "worker", Some(3))
+        .await;
+    let token_file = write(
+        ca.root.path(),
+        "token",
+        &ca.token("acme", "prod", "worker", 1).await,
+    );
+    let dir = ca.root.path().join("worker");
+    let hook_log = ca.root.path().join("hook.log");
+    let hook = format!("echo rotated >> {}", hook_log.display());
+    let mut run = run_agent(&ca, &dir, &token_file, &["--exec", &hook]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut serials = std::collections::BTreeSet::new();
+    while serials.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the files were not kept current: {serials:?}"
+        );
+        if dir.join("cert.pem").exists() {
+            serials.insert(serial_in(&dir));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hooks = std::fs::read_to_string(&hook_log).unwrap_or_default();
+    assert!(
+        hooks.lines().count() >= 2,
+        "the hook ran after each rotation: {hooks:?}"
+    );
+
+    ca.revoke_agent("acme", "prod", "worker", "keyCompromise")
+        .await;
+    let code = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = run.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = run.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        code,
+        Some(3),
+        "exits with the needs-action code once renewal is refused for good"
+    );
+}
