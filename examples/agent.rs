@@ -65,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
     config.token = std::env::var("AGENTCA_TOKEN").ok();
     let agent = Agent::start(config).await?;
     let current = agent.current();
-    println!("enrolled as {} (serial {}, valid to {})", current.spiffe_id, current.serial, current.not_after);
+    println!(
+        "enrolled as {} (serial {}, valid to {})",
+        current.spiffe_id, current.serial, current.not_after
+    );
 
     let mut rotations = agent.rotations();
     rotations.borrow_and_update();
@@ -74,16 +77,26 @@ async fn main() -> anyhow::Result<()> {
     while args.count.is_none_or(|n| calls < n) {
         if rotations.has_changed()? {
             let identity = rotations.borrow_and_update().clone();
-            println!("rotated: serial {} valid to {}", identity.serial, identity.not_after);
+            println!(
+                "rotated: serial {} valid to {}",
+                identity.serial, identity.not_after
+            );
             // Connections opened before the rotation keep the old certificate.
             http = client(&agent, &args)?;
         }
         match http.get(format!("{}/whoami", args.service)).send().await {
             Ok(resp) if resp.status().is_success() => {
                 let peer: PeerIdentity = resp.json().await?;
-                println!("the service sees {} (serial {})", peer.spiffe_id, peer.serial);
+                println!(
+                    "the service sees {} (serial {})",
+                    peer.spiffe_id, peer.serial
+                );
             }
-            Ok(resp) => println!("refused: {} {}", resp.status(), resp.text().await.unwrap_or_default()),
+            Ok(resp) => println!(
+                "refused: {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            ),
             Err(e) => println!("call failed: {e}"),
         }
         calls += 1;

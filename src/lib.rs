@@ -27,6 +27,8 @@
 pub mod bundle;
 #[cfg(any(feature = "client", feature = "feed"))]
 mod ca_tls;
+#[cfg(any(feature = "client", feature = "feed"))]
+pub use ca_tls::{CaTrust, TlsConfigError};
 #[cfg(feature = "client")]
 pub mod client;
 pub mod identity;
@@ -49,7 +51,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// Bytes from hex digits of either case; `None` unless every character is
 /// a hex digit and there is an even number of them.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()

@@ -558,3 +558,137 @@ async fn malformed_or_foreign_ocsp_requests_get_ocsp_errors() {
     let (status, body) = ca.get("/v1/ocsp/not*base64").await;
     assert_eq!((status, body), (400, MALFORMED.to_vec()));
 }
+
+/// Revocations whose requests were cancelled still reach the feed and the
+/// CRL, and a follower of the feed sees every one, in order.
+#[tokio::test]
+async fn every_committed_revocation_is_published_in_order_even_if_its_request_was_abandoned() {
+    let ca = TestCa::start();
+    const AGENTS: usize = 30;
+    for i in 0..AGENTS {
+        let name = format!("a{i}");
+        ca.register("acme", "prod", &name).await;
+        ca.enroll(&ca.token("acme", "prod", &name, 1).await)
+            .await
+            .unwrap();
+    }
+    // A follower, as a verifier's cache would be; told to stop, it polls
+    // once more to catch up, then reports what it saw.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let http = ca.http();
+        let url = ca.url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut since = 0;
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let stopping = stop.load(std::sync::atomic::Ordering::SeqCst);
+                let resp = http
+                    .get(format!("{url}/v1/revocations?since={since}&wait=1"))
+                    .send()
+                    .await
+                    .expect("the feed answers");
+                let page: agentca::wire::RevocationPage = resp.json().await.unwrap();
+                seen.extend(page.events.iter().map(|e| e.seq));
+                since = page.events.last().map_or(page.latest, |e| e.seq);
+                if stopping || Instant::now() > deadline {
+                    return seen;
+                }
+            }
+        })
+    };
+    // Revoke every agent at once; half the requests are abandoned after a
+    // few milliseconds, some before the CA sees them, some while it works.
+    let token = ca.admin_token();
+    let tasks: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let http = ca.http();
+            let url = format!("{}/v1/admin/revoke", ca.url);
+            let token = token.clone();
+            tokio::spawn(async move {
+                let body = RevokeRequest {
+                    tenant: Some("acme".into()),
+                    env: Some("prod".into()),
+                    agent: Some(format!("a{i}")),
+                    ..Default::default()
+                };
+                let mut req = http.post(url).bearer_auth(token).json(&body);
+                if i % 2 == 1 {
+                    req = req.timeout(Duration::from_millis(5 + i as u64));
+                }
+                let _ = req.send().await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut revoked = 0;
+    for i in 0..AGENTS {
+        if !ca.show("acme", "prod", &format!("a{i}")).await.enabled {
+            revoked += 1;
+        }
+    }
+    assert!(revoked > 0);
+    // The CRL lists every committed revocation, promptly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = crl_serials(&ca.crl().await).0.len();
+        if listed == revoked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CRL lists {listed} of {revoked} revocations"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = follower.await.unwrap();
+    let expected: Vec<u64> = (1..=revoked as u64).collect();
+    assert_eq!(
+        seen, expected,
+        "the follower saw every revocation, once, in order"
+    );
+}
+
+/// Once every event after `since` has been pruned, the feed answers at
+/// once with the newest sequence number instead of waiting (or spinning).
+#[tokio::test]
+async fn the_feed_moves_a_client_past_pruned_events_at_once() {
+    let ca = TestCa::start_with(&[], &["--min-ttl", "1s", "--retention", "0s"]);
+    ca.register_with_ttl("acme", "prod", "short", Some(1)).await;
+    let (short, _) = ca
+        .enroll(&ca.token("acme", "prod", "short", 1).await)
+        .await
+        .unwrap();
+    ca.revoke(&RevokeRequest {
+        serial: Some(short.serial.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ca.feed(0, 0).await.events.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the expired revocation was not pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    let page = ca.feed(0, 10).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(page.events.is_empty());
+    assert_eq!(page.latest, 1);
+    // From `latest`, it waits as usual.
+    let started = Instant::now();
+    let page = ca.feed(page.latest, 1).await;
+    assert!(page.events.is_empty() && started.elapsed() >= Duration::from_millis(900));
+}

@@ -960,9 +960,17 @@ impl Authority {
             tokens_voided = summary.tokens_voided,
             "revoked"
         );
-        self.revocations
-            .publish(summary.events, std::time::Duration::from_secs(5))
-            .await;
+        // The writer publishes committed revocations itself, in order, even if
+        // this request is gone; here we only wait for the CRL to list them.
+        if let Some(max) = summary.events.iter().map(|e| e.seq).max() {
+            if !self
+                .revocations
+                .wait_listed(max, std::time::Duration::from_secs(5))
+                .await
+            {
+                tracing::warn!(seq = max, "the CRL did not list the revocation within 5 s");
+            }
+        }
         Ok(RevokeResponse {
             revoked: serials.len(),
             serials,

@@ -378,9 +378,14 @@ pub fn create_private_dir(dir: &Path) -> Result<(), DataDirError> {
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), DataDirError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // An unpredictable name, created afresh: a file or symlink planted in
+    // its place makes the write fail instead of being written through.
+    let mut suffix = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut suffix)
+        .map_err(|_| io(path)(std::io::Error::other("RNG failure")))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", crate::hex(&suffix)));
     let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

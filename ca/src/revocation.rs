@@ -16,7 +16,7 @@ use agentca::wire::Serial;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rcgen::{Issuer, KeyPair};
 use time::{Duration, OffsetDateTime};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::crl::{self, SignedCrl};
 use crate::issuer::IssuingCa;
@@ -77,6 +77,16 @@ impl RootSigner {
     }
 }
 
+/// Where the root's CRL comes from.
+pub enum RootCrlSource {
+    /// Signed (and re-signed before it expires) with the root key.
+    Signer(Box<RootSigner>),
+    /// Read from a file signed where the root key is kept offline.
+    File(PathBuf),
+    /// No root CRL.
+    None,
+}
+
 /// One page of the feed.
 #[derive(Debug)]
 pub struct FeedPage {
@@ -129,8 +139,8 @@ impl Revocations {
         records: Records,
         writer: Writer,
         config: RevocationConfig,
-        root: Option<RootSigner>,
-        root_crl_file: Option<PathBuf>,
+        root: RootCrlSource,
+        committed: mpsc::UnboundedReceiver<Vec<RevocationEvent>>,
         now: OffsetDateTime,
     ) -> Result<Arc<Self>, RevocationError> {
         let events = records.revocation_events()?;
@@ -143,12 +153,13 @@ impl Revocations {
             .map_err(|e| RevocationError::Sign(e.to_string()))?;
         let number = bump(&writer, CRL_NUMBER).await?;
         let first = sign_crl(&ca, &feed, number, now, config.crl_validity)?;
-        let root_crl = match (&root, root_crl_file) {
-            (Some(signer), _) => Some(Arc::new(
-                load_or_sign_root_crl(signer, &writer, &config, now).await?,
-            )),
-            (None, Some(path)) => read_root_crl(&path)?.map(Arc::new),
-            (None, None) => None,
+        let (root, root_crl) = match root {
+            RootCrlSource::Signer(signer) => {
+                let crl = load_or_sign_root_crl(&signer, &writer, &config, now).await?;
+                (Some(*signer), Some(Arc::new(crl)))
+            }
+            RootCrlSource::File(path) => (None, read_root_crl(&path)?.map(Arc::new)),
+            RootCrlSource::None => (None, None),
         };
         let service = Arc::new(Self {
             ca,
@@ -164,6 +175,7 @@ impl Revocations {
             root_crl: ArcSwapOption::new(root_crl),
             dirty: Notify::new(),
         });
+        tokio::spawn(service.clone().publish_committed(committed));
         tokio::spawn(service.clone().keep_crls_current());
         tokio::spawn(service.clone().prune_expired());
         Ok(service)
@@ -179,26 +191,39 @@ impl Revocations {
         self.root_crl.load_full()
     }
 
-    /// Adds freshly committed revocations to the feed and has the CRL
-    /// rebuilt; returns once the CRL lists them (or after `wait` at most).
-    pub async fn publish(&self, events: Vec<RevocationEvent>, wait: std::time::Duration) {
-        let Some(max) = events.iter().map(|e| e.seq).max() else {
-            return;
-        };
-        {
-            let mut feed = self.feed.write().unwrap_or_else(|p| p.into_inner());
-            for e in events {
-                feed.insert(e.seq, e);
+    /// Publishes the revocations of each commit, in commit order: into the
+    /// feed, then the CRL. The store writer is the only sender, so events
+    /// arrive in sequence order and `latest` never runs ahead of the feed.
+    async fn publish_committed(
+        self: Arc<Self>,
+        mut events: mpsc::UnboundedReceiver<Vec<RevocationEvent>>,
+    ) {
+        while let Some(batch) = events.recv().await {
+            let Some(max) = batch.iter().map(|e| e.seq).max() else {
+                continue;
+            };
+            {
+                let mut feed = self.feed.write().unwrap_or_else(|p| p.into_inner());
+                for e in batch {
+                    feed.insert(e.seq, e);
+                }
             }
+            self.latest.send_if_modified(|latest| {
+                let newer = max > *latest;
+                *latest = (*latest).max(max);
+                newer
+            });
+            self.dirty.notify_one();
         }
-        self.latest.send_if_modified(|latest| {
-            let newer = max > *latest;
-            *latest = (*latest).max(max);
-            newer
-        });
-        self.dirty.notify_one();
+    }
+
+    /// Waits until the CRL lists every revocation up to `seq` (at most
+    /// `wait`); returns whether it does.
+    pub async fn wait_listed(&self, seq: u64, wait: std::time::Duration) -> bool {
         let mut covers = self.crl_covers.subscribe();
-        let _ = tokio::time::timeout(wait, covers.wait_for(|c| *c >= max)).await;
+        tokio::time::timeout(wait, covers.wait_for(|c| *c >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Feed events after `since`, at most `limit`; when there are none,
@@ -213,7 +238,10 @@ impl Revocations {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let page = self.page(since, limit.clamp(1, MAX_FEED_PAGE));
-            if !page.events.is_empty() {
+            // Events up to `latest` may have been pruned (their certificates
+            // expired long ago): then there is nothing to wait for, and the
+            // client moves on to `latest`.
+            if !page.events.is_empty() || page.latest > since {
                 return page;
             }
             match tokio::time::timeout_at(deadline, latest.wait_for(|l| *l > since)).await {
@@ -320,7 +348,45 @@ impl Revocations {
             if let Err(e) = self.prune(before).await {
                 tracing::error!(error = %e, "pruning expired records failed");
             }
+            if let Err(e) = self.reconcile() {
+                tracing::error!(error = %e, "reconciling the feed with the store failed");
+            }
         }
+    }
+
+    /// Adds to the feed any revocation the store holds and the feed lacks: a
+    /// safety net for a commit whose outcome was lost (a store error after
+    /// the data was written), so that the CRL never stays behind the store.
+    fn reconcile(&self) -> Result<(), StoreError> {
+        // Committed events are a contiguous run of sequence numbers (less
+        // the pruned ones), so adding them all keeps the feed in order.
+        let stored = self.records.revocation_events()?;
+        let now = OffsetDateTime::now_utc();
+        let mut missing = Vec::new();
+        {
+            let feed = self.feed.read().unwrap_or_else(|p| p.into_inner());
+            for e in stored {
+                if !feed.contains_key(&e.seq) && e.not_after > now {
+                    missing.push(e);
+                }
+            }
+        }
+        let Some(max) = missing.iter().map(|e| e.seq).max() else {
+            return Ok(());
+        };
+        {
+            let mut feed = self.feed.write().unwrap_or_else(|p| p.into_inner());
+            for e in missing {
+                feed.insert(e.seq, e);
+            }
+        }
+        self.latest.send_if_modified(|latest| {
+            let newer = max > *latest;
+            *latest = (*latest).max(max);
+            newer
+        });
+        self.dirty.notify_one();
+        Ok(())
     }
 
     /// Prunes everything that expired before `before`.

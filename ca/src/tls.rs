@@ -154,8 +154,9 @@ impl ClientCertVerifier for RenewalClientCert {
     }
 }
 
-/// The listener's TLS configuration: TLS 1.2 and 1.3, ALPN h2 and
-/// http/1.1, the rotating server certificate, optional client certificates.
+/// The listener's TLS configuration: TLS 1.2 and 1.3, ALPN http/1.1 (the
+/// listener speaks HTTP/1.1 only), the rotating server certificate, optional
+/// client certificates.
 pub fn server_config(
     identity: Arc<ServerIdentity>,
     client: Arc<RenewalClientCert>,
@@ -164,7 +165,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(client)
         .with_cert_resolver(identity);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -28,7 +28,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::files::{AgentDir, Pending};
+use super::files::{AgentDir, DirLock, Pending};
 use super::schedule::{jitter, renew_at, retry_delay};
 use super::{
     check_issued, parse_chain, CaClient, CaTrust, ClientError, Credentials, KeyAlgorithm,
@@ -244,6 +244,7 @@ struct Shared {
 pub struct Agent {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    _lock: Option<DirLock>,
 }
 
 impl Drop for Agent {
@@ -265,6 +266,7 @@ impl Agent {
     /// enrolling otherwise) and starts renewing it. Needs a tokio runtime.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let dir = config.dir.clone().map(AgentDir::new);
+        let lock = dir.as_ref().map(AgentDir::lock).transpose()?;
         let now = OffsetDateTime::now_utc();
         let stored = match &dir {
             Some(d) => d.load()?,
@@ -306,7 +308,11 @@ impl Agent {
             pending: Mutex::new(None),
         });
         let task = tokio::spawn(run(shared.clone()));
-        Ok(Self { shared, task })
+        Ok(Self {
+            shared,
+            task,
+            _lock: lock,
+        })
     }
 
     /// Renews the certificate that `config.dir` holds, once, now (what the

@@ -36,6 +36,7 @@ use crate::wire::{IssuedCertificate, Serial};
 
 const DATA: &str = "..data";
 const JOURNAL: &str = "..renewal.json";
+const LOCK: &str = "..lock";
 /// The files of a generation, and whether each is secret (0600).
 const FILES: [(&str, bool); 4] = [
     ("cert.pem", false),
@@ -78,6 +79,12 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+/// Exclusive use of an agent directory; released on drop.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
 /// An agent's certificate directory.
 #[derive(Clone, Debug)]
 pub struct AgentDir {
@@ -93,6 +100,26 @@ impl AgentDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Takes the directory for this process: two agents renewing from one
+    /// directory would overwrite each other's journal, and a renewal with
+    /// the other's key would look like a clone. Held until the guard drops.
+    pub fn lock(&self) -> io::Result<DirLock> {
+        create_dir(&self.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.join(LOCK))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("another agentca process is using {}", self.path.display()),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     /// What the directory holds, if it holds a certificate, key and bundle.
@@ -191,9 +218,11 @@ impl AgentDir {
         create_dir(&self.path)?;
         let bytes = serde_json::to_vec(pending).map_err(io::Error::other)?;
         let path = self.path.join(JOURNAL);
-        let tmp = self.path.join(format!("{JOURNAL}.tmp"));
-        write_synced(&tmp, &bytes, true)?;
-        fs::rename(&tmp, &path)?;
+        let tmp = self.path.join(format!("{JOURNAL}.{}.tmp", random_suffix()));
+        if let Err(e) = write_synced(&tmp, &bytes, true).and_then(|()| fs::rename(&tmp, &path)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         sync_dir(&self.path)
     }
 
@@ -205,6 +234,12 @@ impl AgentDir {
             Err(e) => Err(e),
         }
     }
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    crate::hex(&b)
 }
 
 fn generation_name(now: OffsetDateTime) -> String {
@@ -234,9 +269,11 @@ fn create_dir(path: &Path) -> io::Result<()> {
     builder.create(path)
 }
 
+/// Writes a new file (never an existing one: a file or symlink planted in
+/// its place makes this fail instead of being written through) and syncs it.
 fn write_synced(path: &Path, contents: &[u8], secret: bool) -> io::Result<()> {
     let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

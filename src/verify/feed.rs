@@ -173,7 +173,7 @@ impl Feed {
                 }
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 10 == 0 {
+                    if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(error = %e, failures, "revocation feed unreachable; retrying");
                     }
                     // The CRL may be reachable when the feed is not (another

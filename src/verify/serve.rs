@@ -75,8 +75,8 @@ mod axum_integration {
     use axum::response::{IntoResponse, Response};
     use axum::{Json, Router};
     use hyper::body::Incoming;
+    use hyper::server::conn::{http1, http2};
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
     use time::OffsetDateTime;
     use tokio::net::TcpListener;
     use tokio_rustls::TlsAcceptor;
@@ -155,12 +155,18 @@ mod axum_integration {
         shutdown: impl Future<Output = ()>,
     ) {
         let acceptor = TlsAcceptor::from(tls);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        // The protocol comes from ALPN, not from sniffing the first bytes:
+        // sniffing has no timeout, so a peer that sends nothing would hold
+        // its connection forever. HTTP/1.1's header read timeout bounds idle
+        // time; HTTP/2 pings detect a vanished peer.
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(std::time::Duration::from_secs(30));
-        let builder = Arc::new(builder);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout(std::time::Duration::from_secs(10));
+        let (h1, h2) = (Arc::new(h1), Arc::new(h2));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -178,7 +184,7 @@ mod axum_integration {
             let acceptor = acceptor.clone();
             let verifier = verifier.clone();
             let app = app.clone();
-            let builder = builder.clone();
+            let (h1, h2) = (h1.clone(), h2.clone());
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let (stream, peer) = match accept(&acceptor, tcp, &verifier).await {
@@ -207,10 +213,14 @@ mod axum_integration {
                         app.oneshot(req).await
                     }
                 });
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
+                let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(stream);
+                let result = if is_h2 {
+                    watcher.watch(h2.serve_connection(io, svc)).await
+                } else {
+                    watcher.watch(h1.serve_connection(io, svc)).await
+                };
+                if let Err(e) = result {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
             });

@@ -17,7 +17,7 @@ use crate::http::server::Limits;
 use crate::issuer::{Distribution, IssuingCa};
 use crate::keys::Passphrase;
 use crate::profile::ServerName;
-use crate::revocation::{RevocationConfig, Revocations, RootSigner};
+use crate::revocation::{RevocationConfig, Revocations, RootCrlSource, RootSigner};
 use crate::store::{self, Backend, Records, Writer};
 use crate::tls::{self, RenewalClientCert, ServerIdentity};
 
@@ -138,6 +138,13 @@ pub struct ServeArgs {
     /// Most open connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Most open connections from one IP address.
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Longest wait for a request's headers, idle kept-alive time included:
+    /// a connection that sends nothing for this long is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
     /// Most enroll and renew requests in progress at once; more are refused
     /// with 503 and Retry-After rather than queued.
     #[arg(long, default_value_t = crate::http::DEFAULT_MAX_ISSUING)]
@@ -226,18 +233,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?);
     let store = store::open(loaded.meta.store, dir.path())
         .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
-    let writer = Writer::start(store.clone())?;
+    let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), Some(committed_tx))?;
     let records = Records::new(store);
-    let root_signer = match root_key {
-        Some(key) => {
-            Some(RootSigner::new(&loaded.root, key, dir.root_crl()).map_err(anyhow::Error::msg)?)
-        }
+    let root_crl = match root_key {
+        Some(key) => RootCrlSource::Signer(Box::new(
+            RootSigner::new(&loaded.root, key, dir.root_crl()).map_err(anyhow::Error::msg)?,
+        )),
         None => {
             tracing::warn!(
                 "the root key is not in the data directory: the root CRL is served from root.crl \
                  and must be re-signed where the root key is kept"
             );
-            None
+            RootCrlSource::File(dir.root_crl())
         }
     };
     let revocations = Revocations::start(
@@ -250,8 +258,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             retention: args.retention,
             ..RevocationConfig::default()
         },
-        root_signer,
-        Some(dir.root_crl()),
+        root_crl,
+        committed_rx,
         OffsetDateTime::now_utc(),
     )
     .await?;
@@ -321,6 +329,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let limits = Limits {
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        header_read_timeout: args.header_timeout.unsigned_abs(),
         ..Limits::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

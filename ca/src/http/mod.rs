@@ -65,8 +65,8 @@ type AppState = Arc<Authority>;
 
 /// Longest OCSP GET path accepted, in bytes.
 pub const MAX_OCSP_GET_LEN: usize = 4096;
-/// Longest wait of a feed request.
-pub const MAX_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest wait of a feed request: well inside the 30 s request timeout.
+pub const MAX_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 fn public_routes() -> Router<AppState> {
     Router::new()
@@ -355,7 +355,7 @@ async fn feed(
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(25)).min(MAX_FEED_WAIT);
+    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(20)).min(MAX_FEED_WAIT);
     let limit = q.limit.unwrap_or(crate::revocation::MAX_FEED_PAGE);
     Ok(Json(ca.revocation_feed(q.since, limit, wait).await))
 }

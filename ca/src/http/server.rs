@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -33,6 +33,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Most open connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Most open connections from one IP address.
+    pub max_connections_per_ip: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
 }
@@ -44,6 +46,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            max_connections_per_ip: 256,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -61,19 +64,16 @@ pub async fn serve(
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::default());
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: its header read timeout also bounds how long a
+    // connection may sit idle, which HTTP/2 (and the protocol sniffing of
+    // an auto-detecting server) would not.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(128)
-        .max_header_list_size(64 * 1024)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
 
@@ -94,6 +94,10 @@ pub async fn serve(
             tracing::warn!(%remote, max = limits.max_connections, "connection limit reached; closing new connection");
             continue;
         };
+        let Some(ip_slot) = per_ip.admit(remote.ip(), limits.max_connections_per_ip) else {
+            tracing::warn!(%remote, max = limits.max_connections_per_ip, "per-address connection limit reached; closing new connection");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let conn = Conn {
@@ -105,6 +109,7 @@ pub async fn serve(
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             let Some(acceptor) = acceptor else {
                 let info = ConnInfo {
                     remote,
@@ -131,10 +136,47 @@ pub async fn serve(
     }
 }
 
+/// Open connections per peer address.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in [`PerIp`], given back on drop.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// What serving one connection needs.
 struct Conn {
     app: Router,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<http1::Builder>,
     watcher: hyper_util::server::graceful::Watcher,
     request_timeout: Duration,
 }
@@ -163,7 +205,7 @@ impl Conn {
                 }
             }
         });
-        let conn = self.builder.serve_connection(io, svc).into_owned();
+        let conn = self.builder.serve_connection(io, svc);
         if let Err(e) = self.watcher.watch(conn).await {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }

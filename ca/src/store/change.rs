@@ -523,6 +523,14 @@ fn prune(
             tokens += 1;
         }
     }
+    // Clone alerts are rare and not keyed by time: look at a bounded number
+    // per pass.
+    for (key, value) in txn.scan_prefix(Table::Alerts, &[], limit)? {
+        let alert: CloneAlertRecord = decode(Table::Alerts, &value)?;
+        if alert.at < before {
+            txn.delete(Table::Alerts, &key)?;
+        }
+    }
     Ok(Ok(Applied::Pruned { certs, tokens }))
 }
 

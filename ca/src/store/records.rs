@@ -370,15 +370,20 @@ impl Records {
         }
     }
 
-    /// Up to `limit` clone alerts of the agent `tenant/env/agent`, oldest first.
+    /// Up to `limit` clone alerts of the agent `tenant/env/agent`, newest first.
     pub fn alerts_of(
         &self,
         agent_key: &str,
         limit: usize,
     ) -> Result<Vec<CloneAlertRecord>, StoreError> {
-        self.store
-            .scan_prefix(Table::Alerts, &index_key(agent_key, &[]), limit)?
-            .iter()
+        // Alerts are pruned after the retention window, so all of one
+        // agent's fit in memory; the newest are the ones that matter.
+        let all = self
+            .store
+            .scan_prefix(Table::Alerts, &index_key(agent_key, &[]), usize::MAX)?;
+        all.iter()
+            .rev()
+            .take(limit)
             .map(|(_, v)| decode(Table::Alerts, v))
             .collect()
     }

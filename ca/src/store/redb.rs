@@ -86,6 +86,21 @@ impl RedbStore {
         let (wal, records) = Wal::open(wal_path)?;
         let last = records.last().map_or(0, |r| r.seq).max(applied);
         let pending: Vec<Record> = records.into_iter().filter(|r| r.seq > applied).collect();
+        if let Some(first) = pending.first() {
+            if first.seq != applied + 1 {
+                // Batches missing between redb's state and the log: redb was
+                // restored from an older copy, or the log from another store.
+                return Err(StoreError::Corrupt {
+                    table: "write-ahead log",
+                    detail: format!(
+                        "the store holds batches up to {applied} but the log resumes at {}; \
+                         refusing to apply it to the wrong state (restore the matching store.redb \
+                         and store.wal together)",
+                        first.seq
+                    ),
+                });
+            }
+        }
         Ok((
             Self {
                 db,

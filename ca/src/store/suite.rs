@@ -876,12 +876,27 @@ fn clone_alerts_are_kept_in_order(backend: Backend) {
         };
         one(&*store, Change::RecordCloneAlert(alert)).unwrap();
     }
-    let alerts = Records::new(store).alerts_of(&a.key(), 10).unwrap();
-    let keys: Vec<_> = alerts
-        .iter()
-        .map(|a| a.requested_key_sha256.as_str())
-        .collect();
-    assert_eq!(keys, ["k0", "k1", "k2"]);
+    let records = Records::new(store.clone());
+    let keys = |limit| -> Vec<String> {
+        records
+            .alerts_of(&a.key(), limit)
+            .unwrap()
+            .iter()
+            .map(|a| a.requested_key_sha256.clone())
+            .collect()
+    };
+    assert_eq!(keys(10), ["k2", "k1", "k0"], "newest first");
+    assert_eq!(keys(2), ["k2", "k1"]);
+    // Pruning takes the ones older than the cut-off.
+    one(
+        &*store,
+        Change::Prune {
+            before: t0() + Duration::seconds(1),
+            limit: 100,
+        },
+    )
+    .unwrap();
+    assert_eq!(keys(10), ["k2", "k1"]);
 }
 
 fn everything_is_there_after_reopening(backend: Backend) {
@@ -928,7 +943,7 @@ fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Ba
         },
     )
     .unwrap();
-    let writer = Writer::start(store.clone()).unwrap();
+    let writer = Writer::start(store.clone(), None).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -1066,4 +1081,28 @@ fn redb_checkpoints_empty_the_log() {
         .agent("acme/prod/bot")
         .unwrap()
         .is_some());
+}
+
+#[test]
+fn redb_refuses_a_log_that_does_not_follow_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = |d: &Path| (d.join("store.redb"), d.join("store.wal"));
+    let (db, wal) = paths(dir.path());
+    let (store, _) = super::redb::RedbStore::open(&db, &wal).unwrap();
+    store.set_checkpoint_interval(std::time::Duration::from_secs(3600));
+    commit(&store, &[Change::RegisterAgent(agent("acme", "a"))]).unwrap();
+    store.checkpoint().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    std::fs::copy(&db, backup.path().join("store.redb")).unwrap();
+    commit(&store, &[Change::RegisterAgent(agent("acme", "b"))]).unwrap();
+    store.checkpoint().unwrap();
+    commit(&store, &[Change::RegisterAgent(agent("acme", "c"))]).unwrap();
+    std::fs::copy(&wal, backup.path().join("store.wal")).unwrap();
+    drop(store);
+    // An older store with a newer log: batch 2 is in neither.
+    let (db, wal) = paths(backup.path());
+    let err = super::redb::RedbStore::open(&db, &wal)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("resumes at 3"), "{err}");
 }

@@ -10,8 +10,13 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::change::{commit, Change, Outcome};
+use super::change::{commit, Applied, Change, Outcome};
+use super::records::RevocationEvent;
 use super::{Store, StoreError};
+
+/// Receives the revocation events of each commit, in commit (and so
+/// sequence) order, before the changes' senders are answered.
+pub type EventSink = mpsc::UnboundedSender<Vec<RevocationEvent>>;
 
 /// Most changes in one commit.
 pub const MAX_BATCH: usize = 512;
@@ -31,12 +36,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over `store`.
-    pub fn start(store: Arc<dyn Store>) -> std::io::Result<Self> {
+    /// Starts the writer thread over `store`. Revocation events of each
+    /// commit go to `events`, in order: whether or not the request that
+    /// caused them is still waiting, every committed revocation is published.
+    pub fn start(store: Arc<dyn Store>, events: Option<EventSink>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("agentca-store-writer".into())
-            .spawn(move || run(&*store, rx))?;
+            .spawn(move || run(&*store, rx, events))?;
         Ok(Self { tx })
     }
 
@@ -58,7 +65,7 @@ impl Writer {
     }
 }
 
-fn run(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
+fn run(store: &dyn Store, mut rx: mpsc::Receiver<Job>, events: Option<EventSink>) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         let mut count = jobs[0].changes.len();
@@ -81,6 +88,20 @@ fn run(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
         }
         match commit(store, &changes) {
             Ok(outcomes) => {
+                if let Some(sink) = &events {
+                    let revoked: Vec<RevocationEvent> = outcomes
+                        .iter()
+                        .filter_map(|o| match o {
+                            Ok(Applied::Revoked(summary)) => Some(summary.events.iter().cloned()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect();
+                    if !revoked.is_empty() {
+                        // Nobody listening means the CA is shutting down.
+                        let _ = sink.send(revoked);
+                    }
+                }
                 let mut outcomes = outcomes.into_iter();
                 for (size, reply) in sizes.into_iter().zip(replies) {
                     // A sender that gave up (its request timed out) is not an
