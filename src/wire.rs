@@ -352,3 +352,235 @@ pub struct RevocationPage {
     /// event's `seq`, or to this when `events` is empty.
     pub latest: u64,
 }
+
+/// Who performed an audited action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// An admin, by name (never by token).
+    Admin {
+        /// The admin's name.
+        name: String,
+    },
+    /// An agent, by the certificate it presented.
+    Agent {
+        /// Its identity.
+        spiffe_id: AgentId,
+        /// Its instance.
+        instance_id: InstanceId,
+    },
+    /// The holder of a bootstrap token, by the token's public id.
+    Token {
+        /// The token's id (not the token).
+        token_id: String,
+    },
+    /// Nobody authenticated.
+    Anonymous,
+    /// The CA itself.
+    System,
+}
+
+/// One event of the audit trail (`GET /v1/admin/audit`, `agentca audit`).
+///
+/// Each event carries the SHA-256 of the one before it (`prev_hash`) and
+/// its own (`hash`, over all the other fields as serialized, in order), so
+/// that a changed, removed or reordered event breaks the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the trail, from 1, without gaps.
+    pub seq: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who.
+    pub actor: Actor,
+    /// What: `enroll`, `renew`, `revoke`, `register`, `enable`, `disable`,
+    /// `token.create`, `admin.create`, `admin.revoke`, `admin.auth`, ….
+    pub action: String,
+    /// On what: a SPIFFE ID, a tenant or environment, an admin name.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The certificate concerned.
+    #[serde(default)]
+    pub serial: Option<Serial>,
+    /// Its end of validity.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    /// `ok` or `refused`.
+    pub outcome: String,
+    /// Why it was refused (the API's error code), or what it did.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The peer's address.
+    #[serde(default)]
+    pub remote_addr: Option<String>,
+    /// The request's id (also in the `x-request-id` response header and the
+    /// CA's log).
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// SHA-256 of the previous event, hex (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 of this event, hex.
+    pub hash: String,
+}
+
+impl AuditEvent {
+    /// The hash this event should carry: SHA-256 over its JSON without the
+    /// `hash` field.
+    pub fn compute_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Hashed<'a> {
+            seq: u64,
+            #[serde(with = "time::serde::rfc3339")]
+            at: OffsetDateTime,
+            actor: &'a Actor,
+            action: &'a str,
+            subject: &'a Option<String>,
+            serial: &'a Option<Serial>,
+            #[serde(with = "time::serde::rfc3339::option")]
+            not_after: Option<OffsetDateTime>,
+            outcome: &'a str,
+            reason: &'a Option<String>,
+            remote_addr: &'a Option<String>,
+            request_id: &'a Option<String>,
+            prev_hash: &'a str,
+        }
+        let canonical = serde_json::to_vec(&Hashed {
+            seq: self.seq,
+            at: self.at,
+            actor: &self.actor,
+            action: &self.action,
+            subject: &self.subject,
+            serial: &self.serial,
+            not_after: self.not_after,
+            outcome: &self.outcome,
+            reason: &self.reason,
+            remote_addr: &self.remote_addr,
+            request_id: &self.request_id,
+            prev_hash: &self.prev_hash,
+        })
+        .expect("audit events serialize");
+        crate::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref())
+    }
+}
+
+/// Where an audit trail breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuditBreak {
+    /// An event's hash does not match its content: it was changed.
+    #[error("event {0} was changed: its hash does not match its content")]
+    Changed(u64),
+    /// The sequence jumps: events are missing.
+    #[error("events after {after} are missing: the next one is {next}")]
+    Removed {
+        /// The last event before the gap.
+        after: u64,
+        /// The first event after it.
+        next: u64,
+    },
+    /// The sequence goes backwards or repeats: events were reordered.
+    #[error("event {0} is out of order")]
+    Reordered(u64),
+    /// An event does not carry the hash of the one before it: the one
+    /// before was changed (its hash recomputed to hide it) or replaced.
+    #[error("event {previous} was changed or replaced: event {next} does not carry its hash")]
+    Unlinked {
+        /// The event that was changed or replaced.
+        previous: u64,
+        /// The event after it.
+        next: u64,
+    },
+    /// The trail ends on another event than the CA's record of its head:
+    /// the last events were changed or removed.
+    #[error("the trail ends at event {found}, but the CA's head is event {expected}")]
+    Truncated {
+        /// The head the CA recorded.
+        expected: u64,
+        /// The last event found.
+        found: u64,
+    },
+}
+
+/// Walks an audit trail (in stored order) and reports the first break.
+/// `after` is the hash of the event before the first one given (64 zeros
+/// when starting from the beginning), and `first_seq` its expected number.
+///
+/// ```
+/// use agentca::wire::verify_audit_chain;
+/// assert_eq!(verify_audit_chain(&[], 1, &"0".repeat(64)), Ok(0));
+/// ```
+pub fn verify_audit_chain(
+    events: &[AuditEvent],
+    first_seq: u64,
+    after: &str,
+) -> Result<u64, AuditBreak> {
+    let mut prev = after.to_owned();
+    for (i, (e, expected)) in events.iter().zip(first_seq..).enumerate() {
+        if e.seq != expected {
+            let later = events[i + 1..].iter().any(|l| l.seq == expected);
+            if e.seq < expected || later {
+                return Err(AuditBreak::Reordered(e.seq));
+            }
+            return Err(AuditBreak::Removed {
+                after: expected - 1,
+                next: e.seq,
+            });
+        }
+        if e.compute_hash() != e.hash {
+            return Err(AuditBreak::Changed(e.seq));
+        }
+        if e.prev_hash != prev {
+            return Err(AuditBreak::Unlinked {
+                previous: e.seq - 1,
+                next: e.seq,
+            });
+        }
+        prev = e.hash.clone();
+    }
+    Ok(events.len() as u64)
+}
+
+/// One page of the audit trail (`GET /v1/admin/audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Events after the requested sequence number, in order.
+    pub events: Vec<AuditEvent>,
+    /// The CA's record of the trail's last event: its sequence number…
+    pub head_seq: u64,
+    /// …and hash (64 zeros while the trail is empty).
+    pub head_hash: String,
+}
+
+/// `POST /v1/admin/admins`: a named admin token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminRequest {
+    /// Its name, as the audit trail will show it: 1 to 64 characters of
+    /// `a-z`, `0-9`, `-`, `_`, `.`, `@`.
+    pub name: String,
+    /// The one tenant it may act on; every tenant when absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// A named admin, as listed (never with its token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminInfo {
+    /// Its name.
+    pub name: String,
+    /// The one tenant it may act on; every tenant when absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The answer to [`CreateAdminRequest`]: the token, shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAdminResponse {
+    /// The admin.
+    pub admin: AdminInfo,
+    /// Its bearer token. The CA keeps only its hash.
+    pub token: String,
+}

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 
 use agentca::identity::{AgentId, IdError, InstanceId, Name, Part, TrustDomain};
 use agentca::wire::{
-    AgentInfo, CertificateInfo, CloneAlert, CreateTokenRequest, EnrollRequest, Health,
+    Actor, AdminInfo, AgentInfo, AuditEvent, AuditPage, CertificateInfo, CloneAlert,
+    CreateAdminRequest, CreateAdminResponse, CreateTokenRequest, EnrollRequest, Health,
     IssuedCertificate, RegisterAgentRequest, RenewRequest, RevocationEvent as WireRevocationEvent,
     RevocationPage, RevokeRequest, RevokeResponse, Serial, TokenCreated,
 };
@@ -38,6 +39,8 @@ pub const MAX_OWNER_LEN: usize = 256;
 pub const MAX_PURPOSE_LEN: usize = 1024;
 /// Most agents returned by one listing.
 pub const MAX_LIST: usize = 10_000;
+/// Most audit events in one page.
+pub const MAX_AUDIT_PAGE: usize = 1000;
 /// Most certificates shown for one agent.
 const MAX_CERTS_SHOWN: usize = 1_000;
 /// Most clone alerts shown for one agent.
@@ -193,6 +196,90 @@ pub enum AuthorityError {
     /// No registered agent matches.
     #[error("no agent is registered under {0}")]
     NoAgentMatches(String),
+    /// An admin with this name exists.
+    #[error("an admin named {0:?} exists")]
+    AdminExists(String),
+    /// No admin with this name.
+    #[error("no admin is named {0:?}")]
+    AdminNotFound(String),
+    /// Revoking this admin would leave nobody able to act on every tenant.
+    #[error("{0:?} is the last global admin; create another before revoking it")]
+    LastGlobalAdmin(String),
+}
+
+impl AuthorityError {
+    /// The stable code of this refusal, as the API and the audit trail
+    /// show it.
+    pub fn code(&self) -> &'static str {
+        use AuthorityError as E;
+        match self {
+            E::Unauthorized => "unauthorized",
+            E::Forbidden { .. } => "forbidden",
+            E::InvalidRequest(_) => "invalid_request",
+            E::InvalidIdentity(_) => "invalid_identity",
+            E::TtlOutOfRange { .. } => "ttl_out_of_range",
+            E::AgentExists(_) => "agent_exists",
+            E::AgentNotFound(_) | E::NoAgentMatches(_) => "agent_not_found",
+            E::AgentDisabled(_) => "agent_disabled",
+            E::TokenInvalid => "token_invalid",
+            E::TokenExpired => "token_expired",
+            E::TokenUsed => "token_used",
+            E::TokenVoided => "token_voided",
+            E::Csr(CsrError::Malformed(_)) => "csr_malformed",
+            E::Csr(CsrError::SignatureInvalid) => "csr_signature_invalid",
+            E::Csr(CsrError::KeyTypeNotAllowed(_)) => "key_type_not_allowed",
+            E::ClientCertificateRequired => "client_certificate_required",
+            E::CertificateUnknown(_) => "certificate_unknown",
+            E::CertificateExpired(_) => "certificate_expired",
+            E::CertificateNotYetValid => "certificate_not_yet_valid",
+            E::CertificateRevoked => "certificate_revoked",
+            E::KeyReused => "key_reused",
+            E::CloneDetected(_) => "clone_detected",
+            E::IssuerExpired => "issuer_expired",
+            E::Store(_) => "store_unavailable",
+            E::CertificateNotFound(_) => "certificate_not_found",
+            E::InstanceNotFound(_) => "instance_not_found",
+            E::AdminExists(_) => "admin_exists",
+            E::AdminNotFound(_) => "admin_not_found",
+            E::LastGlobalAdmin(_) => "last_global_admin",
+            E::Sign(_) | E::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Whether the CA failed, rather than refused.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            AuthorityError::Store(_)
+                | AuthorityError::Sign(_)
+                | AuthorityError::Internal(_)
+                | AuthorityError::IssuerExpired
+        )
+    }
+}
+
+/// Which registered agents to list.
+#[derive(Clone, Debug, Default)]
+pub struct AgentFilter {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this environment (with a tenant).
+    pub env: Option<String>,
+    /// Only enabled (`true`) or disabled (`false`) agents.
+    pub enabled: Option<bool>,
+    /// Only agents issued no certificate for at least this long (or never).
+    pub idle_for: Option<Duration>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// What the HTTP layer knows of a request, for the audit trail.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    /// The request's id (also in the response's `x-request-id`).
+    pub request_id: Option<String>,
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
 }
 
 /// The admin behind a request, once authenticated.
@@ -203,6 +290,26 @@ impl Admin {
     /// The admin's name.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// The admin as the actor of an audited action.
+    pub fn actor(&self) -> Actor {
+        Actor::Admin {
+            name: self.0.name.clone(),
+        }
+    }
+
+    /// The one tenant this admin may act on, if limited to one.
+    pub fn tenant(&self) -> Option<&str> {
+        self.0.tenant.as_deref()
+    }
+
+    /// Refuses an admin limited to one tenant.
+    fn check_global(&self) -> Result<(), AuthorityError> {
+        match &self.0.tenant {
+            Some(t) => Err(AuthorityError::Forbidden { allowed: t.clone() }),
+            None => Ok(()),
+        }
     }
 
     fn check_tenant(&self, tenant: &str) -> Result<(), AuthorityError> {
@@ -308,15 +415,92 @@ impl Authority {
         }
     }
 
-    /// Authenticates an admin by the bearer token of the request.
-    pub fn admin(&self, bearer: Option<&str>) -> Result<Admin, AuthorityError> {
-        let hash = bearer
-            .and_then(token::hash)
-            .ok_or(AuthorityError::Unauthorized)?;
-        self.records
-            .admin(&hash)?
-            .map(Admin)
-            .ok_or(AuthorityError::Unauthorized)
+    /// Authenticates an admin by the bearer token of the request; a refusal
+    /// is audited.
+    pub async fn admin(
+        &self,
+        ctx: &RequestContext,
+        bearer: Option<&str>,
+    ) -> Result<Admin, AuthorityError> {
+        let result = match bearer.and_then(token::hash) {
+            None => Err(AuthorityError::Unauthorized),
+            Some(hash) => self
+                .records
+                .admin(&hash)
+                .map_err(AuthorityError::from)
+                .and_then(|a| a.map(Admin).ok_or(AuthorityError::Unauthorized)),
+        };
+        let event = self.event(
+            ctx,
+            Actor::Anonymous,
+            "admin.auth",
+            None,
+            OffsetDateTime::now_utc(),
+        );
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    /// An audit event of `action` by `actor` on `subject`, outcome ok.
+    fn event(
+        &self,
+        ctx: &RequestContext,
+        actor: Actor,
+        action: &str,
+        subject: Option<String>,
+        now: OffsetDateTime,
+    ) -> AuditEvent {
+        AuditEvent {
+            seq: 0,
+            at: profile::whole_seconds(now),
+            actor,
+            action: action.to_owned(),
+            subject,
+            serial: None,
+            not_after: None,
+            outcome: "ok".into(),
+            reason: None,
+            remote_addr: ctx.remote.map(|a| a.to_string()),
+            request_id: ctx.request_id.clone(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// `change` with its audit event, committed together.
+    fn audited(change: Change, event: AuditEvent) -> Change {
+        Change::Audited {
+            change: Box::new(change),
+            audit: Box::new(event),
+        }
+    }
+
+    /// Appends `event` as refused with the error's code when `result` is a
+    /// refusal (failures of the CA itself are in its log, and a store that
+    /// fails could not record them anyway).
+    async fn audit_refusal<T>(&self, mut event: AuditEvent, result: &Result<T, AuthorityError>) {
+        let Err(e) = result else { return };
+        if e.is_failure() || matches!(e, AuthorityError::CloneDetected(_)) {
+            // A clone alert is audited in the same commit as the alert.
+            return;
+        }
+        event.outcome = "refused".into();
+        event.reason = Some(e.code().into());
+        match self.writer.apply(Change::Audit(event)).await {
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "could not record a refusal in the audit trail")
+            }
+        }
+    }
+
+    /// Appends an event that changes nothing else.
+    async fn audit(&self, event: AuditEvent) -> Result<(), AuthorityError> {
+        self.writer
+            .apply(Change::Audit(event))
+            .await?
+            .map_err(unexpected)?;
+        Ok(())
     }
 
     fn agent_id(&self, tenant: &str, env: &str, agent: &str) -> Result<AgentId, AuthorityError> {
@@ -347,6 +531,27 @@ impl Authority {
         })
     }
 
+    /// The certificates of `agent_key` neither expired nor revoked.
+    fn live_certificates(
+        &self,
+        agent_key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertificateInfo>, AuthorityError> {
+        Ok(self
+            .records
+            .certs_of(agent_key, MAX_CERTS_SHOWN)?
+            .into_iter()
+            .filter(|c| c.not_after > now && c.revoked.is_none())
+            .map(|c| CertificateInfo {
+                serial: c.serial,
+                instance_id: c.instance_id,
+                not_before: c.not_before,
+                not_after: c.not_after,
+                renewed_by: c.renewed_by.map(|r| r.serial),
+            })
+            .collect())
+    }
+
     fn check_ttl(
         &self,
         what: &'static str,
@@ -372,11 +577,27 @@ impl Authority {
     /// Registers an agent. Nothing unregistered can get a certificate.
     pub async fn register(
         &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        req: RegisterAgentRequest,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let subject = Some(format!("{}/{}/{}", req.tenant, req.env, req.agent));
+        let event = self.event(ctx, admin.actor(), "register", subject, now);
+        let result = self.register_inner(event.clone(), admin, req, now).await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    async fn register_inner(
+        &self,
+        mut event: AuditEvent,
         admin: &Admin,
         req: RegisterAgentRequest,
         now: OffsetDateTime,
     ) -> Result<AgentInfo, AuthorityError> {
         let id = self.agent_id(&req.tenant, &req.env, &req.agent)?;
+        event.subject = Some(id.to_string());
         admin.check_tenant(&req.tenant)?;
         check_text("owner", &req.owner, MAX_OWNER_LEN)?;
         check_text("purpose", &req.purpose, MAX_PURPOSE_LEN)?;
@@ -404,7 +625,7 @@ impl Authority {
         };
         match self
             .writer
-            .apply(Change::RegisterAgent(record.clone()))
+            .apply(Self::audited(Change::RegisterAgent(record.clone()), event))
             .await?
         {
             Ok(_) => {
@@ -417,14 +638,30 @@ impl Authority {
     }
 
     /// Lists registered agents, optionally of one tenant and env.
-    pub fn list_agents(
+    pub async fn list_agents(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        filter: &AgentFilter,
+        now: OffsetDateTime,
+    ) -> Result<Vec<AgentInfo>, AuthorityError> {
+        let result = self.list_agents_inner(admin, filter, now);
+        let subject = filter
+            .tenant
+            .as_ref()
+            .map(|t| format!("{t}/{}", filter.env.as_deref().unwrap_or("*")));
+        let event = self.event(ctx, admin.actor(), "agents.list", subject, now);
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    fn list_agents_inner(
         &self,
         admin: &Admin,
-        tenant: Option<&str>,
-        env: Option<&str>,
-        limit: usize,
+        filter: &AgentFilter,
+        now: OffsetDateTime,
     ) -> Result<Vec<AgentInfo>, AuthorityError> {
-        let tenant = match (&admin.0.tenant, tenant) {
+        let tenant = match (&admin.0.tenant, filter.tenant.as_deref()) {
             (Some(own), Some(asked)) if own != asked => {
                 return Err(AuthorityError::Forbidden {
                     allowed: own.clone(),
@@ -433,7 +670,7 @@ impl Authority {
             (Some(own), _) => Some(own.as_str()),
             (None, asked) => asked,
         };
-        let prefix = match (tenant, env) {
+        let prefix = match (tenant, filter.env.as_deref()) {
             (Some(t), Some(e)) => {
                 Name::new(Part::Tenant, t)?;
                 Name::new(Part::Env, e)?;
@@ -450,11 +687,238 @@ impl Authority {
             }
             (None, None) => String::new(),
         };
-        self.records
-            .agents(&prefix, limit.min(MAX_LIST))?
-            .iter()
-            .map(|r| self.info(r))
-            .collect()
+        let mut out = Vec::new();
+        // Filters apply after the key-order scan; the scan is bounded.
+        for record in self.records.agents(&prefix, MAX_LIST)? {
+            if out.len() >= filter.limit.min(MAX_LIST) {
+                break;
+            }
+            if filter.enabled.is_some_and(|e| e != record.enabled) {
+                continue;
+            }
+            if let Some(idle) = filter.idle_for {
+                if record.last_issued_at.is_some_and(|at| at > now - idle) {
+                    continue;
+                }
+            }
+            let mut info = self.info(&record)?;
+            info.live_certificates = self.live_certificates(&record.key(), now)?;
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` audit events after `since`, waiting up to `wait` for
+    /// one if there is none yet; global admins only. Reading the trail is
+    /// not itself audited (a follower would feed on its own events), but a
+    /// refused read is.
+    pub async fn audit_page(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        since: u64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<AuditPage, AuthorityError> {
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "audit.read",
+            None,
+            OffsetDateTime::now_utc(),
+        );
+        let result = self.audit_page_inner(admin, since, limit, wait).await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    async fn audit_page_inner(
+        &self,
+        admin: &Admin,
+        since: u64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<AuditPage, AuthorityError> {
+        admin.check_global()?;
+        let limit = limit.clamp(1, MAX_AUDIT_PAGE);
+        let mut head = self.writer.audit_head();
+        if *head.borrow_and_update() <= since && !wait.is_zero() {
+            // Woken by the next commit that appends an event, or not at all.
+            let _ = tokio::time::timeout(wait, head.wait_for(|seq| *seq > since)).await;
+        }
+        // The head is read before the events: a page never reports a head
+        // older than its own events.
+        let (head_seq, head_hash) = self.records.audit_head()?;
+        let events = self.records.audit_since(since, limit)?;
+        Ok(AuditPage {
+            events,
+            head_seq,
+            head_hash,
+        })
+    }
+
+    /// Creates a named admin token; global admins only.
+    pub async fn create_admin(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        req: CreateAdminRequest,
+        now: OffsetDateTime,
+    ) -> Result<CreateAdminResponse, AuthorityError> {
+        let mut event = self.event(
+            ctx,
+            admin.actor(),
+            "admin.create",
+            Some(req.name.clone()),
+            now,
+        );
+        event.reason = Some(match &req.tenant {
+            Some(t) => format!("tenant {t}"),
+            None => "every tenant".into(),
+        });
+        let result = self
+            .create_admin_inner(event.clone(), admin, req, now)
+            .await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    async fn create_admin_inner(
+        &self,
+        event: AuditEvent,
+        admin: &Admin,
+        req: CreateAdminRequest,
+        now: OffsetDateTime,
+    ) -> Result<CreateAdminResponse, AuthorityError> {
+        admin.check_global()?;
+        check_admin_name(&req.name)?;
+        if let Some(t) = &req.tenant {
+            Name::new(Part::Tenant, t)?;
+        }
+        let secret = token::generate(token::ADMIN_PREFIX);
+        let hash = token::hash(&secret).expect("generated tokens are well-formed");
+        let record = AdminRecord {
+            name: req.name.clone(),
+            tenant: req.tenant.clone(),
+            created_at: profile::whole_seconds(now),
+        };
+        let change = Change::PutAdmin {
+            hash,
+            admin: record.clone(),
+        };
+        match self.writer.apply(Self::audited(change, event)).await? {
+            Ok(_) => {
+                tracing::info!(admin = admin.name(), name = %record.name, tenant = ?record.tenant, "admin created");
+                Ok(CreateAdminResponse {
+                    admin: admin_info(&record),
+                    token: secret,
+                })
+            }
+            Err(Conflict::AdminExists) => Err(AuthorityError::AdminExists(req.name)),
+            Err(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// The named admins; global admins only.
+    pub async fn list_admins(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+    ) -> Result<Vec<AdminInfo>, AuthorityError> {
+        let result = admin
+            .check_global()
+            .and_then(|()| Ok(self.records.admins()?.iter().map(admin_info).collect()));
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "admin.list",
+            None,
+            OffsetDateTime::now_utc(),
+        );
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    /// Revokes a named admin's token; global admins only. The last global
+    /// admin cannot be revoked.
+    pub async fn delete_admin(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "admin.revoke",
+            Some(name.to_owned()),
+            now,
+        );
+        let result = match admin.check_global() {
+            Err(e) => Err(e),
+            Ok(()) => match self
+                .writer
+                .apply(Self::audited(
+                    Change::DeleteAdmin(name.to_owned()),
+                    event.clone(),
+                ))
+                .await
+            {
+                Err(e) => Err(e.into()),
+                Ok(Ok(_)) => {
+                    tracing::info!(admin = admin.name(), name, "admin revoked");
+                    Ok(())
+                }
+                Ok(Err(Conflict::AdminNotFound)) => {
+                    Err(AuthorityError::AdminNotFound(name.to_owned()))
+                }
+                Ok(Err(Conflict::LastGlobalAdmin)) => {
+                    Err(AuthorityError::LastGlobalAdmin(name.to_owned()))
+                }
+                Ok(Err(other)) => Err(unexpected(other)),
+            },
+        };
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    /// The stored state that `GET /metrics` reports.
+    pub fn metrics_snapshot(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<crate::metrics::Snapshot, AuthorityError> {
+        let crl = self.revocations.crl();
+        let revoked_unexpired = self.revocations.revoked_unexpired(now);
+        Ok(crate::metrics::Snapshot {
+            live_certificates: crate::metrics::global()
+                .unexpired(now)
+                .saturating_sub(revoked_unexpired),
+            crl_entries: crl.entries as u64,
+            crl_number: crl.number,
+            crl_age_seconds: (now - crl.this_update).whole_seconds(),
+            crl_next_update_seconds: (crl.next_update - now).whole_seconds(),
+            store_bytes: self.records.store().size_on_disk(),
+            audit_last_sequence: self.records.audit_head()?.0,
+            intermediate_expiry_seconds: (self.ca.not_after() - now).whole_seconds(),
+        })
+    }
+
+    /// Records a request refused before it reached its operation (a
+    /// malformed body): the audit trail shows every refusal.
+    pub async fn audit_rejected(
+        &self,
+        ctx: &RequestContext,
+        actor: Actor,
+        action: &str,
+        code: &str,
+    ) {
+        let mut event = self.event(ctx, actor, action, None, OffsetDateTime::now_utc());
+        event.outcome = "refused".into();
+        event.reason = Some(code.to_owned());
+        if let Err(e) = self.writer.apply(Change::Audit(event)).await {
+            tracing::error!(error = %e, "could not record a refusal in the audit trail");
+        }
     }
 
     fn registered(&self, id: &AgentId) -> Result<AgentRecord, AuthorityError> {
@@ -464,7 +928,28 @@ impl Authority {
     }
 
     /// One agent, with its live certificates and clone alerts.
-    pub fn show_agent(
+    pub async fn show_agent(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let result = self.show_agent_inner(admin, tenant, env, agent, now);
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "agents.show",
+            Some(format!("{tenant}/{env}/{agent}")),
+            now,
+        );
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    fn show_agent_inner(
         &self,
         admin: &Admin,
         tenant: &str,
@@ -477,19 +962,7 @@ impl Authority {
         let record = self.registered(&id)?;
         let mut info = self.info(&record)?;
         let key = id.path_key();
-        info.live_certificates = self
-            .records
-            .certs_of(&key, MAX_CERTS_SHOWN)?
-            .into_iter()
-            .filter(|c| c.not_after > now && c.revoked.is_none())
-            .map(|c| CertificateInfo {
-                serial: c.serial,
-                instance_id: c.instance_id,
-                not_before: c.not_before,
-                not_after: c.not_after,
-                renewed_by: c.renewed_by.map(|r| r.serial),
-            })
-            .collect();
+        info.live_certificates = self.live_certificates(&key, now)?;
         info.clone_alerts = self
             .records
             .alerts_of(&key, MAX_ALERTS_SHOWN)?
@@ -507,8 +980,36 @@ impl Authority {
 
     /// Enables or disables an agent. A disabled agent can neither enroll
     /// nor renew, and gets no new tokens.
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_enabled(
         &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        enabled: bool,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let action = if enabled { "enable" } else { "disable" };
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            action,
+            Some(format!("{tenant}/{env}/{agent}")),
+            now,
+        );
+        let result = self
+            .set_enabled_inner(event.clone(), admin, tenant, env, agent, enabled, now)
+            .await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn set_enabled_inner(
+        &self,
+        mut event: AuditEvent,
         admin: &Admin,
         tenant: &str,
         env: &str,
@@ -517,13 +1018,14 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<AgentInfo, AuthorityError> {
         let id = self.agent_id(tenant, env, agent)?;
+        event.subject = Some(id.to_string());
         admin.check_tenant(tenant)?;
         let change = Change::SetAgentEnabled {
             key: id.path_key(),
             enabled,
             at: profile::whole_seconds(now),
         };
-        match self.writer.apply(change).await? {
+        match self.writer.apply(Self::audited(change, event)).await? {
             Ok(_) => {
                 tracing::info!(admin = admin.name(), agent = %id, enabled, "agent state changed");
                 self.info(&self.registered(&id)?)
@@ -535,8 +1037,35 @@ impl Authority {
 
     /// Creates a bootstrap token for a registered, enabled agent. The token
     /// is in the answer only; the store keeps its hash.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_token(
         &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+        req: CreateTokenRequest,
+        now: OffsetDateTime,
+    ) -> Result<TokenCreated, AuthorityError> {
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "token.create",
+            Some(format!("{tenant}/{env}/{agent}")),
+            now,
+        );
+        let result = self
+            .create_token_inner(event.clone(), admin, tenant, env, agent, req, now)
+            .await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_token_inner(
+        &self,
+        mut event: AuditEvent,
         admin: &Admin,
         tenant: &str,
         env: &str,
@@ -545,6 +1074,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<TokenCreated, AuthorityError> {
         let id = self.agent_id(tenant, env, agent)?;
+        event.subject = Some(id.to_string());
         admin.check_tenant(tenant)?;
         let ttl = match req.ttl_seconds {
             Some(secs) => self.check_ttl(
@@ -574,14 +1104,17 @@ impl Authority {
             used: 0,
             voided: false,
         };
-        match self
-            .writer
-            .apply(Change::CreateToken {
-                hash,
-                token: record.clone(),
-            })
-            .await?
-        {
+        event.reason = Some(format!(
+            "token {} for {} use(s), valid until {}",
+            record.token_id,
+            uses,
+            rfc3339(record.expires_at)
+        ));
+        let change = Change::CreateToken {
+            hash,
+            token: record.clone(),
+        };
+        match self.writer.apply(Self::audited(change, event)).await? {
             Ok(_) => {
                 tracing::info!(admin = admin.name(), agent = %id, token_id = %record.token_id, uses, "bootstrap token created");
                 Ok(TokenCreated {
@@ -602,6 +1135,23 @@ impl Authority {
     /// certificate and a new instance id.
     pub async fn enroll(
         &self,
+        ctx: &RequestContext,
+        req: EnrollRequest,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        // The actor is the token, by its public id; garbage gets none.
+        let actor = token::hash(&req.token).map_or(Actor::Anonymous, |h| Actor::Token {
+            token_id: token::id(&h),
+        });
+        let event = self.event(ctx, actor, "enroll", None, now);
+        let result = self.enroll_inner(event.clone(), req, now).await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    async fn enroll_inner(
+        &self,
+        mut event: AuditEvent,
         req: EnrollRequest,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, AuthorityError> {
@@ -638,7 +1188,10 @@ impl Authority {
             at: now,
             cert,
         };
-        match self.writer.apply(change).await? {
+        event.subject = Some(id.to_string());
+        event.serial = Some(issued.serial.clone());
+        event.not_after = Some(issued.not_after);
+        match self.writer.apply(Self::audited(change, event)).await? {
             Ok(_) => {
                 tracing::info!(agent = %id, instance = %instance, serial = %issued.serial, token_id = %token.token_id, "enrolled");
                 Ok(issued)
@@ -662,6 +1215,37 @@ impl Authority {
     /// recorded as a clone alert.
     pub async fn renew(
         &self,
+        ctx: &RequestContext,
+        peer_chain: Option<&[CertificateDer<'static>]>,
+        req: RenewRequest,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, AuthorityError> {
+        // The actor is the presented certificate's identity, read without
+        // trusting it (the refusal may be that it is not ours).
+        let presented = peer_chain
+            .and_then(|c| c.first())
+            .and_then(|leaf| peer_identity(leaf));
+        let (actor, subject) = match presented {
+            Some((id, instance)) => (
+                Actor::Agent {
+                    spiffe_id: id.clone(),
+                    instance_id: instance,
+                },
+                Some(id.to_string()),
+            ),
+            None => (Actor::Anonymous, None),
+        };
+        let event = self.event(ctx, actor, "renew", subject, now);
+        let result = self
+            .renew_inner(event.clone(), peer_chain, req, ctx.remote, now)
+            .await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    async fn renew_inner(
+        &self,
+        event: AuditEvent,
         peer_chain: Option<&[CertificateDer<'static>]>,
         req: RenewRequest,
         remote: Option<SocketAddr>,
@@ -707,7 +1291,7 @@ impl Authority {
         }
         if let Some(renewal) = &current.renewed_by {
             return self
-                .renewed_already(&current, renewal, &csr, remote, now)
+                .renewed_already(event, &current, renewal, &csr, remote, now)
                 .await;
         }
         let (cert, issued) = self.sign(
@@ -725,14 +1309,18 @@ impl Authority {
             at: profile::whole_seconds(now),
             cert,
         };
-        match self.writer.apply(change).await? {
+        let mut done = event.clone();
+        done.serial = Some(issued.serial.clone());
+        done.not_after = Some(issued.not_after);
+        done.reason = Some(format!("from {serial}"));
+        match self.writer.apply(Self::audited(change, done)).await? {
             Ok(_) => {
                 tracing::info!(agent = %id, instance = %current.instance_id, from = %serial, serial = %issued.serial, "renewed");
                 Ok(issued)
             }
             // Another renewal of the same certificate committed first.
             Err(Conflict::AlreadyRenewed(renewal)) => {
-                self.renewed_already(&current, &renewal, &csr, remote, now)
+                self.renewed_already(event, &current, &renewal, &csr, remote, now)
                     .await
             }
             Err(Conflict::CertificateRevoked) => Err(AuthorityError::CertificateRevoked),
@@ -748,6 +1336,7 @@ impl Authority {
     /// the same certificate for the same key, a clone alert otherwise.
     async fn renewed_already(
         &self,
+        mut event: AuditEvent,
         current: &CertRecord,
         renewal: &Renewal,
         csr: &CheckedCsr,
@@ -758,6 +1347,13 @@ impl Authority {
             let issued = self.records.cert(&renewal.serial)?.ok_or_else(|| {
                 AuthorityError::CertificateUnknown("its renewal record is gone".into())
             })?;
+            event.serial = Some(issued.serial.clone());
+            event.not_after = Some(issued.not_after);
+            event.reason = Some(format!(
+                "retry: the renewal of {} issued before",
+                current.serial
+            ));
+            self.audit(event).await?;
             return self.issued_from_record(&issued);
         }
         let alert = CloneAlertRecord {
@@ -768,8 +1364,14 @@ impl Authority {
             requested_key_sha256: csr.key_sha256.clone(),
             remote_addr: remote.map(|a| a.to_string()),
         };
+        event.serial = Some(current.serial.clone());
+        event.outcome = "refused".into();
+        event.reason = Some(format!(
+            "clone_detected: renewed before, now asked for key {}",
+            csr.key_sha256
+        ));
         self.writer
-            .apply(Change::RecordCloneAlert(alert))
+            .apply(Self::audited(Change::RecordCloneAlert(alert), event))
             .await?
             .map_err(unexpected)?;
         tracing::warn!(
@@ -885,6 +1487,21 @@ impl Authority {
     /// Returns once the revocations are durable and listed in the CRL.
     pub async fn revoke(
         &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        req: RevokeRequest,
+        now: OffsetDateTime,
+    ) -> Result<RevokeResponse, AuthorityError> {
+        let subject = describe_target(&req);
+        let event = self.event(ctx, admin.actor(), "revoke", Some(subject), now);
+        let result = self.revoke_inner(event.clone(), admin, req, now).await;
+        self.audit_refusal(event, &result).await;
+        result
+    }
+
+    async fn revoke_inner(
+        &self,
+        mut event: AuditEvent,
         admin: &Admin,
         req: RevokeRequest,
         now: OffsetDateTime,
@@ -936,11 +1553,10 @@ impl Authority {
             }
         };
         let at = profile::whole_seconds(now);
-        let summary = match self
-            .writer
-            .apply(Change::Revoke { target, reason, at })
-            .await?
-        {
+        event.subject = Some(what.clone());
+        event.reason = Some(crl::reason_name(reason).to_owned());
+        let change = Self::audited(Change::Revoke { target, reason, at }, event);
+        let summary = match self.writer.apply(change).await? {
             Ok(Applied::Revoked(summary)) => summary,
             Ok(other) => {
                 return Err(AuthorityError::Internal(format!(
@@ -1064,6 +1680,49 @@ impl Authority {
     }
 }
 
+/// The identity and instance a presented certificate claims, read without
+/// verifying it (for the audit trail only).
+fn peer_identity(leaf: &CertificateDer<'_>) -> Option<(AgentId, InstanceId)> {
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    let uri = cert
+        .subject_alternative_name()
+        .ok()??
+        .value
+        .general_names
+        .iter()
+        .find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })?;
+    let instance = cert
+        .subject()
+        .iter_attributes()
+        .find(|a| a.attr_type().to_id_string() == "2.5.4.5")
+        .and_then(|a| a.as_str().ok())
+        .and_then(|s| InstanceId::parse(s).ok())?;
+    Some((AgentId::parse(&uri).ok()?, instance))
+}
+
+/// What a revocation request names, for the audit trail.
+fn describe_target(req: &RevokeRequest) -> String {
+    if let Some(serial) = &req.serial {
+        return format!("serial {serial}");
+    }
+    if let Some(instance) = &req.instance_id {
+        return format!("instance {instance}");
+    }
+    [
+        req.tenant.as_deref(),
+        req.env.as_deref(),
+        req.agent.as_deref(),
+    ]
+    .iter()
+    .flatten()
+    .copied()
+    .collect::<Vec<_>>()
+    .join("/")
+}
+
 fn split_key(key: &str) -> Result<(&str, &str, &str), AuthorityError> {
     let mut parts = key.splitn(3, '/');
     match (parts.next(), parts.next(), parts.next()) {
@@ -1110,6 +1769,32 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), AuthorityError
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+fn admin_info(record: &AdminRecord) -> AdminInfo {
+    AdminInfo {
+        name: record.name.clone(),
+        tenant: record.tenant.clone(),
+        created_at: record.created_at,
+    }
+}
+
+/// Longest admin name.
+pub const MAX_ADMIN_NAME: usize = 64;
+
+fn check_admin_name(name: &str) -> Result<(), AuthorityError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_ADMIN_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthorityError::InvalidRequest(format!(
+            "admin names are 1 to {MAX_ADMIN_NAME} characters of a-z, 0-9, '-', '_', '.', '@'"
+        )))
+    }
 }
 
 fn unexpected(conflict: Conflict) -> AuthorityError {

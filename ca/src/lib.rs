@@ -18,6 +18,7 @@ pub mod datadir;
 pub mod http;
 pub mod issuer;
 pub mod keys;
+pub mod metrics;
 pub mod ocsp;
 pub mod profile;
 pub mod revocation;

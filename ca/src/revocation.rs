@@ -181,6 +181,12 @@ impl Revocations {
         Ok(service)
     }
 
+    /// How many revoked certificates have not expired by `now`.
+    pub fn revoked_unexpired(&self, now: OffsetDateTime) -> u64 {
+        let feed = self.feed.read().unwrap_or_else(|p| p.into_inner());
+        feed.values().filter(|e| e.not_after > now).count() as u64
+    }
+
     /// The intermediate's current CRL.
     pub fn crl(&self) -> Arc<SignedCrl> {
         self.crl.load_full()

@@ -45,7 +45,7 @@ impl AdminConnection {
         Ok((client, token))
     }
 
-    async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
+    pub(super) async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -125,6 +125,13 @@ pub struct ListArgs {
     /// Only this environment (with --tenant).
     #[arg(long, requires = "tenant")]
     env: Option<String>,
+    /// Only enabled or only disabled agents.
+    #[arg(long, value_parser = ["enabled", "disabled"])]
+    state: Option<String>,
+    /// Only agents issued no certificate for at least this long (or
+    /// never), such as 30m.
+    #[arg(long, value_parser = parse_duration)]
+    idle_for: Option<Duration>,
     /// At most this many.
     #[arg(long, default_value_t = 1000)]
     limit: usize,
@@ -141,6 +148,12 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     if let Some(e) = &args.env {
         agentca::identity::Name::new(agentca::identity::Part::Env, e)?;
         query.push(format!("env={e}"));
+    }
+    if let Some(state) = &args.state {
+        query.push(format!("state={state}"));
+    }
+    if let Some(idle) = args.idle_for {
+        query.push(format!("idle_for={}", idle.whole_seconds().max(0)));
     }
     let path = format!("/v1/admin/agents?{}", query.join("&"));
     let agents: Vec<AgentInfo> = args.conn.call::<(), _>(Method::GET, &path, None).await?;

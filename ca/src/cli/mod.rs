@@ -8,6 +8,7 @@
 
 mod admin;
 mod agent;
+mod audit;
 mod serve;
 mod verify;
 
@@ -33,6 +34,10 @@ struct Cli {
     /// Log filter (tracing syntax, e.g. `info`, `agentca_ca=debug`).
     #[arg(long, global = true, env = "AGENTCA_LOG", default_value = "info")]
     log: String,
+    /// Log format: `human` (one readable line per event) or `json` (one
+    /// JSON object per line, for log collectors).
+    #[arg(long, global = true, env = "AGENTCA_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +62,10 @@ enum Command {
     Disable(admin::AgentArgs),
     /// Revoke certificates by serial, instance, agent, env or tenant (admin).
     Revoke(admin::RevokeArgs),
+    /// Export, follow or verify the audit trail (global admin).
+    Audit(audit::AuditArgs),
+    /// Create, list or revoke named admin tokens (global admin).
+    Admin(audit::AdminArgs),
     /// Get a first certificate with a bootstrap token; writes cert.pem, key.pem, bundle.pem.
     Enroll(agent::EnrollArgs),
     /// Renew the certificate in a directory with a fresh key.
@@ -71,7 +80,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet_default = !matches!(cli.command, Command::Serve(_));
-    init_logging(&cli.log, quiet_default);
+    init_logging(&cli.log, cli.log_format == "json", quiet_default);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,6 +102,8 @@ pub fn main() -> ExitCode {
             Command::Enable(args) => admin::set_enabled(args, true).await,
             Command::Disable(args) => admin::set_enabled(args, false).await,
             Command::Revoke(args) => admin::revoke(args).await,
+            Command::Audit(args) => audit::audit(args).await,
+            Command::Admin(args) => audit::admin(args).await,
             Command::Enroll(args) => agent::enroll(args).await,
             Command::Renew(args) => agent::renew(args).await,
             Command::Run(args) => agent::run(args).await,
@@ -108,7 +119,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str, quiet_default: bool) {
+fn init_logging(filter: &str, json: bool, quiet_default: bool) {
     // Client commands log only warnings unless asked, so their output stays
     // clean for scripts.
     let filter = if quiet_default && filter == "info" {
@@ -118,10 +129,14 @@ fn init_logging(filter: &str, quiet_default: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Where a local CA lives when no directory is given: `$AGENTCA_HOME`, or

@@ -236,6 +236,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start(store.clone(), Some(committed_tx))?;
     let records = Records::new(store);
+    crate::metrics::global().load_unexpired(&records, OffsetDateTime::now_utc())?;
     let root_crl = match root_key {
         Some(key) => RootCrlSource::Signer(Box::new(
             RootSigner::new(&loaded.root, key, dir.root_crl()).map_err(anyhow::Error::msg)?,

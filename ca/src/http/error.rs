@@ -7,7 +7,6 @@ use axum::Json;
 use agentca::wire::ErrorBody;
 
 use crate::authority::AuthorityError;
-use crate::csr::CsrError;
 
 /// An HTTP refusal: a status, a stable code, and a sentence.
 #[derive(Debug)]
@@ -54,45 +53,36 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of each of the authority's error codes.
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "unauthorized"
+        | "token_invalid"
+        | "token_expired"
+        | "token_used"
+        | "token_voided"
+        | "client_certificate_required"
+        | "certificate_unknown"
+        | "certificate_expired"
+        | "certificate_not_yet_valid"
+        | "certificate_revoked" => StatusCode::UNAUTHORIZED,
+        "forbidden" | "agent_disabled" => StatusCode::FORBIDDEN,
+        "agent_exists" | "clone_detected" | "admin_exists" | "last_global_admin" => {
+            StatusCode::CONFLICT
+        }
+        "agent_not_found" | "certificate_not_found" | "instance_not_found" | "admin_not_found" => {
+            StatusCode::NOT_FOUND
+        }
+        "issuer_expired" | "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "internal_error" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 impl From<AuthorityError> for ApiError {
     fn from(e: AuthorityError) -> Self {
-        use AuthorityError as E;
-        let (status, code) = match &e {
-            E::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            E::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            E::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            E::InvalidIdentity(_) => (StatusCode::BAD_REQUEST, "invalid_identity"),
-            E::TtlOutOfRange { .. } => (StatusCode::BAD_REQUEST, "ttl_out_of_range"),
-            E::AgentExists(_) => (StatusCode::CONFLICT, "agent_exists"),
-            E::AgentNotFound(_) => (StatusCode::NOT_FOUND, "agent_not_found"),
-            E::AgentDisabled(_) => (StatusCode::FORBIDDEN, "agent_disabled"),
-            E::TokenInvalid => (StatusCode::UNAUTHORIZED, "token_invalid"),
-            E::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
-            E::TokenUsed => (StatusCode::UNAUTHORIZED, "token_used"),
-            E::TokenVoided => (StatusCode::UNAUTHORIZED, "token_voided"),
-            E::Csr(CsrError::Malformed(_)) => (StatusCode::BAD_REQUEST, "csr_malformed"),
-            E::Csr(CsrError::SignatureInvalid) => {
-                (StatusCode::BAD_REQUEST, "csr_signature_invalid")
-            }
-            E::Csr(CsrError::KeyTypeNotAllowed(_)) => {
-                (StatusCode::BAD_REQUEST, "key_type_not_allowed")
-            }
-            E::ClientCertificateRequired => {
-                (StatusCode::UNAUTHORIZED, "client_certificate_required")
-            }
-            E::CertificateUnknown(_) => (StatusCode::UNAUTHORIZED, "certificate_unknown"),
-            E::CertificateExpired(_) => (StatusCode::UNAUTHORIZED, "certificate_expired"),
-            E::CertificateNotYetValid => (StatusCode::UNAUTHORIZED, "certificate_not_yet_valid"),
-            E::CertificateRevoked => (StatusCode::UNAUTHORIZED, "certificate_revoked"),
-            E::KeyReused => (StatusCode::BAD_REQUEST, "key_reused"),
-            E::CloneDetected(_) => (StatusCode::CONFLICT, "clone_detected"),
-            E::IssuerExpired => (StatusCode::SERVICE_UNAVAILABLE, "issuer_expired"),
-            E::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
-            E::CertificateNotFound(_) => (StatusCode::NOT_FOUND, "certificate_not_found"),
-            E::InstanceNotFound(_) => (StatusCode::NOT_FOUND, "instance_not_found"),
-            E::NoAgentMatches(_) => (StatusCode::NOT_FOUND, "agent_not_found"),
-            E::Sign(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-        };
+        let code = e.code();
+        let status = status_of(code);
         let detail = if status.is_server_error() {
             // The cause goes to the log, not to the client.
             tracing::error!(error = %e, code, "request failed");

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -46,7 +46,7 @@ use agentca::wire::{
     CreateTokenRequest, EnrollRequest, RegisterAgentRequest, RenewRequest, RevokeRequest,
 };
 
-use crate::authority::{Admin, Authority};
+use crate::authority::{Admin, Authority, RequestContext};
 pub use error::ApiError;
 
 /// Largest request body accepted, in bytes.
@@ -84,6 +84,7 @@ pub fn public_router(authority: Arc<Authority>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(tag_route))
         .with_state(authority)
 }
 
@@ -131,11 +132,30 @@ pub fn router(authority: Arc<Authority>, issuing: IssuanceLimit) -> Router {
             "/v1/admin/agents/{tenant}/{env}/{agent}/disable",
             post(disable),
         )
+        .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/admins", post(create_admin).get(list_admins))
+        .route(
+            "/v1/admin/admins/{name}",
+            axum::routing::delete(delete_admin),
+        )
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(Extension(issuing))
+        .layer(axum::middleware::from_fn(tag_route))
         .with_state(authority)
+}
+
+/// Copies the matched route into the response, where the listener reads it
+/// to label the request's metrics.
+async fn tag_route(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(req).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(matched);
+    }
+    response
 }
 
 /// A JSON body, with every rejection (too large, not JSON, wrong fields)
@@ -178,8 +198,51 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn admin(authority: &Authority, headers: &HeaderMap) -> Result<Admin, ApiError> {
-    Ok(authority.admin(bearer(headers))?)
+/// A request's id, set by the listener for every request.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The audit context of a request: its id and the peer's address.
+pub struct Ctx(pub RequestContext);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Ctx(RequestContext {
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            remote: parts.extensions.get::<ConnInfo>().map(|c| c.remote),
+        }))
+    }
+}
+
+async fn admin(
+    authority: &Authority,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+) -> Result<Admin, ApiError> {
+    Ok(authority.admin(ctx, bearer(headers)).await?)
+}
+
+/// The body, once the caller is known: a malformed body of an audited
+/// request is itself an audited refusal.
+async fn body<T>(
+    ca: &Authority,
+    ctx: &RequestContext,
+    actor: agentca::wire::Actor,
+    action: &str,
+    body: Result<JsonBody<T>, ApiError>,
+) -> Result<T, ApiError> {
+    match body {
+        Ok(JsonBody(t)) => Ok(t),
+        Err(e) => {
+            ca.audit_rejected(ctx, actor, action, e.code).await;
+            Err(e)
+        }
+    }
 }
 
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
@@ -217,38 +280,43 @@ async fn bundle(State(ca): State<AppState>) -> impl IntoResponse {
 
 async fn enroll(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     Extension(limit): Extension<IssuanceLimit>,
-    JsonBody(req): JsonBody<EnrollRequest>,
+    req: Result<JsonBody<EnrollRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let _permit = limit.admit()?;
-    Ok(Json(ca.enroll(req, now()).await?))
+    let req = body(&ca, &ctx, agentca::wire::Actor::Anonymous, "enroll", req).await?;
+    Ok(Json(ca.enroll(&ctx, req, now()).await?))
 }
 
 async fn renew(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     Extension(limit): Extension<IssuanceLimit>,
     conn: Option<Extension<ConnInfo>>,
-    JsonBody(req): JsonBody<RenewRequest>,
+    req: Result<JsonBody<RenewRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let _permit = limit.admit()?;
+    let req = body(&ca, &ctx, agentca::wire::Actor::Anonymous, "renew", req).await?;
     let conn = conn.map(|Extension(c)| c);
     let chain = conn
         .as_ref()
         .and_then(|c| c.peer_chain.as_deref())
         .map(Vec::as_slice);
-    let remote = conn.as_ref().map(|c| c.remote);
-    Ok(Json(ca.renew(chain, req, remote, now()).await?))
+    Ok(Json(ca.renew(&ctx, chain, req, now()).await?))
 }
 
 async fn register(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<RegisterAgentRequest>,
+    req: Result<JsonBody<RegisterAgentRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let admin = admin(&ca, &headers)?;
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let req = body(&ca, &ctx, admin.actor(), "register", req).await?;
     Ok((
         StatusCode::CREATED,
-        Json(ca.register(&admin, req, now()).await?),
+        Json(ca.register(&ctx, &admin, req, now()).await?),
     ))
 }
 
@@ -257,87 +325,114 @@ async fn register(
 struct ListQuery {
     tenant: Option<String>,
     env: Option<String>,
+    state: Option<String>,
+    idle_for: Option<u64>,
     limit: Option<usize>,
 }
 
 async fn list_agents(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let admin = admin(&ca, &headers)?;
+    let admin = admin(&ca, &ctx, &headers).await?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
-    let limit = q.limit.unwrap_or(1000);
-    Ok(Json(ca.list_agents(
-        &admin,
-        q.tenant.as_deref(),
-        q.env.as_deref(),
-        limit,
-    )?))
+    let filter = crate::authority::AgentFilter {
+        tenant: q.tenant,
+        env: q.env,
+        enabled: match q.state.as_deref() {
+            None => None,
+            Some("enabled") => Some(true),
+            Some("disabled") => Some(false),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "state {other:?}: use enabled or disabled"
+                )))
+            }
+        },
+        idle_for: q
+            .idle_for
+            .map(|s| time::Duration::seconds(s.min(i64::MAX as u64) as i64)),
+        limit: q.limit.unwrap_or(1000),
+    };
+    Ok(Json(ca.list_agents(&ctx, &admin, &filter, now()).await?))
 }
 
 type AgentPath = (String, String, String);
 
 async fn show_agent(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     p: Result<Path<AgentPath>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let admin = admin(&ca, &headers)?;
+    let admin = admin(&ca, &ctx, &headers).await?;
     let (t, e, a) = path(p)?;
-    Ok(Json(ca.show_agent(&admin, &t, &e, &a, now())?))
+    Ok(Json(ca.show_agent(&ctx, &admin, &t, &e, &a, now()).await?))
 }
 
 async fn create_token(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     p: Result<Path<AgentPath>, PathRejection>,
-    JsonBody(req): JsonBody<CreateTokenRequest>,
+    req: Result<JsonBody<CreateTokenRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let admin = admin(&ca, &headers)?;
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let req = body(&ca, &ctx, admin.actor(), "token.create", req).await?;
     let (t, e, a) = path(p)?;
     Ok((
         StatusCode::CREATED,
-        Json(ca.create_token(&admin, &t, &e, &a, req, now()).await?),
+        Json(
+            ca.create_token(&ctx, &admin, &t, &e, &a, req, now())
+                .await?,
+        ),
     ))
 }
 
 async fn set_enabled(
     ca: AppState,
+    ctx: RequestContext,
     headers: HeaderMap,
     p: Result<Path<AgentPath>, PathRejection>,
     enabled: bool,
 ) -> Result<impl IntoResponse, ApiError> {
-    let admin = admin(&ca, &headers)?;
+    let admin = admin(&ca, &ctx, &headers).await?;
     let (t, e, a) = path(p)?;
     Ok(Json(
-        ca.set_enabled(&admin, &t, &e, &a, enabled, now()).await?,
+        ca.set_enabled(&ctx, &admin, &t, &e, &a, enabled, now())
+            .await?,
     ))
 }
 
 async fn enable(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     p: Result<Path<AgentPath>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    set_enabled(ca, headers, p, true).await
+    set_enabled(ca, ctx, headers, p, true).await
 }
 
 async fn disable(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     p: Result<Path<AgentPath>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    set_enabled(ca, headers, p, false).await
+    set_enabled(ca, ctx, headers, p, false).await
 }
 
 async fn revoke(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<RevokeRequest>,
+    req: Result<JsonBody<RevokeRequest>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let admin = admin(&ca, &headers)?;
-    Ok(Json(ca.revoke(&admin, req, now()).await?))
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let req = body(&ca, &ctx, admin.actor(), "revoke", req).await?;
+    Ok(Json(ca.revoke(&ctx, &admin, req, now()).await?))
 }
 
 #[derive(Deserialize)]
@@ -357,7 +452,99 @@ async fn feed(
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
     let wait = std::time::Duration::from_secs(q.wait.unwrap_or(20)).min(MAX_FEED_WAIT);
     let limit = q.limit.unwrap_or(crate::revocation::MAX_FEED_PAGE);
+    let _waiting = FeedWaiting::new();
     Ok(Json(ca.revocation_feed(q.since, limit, wait).await))
+}
+
+/// Counts a feed request as a subscriber while it is open.
+struct FeedWaiting;
+
+impl FeedWaiting {
+    fn new() -> Self {
+        crate::metrics::global().feed_waiting(1);
+        Self
+    }
+}
+
+impl Drop for FeedWaiting {
+    fn drop(&mut self) {
+        crate::metrics::global().feed_waiting(-1);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+    /// Seconds to wait for an event after `since`; 0 (the default) answers
+    /// at once.
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn audit(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let wait = std::time::Duration::from_secs(q.wait).min(MAX_FEED_WAIT);
+    let limit = q.limit.unwrap_or(crate::authority::MAX_AUDIT_PAGE);
+    Ok(Json(
+        ca.audit_page(&ctx, &admin, q.since, limit, wait).await?,
+    ))
+}
+
+async fn create_admin(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    req: Result<JsonBody<agentca::wire::CreateAdminRequest>, ApiError>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let req = body(&ca, &ctx, admin.actor(), "admin.create", req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ca.create_admin(&ctx, &admin, req, now()).await?),
+    ))
+}
+
+async fn list_admins(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    Ok(Json(ca.list_admins(&ctx, &admin).await?))
+}
+
+async fn delete_admin(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let name = path(p)?;
+    ca.delete_admin(&ctx, &admin, &name, now()).await?;
+    Ok(Json(serde_json::json!({ "revoked": name })))
+}
+
+/// Prometheus text format. Public on the API listener, like `/healthz`:
+/// it shows counts, and tenant and env names, never agents or serials.
+async fn metrics(State(ca): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let snapshot = ca.metrics_snapshot(now())?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::global().render(&snapshot),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -19,7 +19,14 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::{ApiError, ConnInfo};
+use super::{ApiError, ConnInfo, RequestId};
+
+/// A new request id: 16 hex digits from the OS RNG.
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    crate::hex(&b)
+}
 
 /// Time and size limits of the listener.
 #[derive(Clone, Debug)]
@@ -190,19 +197,53 @@ impl Conn {
         let app = self.app;
         let timeout = self.request_timeout;
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let request_id = new_request_id();
             req.extensions_mut().insert(info.clone());
+            req.extensions_mut().insert(RequestId(request_id.clone()));
+            let method = req.method().clone();
+            // Paths carry no secrets (tokens travel in bodies and headers);
+            // an OCSP GET path can be long.
+            let path: String = req.uri().path().chars().take(128).collect();
             let app = app.clone();
+            let started = std::time::Instant::now();
             async move {
                 let req = req.map(axum::body::Body::new);
-                match tokio::time::timeout(timeout, app.oneshot(req)).await {
-                    Ok(response) => response,
-                    Err(_) => Ok(ApiError::new(
+                let mut response = match tokio::time::timeout(timeout, app.oneshot(req)).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         "request_timeout",
                         format!("the request took longer than {} s", timeout.as_secs()),
                     )
-                    .into_response()),
+                    .into_response(),
+                };
+                if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert("x-request-id", value);
                 }
+                let elapsed = started.elapsed();
+                let route = crate::metrics::route_label(
+                    response
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|m| m.as_str()),
+                );
+                crate::metrics::global().observe_request(
+                    route,
+                    response.status().as_u16(),
+                    elapsed,
+                );
+                tracing::info!(
+                    target: "agentca::request",
+                    request_id = %request_id,
+                    %remote,
+                    %method,
+                    path = %path,
+                    status = response.status().as_u16(),
+                    ms = elapsed.as_secs_f64() * 1e3,
+                    "request"
+                );
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let conn = self.builder.serve_connection(io, svc);

@@ -7,7 +7,7 @@
 //! renewable once.
 
 use agentca::identity::InstanceId;
-use agentca::wire::Serial;
+use agentca::wire::{AuditEvent, Serial};
 use time::OffsetDateTime;
 
 use super::records::{
@@ -85,6 +85,19 @@ pub enum Change {
     },
     /// Add one to a counter and return its new value.
     BumpCounter(String),
+    /// Append an event to the audit trail (its sequence number and hashes
+    /// are set here, in commit order).
+    Audit(AuditEvent),
+    /// Apply `change` and, if it applies, append `audit` in the same
+    /// commit: the event is durable exactly when the change is.
+    Audited {
+        /// The change.
+        change: Box<Change>,
+        /// Its audit event.
+        audit: Box<AuditEvent>,
+    },
+    /// Remove an admin by name. Conflicts if there is none.
+    DeleteAdmin(String),
 }
 
 /// What a [`Change::Revoke`] revokes.
@@ -179,6 +192,15 @@ pub enum Conflict {
     /// No certificate of this instance is on record.
     #[error("no such instance")]
     InstanceNotFound,
+    /// An admin with this name exists.
+    #[error("an admin with this name exists")]
+    AdminExists,
+    /// No admin with this name.
+    #[error("no such admin")]
+    AdminNotFound,
+    /// Removing this admin would leave no admin of every tenant.
+    #[error("this is the last global admin")]
+    LastGlobalAdmin,
 }
 
 /// The result of one change.
@@ -349,13 +371,101 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             )?;
         }
         Change::PutAdmin { hash, admin } => {
+            if txn.get(Table::AdminNames, admin.name.as_bytes())?.is_some() {
+                return Ok(Err(Conflict::AdminExists));
+            }
             put(txn, Table::Admins, hash, admin)?;
+            txn.put(Table::AdminNames, admin.name.as_bytes(), hash)?;
+        }
+        Change::DeleteAdmin(name) => {
+            let Some(hash) = txn.get(Table::AdminNames, name.as_bytes())? else {
+                return Ok(Err(Conflict::AdminNotFound));
+            };
+            let global = |bytes: &[u8]| -> Result<bool, StoreError> {
+                Ok(decode::<AdminRecord>(Table::Admins, bytes)?
+                    .tenant
+                    .is_none())
+            };
+            if let Some(record) = txn.get(Table::Admins, &hash)? {
+                if global(&record)? {
+                    let mut others = 0;
+                    for (key, value) in txn.scan_prefix(Table::Admins, b"", usize::MAX)? {
+                        if key != hash && global(&value)? {
+                            others += 1;
+                        }
+                    }
+                    if others == 0 {
+                        return Ok(Err(Conflict::LastGlobalAdmin));
+                    }
+                }
+            }
+            txn.delete(Table::Admins, &hash)?;
+            txn.delete(Table::AdminNames, name.as_bytes())?;
+        }
+        Change::Audit(event) => append_audit(txn, event.clone())?,
+        Change::Audited { change, audit } => {
+            let outcome = apply(txn, change)?;
+            if let Ok(applied) = &outcome {
+                let mut event = (**audit).clone();
+                if let Applied::Revoked(summary) = applied {
+                    // What the revocation did, in the event itself.
+                    let did = format!(
+                        "{} certificate(s) revoked, {} agent(s) disabled, {} token(s) voided",
+                        summary.events.len(),
+                        summary.agents_disabled,
+                        summary.tokens_voided
+                    );
+                    event.reason = Some(match event.reason {
+                        Some(r) => format!("{r}: {did}"),
+                        None => did,
+                    });
+                }
+                append_audit(txn, event)?;
+            }
+            return Ok(outcome);
         }
         Change::Revoke { target, reason, at } => return revoke(txn, target, *reason, *at),
         Change::Prune { before, limit } => return prune(txn, *before, *limit),
         Change::BumpCounter(name) => return Ok(Ok(Applied::Counter(next_seq(txn, name)?))),
     }
     Ok(Ok(Applied::Done))
+}
+
+/// Meta key of the audit trail's head: its last sequence number (8 bytes,
+/// big-endian) and hash (32 bytes).
+pub const AUDIT_HEAD: &str = "audit_head";
+
+/// The audit trail's head: the last event's sequence number and hash (0 and
+/// 64 zeros before the first event).
+pub fn audit_head(bytes: Option<Vec<u8>>) -> Result<(u64, String), StoreError> {
+    match bytes {
+        None => Ok((0, "0".repeat(64))),
+        Some(b) if b.len() == 40 => Ok((
+            u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            crate::hex(&b[8..]),
+        )),
+        Some(_) => Err(StoreError::Corrupt {
+            table: Table::Meta.name(),
+            detail: "the audit head is not 40 bytes".into(),
+        }),
+    }
+}
+
+fn append_audit(txn: &mut dyn WriteTxn, mut event: AuditEvent) -> Result<(), StoreError> {
+    let (seq, prev) = audit_head(txn.get(Table::Meta, AUDIT_HEAD.as_bytes())?)?;
+    event.seq = seq + 1;
+    event.prev_hash = prev;
+    event.hash = event.compute_hash();
+    put(txn, Table::Audit, &event.seq.to_be_bytes(), &event)?;
+    let mut head = event.seq.to_be_bytes().to_vec();
+    head.extend(unhex(&event.hash));
+    txn.put(Table::Meta, AUDIT_HEAD.as_bytes(), &head)
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
 }
 
 /// Name of the counter of revocation events.

@@ -119,11 +119,15 @@ pub enum Table {
     TokenExpiry,
     /// The revocation feed: events by sequence number (big-endian u64).
     Revocations,
+    /// The audit trail: events by sequence number (big-endian u64).
+    Audit,
+    /// Index: admin name to the hash of its token.
+    AdminNames,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 14] = [
         Table::Meta,
         Table::Agents,
         Table::Tokens,
@@ -136,6 +140,8 @@ impl Table {
         Table::CertExpiry,
         Table::TokenExpiry,
         Table::Revocations,
+        Table::Audit,
+        Table::AdminNames,
     ];
 
     /// The table's name.
@@ -153,6 +159,8 @@ impl Table {
             Table::CertExpiry => "cert_expiry",
             Table::TokenExpiry => "token_expiry",
             Table::Revocations => "revocations",
+            Table::Audit => "audit",
+            Table::AdminNames => "admin_names",
         }
     }
 
@@ -173,6 +181,9 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
+    /// Bytes of the store's files on disk (0 if unknown).
+    fn size_on_disk(&self) -> u64;
+
     /// The value under `key`, from the last committed state.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
@@ -183,6 +194,10 @@ pub trait Store: Send + Sync + 'static {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
+
+    /// Up to `limit` entries with keys at or after `start`, in key order.
+    fn scan_from(&self, table: Table, start: &[u8], limit: usize)
+        -> Result<Vec<Entry>, StoreError>;
 
     /// Runs `f` in one write transaction and commits it durably. If `f`
     /// fails, nothing it wrote is kept.

@@ -342,6 +342,38 @@ impl Records {
         Ok(out)
     }
 
+    /// Up to `limit` audit events after `since`, in order.
+    pub fn audit_since(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<agentca::wire::AuditEvent>, StoreError> {
+        self.store
+            .scan_from(Table::Audit, &since.saturating_add(1).to_be_bytes(), limit)?
+            .iter()
+            .map(|(_, v)| decode(Table::Audit, v))
+            .collect()
+    }
+
+    /// The audit trail's head: its last sequence number and hash.
+    pub fn audit_head(&self) -> Result<(u64, String), StoreError> {
+        super::change::audit_head(
+            self.store
+                .get(Table::Meta, super::change::AUDIT_HEAD.as_bytes())?,
+        )
+    }
+
+    /// The admins, in name order.
+    pub fn admins(&self) -> Result<Vec<AdminRecord>, StoreError> {
+        let mut out = Vec::new();
+        for (_, hash) in self.store.scan_prefix(Table::AdminNames, &[], usize::MAX)? {
+            if let Some(admin) = self.get(Table::Admins, &hash)? {
+                out.push(admin);
+            }
+        }
+        Ok(out)
+    }
+
     /// The admin whose token has this hash.
     pub fn admin(&self, hash: &TokenHash) -> Result<Option<AdminRecord>, StoreError> {
         self.get(Table::Admins, hash)

@@ -40,6 +40,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 /// A redb database file and its write-ahead log.
 pub struct RedbStore {
     db: Database,
+    /// The database file and the log, for their size.
+    files: [std::path::PathBuf; 2],
     // One writer at a time: the log's order must be the commit order.
     state: Mutex<LogState>,
 }
@@ -104,6 +106,7 @@ impl RedbStore {
         Ok((
             Self {
                 db,
+                files: [path.to_owned(), wal_path.to_owned()],
                 state: Mutex::new(LogState {
                     wal,
                     next_seq: last + 1,
@@ -182,6 +185,14 @@ impl Store for RedbStore {
         Backend::Redb
     }
 
+    fn size_on_disk(&self) -> u64 {
+        self.files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(def(table)).map_err(err)?;
@@ -197,6 +208,22 @@ impl Store for RedbStore {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(def(table)).map_err(err)?;
         scan(&t, prefix, limit)
+    }
+
+    fn scan_from(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(def(table)).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in t.range::<&[u8]>(start..).map_err(err)?.take(limit) {
+            let (k, v) = entry.map_err(err)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn write(

@@ -59,6 +59,10 @@ impl Store for SledStore {
         Backend::Sled
     }
 
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .db
@@ -76,6 +80,24 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for entry in self.db.scan_prefix(full_key(table, prefix)).take(limit) {
             let (k, v) = entry.map_err(err)?;
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_from(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        let prefix = [table.index() as u8];
+        for entry in self.db.range(full_key(table, start)..) {
+            let (k, v) = entry.map_err(err)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
             out.push((k[1..].to_vec(), v.to_vec()));
         }
         Ok(out)

@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::change::{commit, Applied, Change, Outcome};
+use super::change::{audit_head, commit, Applied, Change, Outcome, AUDIT_HEAD};
 use super::records::RevocationEvent;
-use super::{Store, StoreError};
+use super::{Store, StoreError, Table};
 
 /// Receives the revocation events of each commit, in commit (and so
 /// sequence) order, before the changes' senders are answered.
@@ -33,6 +33,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    audit: Arc<watch::Sender<u64>>,
 }
 
 impl Writer {
@@ -41,10 +42,25 @@ impl Writer {
     /// caused them is still waiting, every committed revocation is published.
     pub fn start(store: Arc<dyn Store>, events: Option<EventSink>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let head = audit_head(
+            store
+                .get(Table::Meta, AUDIT_HEAD.as_bytes())
+                .map_err(std::io::Error::other)?,
+        )
+        .map_err(std::io::Error::other)?
+        .0;
+        let audit = Arc::new(watch::Sender::new(head));
+        let sender = audit.clone();
         std::thread::Builder::new()
             .name("agentca-store-writer".into())
-            .spawn(move || run(&*store, rx, events))?;
-        Ok(Self { tx })
+            .spawn(move || run(&*store, rx, events, &sender))?;
+        Ok(Self { tx, audit })
+    }
+
+    /// The sequence number of the last committed audit event, updated after
+    /// each commit that appends one.
+    pub fn audit_head(&self) -> watch::Receiver<u64> {
+        self.audit.subscribe()
     }
 
     /// Applies one change; returns once it is durable (or refused).
@@ -65,7 +81,12 @@ impl Writer {
     }
 }
 
-fn run(store: &dyn Store, mut rx: mpsc::Receiver<Job>, events: Option<EventSink>) {
+fn run(
+    store: &dyn Store,
+    mut rx: mpsc::Receiver<Job>,
+    events: Option<EventSink>,
+    audit: &watch::Sender<u64>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         let mut count = jobs[0].changes.len();
@@ -88,6 +109,21 @@ fn run(store: &dyn Store, mut rx: mpsc::Receiver<Job>, events: Option<EventSink>
         }
         match commit(store, &changes) {
             Ok(outcomes) => {
+                crate::metrics::global().observe_committed(&changes, &outcomes);
+                let audited = changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Audit(_) | Change::Audited { .. }));
+                if audited {
+                    match store
+                        .get(Table::Meta, AUDIT_HEAD.as_bytes())
+                        .and_then(audit_head)
+                    {
+                        Ok((seq, _)) => {
+                            audit.send_replace(seq);
+                        }
+                        Err(e) => tracing::error!(error = %e, "could not read the audit head"),
+                    }
+                }
                 if let Some(sink) = &events {
                     let revoked: Vec<RevocationEvent> = outcomes
                         .iter()

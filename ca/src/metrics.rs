@@ -1,0 +1,536 @@
+//! Prometheus metrics: what `GET /metrics` serves.
+//!
+//! Counters and histograms live in one process-wide [`Metrics`] (there is one
+//! CA per process); gauges that describe stored state (live certificates,
+//! the CRL, the store's size, the audit head) are read when scraped and
+//! passed to [`Metrics::render`] as a [`Snapshot`].
+//!
+//! Issuance and revocation counters come from the audit trail: the store
+//! writer counts each event once it is committed, so a counter moves if and
+//! only if the audit trail says the thing happened.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use agentca::wire::AuditEvent;
+use time::OffsetDateTime;
+
+use crate::store::change::{Change, Outcome};
+use crate::store::{Records, StoreError, Table};
+
+/// Upper bounds (seconds) of the request latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Most distinct label sets of one metric; further ones are counted under
+/// the tenant and env `_other`, so that a flood of made-up names cannot
+/// grow the CA's memory or a scrape without bound.
+pub const MAX_SERIES: usize = 4096;
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::default)
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (bucket, le) in self.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                *bucket += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+/// Labels of an audited event: what, whose, how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct EventKey {
+    action: String,
+    tenant: String,
+    env: String,
+    outcome: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: HashMap<(&'static str, u16), u64>,
+    latency: HashMap<&'static str, Histogram>,
+    events: HashMap<EventKey, u64>,
+    /// Issued certificates not yet expired, counted by notAfter (Unix
+    /// seconds).
+    unexpired: std::collections::BTreeMap<i64, u64>,
+}
+
+/// Counters and histograms of one CA process.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+    feed_waiting: AtomicI64,
+}
+
+/// Stored state, read at scrape time.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Certificates neither expired nor revoked.
+    pub live_certificates: u64,
+    /// Entries of the current CRL.
+    pub crl_entries: u64,
+    /// The current CRL's number.
+    pub crl_number: u64,
+    /// Seconds since the current CRL's thisUpdate.
+    pub crl_age_seconds: i64,
+    /// Seconds until the current CRL's nextUpdate.
+    pub crl_next_update_seconds: i64,
+    /// Bytes of the store's files on disk.
+    pub store_bytes: u64,
+    /// Sequence number of the last audit event.
+    pub audit_last_sequence: u64,
+    /// Seconds until the issuing intermediate expires.
+    pub intermediate_expiry_seconds: i64,
+}
+
+/// The route label of a request: the matched route's template (never the
+/// raw path, whose identifiers would make a series per agent).
+pub fn route_label(matched: Option<&str>) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/healthz",
+        "/metrics",
+        "/v1/bundle",
+        "/v1/crl",
+        "/v1/crl/root",
+        "/v1/intermediates",
+        "/v1/ocsp",
+        "/v1/ocsp/{*request}",
+        "/v1/revocations",
+        "/v1/enroll",
+        "/v1/renew",
+        "/v1/admin/revoke",
+        "/v1/admin/agents",
+        "/v1/admin/agents/{tenant}/{env}/{agent}",
+        "/v1/admin/agents/{tenant}/{env}/{agent}/tokens",
+        "/v1/admin/agents/{tenant}/{env}/{agent}/enable",
+        "/v1/admin/agents/{tenant}/{env}/{agent}/disable",
+        "/v1/admin/audit",
+        "/v1/admin/admins",
+        "/v1/admin/admins/{name}",
+    ];
+    matched
+        .and_then(|m| ROUTES.iter().find(|r| **r == m).copied())
+        .unwrap_or("unmatched")
+}
+
+/// The tenant and env of an audit event's subject (a SPIFFE ID or
+/// `tenant/env/agent`), or empty strings.
+fn tenant_env(subject: Option<&str>) -> (String, String) {
+    let Some(subject) = subject else {
+        return (String::new(), String::new());
+    };
+    if let Ok(id) = subject.parse::<agentca::identity::AgentId>() {
+        return (id.tenant().to_string(), id.env().to_string());
+    }
+    let mut parts = subject.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(t), Some(e), Some(_)) if !t.is_empty() && !e.is_empty() => {
+            (t.chars().take(64).collect(), e.chars().take(64).collect())
+        }
+        _ => (String::new(), String::new()),
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request on `route` (see [`route_label`]).
+    pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        let mut inner = self.lock();
+        *inner.requests.entry((route, status)).or_default() += 1;
+        inner
+            .latency
+            .entry(route)
+            .or_default()
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts what a commit did: its audit events and the certificates it
+    /// issued. Called by the store writer once the commit is durable.
+    pub fn observe_committed(&self, changes: &[Change], outcomes: &[Outcome]) {
+        for (change, outcome) in changes.iter().zip(outcomes) {
+            if outcome.is_err() {
+                continue;
+            }
+            let (change, event) = match change {
+                Change::Audited { change, audit } => (&**change, Some(&**audit)),
+                Change::Audit(event) => (change, Some(event)),
+                other => (other, None),
+            };
+            if let Some(event) = event {
+                self.observe_event(event);
+            }
+            if let Change::Enroll { cert, .. } | Change::Renew { cert, .. } = change {
+                *self
+                    .lock()
+                    .unexpired
+                    .entry(cert.not_after.unix_timestamp())
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Loads the count of unexpired certificates from the store, replacing
+    /// what was counted before: called once at start-up.
+    pub fn load_unexpired(&self, records: &Records, now: OffsetDateTime) -> Result<(), StoreError> {
+        const CHUNK: usize = 10_000;
+        let mut counts = std::collections::BTreeMap::new();
+        let mut start = crate::store::records::time_key(now + time::Duration::seconds(1), &[]);
+        loop {
+            let entries = records
+                .store()
+                .scan_from(Table::CertExpiry, &start, CHUNK)?;
+            for (key, _) in &entries {
+                if let Some(secs) = key.get(..8) {
+                    let secs = u64::from_be_bytes(secs.try_into().expect("8 bytes"));
+                    *counts.entry(secs as i64).or_default() += 1;
+                }
+            }
+            match entries.last() {
+                Some((key, _)) if entries.len() == CHUNK => {
+                    start = key.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.lock().unexpired = counts;
+        Ok(())
+    }
+
+    /// Issued certificates whose notAfter is after `now` (forgetting the
+    /// ones that expired).
+    pub fn unexpired(&self, now: OffsetDateTime) -> u64 {
+        let mut inner = self.lock();
+        let now = now.unix_timestamp();
+        inner.unexpired = inner.unexpired.split_off(&(now + 1));
+        inner.unexpired.values().sum()
+    }
+
+    /// Counts a committed audit event.
+    pub fn observe_event(&self, event: &AuditEvent) {
+        let (tenant, env) = tenant_env(event.subject.as_deref());
+        let mut key = EventKey {
+            action: event.action.chars().take(64).collect(),
+            tenant,
+            env,
+            outcome: event.outcome.chars().take(32).collect(),
+        };
+        let mut inner = self.lock();
+        if !inner.events.contains_key(&key) && inner.events.len() >= MAX_SERIES {
+            key.tenant = "_other".into();
+            key.env = "_other".into();
+        }
+        *inner.events.entry(key).or_default() += 1;
+    }
+
+    /// A feed request starts (`+1`) or ends (`-1`) waiting.
+    pub fn feed_waiting(&self, delta: i64) {
+        self.feed_waiting.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Counters stay meaningful after a panic elsewhere.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of everything.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let inner = self.lock();
+        let mut out = String::with_capacity(8192);
+
+        let mut events: Vec<_> = inner.events.iter().collect();
+        events.sort();
+        let families: [(&str, &str, &[&str]); 3] = [
+            (
+                "agentca_issuance_total",
+                "Enrollments and renewals, by tenant, env and outcome (issued or refused).",
+                &["enroll", "renew"],
+            ),
+            (
+                "agentca_revocations_total",
+                "Revocation requests, by tenant, env and outcome.",
+                &["revoke"],
+            ),
+            (
+                "agentca_admin_actions_total",
+                "Other audited actions, by action and outcome.",
+                &[],
+            ),
+        ];
+        for (name, help, actions) in families {
+            header(&mut out, name, help, "counter");
+            for (key, count) in &events {
+                let issuance = matches!(key.action.as_str(), "enroll" | "renew");
+                let matches = if actions.is_empty() {
+                    !issuance && key.action != "revoke"
+                } else {
+                    actions.contains(&key.action.as_str())
+                };
+                if !matches {
+                    continue;
+                }
+                let outcome = match (issuance, key.outcome.as_str()) {
+                    (true, "ok") => "issued",
+                    (_, other) => other,
+                };
+                let labels: Vec<(&str, &str)> = if issuance {
+                    vec![
+                        ("kind", &key.action),
+                        ("tenant", &key.tenant),
+                        ("env", &key.env),
+                        ("outcome", outcome),
+                    ]
+                } else if actions.is_empty() {
+                    vec![("action", &key.action), ("outcome", outcome)]
+                } else {
+                    vec![
+                        ("tenant", &key.tenant),
+                        ("env", &key.env),
+                        ("outcome", outcome),
+                    ]
+                };
+                sample(&mut out, name, &labels, **count as f64);
+            }
+        }
+
+        header(
+            &mut out,
+            "agentca_http_requests_total",
+            "HTTP requests, by route and status code.",
+            "counter",
+        );
+        let mut requests: Vec<_> = inner.requests.iter().collect();
+        requests.sort();
+        for ((route, status), count) in requests {
+            let code = status.to_string();
+            sample(
+                &mut out,
+                "agentca_http_requests_total",
+                &[("route", route), ("code", &code)],
+                *count as f64,
+            );
+        }
+
+        let name = "agentca_http_request_duration_seconds";
+        header(
+            &mut out,
+            name,
+            "Time from a request's headers to its response, by route.",
+            "histogram",
+        );
+        let mut latency: Vec<_> = inner.latency.iter().collect();
+        latency.sort_by_key(|(route, _)| **route);
+        for (route, h) in latency {
+            for (le, count) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+                let le = le.to_string();
+                sample(
+                    &mut out,
+                    &format!("{name}_bucket"),
+                    &[("route", route), ("le", &le)],
+                    count as f64,
+                );
+            }
+            sample(
+                &mut out,
+                &format!("{name}_bucket"),
+                &[("route", route), ("le", "+Inf")],
+                h.count as f64,
+            );
+            sample(&mut out, &format!("{name}_sum"), &[("route", route)], h.sum);
+            sample(
+                &mut out,
+                &format!("{name}_count"),
+                &[("route", route)],
+                h.count as f64,
+            );
+        }
+        drop(inner);
+
+        let gauges: [(&str, &str, f64); 9] = [
+            (
+                "agentca_live_certificates",
+                "Issued certificates neither expired nor revoked.",
+                snapshot.live_certificates as f64,
+            ),
+            (
+                "agentca_crl_entries",
+                "Certificates listed in the current CRL.",
+                snapshot.crl_entries as f64,
+            ),
+            (
+                "agentca_crl_number",
+                "The current CRL's number.",
+                snapshot.crl_number as f64,
+            ),
+            (
+                "agentca_crl_age_seconds",
+                "Seconds since the current CRL's thisUpdate.",
+                snapshot.crl_age_seconds as f64,
+            ),
+            (
+                "agentca_crl_next_update_seconds",
+                "Seconds until the current CRL's nextUpdate (negative once stale).",
+                snapshot.crl_next_update_seconds as f64,
+            ),
+            (
+                "agentca_feed_subscribers",
+                "Revocation feed requests waiting for news.",
+                self.feed_waiting.load(Ordering::Relaxed).max(0) as f64,
+            ),
+            (
+                "agentca_store_bytes",
+                "Bytes of the store's files on disk.",
+                snapshot.store_bytes as f64,
+            ),
+            (
+                "agentca_audit_last_sequence",
+                "Sequence number of the last audit event.",
+                snapshot.audit_last_sequence as f64,
+            ),
+            (
+                "agentca_intermediate_expiry_seconds",
+                "Seconds until the issuing intermediate certificate expires.",
+                snapshot.intermediate_expiry_seconds as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(&mut out, name, help, "gauge");
+            sample(&mut out, name, &[], value);
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// A label value as the text format wants it: `\`, `"` and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str, subject: Option<&str>, outcome: &str) -> AuditEvent {
+        AuditEvent {
+            seq: 1,
+            at: time::OffsetDateTime::UNIX_EPOCH,
+            actor: agentca::wire::Actor::Anonymous,
+            action: action.into(),
+            subject: subject.map(Into::into),
+            serial: None,
+            not_after: None,
+            outcome: outcome.into(),
+            reason: None,
+            remote_addr: None,
+            request_id: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn events_are_counted_by_family() {
+        let m = Metrics::default();
+        m.observe_event(&event(
+            "enroll",
+            Some("spiffe://td.test/tenant/acme/env/prod/agent/a1"),
+            "ok",
+        ));
+        m.observe_event(&event("enroll", None, "refused"));
+        m.observe_event(&event("revoke", Some("acme/prod/a1"), "ok"));
+        m.observe_event(&event("register", Some("acme/prod/a1"), "ok"));
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains(
+            "agentca_issuance_total{kind=\"enroll\",tenant=\"acme\",env=\"prod\",outcome=\"issued\"} 1\n"
+        ));
+        assert!(text.contains(
+            "agentca_issuance_total{kind=\"enroll\",tenant=\"\",env=\"\",outcome=\"refused\"} 1\n"
+        ));
+        assert!(text.contains(
+            "agentca_revocations_total{tenant=\"acme\",env=\"prod\",outcome=\"ok\"} 1\n"
+        ));
+        assert!(
+            text.contains("agentca_admin_actions_total{action=\"register\",outcome=\"ok\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn series_are_capped() {
+        let m = Metrics::default();
+        for i in 0..MAX_SERIES + 10 {
+            m.observe_event(&event("register", Some(&format!("t{i}/e/a")), "refused"));
+        }
+        assert_eq!(m.lock().events.len(), MAX_SERIES + 1);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.observe_request("/v1/enroll", 200, Duration::from_micros(700));
+        m.observe_request("/v1/enroll", 200, Duration::from_secs(20));
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains(
+            "agentca_http_request_duration_seconds_bucket{route=\"/v1/enroll\",le=\"0.0005\"} 0\n"
+        ));
+        assert!(text.contains(
+            "agentca_http_request_duration_seconds_bucket{route=\"/v1/enroll\",le=\"0.001\"} 1\n"
+        ));
+        assert!(text.contains(
+            "agentca_http_request_duration_seconds_bucket{route=\"/v1/enroll\",le=\"+Inf\"} 2\n"
+        ));
+        assert!(text.contains("agentca_http_requests_total{route=\"/v1/enroll\",code=\"200\"} 2\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(
+            route_label(Some("/v1/admin/agents/{tenant}/{env}/{agent}")),
+            "/v1/admin/agents/{tenant}/{env}/{agent}"
+        );
+        assert_eq!(route_label(Some("/nope")), "unmatched");
+        assert_eq!(route_label(None), "unmatched");
+    }
+}
