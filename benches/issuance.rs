@@ -465,6 +465,7 @@ impl Ca {
                     owner: "benchmarks".into(),
                     purpose: "issuance load test".into(),
                     ttl_seconds: Some(CERT_TTL_SECONDS),
+                    scopes: Vec::new(),
                 }),
             )
             .await

@@ -3,7 +3,8 @@
 //! It requires an agentca client certificate, verifies it with
 //! `agentca::verify` (chain, X.509-SVID rules, allowed tenants, revocation
 //! kept current from the CA's feed), and answers `GET /whoami` with the
-//! caller's identity as JSON.
+//! caller's identity as JSON. `GET /tickets` also needs the `tickets:read`
+//! scope (`agentca register --scope tickets:read`).
 //!
 //! ```text
 //! cargo run --example service --features axum,feed -- \
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use agentca::bundle::TrustBundle;
 use agentca::identity::TrustDomain;
-use agentca::verify::serve::{serve, Peer};
+use agentca::verify::serve::{require_scope, serve, Peer};
 use agentca::verify::{feed, PeerIdentity, RevocationCache, Verifier};
 use anyhow::Context;
 use axum::routing::get;
@@ -65,6 +66,10 @@ async fn whoami(Peer(peer): Peer) -> Json<PeerIdentity> {
     Json(peer)
 }
 
+async fn tickets(Peer(peer): Peer) -> String {
+    format!("tickets for {}\n", peer.spiffe_id)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -103,7 +108,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.key.display()))?;
     let tls = verifier.server_config(chain, key)?;
 
-    let app = Router::new().route("/whoami", get(whoami));
+    let app = Router::new()
+        .route("/tickets", get(tickets))
+        .route_layer(require_scope("tickets:read"))
+        .route("/whoami", get(whoami));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("service listening on https://{}", listener.local_addr()?);
     serve(listener, Arc::new(tls), verifier, app, async {

@@ -32,6 +32,7 @@ pub use ca_tls::{CaTrust, TlsConfigError};
 #[cfg(feature = "client")]
 pub mod client;
 pub mod identity;
+pub mod scopes;
 pub mod verify;
 pub mod wire;
 

@@ -155,6 +155,10 @@ pub struct RegisterAgentRequest {
     /// Lifetime of its certificates in seconds; the CA's default when absent.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// Permissions written into its certificates, such as `tickets:read`
+    /// (see [`crate::scopes`]).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// A registered agent, as the admin API shows it.
@@ -168,6 +172,9 @@ pub struct AgentInfo {
     pub purpose: String,
     /// Lifetime of its certificates, in seconds.
     pub ttl_seconds: u64,
+    /// Permissions written into its certificates.
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// Whether it may enroll and renew.
     pub enabled: bool,
     /// When it was registered.
@@ -179,7 +186,7 @@ pub struct AgentInfo {
     /// When it was last issued a certificate, if ever.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub last_issued_at: Option<OffsetDateTime>,
-    /// Its certificates that have not expired (only on `GET` of one agent).
+    /// Its certificates neither expired nor revoked.
     #[serde(default)]
     pub live_certificates: Vec<CertificateInfo>,
     /// Renewals refused because a certificate was renewed twice with

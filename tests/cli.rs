@@ -362,3 +362,87 @@ fn serve_without_a_data_directory_creates_a_local_ca_and_the_cli_finds_it() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn serve_reads_a_toml_configuration_that_the_command_line_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write(
+        dir.path(),
+        "agentca.toml",
+        r#"
+# Settings of `agentca serve`: the long options without their dashes.
+min-ttl = "2m"
+max-ttl = "1h"
+default-ttl = "3m"
+retention = "1h"
+server-name = ["ca.test", "10.1.2.3"]
+log-format = "json"
+"#,
+    );
+    let config = config.to_str().unwrap();
+    let ca = TestCa::start_with(&[], &["--config", config, "--max-ttl", "2h"]);
+    let register = |agent: &'static str, ttl: u64| {
+        let req = agentca::wire::RegisterAgentRequest {
+            tenant: "acme".into(),
+            env: "prod".into(),
+            agent: agent.into(),
+            owner: "o".into(),
+            purpose: "p".into(),
+            ttl_seconds: Some(ttl),
+            scopes: Vec::new(),
+        };
+        let ca = &ca;
+        async move {
+            ca.admin::<_, AgentInfo>(reqwest::Method::POST, "/v1/admin/agents", Some(&req))
+                .await
+        }
+    };
+    // min-ttl comes from the file…
+    let (status, code) = common::refusal(register("short", 90).await);
+    assert_eq!((status, code.as_str()), (400, "ttl_out_of_range"));
+    // …max-ttl from the command line, over the file's 1h.
+    assert_eq!(register("long", 90 * 60).await.unwrap().ttl_seconds, 5400);
+    let (_, code) = common::refusal(register("longer", 3 * 3600).await);
+    assert_eq!(code, "ttl_out_of_range");
+    assert_eq!(
+        ca.register("acme", "prod", "default").await.ttl_seconds,
+        180
+    );
+    let (_, body) = ca.get("/healthz").await;
+    assert!(String::from_utf8_lossy(&body).contains("ok"));
+    // Logs are JSON lines, one per request with its request id.
+    let log = ca.log();
+    let request_line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "agentca::request" && v["path"] == "/healthz")
+        .unwrap_or_else(|| panic!("no JSON request line in:\n{log}"));
+    assert_eq!(request_line["request_id"].as_str().unwrap().len(), 16);
+    assert_eq!(request_line["status"], 200);
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (contents, expected) in [
+        ("max-tll = \"1h\"\n", "unknown key \"max-tll\""),
+        ("max-ttl = \"forever\"\n", "--max-ttl"),
+        ("max-ttl = 1h\n", "not valid TOML"),
+        ("[listen]\nport = 1\n", "takes a string or a number"),
+    ] {
+        let path = common::write(dir.path(), "bad.toml", contents);
+        let out = Command::new(agentca_bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{contents}: {stderr}");
+        assert!(stderr.contains(expected), "{contents}: {stderr}");
+        assert!(
+            !dir.path().join(".local").exists(),
+            "nothing was created for a bad configuration"
+        );
+    }
+}

@@ -92,6 +92,7 @@ async fn the_admin_api_needs_a_valid_admin_token() {
         owner: "me".into(),
         purpose: "x".into(),
         ttl_seconds: None,
+        scopes: Vec::new(),
     };
     let client = ca.client();
     for bearer in [
@@ -139,6 +140,7 @@ async fn registration_refuses_bad_input_and_duplicates() {
         owner: "me".into(),
         purpose: "x".into(),
         ttl_seconds: None,
+        scopes: Vec::new(),
     };
     let cases: Vec<(RegisterAgentRequest, u16, &str)> = vec![
         (base.clone(), 409, "agent_exists"),

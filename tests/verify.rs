@@ -10,11 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentca::client::PrivateKey;
-use agentca::identity::TrustDomain;
-use agentca::verify::{PeerIdentity, Verifier};
+use agentca::verify::PeerIdentity;
 use agentca::wire::IssuedCertificate;
-use common::{write, TestCa};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use common::{agent_client, write, TestCa};
 
 /// The example binary, built by `cargo test` next to this test's binary.
 fn service_bin() -> PathBuf {
@@ -85,35 +83,6 @@ async fn enroll(ca: &TestCa, agent: &str) -> (IssuedCertificate, PrivateKey) {
     ca.register("acme", "prod", agent).await;
     ca.enroll(&ca.token("acme", "prod", agent, 1).await)
         .await
-        .unwrap()
-}
-
-/// An agent's HTTPS client: it presents its certificate and accepts the
-/// service by its SPIFFE identity (agent `orders` of tenant acme), not by
-/// host name.
-fn agent_client(ca: &TestCa, issued: &IssuedCertificate, key: &PrivateKey) -> reqwest::Client {
-    let verifier = Verifier::builder(ca.bundle(), TrustDomain::new("example.org").unwrap())
-        .allow_tenant("acme")
-        .allow_agent("orders")
-        // The agent checks the service's identity; revocation of services
-        // is the services' side of this test.
-        .without_revocation_checks()
-        .build()
-        .unwrap();
-    let chain: Vec<CertificateDer<'static>> = pem::parse_many(&issued.certificate_chain)
-        .unwrap()
-        .into_iter()
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        pem::parse(key.to_pem()).unwrap().into_contents(),
-    ));
-    let mut tls = verifier.client_config(chain, key).unwrap();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
         .unwrap()
 }
 

@@ -522,6 +522,7 @@ impl Authority {
             owner: record.owner.clone(),
             purpose: record.purpose.clone(),
             ttl_seconds: record.ttl_secs,
+            scopes: record.scopes.clone(),
             enabled: record.enabled,
             created_at: record.created_at,
             updated_at: record.updated_at,
@@ -601,6 +602,8 @@ impl Authority {
         admin.check_tenant(&req.tenant)?;
         check_text("owner", &req.owner, MAX_OWNER_LEN)?;
         check_text("purpose", &req.purpose, MAX_PURPOSE_LEN)?;
+        let scopes = agentca::scopes::normalize(&req.scopes)
+            .map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
         let ttl = match req.ttl_seconds {
             Some(secs) => self.check_ttl(
                 "the certificate lifetime",
@@ -622,7 +625,11 @@ impl Authority {
             created_at: now,
             updated_at: now,
             last_issued_at: None,
+            scopes,
         };
+        if !record.scopes.is_empty() {
+            event.reason = Some(format!("scopes {}", record.scopes.join(" ")));
+        }
         match self
             .writer
             .apply(Self::audited(Change::RegisterAgent(record.clone()), event))
@@ -1448,12 +1455,14 @@ impl Authority {
             not_before,
             not_after,
             self.ca.distribution(),
+            &registration.scopes,
         )
         .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
             .map_err(|e| AuthorityError::Csr(CsrError::KeyTypeNotAllowed(e.to_string())))?;
-        let cert = params
-            .signed_by(&spki, self.ca.issuer())
+        let der = self
+            .ca
+            .sign_leaf(&params, &spki)
             .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let serial = Serial::from_bytes(&serial_bytes).expect("16 bytes is a valid serial");
         let record = CertRecord {
@@ -1464,7 +1473,7 @@ impl Authority {
             not_after,
             issued_at: profile::whole_seconds(now),
             key_sha256: csr.key_sha256.clone(),
-            der: cert.der().to_vec(),
+            der: der.clone(),
             origin,
             renewed_by: None,
             revoked: None,
@@ -1475,7 +1484,11 @@ impl Authority {
             serial,
             not_before,
             not_after,
-            certificate_chain: format!("{}{}", cert.pem(), self.ca.intermediate_pem()),
+            certificate_chain: format!(
+                "{}{}",
+                agentca::certs_to_pem(&[CertificateDer::from(der)]),
+                self.ca.intermediate_pem()
+            ),
         };
         Ok((record, issued))
     }
@@ -1510,13 +1523,19 @@ impl Authority {
             Some(r) => crl::parse_reason(r).map_err(AuthorityError::InvalidRequest)?,
             None => 0,
         };
+        // The audit event's subject is the agent's SPIFFE ID when the
+        // target is one agent's certificate or instance.
         let (target, what) = match (req.serial, req.instance_id, req.tenant, req.env, req.agent) {
             (Some(serial), None, None, None, None) => {
                 let cert = self
                     .records
                     .cert(&serial)?
                     .ok_or_else(|| AuthorityError::CertificateNotFound(serial.clone()))?;
-                admin.check_tenant(split_key(&cert.agent_key)?.0)?;
+                let (t, e, a) = split_key(&cert.agent_key)?;
+                event.subject = Some(self.agent_id(t, e, a)?.to_string());
+                event.serial = Some(serial.clone());
+                event.not_after = Some(cert.not_after);
+                admin.check_tenant(t)?;
                 (RevokeTarget::Serial(serial.clone()), format!("certificate {serial}"))
             }
             (None, Some(instance), None, None, None) => {
@@ -1524,14 +1543,20 @@ impl Authority {
                 let cert = certs
                     .first()
                     .ok_or_else(|| AuthorityError::InstanceNotFound(instance.clone()))?;
-                admin.check_tenant(split_key(&cert.agent_key)?.0)?;
+                let (t, e, a) = split_key(&cert.agent_key)?;
+                event.subject = Some(self.agent_id(t, e, a)?.to_string());
+                admin.check_tenant(t)?;
                 (RevokeTarget::Instance(instance.clone()), format!("instance {instance}"))
             }
             (None, None, Some(tenant), env, agent) => {
                 Name::new(Part::Tenant, &tenant)?;
                 admin.check_tenant(&tenant)?;
                 let (prefix, exact) = match (env, agent) {
-                    (Some(env), Some(agent)) => (self.agent_id(&tenant, &env, &agent)?.path_key(), true),
+                    (Some(env), Some(agent)) => {
+                        let id = self.agent_id(&tenant, &env, &agent)?;
+                        event.subject = Some(id.to_string());
+                        (id.path_key(), true)
+                    }
                     (Some(env), None) => {
                         Name::new(Part::Env, &env)?;
                         (format!("{tenant}/{env}/"), false)
@@ -1553,8 +1578,13 @@ impl Authority {
             }
         };
         let at = profile::whole_seconds(now);
-        event.subject = Some(what.clone());
-        event.reason = Some(crl::reason_name(reason).to_owned());
+        if event.subject.is_none() {
+            event.subject = Some(what.clone());
+        }
+        event.reason = Some(match event.serial {
+            Some(_) => crl::reason_name(reason).to_owned(),
+            None => format!("{what}: {}", crl::reason_name(reason)),
+        });
         let change = Self::audited(Change::Revoke { target, reason, at }, event);
         let summary = match self.writer.apply(change).await? {
             Ok(Applied::Revoked(summary)) => summary,

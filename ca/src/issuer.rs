@@ -52,10 +52,35 @@ pub struct OcspIssuerId {
 #[error("{0}")]
 pub struct IssuerError(String);
 
+/// The intermediate's key as it signs agent leaves: it signs the
+/// to-be-signed bytes with the scopes OID in place of its stand-in (see
+/// [`crate::profile::swap_scopes_oid`]).
+pub struct LeafKey(KeyPair);
+
+impl rcgen::PublicKeyData for LeafKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl rcgen::SigningKey for LeafKey {
+    fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match crate::profile::swap_scopes_oid(tbs).map_err(rcgen::Error::X509)? {
+            Some(swapped) => self.0.sign(&swapped),
+            None => self.0.sign(tbs),
+        }
+    }
+}
+
 /// The issuing intermediate with its key.
 pub struct IssuingCa {
     trust_domain: TrustDomain,
     issuer: Issuer<'static, KeyPair>,
+    leaf_issuer: Issuer<'static, LeafKey>,
     not_after: OffsetDateTime,
     root: CertificateDer<'static>,
     anchor: TrustAnchor<'static>,
@@ -99,11 +124,16 @@ impl IssuingCa {
                 ))
             })?
             .to_owned();
+        let leaf_key = KeyPair::try_from(key.serialize_der().as_slice())
+            .map_err(|e| IssuerError(format!("the intermediate key is not usable: {e}")))?;
+        let leaf_issuer = Issuer::from_ca_cert_der(&intermediate, LeafKey(leaf_key))
+            .map_err(|e| IssuerError(format!("the intermediate certificate is not usable: {e}")))?;
         let issuer = Issuer::from_ca_cert_der(&intermediate, key)
             .map_err(|e| IssuerError(format!("the intermediate certificate is not usable: {e}")))?;
         Ok(Self {
             trust_domain,
             issuer,
+            leaf_issuer,
             not_after,
             intermediate_pem: agentca::certs_to_pem(std::slice::from_ref(&intermediate)),
             bundle_pem: agentca::certs_to_pem(std::slice::from_ref(&root)),
@@ -120,9 +150,24 @@ impl IssuingCa {
         &self.trust_domain
     }
 
-    /// The rcgen issuer, for signing certificates and CRLs.
+    /// The rcgen issuer, for signing CRLs and the CA's own certificates.
     pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
         &self.issuer
+    }
+
+    /// Signs the agent leaf `params` for `key`, with the scopes OID in
+    /// place of its stand-in; the certificate's DER.
+    pub fn sign_leaf(
+        &self,
+        params: &rcgen::CertificateParams,
+        key: &impl rcgen::PublicKeyData,
+    ) -> Result<Vec<u8>, rcgen::Error> {
+        let cert = params.signed_by(key, &self.leaf_issuer)?;
+        // The signature covers the swapped bytes; make the certificate
+        // say what was signed.
+        Ok(crate::profile::swap_scopes_oid(cert.der())
+            .map_err(rcgen::Error::X509)?
+            .unwrap_or_else(|| cert.der().to_vec()))
     }
 
     /// End of the intermediate's validity.
@@ -234,6 +279,98 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An issuing CA made in memory, for `alg`.
+    fn issuing_ca(alg: &'static rcgen::SignatureAlgorithm) -> IssuingCa {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let root_key = KeyPair::generate_for(alg).unwrap();
+        let root_params = crate::profile::root(&td, now, now + time::Duration::days(1));
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, &root_key);
+        let int_key = KeyPair::generate_for(alg).unwrap();
+        let int = crate::profile::intermediate(&td, now, now + time::Duration::days(1))
+            .signed_by(&int_key, &root_issuer)
+            .unwrap();
+        IssuingCa::new(
+            td,
+            root.der().clone(),
+            int.der().clone(),
+            int_key,
+            Distribution::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn scoped_leaves_carry_the_scopes_oid_under_a_valid_signature() {
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ] {
+            let ca = issuing_ca(alg);
+            let id: agentca::identity::AgentId =
+                "spiffe://example.org/tenant/acme/env/prod/agent/a1"
+                    .parse()
+                    .unwrap();
+            let scopes = vec!["db.orders:write".to_owned(), "tickets:read".to_owned()];
+            let now = OffsetDateTime::now_utc();
+            let params = crate::profile::agent_leaf(
+                &id,
+                &agentca::identity::InstanceId::random(),
+                &crate::profile::random_serial(),
+                now,
+                now + time::Duration::minutes(5),
+                &Distribution::default(),
+                &scopes,
+            )
+            .unwrap();
+            let agent_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let der = ca.sign_leaf(&params, &agent_key).unwrap();
+
+            let (_, leaf) = X509Certificate::from_der(&der).unwrap();
+            let (_, int) = X509Certificate::from_der(&ca.intermediate).unwrap();
+            leaf.verify_signature(Some(int.public_key()))
+                .expect("the signature covers the certificate as it is");
+            let ext = leaf
+                .extensions()
+                .iter()
+                .find(|e| e.oid.as_bytes() == agentca::scopes::SCOPES_OID_DER)
+                .expect("the scopes extension, under its real OID");
+            assert!(!ext.critical);
+            assert_eq!(agentca::scopes::decode(ext.value).unwrap(), scopes);
+            assert!(
+                crate::profile::swap_scopes_oid(&der).unwrap().is_none(),
+                "no stand-in left"
+            );
+        }
+    }
+
+    #[test]
+    fn leaves_without_scopes_have_no_scopes_extension() {
+        let ca = issuing_ca(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let id: agentca::identity::AgentId = "spiffe://example.org/tenant/acme/env/prod/agent/a1"
+            .parse()
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let params = crate::profile::agent_leaf(
+            &id,
+            &agentca::identity::InstanceId::random(),
+            &crate::profile::random_serial(),
+            now,
+            now + time::Duration::minutes(5),
+            &Distribution::default(),
+            &[],
+        )
+        .unwrap();
+        let agent_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let der = ca.sign_leaf(&params, &agent_key).unwrap();
+        let (_, leaf) = X509Certificate::from_der(&der).unwrap();
+        let (_, int) = X509Certificate::from_der(&ca.intermediate).unwrap();
+        leaf.verify_signature(Some(int.public_key())).unwrap();
+        assert_eq!(leaf.extensions().len(), 6, "SAN, BC, KU, EKU, AKI, SKI");
+    }
 
     #[test]
     fn the_aia_extension_parses_back_to_its_urls() {

@@ -14,6 +14,15 @@
 //! | AKI / SKI | present |
 //! | CRL distribution point | the CA's CRL URLs |
 //! | Authority Information Access | the CA's OCSP URLs |
+//! | agentca scopes (non-critical) | the registration's scopes, when it has any ([`agentca::scopes`]) |
+//!
+//! rcgen writes OIDs from 64-bit arcs, and the scopes OID (under 2.25) has
+//! a 128-bit arc. The leaf is therefore built with a stand-in OID whose DER
+//! is exactly as long ([`SCOPES_STAND_IN`]); the issuing key swaps it for
+//! the real OID in the to-be-signed bytes before signing
+//! ([`crate::issuer::LeafKey`]), and [`swap_scopes_oid`] does the same in
+//! the finished certificate. Lengths do not change, so the DER stays valid
+//! and the signature covers the real OID.
 
 use std::net::IpAddr;
 
@@ -31,6 +40,53 @@ pub const BACKDATE: Duration = Duration::seconds(30);
 const OID_SERIAL_NUMBER: &[u64] = &[2, 5, 4, 5];
 /// OID of the Authority Information Access extension.
 const OID_AUTHORITY_INFO_ACCESS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+
+/// The stand-in for the scopes OID while rcgen builds a leaf: 2.25 then
+/// two arcs of 57–63 bits ("agentca1", "Scopes_1") and 1, so that its DER
+/// is as long as the real OID's (20 content octets).
+pub const SCOPES_STAND_IN: &[u64] = &[2, 25, 0x6167_656e_7463_6131, 0x5363_6f70_6573_5f31, 1];
+
+/// The DER (tag, length, content) of the OID with `arcs`.
+fn oid_der(arcs: &[u64]) -> Vec<u8> {
+    let mut content = vec![(arcs[0] * 40 + arcs[1]) as u8];
+    for &arc in &arcs[2..] {
+        let mut groups = vec![(arc & 0x7f) as u8];
+        let mut rest = arc >> 7;
+        while rest > 0 {
+            groups.push(0x80 | (rest & 0x7f) as u8);
+            rest >>= 7;
+        }
+        groups.reverse();
+        content.extend(groups);
+    }
+    let mut der = vec![0x06, content.len() as u8];
+    der.extend(content);
+    der
+}
+
+/// Swaps the stand-in OID for the scopes OID in `der` (a certificate or
+/// its to-be-signed part): `None` when the stand-in is absent, an error
+/// when it occurs more than once (which an honest leaf never does).
+pub fn swap_scopes_oid(der: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let stand_in = oid_der(SCOPES_STAND_IN);
+    let mut real = vec![0x06, agentca::scopes::SCOPES_OID_DER.len() as u8];
+    real.extend_from_slice(&agentca::scopes::SCOPES_OID_DER);
+    debug_assert_eq!(stand_in.len(), real.len());
+    let mut found = der
+        .windows(stand_in.len())
+        .enumerate()
+        .filter(|(_, w)| *w == stand_in.as_slice())
+        .map(|(i, _)| i);
+    let Some(at) = found.next() else {
+        return Ok(None);
+    };
+    if found.next().is_some() {
+        return Err("the scopes stand-in OID occurs more than once".into());
+    }
+    let mut out = der.to_vec();
+    out[at..at + real.len()].copy_from_slice(&real);
+    Ok(Some(out))
+}
 
 /// 16 random bytes from the OS RNG, as a positive serial that always
 /// encodes in 16 bytes (the top bit clear, the next one set).
@@ -65,6 +121,7 @@ pub fn agent_leaf(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     distribution: &crate::issuer::Distribution,
+    scopes: &[String],
 ) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::default();
     params.serial_number = Some(SerialNumber::from_slice(serial));
@@ -98,6 +155,14 @@ pub fn agent_leaf(
             .push(rcgen::CustomExtension::from_oid_content(
                 OID_AUTHORITY_INFO_ACCESS,
                 crate::issuer::aia_ocsp_der(&distribution.ocsp),
+            ));
+    }
+    if !scopes.is_empty() {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                SCOPES_STAND_IN,
+                agentca::scopes::encode(scopes),
             ));
     }
     Ok(params)
@@ -211,6 +276,31 @@ pub fn server(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stand_in_is_as_long_as_the_scopes_oid() {
+        let stand_in = oid_der(SCOPES_STAND_IN);
+        assert_eq!(stand_in.len(), 2 + agentca::scopes::SCOPES_OID_DER.len());
+        assert_eq!(stand_in[1] as usize, agentca::scopes::SCOPES_OID_DER.len());
+        // The same bytes as rcgen writes: checked on a real extension.
+        assert_eq!(oid_der(&[2, 5, 4, 5]), [0x06, 0x03, 0x55, 0x04, 0x05]);
+    }
+
+    #[test]
+    fn the_stand_in_is_swapped_once_or_refused() {
+        let stand_in = oid_der(SCOPES_STAND_IN);
+        assert_eq!(swap_scopes_oid(b"no oid here").unwrap(), None);
+        let mut one = b"abc".to_vec();
+        one.extend(&stand_in);
+        one.extend(b"xyz");
+        let swapped = swap_scopes_oid(&one).unwrap().unwrap();
+        assert_eq!(swapped.len(), one.len());
+        assert_eq!(&swapped[5..25], agentca::scopes::SCOPES_OID_DER);
+        assert_eq!(&swapped[25..], b"xyz");
+        let mut two = one.clone();
+        two.extend(&stand_in);
+        assert!(swap_scopes_oid(&two).is_err());
+    }
 
     #[test]
     fn serials_are_random_positive_and_sixteen_bytes() {

@@ -101,6 +101,10 @@ pub struct PeerIdentity {
     /// When the certificate expires.
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
+    /// The permissions its registration grants, from the certificate's
+    /// scopes extension ([`crate::scopes`]); empty without one.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl PeerIdentity {
@@ -108,6 +112,43 @@ impl PeerIdentity {
     pub fn id(&self) -> &AgentId {
         &self.spiffe_id
     }
+
+    /// Whether the certificate grants `scope` (exact match).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// `Ok` if the certificate grants `scope`, else a [`MissingScope`]
+    /// naming the agent and the scope, for a 403.
+    ///
+    /// ```
+    /// # use agentca::verify::PeerIdentity;
+    /// fn delete_ticket(peer: &PeerIdentity) -> Result<(), agentca::verify::MissingScope> {
+    ///     peer.require_scope("tickets:write")?;
+    ///     // …
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn require_scope(&self, scope: &str) -> Result<(), MissingScope> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(MissingScope {
+                agent: self.spiffe_id.clone(),
+                scope: scope.to_owned(),
+            })
+        }
+    }
+}
+
+/// A peer lacks a scope that the action requires.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{agent} lacks the scope {scope:?}")]
+pub struct MissingScope {
+    /// The agent.
+    pub agent: AgentId,
+    /// The scope it lacks.
+    pub scope: String,
 }
 
 /// Why a peer was refused. Each rule has its own variant.

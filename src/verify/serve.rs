@@ -62,7 +62,7 @@ pub async fn accept(
 }
 
 #[cfg(feature = "axum")]
-pub use self::axum_integration::{serve, Peer};
+pub use self::axum_integration::{require_scope, serve, Peer, RequireScope};
 
 #[cfg(feature = "axum")]
 mod axum_integration {
@@ -114,6 +114,99 @@ mod axum_integration {
                         "this route is served without agentca::verify::serve::serve, so no verified peer is known",
                     )
                 })
+        }
+    }
+
+    /// A layer that refuses requests whose verified caller lacks a scope:
+    /// `403 missing_scope`, or `401` without a verified caller. Put it on
+    /// the routes that need the scope with `route_layer`.
+    ///
+    /// ```
+    /// use agentca::verify::serve::{require_scope, Peer};
+    /// use axum::routing::{get, post};
+    ///
+    /// async fn read() -> &'static str { "tickets" }
+    /// async fn write(Peer(peer): Peer) -> String { format!("written by {}", peer.spiffe_id) }
+    ///
+    /// let app: axum::Router = axum::Router::new()
+    ///     .route("/tickets", post(write))
+    ///     .route_layer(require_scope("tickets:write"))
+    ///     .route("/tickets/list", get(read));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `scope` breaks the scope syntax ([`crate::scopes`]): such a
+    /// scope could never be granted.
+    pub fn require_scope(scope: &str) -> RequireScope {
+        if let Err(e) = crate::scopes::check_scope(scope) {
+            panic!("require_scope: {e}");
+        }
+        RequireScope {
+            scope: Arc::from(scope),
+        }
+    }
+
+    /// The layer of [`require_scope`].
+    #[derive(Clone, Debug)]
+    pub struct RequireScope {
+        scope: Arc<str>,
+    }
+
+    impl<S> tower::Layer<S> for RequireScope {
+        type Service = RequireScopeService<S>;
+
+        fn layer(&self, inner: S) -> Self::Service {
+            RequireScopeService {
+                inner,
+                scope: self.scope.clone(),
+            }
+        }
+    }
+
+    /// The service of [`RequireScope`].
+    #[derive(Clone, Debug)]
+    pub struct RequireScopeService<S> {
+        inner: S,
+        scope: Arc<str>,
+    }
+
+    impl<S> tower::Service<axum::extract::Request> for RequireScopeService<S>
+    where
+        S: tower::Service<axum::extract::Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        type Response = Response;
+        type Error = S::Error;
+        type Future =
+            std::pin::Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send + 'static>>;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+            let refused = match req.extensions().get::<Arc<PeerIdentity>>() {
+                None => Some(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "no_client_certificate",
+                    "this route needs a verified agent certificate",
+                )),
+                Some(peer) => peer.require_scope(&self.scope).err().map(|e| {
+                    let body = ErrorBody {
+                        error: "missing_scope".into(),
+                        detail: e.to_string(),
+                    };
+                    (StatusCode::FORBIDDEN, Json(body)).into_response()
+                }),
+            };
+            match refused {
+                Some(response) => Box::pin(async move { Ok(response) }),
+                None => Box::pin(self.inner.call(req)),
+            }
         }
     }
 

@@ -106,10 +106,19 @@ pub(super) fn check_leaf(
     let serial = Serial::from_bytes(cert.raw_serial()).map_err(|_| {
         VerifyError::Malformed("the serial is empty or longer than 20 bytes".into())
     })?;
+    let scopes = match cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.as_bytes() == crate::scopes::SCOPES_OID_DER)
+    {
+        Some(ext) => crate::scopes::decode(ext.value).map_err(|e| malformed(&e))?,
+        None => Vec::new(),
+    };
     Ok(PeerIdentity {
         spiffe_id: id,
         instance_id,
         serial,
         not_after,
+        scopes,
     })
 }

@@ -215,6 +215,7 @@ impl TestCa {
             owner: "team-test".into(),
             purpose: "end-to-end tests".into(),
             ttl_seconds: ttl,
+            scopes: Vec::new(),
         };
         self.admin(Method::POST, "/v1/admin/agents", Some(&req))
             .await
@@ -392,4 +393,36 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 /// The first certificate of a PEM chain, as DER.
 pub fn leaf_der(chain_pem: &str) -> Vec<u8> {
     pem::parse_many(chain_pem).unwrap()[0].contents().to_vec()
+}
+
+/// An agent's HTTPS client: it presents its certificate and accepts the
+/// service by its SPIFFE identity (agent `orders` of tenant acme), not by
+/// host name.
+pub fn agent_client(ca: &TestCa, issued: &IssuedCertificate, key: &PrivateKey) -> reqwest::Client {
+    use agentca::identity::TrustDomain;
+    use agentca::verify::Verifier;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let verifier = Verifier::builder(ca.bundle(), TrustDomain::new("example.org").unwrap())
+        .allow_tenant("acme")
+        .allow_agent("orders")
+        // The agent checks the service's identity; revocation of services
+        // is the services' side of this test.
+        .without_revocation_checks()
+        .build()
+        .unwrap();
+    let chain: Vec<CertificateDer<'static>> = pem::parse_many(&issued.certificate_chain)
+        .unwrap()
+        .into_iter()
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        pem::parse(key.to_pem()).unwrap().into_contents(),
+    ));
+    let mut tls = verifier.client_config(chain, key).unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
 }

@@ -96,6 +96,10 @@ pub struct RegisterArgs {
     /// Lifetime of its certificates (default: the CA's default).
     #[arg(long, value_parser = parse_duration)]
     ttl: Option<Duration>,
+    /// A permission written into its certificates, such as tickets:read
+    /// (repeat for more).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
     #[command(flatten)]
     conn: AdminConnection,
 }
@@ -108,6 +112,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         owner: args.owner,
         purpose: args.purpose,
         ttl_seconds: args.ttl.map(|d| d.whole_seconds().max(0) as u64),
+        scopes: args.scopes,
     };
     let info: AgentInfo = args
         .conn

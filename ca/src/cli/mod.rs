@@ -9,6 +9,7 @@
 mod admin;
 mod agent;
 mod audit;
+mod config;
 mod serve;
 mod verify;
 
@@ -78,7 +79,13 @@ enum Command {
 
 /// Runs the command line; the process's exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("agentca: error: {e:#}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let quiet_default = !matches!(cli.command, Command::Serve(_));
     init_logging(&cli.log, cli.log_format == "json", quiet_default);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -117,6 +124,30 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// The command line, with `serve --config <file>` applied: the file's
+/// settings become options, unless the command line or the environment
+/// gives them.
+fn parse() -> anyhow::Result<Cli> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    command.build();
+    // Usage errors and --help exit here, as with Cli::parse.
+    let matches = command.clone().get_matches_from(&args);
+    if let Some(("serve", serve)) = matches.subcommand() {
+        if let Some(path) = serve.get_one::<PathBuf>("config") {
+            let serve_command = command
+                .find_subcommand("serve")
+                .expect("the serve subcommand exists");
+            args.extend(config::arguments_from_file(path, serve_command, serve)?);
+            return Cli::try_parse_from(&args).map_err(|e| {
+                anyhow::anyhow!("in the configuration {}: {}", path.display(), e.render())
+            });
+        }
+    }
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 fn init_logging(filter: &str, json: bool, quiet_default: bool) {

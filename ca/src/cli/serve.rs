@@ -112,6 +112,11 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
 /// `agentca serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// TOML file of settings: its keys are the long options below without
+    /// the dashes (`max-ttl = "1h"`). The command line and environment
+    /// variables override it.
+    #[arg(long, env = "AGENTCA_CONFIG")]
+    config: Option<PathBuf>,
     /// The CA's data directory. Without it, a local CA in the default
     /// location is used, and created on first run.
     #[arg(long, env = "AGENTCA_DATA_DIR")]

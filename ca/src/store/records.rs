@@ -43,6 +43,9 @@ pub struct AgentRecord {
     /// When it was last issued a certificate.
     #[serde(with = "time::serde::timestamp::option", default)]
     pub last_issued_at: Option<OffsetDateTime>,
+    /// Permissions written into its certificates, sorted, each once.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 impl AgentRecord {

@@ -27,6 +27,7 @@ fn agent(tenant: &str, name: &str) -> AgentRecord {
         created_at: t0(),
         updated_at: t0(),
         last_issued_at: None,
+        scopes: Vec::new(),
     }
 }
 

@@ -1,0 +1,1 @@
+//! The audit trail end to end (tests follow in the next commit).
