@@ -4,7 +4,13 @@
 //! ```text
 //! cargo bench -p agentca-ca --bench issuance -- [--duration SECS]
 //!     [--concurrency 1,8,32] [--renew-concurrency 8,32] [--store redb|sled] [--quick]
+//!     [--binary PATH]... [--rounds N]
 //! ```
+//!
+//! With `--binary` (repeated), each binary is measured in turn, `--rounds`
+//! times over (A, B, A, B, …, so that a change in the machine's load hits
+//! both alike), and a last table compares the best round of each: this is
+//! how a change is weighed against the binary before it.
 //!
 //! The bench starts the CA as a separate process on a loopback port (as the
 //! end-to-end tests do), registers one agent, creates one bootstrap token
@@ -61,7 +67,9 @@ usage: cargo bench -p agentca-ca --bench issuance -- [options]
   --concurrency LIST         enrollment concurrencies (default 1,8,32)
   --renew-concurrency LIST   renewal concurrencies (default 8,32; 0 to skip)
   --store redb|sled          the CA's store backend (default redb)
-  --quick                    1-second runs and smaller key pools, to check that it works";
+  --quick                    1-second runs and smaller key pools, to check that it works
+  --binary PATH              an agentca binary to measure (repeat to compare; default: this build's)
+  --rounds N                 with several binaries, measure each N times, interleaved (default 1)";
 
 const PASSPHRASE: &str = "correct horse battery staple";
 const TRUST_DOMAIN: &str = "example.org";
@@ -107,6 +115,10 @@ struct Options {
     renew_certs: usize,
     /// The CA's store backend.
     store: String,
+    /// The binaries measured, in order.
+    binaries: Vec<PathBuf>,
+    /// How many times each binary is measured.
+    rounds: usize,
 }
 
 impl Options {
@@ -116,6 +128,8 @@ impl Options {
         let mut renew_concurrency = vec![8, 32];
         let mut quick = false;
         let mut store = "redb".to_owned();
+        let mut binaries = Vec::new();
+        let mut rounds = 1;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let mut value = || {
@@ -143,6 +157,19 @@ impl Options {
                     duration = Some(d);
                 }
                 "--concurrency" => concurrency = parse_list(&value()?, 1)?,
+                "--binary" => {
+                    let path = PathBuf::from(value()?);
+                    ensure!(path.is_file(), "--binary {}: no such file", path.display());
+                    binaries.push(path);
+                }
+                "--rounds" => {
+                    let v = value()?;
+                    rounds = v
+                        .parse()
+                        .ok()
+                        .filter(|&r| (1..=10).contains(&r))
+                        .ok_or_else(|| anyhow!("--rounds {v:?} is not between 1 and 10"))?;
+                }
                 "--store" => {
                     store = value()?;
                     ensure!(
@@ -169,7 +196,14 @@ impl Options {
             enroll_keys: 20_000,
             renew_certs: 0,
             store,
+            binaries,
+            rounds,
         };
+        if options.binaries.is_empty() {
+            options
+                .binaries
+                .push(PathBuf::from(env!("CARGO_BIN_EXE_agentca")));
+        }
         if quick {
             options.duration = Duration::from_secs(1);
             options.warmup = Duration::from_millis(250);
@@ -228,9 +262,31 @@ fn main() -> ExitCode {
 }
 
 fn run(options: &Options) -> anyhow::Result<()> {
+    let mut measured: Vec<(usize, Vec<RunResult>)> = Vec::new();
+    for round in 1..=options.rounds {
+        for (index, binary) in options.binaries.iter().enumerate() {
+            if options.binaries.len() > 1 || options.rounds > 1 {
+                println!(
+                    "\n=== {} (binary {}), round {round} of {}",
+                    binary.display(),
+                    index + 1,
+                    options.rounds
+                );
+            }
+            measured.push((index, run_one(binary, options)?));
+        }
+    }
+    if options.binaries.len() > 1 || options.rounds > 1 {
+        print_comparison(&measured, options);
+    }
+    Ok(())
+}
+
+/// Measures `binary`: a fresh CA, every run of `options`.
+fn run_one(binary: &std::path::Path, options: &Options) -> anyhow::Result<Vec<RunResult>> {
     // Declared first so that it is dropped last: the CA process is killed
     // on every way out of this function, panics included.
-    let ca = Ca::start(&options.store)?;
+    let ca = Ca::start(binary, &options.store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -242,7 +298,50 @@ fn run(options: &Options) -> anyhow::Result<()> {
     result
 }
 
-async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<()> {
+/// The best round of each binary, run by run, side by side.
+fn print_comparison(measured: &[(usize, Vec<RunResult>)], options: &Options) {
+    println!(
+        "\n=== comparison: best of {} round(s) per binary, requests per second (p99 ms)",
+        options.rounds
+    );
+    for (index, binary) in options.binaries.iter().enumerate() {
+        println!("  binary {}: {}", index + 1, binary.display());
+    }
+    let first = &measured[0].1;
+    print!("{:<8} {:>5}", "phase", "conc");
+    for index in 0..options.binaries.len() {
+        print!(" {:>20}", format!("binary {}", index + 1));
+    }
+    if options.binaries.len() == 2 {
+        print!(" {:>9}", "change");
+    }
+    println!();
+    for (row, run) in first.iter().enumerate() {
+        print!("{:<8} {:>5}", run.phase, run.concurrency);
+        let mut best = Vec::new();
+        for index in 0..options.binaries.len() {
+            let fastest = measured
+                .iter()
+                .filter(|(i, _)| *i == index)
+                .filter_map(|(_, results)| results.get(row))
+                .max_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+            match fastest {
+                Some(r) => {
+                    let p99 = r.percentile_ms(99.0).unwrap_or(f64::NAN);
+                    print!(" {:>20}", format!("{:.0} ({p99:.2})", r.per_second()));
+                    best.push(r.per_second());
+                }
+                None => print!(" {:>20}", "-"),
+            }
+        }
+        if let [before, after] = best[..] {
+            print!(" {:>+8.1}%", (after / before - 1.0) * 100.0);
+        }
+        println!();
+    }
+}
+
+async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
     let bundle = ca.bundle()?;
     let (agent, token) = ca.register_agent(&bundle).await?;
     let target = Arc::new(Target::new(&ca.url)?);
@@ -329,11 +428,11 @@ async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<()> {
     }
 
     print_report(&results, options, issued_total);
-    Ok(())
+    Ok(results)
 }
 
 /// Prints what was measured and the errors seen, and fails.
-fn failure(results: &[RunResult]) -> anyhow::Result<()> {
+fn failure<T>(results: &[RunResult]) -> anyhow::Result<T> {
     print_table(results);
     let last = results.last().expect("a failed run");
     bail!(
@@ -357,13 +456,13 @@ struct Ca {
 }
 
 impl Ca {
-    fn start(store: &str) -> anyhow::Result<Self> {
-        let bin = env!("CARGO_BIN_EXE_agentca");
+    fn start(bin: &std::path::Path, store: &str) -> anyhow::Result<Self> {
+        let bin = bin.display().to_string();
         let root = tempfile::tempdir().context("cannot create a temporary directory")?;
         let data_dir = root.path().join("ca");
         let passphrase_file = root.path().join("passphrase");
         std::fs::write(&passphrase_file, PASSPHRASE).context("cannot write the passphrase")?;
-        let out = Command::new(bin)
+        let out = Command::new(&bin)
             .arg("init")
             .arg("--data-dir")
             .arg(&data_dir)
@@ -390,7 +489,7 @@ impl Ca {
             url: String::new(),
             child: None,
         };
-        let mut child = Command::new(bin)
+        let mut child = Command::new(&bin)
             .arg("serve")
             .arg("--data-dir")
             .arg(&ca.data_dir)

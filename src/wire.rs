@@ -157,7 +157,7 @@ pub struct RegisterAgentRequest {
     pub ttl_seconds: Option<u64>,
     /// Permissions written into its certificates, such as `tickets:read`
     /// (see [`crate::scopes`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
 }
 

@@ -1,1 +1,1224 @@
-//! The audit trail end to end (tests follow in the next commit).
+//! End-to-end: the audit trail. Every action and every refusal leaves
+//! exactly one event, chained by hashes; `agentca audit verify` finds an
+//! event changed, removed, reordered or cut off in the store, and with an
+//! anchor a trail rewritten from the start; tenant admins stay in their
+//! tenant; `audit export` and `audit follow` print JSON lines.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use agentca::client::{KeyAlgorithm, PrivateKey};
+use agentca::wire::{
+    verify_audit_chain, Actor, AdminInfo, AgentInfo, AuditEvent, AuditPage, CreateAdminRequest,
+    CreateAdminResponse, CreateTokenRequest, RevokeRequest, TokenCreated,
+};
+use agentca_ca::store::change::{audit_head, AUDIT_HEAD};
+use agentca_ca::store::records::encode;
+use agentca_ca::store::{open, Backend, Table};
+use common::{refusal, TestCa};
+use reqwest::Method;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The hash before the first event.
+fn zeros() -> String {
+    "0".repeat(64)
+}
+
+fn admin(name: &str) -> Actor {
+    Actor::Admin { name: name.into() }
+}
+
+fn csr() -> String {
+    PrivateKey::generate(KeyAlgorithm::P256)
+        .unwrap()
+        .csr_pem()
+        .unwrap()
+}
+
+/// The whole trail as the API serves it, checked: hashes chained from the
+/// first event, numbered 1, 2, … without gaps, ending at the CA's head.
+async fn whole_trail(ca: &TestCa) -> Vec<AuditEvent> {
+    whole_trail_as(ca, &ca.admin_token()).await
+}
+
+/// [`whole_trail`], read with the admin token `token`.
+async fn whole_trail_as(ca: &TestCa, token: &str) -> Vec<AuditEvent> {
+    let page: AuditPage = ca
+        .client()
+        .call::<(), _>(
+            Method::GET,
+            "/v1/admin/audit?since=0&limit=1000",
+            Some(token),
+            None,
+        )
+        .await
+        .expect("read the audit trail");
+    let n = page.events.len() as u64;
+    assert_eq!(
+        verify_audit_chain(&page.events, 1, &zeros()),
+        Ok(n),
+        "the trail is intact: {:#?}",
+        page.events
+    );
+    assert_eq!(page.head_seq, n, "the head is the last event");
+    assert_eq!(
+        page.head_hash,
+        page.events.last().map_or_else(zeros, |e| e.hash.clone())
+    );
+    page.events
+}
+
+/// Follows the trail through a test: each action must add exactly the
+/// events expected of it, and nothing else.
+struct Trail<'a> {
+    ca: &'a TestCa,
+    seen: u64,
+    /// The global admin token it reads with.
+    token: String,
+}
+
+impl<'a> Trail<'a> {
+    async fn new(ca: &'a TestCa) -> Trail<'a> {
+        let seen = whole_trail(ca).await.len() as u64;
+        Trail {
+            ca,
+            seen,
+            token: ca.admin_token(),
+        }
+    }
+
+    /// The events added since the last call: exactly `n`, numbered on
+    /// from the last one seen.
+    async fn next_n(&mut self, n: usize) -> Vec<AuditEvent> {
+        let new: Vec<AuditEvent> = whole_trail_as(self.ca, &self.token)
+            .await
+            .into_iter()
+            .filter(|e| e.seq > self.seen)
+            .collect();
+        assert_eq!(
+            new.len(),
+            n,
+            "expected {n} new event(s) after {}, got {new:#?}",
+            self.seen
+        );
+        for (e, seq) in new.iter().zip(self.seen + 1..) {
+            assert_eq!(e.seq, seq);
+        }
+        self.seen += n as u64;
+        new
+    }
+
+    /// The one event the last action added.
+    async fn next(&mut self) -> AuditEvent {
+        self.next_n(1).await.remove(0)
+    }
+
+    /// Nothing was added.
+    async fn none(&mut self) {
+        self.next_n(0).await;
+    }
+}
+
+/// What an event must say.
+struct Want<'a> {
+    action: &'a str,
+    actor: Actor,
+    subject: Option<&'a str>,
+    outcome: &'a str,
+    reason: Option<&'a str>,
+}
+
+impl<'a> Want<'a> {
+    fn ok(action: &'a str, actor: Actor, subject: Option<&'a str>) -> Self {
+        Want {
+            action,
+            actor,
+            subject,
+            outcome: "ok",
+            reason: None,
+        }
+    }
+
+    fn refused(action: &'a str, actor: Actor, subject: Option<&'a str>, code: &'a str) -> Self {
+        Want {
+            action,
+            actor,
+            subject,
+            outcome: "refused",
+            reason: Some(code),
+        }
+    }
+
+    fn reason(mut self, reason: &'a str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Checks `e`, which concerns no certificate.
+    #[track_caller]
+    fn check(&self, e: &AuditEvent) {
+        self.check_cert(e, None);
+    }
+
+    /// Checks `e`, and that it names the certificate `cert` (serial, notAfter).
+    #[track_caller]
+    fn check_cert(&self, e: &AuditEvent, cert: Option<(&agentca::wire::Serial, OffsetDateTime)>) {
+        assert_eq!(e.action, self.action, "{e:#?}");
+        assert_eq!(e.actor, self.actor, "{e:#?}");
+        assert_eq!(e.subject.as_deref(), self.subject, "{e:#?}");
+        assert_eq!(e.outcome, self.outcome, "{e:#?}");
+        assert_eq!(e.reason.as_deref(), self.reason, "{e:#?}");
+        assert_eq!(e.serial.as_ref(), cert.map(|c| c.0), "{e:#?}");
+        assert_eq!(e.not_after, cert.map(|c| c.1), "{e:#?}");
+        let remote = e.remote_addr.as_deref().expect("a remote address");
+        let port = remote
+            .strip_prefix("127.0.0.1:")
+            .unwrap_or_else(|| panic!("a loopback peer, not {remote}"));
+        assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "{remote}");
+        let id = e.request_id.as_deref().expect("a request id");
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "request id {id:?}"
+        );
+        let now = OffsetDateTime::now_utc();
+        assert!(
+            e.at <= now && e.at > now - time::Duration::minutes(2),
+            "event time {} (now {now})",
+            e.at
+        );
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run agentca")
+}
+
+/// Runs `cmd`, which must succeed, and returns its stdout.
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `cmd`, which must exit with code 1, and returns its stderr.
+fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{cmd:?} should fail with exit code 1:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn json_lines(out: &str) -> Vec<AuditEvent> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_action_and_every_refusal_leaves_exactly_its_event() {
+    let ca = TestCa::start();
+    let mut trail = Trail::new(&ca).await;
+    assert_eq!(trail.seen, 0, "a new CA has an empty trail");
+    let root = admin("admin");
+    let http = ca.http();
+
+    // Register, over plain HTTP to see the response's request id.
+    let resp = http
+        .post(format!("{}/v1/admin/agents", ca.url))
+        .bearer_auth(ca.admin_token())
+        .json(&serde_json::json!({
+            "tenant": "acme", "env": "prod", "agent": "bot",
+            "owner": "team-audit", "purpose": "audit tests",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let info: AgentInfo = resp.json().await.unwrap();
+    let id = info.spiffe_id.to_string();
+    assert_eq!(id, "spiffe://example.org/tenant/acme/env/prod/agent/bot");
+    let e = trail.next().await;
+    Want::ok("register", root.clone(), Some(&id)).check(&e);
+    assert_eq!(e.request_id.as_deref(), Some(request_id.as_str()));
+
+    // A wrong admin token: refused, and audited with the same request id.
+    let resp = http
+        .get(format!("{}/v1/admin/agents", ca.url))
+        .bearer_auth("agentca-admin-not-the-right-one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let e = trail.next().await;
+    Want::refused("admin.auth", Actor::Anonymous, None, "unauthorized").check(&e);
+    assert_eq!(e.request_id.as_deref(), Some(request_id.as_str()));
+
+    // No token at all.
+    let result = ca
+        .client()
+        .call::<(), Vec<AgentInfo>>(Method::GET, "/v1/admin/agents", None, None)
+        .await;
+    assert_eq!(refusal(result), (401, "unauthorized".into()));
+    Want::refused("admin.auth", Actor::Anonymous, None, "unauthorized").check(&trail.next().await);
+
+    // A malformed body, from a real admin.
+    let resp = http
+        .post(format!("{}/v1/admin/agents", ca.url))
+        .bearer_auth(ca.admin_token())
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    Want::refused("register", root.clone(), None, "invalid_json").check(&trail.next().await);
+
+    // Registering twice is a refusal too.
+    let result = ca
+        .admin::<_, AgentInfo>(
+            Method::POST,
+            "/v1/admin/agents",
+            Some(&serde_json::json!({
+                "tenant": "acme", "env": "prod", "agent": "bot",
+                "owner": "x", "purpose": "y",
+            })),
+        )
+        .await;
+    assert_eq!(refusal(result), (409, "agent_exists".into()));
+    let e = trail.next().await;
+    assert!(
+        names_agent(e.subject.as_deref(), "acme", "prod", "bot"),
+        "{e:#?}"
+    );
+    Want::refused(
+        "register",
+        root.clone(),
+        e.subject.as_deref(),
+        "agent_exists",
+    )
+    .check(&e);
+
+    // Successful reads are not audited.
+    ca.show("acme", "prod", "bot").await;
+    let _: Vec<AgentInfo> = ca
+        .admin::<(), _>(Method::GET, "/v1/admin/agents?tenant=acme", None)
+        .await
+        .unwrap();
+    let _: Vec<AdminInfo> = ca
+        .admin::<(), _>(Method::GET, "/v1/admin/admins", None)
+        .await
+        .unwrap();
+    trail.none().await;
+
+    // Refused for its query or path: audited like any refusal.
+    let result = ca
+        .admin::<(), Vec<AgentInfo>>(Method::GET, "/v1/admin/agents?state=bogus", None)
+        .await;
+    assert_eq!(refusal(result), (400, "invalid_request".into()));
+    Want::refused("agents.list", root.clone(), None, "invalid_request").check(&trail.next().await);
+    let result = ca
+        .admin::<(), AuditPage>(Method::GET, "/v1/admin/audit?since=abc", None)
+        .await;
+    assert_eq!(refusal(result), (400, "invalid_request".into()));
+    Want::refused("audit.read", root.clone(), None, "invalid_request").check(&trail.next().await);
+
+    // A bootstrap token.
+    let created = ca
+        .try_token(
+            "acme",
+            "prod",
+            "bot",
+            CreateTokenRequest {
+                ttl_seconds: Some(600),
+                uses: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    let reason = format!(
+        "token {} for 1 use(s), valid until {}",
+        created.token_id,
+        rfc3339(created.expires_at)
+    );
+    Want::ok("token.create", root.clone(), Some(&id))
+        .reason(&reason)
+        .check(&trail.next().await);
+
+    // Enrollment: the actor is the token, by its public id.
+    let token_actor = Actor::Token {
+        token_id: created.token_id.clone(),
+    };
+    let (issued, key) = ca.enroll(&created.token).await.unwrap();
+    Want::ok("enroll", token_actor.clone(), Some(&id)).check_cert(
+        &trail.next().await,
+        Some((&issued.serial, issued.not_after)),
+    );
+
+    // The spent token, replayed.
+    assert_eq!(
+        refusal(ca.enroll(&created.token).await),
+        (401, "token_used".into())
+    );
+    Want::refused("enroll", token_actor, None, "token_used").check(&trail.next().await);
+
+    // Garbage as a token: nobody.
+    assert_eq!(
+        refusal(ca.enroll("not a token!").await),
+        (401, "token_invalid".into())
+    );
+    Want::refused("enroll", Actor::Anonymous, None, "token_invalid").check(&trail.next().await);
+
+    // Renewal: the actor is the agent instance of the presented certificate.
+    let agent_actor = Actor::Agent {
+        spiffe_id: issued.spiffe_id.clone(),
+        instance_id: issued.instance_id.clone(),
+    };
+    let next_key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+    let renewed = ca
+        .client_with(&issued.certificate_chain, &key)
+        .renew(&next_key.csr_pem().unwrap())
+        .await
+        .unwrap();
+    let from = format!("from {}", issued.serial);
+    Want::ok("renew", agent_actor.clone(), Some(&id))
+        .reason(&from)
+        .check_cert(
+            &trail.next().await,
+            Some((&renewed.serial, renewed.not_after)),
+        );
+
+    // Disable, enable.
+    ca.set_enabled("acme", "prod", "bot", false).await;
+    Want::ok("disable", root.clone(), Some(&id)).check(&trail.next().await);
+    ca.set_enabled("acme", "prod", "bot", true).await;
+    Want::ok("enable", root.clone(), Some(&id)).check(&trail.next().await);
+
+    // Revoking the agent: both live certificates; the event says so.
+    let done = ca
+        .revoke_agent("acme", "prod", "bot", "keyCompromise")
+        .await;
+    assert_eq!(
+        (done.revoked, done.agents_disabled, done.tokens_voided),
+        (2, 1, 0)
+    );
+    let e = trail.next().await;
+    assert!(
+        names_agent(e.subject.as_deref(), "acme", "prod", "bot"),
+        "{e:#?}"
+    );
+    let reason = e.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("keyCompromise")
+            && reason.ends_with("2 certificate(s) revoked, 1 agent(s) disabled, 0 token(s) voided"),
+        "{e:#?}"
+    );
+    Want::ok("revoke", root.clone(), e.subject.as_deref())
+        .reason(reason)
+        .check(&e);
+
+    // Renewing with the revoked certificate.
+    let result = ca
+        .client_with(&renewed.certificate_chain, &next_key)
+        .renew(&csr())
+        .await;
+    assert_eq!(refusal(result), (401, "certificate_revoked".into()));
+    // The refusal names the certificate presented.
+    Want::refused("renew", agent_actor, Some(&id), "certificate_revoked").check_cert(
+        &trail.next().await,
+        Some((&renewed.serial, renewed.not_after)),
+    );
+
+    // Revoking something unknown.
+    let result = ca
+        .revoke(&RevokeRequest {
+            tenant: Some("acme".into()),
+            env: Some("prod".into()),
+            agent: Some("ghost".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(refusal(result), (404, "agent_not_found".into()));
+    let e = trail.next().await;
+    assert!(
+        names_agent(e.subject.as_deref(), "acme", "prod", "ghost"),
+        "{e:#?}"
+    );
+    Want::refused(
+        "revoke",
+        root.clone(),
+        e.subject.as_deref(),
+        "agent_not_found",
+    )
+    .check(&e);
+
+    // A named admin: created, acting under its name, revoked, locked out.
+    let ops: CreateAdminResponse = ca
+        .admin(
+            Method::POST,
+            "/v1/admin/admins",
+            Some(&CreateAdminRequest {
+                name: "ops".into(),
+                tenant: None,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ops.admin.name, "ops");
+    Want::ok("admin.create", root.clone(), Some("ops"))
+        .reason("every tenant")
+        .check(&trail.next().await);
+    let as_ops: AgentInfo = ca
+        .client()
+        .call::<(), _>(
+            Method::POST,
+            "/v1/admin/agents/acme/prod/bot/enable",
+            Some(&ops.token),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(as_ops.enabled);
+    let e = trail.next().await;
+    Want::ok("enable", admin("ops"), Some(&id)).check(&e);
+    assert!(
+        !serde_json::to_string(&e).unwrap().contains(&ops.token),
+        "the trail never holds a token"
+    );
+
+    let _: serde_json::Value = ca
+        .admin::<(), _>(Method::DELETE, "/v1/admin/admins/ops", None)
+        .await
+        .unwrap();
+    Want::ok("admin.revoke", root.clone(), Some("ops")).check(&trail.next().await);
+    let result = ca
+        .admin::<(), serde_json::Value>(Method::DELETE, "/v1/admin/admins/ops", None)
+        .await;
+    assert_eq!(refusal(result), (404, "admin_not_found".into()));
+    Want::refused("admin.revoke", root.clone(), Some("ops"), "admin_not_found")
+        .check(&trail.next().await);
+    let result = ca
+        .client()
+        .call::<(), AgentInfo>(
+            Method::GET,
+            "/v1/admin/agents/acme/prod/bot",
+            Some(&ops.token),
+            None,
+        )
+        .await;
+    assert_eq!(refusal(result), (401, "unauthorized".into()));
+    Want::refused("admin.auth", Actor::Anonymous, None, "unauthorized").check(&trail.next().await);
+
+    // One event per action, no more: 22 actions, 22 events, one chain.
+    let all = whole_trail(&ca).await;
+    assert_eq!(all.len(), 22);
+    assert_eq!(trail.seen, 22);
+    let request_ids: std::collections::BTreeSet<_> =
+        all.iter().map(|e| e.request_id.clone()).collect();
+    assert_eq!(request_ids.len(), all.len(), "one request, one event");
+    let out = ok(ca.command().args(["audit", "verify"]));
+    assert!(
+        out.starts_with("audit trail intact: 22 event(s), last hash "),
+        "{out}"
+    );
+    assert!(out.contains(&all[21].hash), "{out}");
+}
+
+/// Whether an event's subject names the agent `t/e/a` by its SPIFFE ID, as
+/// every event about one agent does, refusals included.
+fn names_agent(subject: Option<&str>, t: &str, e: &str, a: &str) -> bool {
+    let spiffe = format!("spiffe://example.org/tenant/{t}/env/{e}/agent/{a}");
+    subject == Some(spiffe.as_str())
+}
+
+// ---------------------------------------------------------------------------
+// Tampering with the stored trail.
+
+/// The audit table and head, as the store holds them.
+#[derive(Clone)]
+struct Stored {
+    /// Events by the sequence number of their key.
+    events: BTreeMap<u64, AuditEvent>,
+    /// The head: last sequence number and hash.
+    head: (u64, String),
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Reads the stored trail; the CA must be stopped.
+fn read_stored(data_dir: &Path) -> Stored {
+    let store = open(Backend::Redb, data_dir).expect("open the stopped CA's store");
+    let events = store
+        .scan_prefix(Table::Audit, b"", usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| {
+            let seq = u64::from_be_bytes(k.as_slice().try_into().expect("8-byte keys"));
+            (seq, serde_json::from_slice(&v).expect("an audit event"))
+        })
+        .collect();
+    let head = audit_head(store.get(Table::Meta, AUDIT_HEAD.as_bytes()).unwrap()).unwrap();
+    Stored { events, head }
+}
+
+/// Replaces the stored trail and head with `trail`; the CA must be stopped.
+fn write_stored(data_dir: &Path, trail: &Stored) {
+    let store = open(Backend::Redb, data_dir).expect("open the stopped CA's store");
+    let old: Vec<Vec<u8>> = store
+        .scan_prefix(Table::Audit, b"", usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    store
+        .write(&mut |txn| {
+            for key in &old {
+                txn.delete(Table::Audit, key)?;
+            }
+            for (seq, event) in &trail.events {
+                txn.put(Table::Audit, &seq.to_be_bytes(), &encode(event))?;
+            }
+            let mut head = trail.head.0.to_be_bytes().to_vec();
+            head.extend(unhex(&trail.head.1));
+            txn.put(Table::Meta, AUDIT_HEAD.as_bytes(), &head)
+        })
+        .expect("write the store");
+}
+
+/// Recomputes the hashes of every event from `from` on, and the head, as a
+/// forger with write access to the store would.
+fn rechain(trail: &mut Stored, from: u64) {
+    let mut prev = match trail.events.get(&(from - 1)) {
+        Some(e) => e.hash.clone(),
+        None => zeros(),
+    };
+    for (_, e) in trail.events.range_mut(from..) {
+        e.prev_hash = prev;
+        e.hash = e.compute_hash();
+        prev = e.hash.clone();
+    }
+    let (&last, e) = trail.events.last_key_value().unwrap();
+    trail.head = (last, e.hash.clone());
+}
+
+/// A CA with ten events in its trail.
+async fn ca_with_a_trail() -> TestCa {
+    let ca = TestCa::start();
+    for agent in ["a", "b", "c"] {
+        ca.register("acme", "prod", agent).await;
+    }
+    let (issued, key) = ca
+        .enroll(&ca.token("acme", "prod", "a", 1).await)
+        .await
+        .unwrap();
+    ca.client_with(&issued.certificate_chain, &key)
+        .renew(&csr())
+        .await
+        .unwrap();
+    let wrong = ca
+        .client()
+        .call::<(), Vec<AgentInfo>>(Method::GET, "/v1/admin/agents", Some("wrong"), None)
+        .await;
+    assert_eq!(refusal(wrong).1, "unauthorized");
+    ca.set_enabled("acme", "prod", "b", false).await;
+    ca.set_enabled("acme", "prod", "b", true).await;
+    ca.revoke_agent("acme", "prod", "c", "superseded").await;
+    assert_eq!(whole_trail(&ca).await.len(), 10);
+    ca
+}
+
+/// `agentca audit verify`: Ok(stdout) or Err(stderr) when it exits with 1.
+fn verify(ca: &TestCa, anchor: Option<&Path>) -> Result<String, String> {
+    let mut cmd = ca.command();
+    cmd.args(["audit", "verify"]);
+    if let Some(anchor) = anchor {
+        cmd.arg("--anchor").arg(anchor);
+    }
+    let out = run(&mut cmd);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    match out.status.code() {
+        Some(0) => Ok(stdout),
+        Some(1) => Err(stderr),
+        other => panic!("audit verify exited with {other:?}: {stdout}{stderr}"),
+    }
+}
+
+/// Stops the CA, stores `original` edited by `edit`, and starts it again.
+fn tamper(ca: &mut TestCa, original: &Stored, edit: impl FnOnce(&mut Stored)) {
+    ca.kill();
+    let mut trail = original.clone();
+    edit(&mut trail);
+    write_stored(&ca.data_dir, &trail);
+    ca.restart();
+}
+
+#[track_caller]
+fn assert_broken(result: Result<String, String>, message: &str) {
+    match result {
+        Ok(out) => panic!("verify passed on a broken trail, expecting {message:?}: {out}"),
+        Err(err) => assert!(
+            err.contains(&format!("audit trail broken: {message}")),
+            "expected {message:?} in:\n{err}"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_finds_a_changed_event() {
+    let mut ca = ca_with_a_trail().await;
+    let out = verify(&ca, None).unwrap();
+    assert!(out.starts_with("audit trail intact: 10 event(s)"), "{out}");
+    ca.kill();
+    let original = read_stored(&ca.data_dir);
+    assert_eq!(original.events.len(), 10);
+    assert_eq!(original.head.0, 10);
+
+    // Event 7 is the refused admin login; someone makes it look fine.
+    assert_eq!(original.events[&7].action, "admin.auth");
+    assert_eq!(original.events[&7].outcome, "refused");
+    tamper(&mut ca, &original, |t| {
+        t.events.get_mut(&7).unwrap().outcome = "ok".into();
+    });
+    assert_broken(
+        verify(&ca, None),
+        "event 7 was changed: its hash does not match its content",
+    );
+
+    // Changed with its own hash recomputed: the next event gives it away.
+    tamper(&mut ca, &original, |t| {
+        let e = t.events.get_mut(&7).unwrap();
+        e.outcome = "ok".into();
+        e.hash = e.compute_hash();
+    });
+    assert_broken(
+        verify(&ca, None),
+        "event 7 was changed or replaced: event 8 does not carry its hash",
+    );
+
+    // The last event changed, its hash recomputed: the CA's head gives it
+    // away.
+    tamper(&mut ca, &original, |t| {
+        let e = t.events.get_mut(&10).unwrap();
+        e.reason = Some("unspecified".into());
+        e.hash = e.compute_hash();
+    });
+    let err = verify(&ca, None).unwrap_err();
+    eprintln!("last event changed: {err}");
+    assert!(err.contains("audit trail broken"), "{err}");
+    assert!(err.contains("event 10"), "{err}");
+
+    // Put back, the trail verifies again.
+    tamper(&mut ca, &original, |_| {});
+    verify(&ca, None).expect("the restored trail is intact");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_finds_removed_and_reordered_events() {
+    let mut ca = ca_with_a_trail().await;
+    ca.kill();
+    let original = read_stored(&ca.data_dir);
+
+    // One event removed from the middle.
+    tamper(&mut ca, &original, |t| {
+        t.events.remove(&5);
+    });
+    assert_broken(
+        verify(&ca, None),
+        "events after 4 are missing: the next one is 6",
+    );
+
+    // The first one.
+    tamper(&mut ca, &original, |t| {
+        t.events.remove(&1);
+    });
+    assert_broken(
+        verify(&ca, None),
+        "events after 0 are missing: the next one is 2",
+    );
+
+    // Two events swapped.
+    tamper(&mut ca, &original, |t| {
+        let four = t.events[&4].clone();
+        let five = t.events.insert(5, four).unwrap();
+        t.events.insert(4, five);
+    });
+    assert_broken(verify(&ca, None), "event 5 is out of order");
+
+    // The last event removed.
+    tamper(&mut ca, &original, |t| {
+        t.events.remove(&10);
+    });
+    assert_broken(
+        verify(&ca, None),
+        "the trail ends at event 9, but the CA's head is event 10",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anchor_catches_a_trail_rewritten_with_its_hashes() {
+    let mut ca = ca_with_a_trail().await;
+    let anchor = ca.root.path().join("audit.anchor");
+    let out = verify(&ca, Some(&anchor)).unwrap();
+    assert!(out.starts_with("audit trail intact: 10 event(s)"), "{out}");
+    let anchored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&anchor).unwrap()).unwrap();
+    assert_eq!(anchored["seq"], 10);
+    ca.kill();
+    let original = read_stored(&ca.data_dir);
+
+    // Event 5 (an enrollment) rewritten, and every hash after it: the
+    // chain alone cannot tell, the anchor can.
+    tamper(&mut ca, &original, |t| {
+        assert_eq!(t.events[&5].action, "enroll");
+        t.events.get_mut(&5).unwrap().remote_addr = Some("192.0.2.1:4242".into());
+        rechain(t, 5);
+    });
+    let out = verify(&ca, None).expect("a consistent rewrite passes the plain check");
+    assert!(out.starts_with("audit trail intact: 10 event(s)"), "{out}");
+    let err = verify(&ca, Some(&anchor)).unwrap_err();
+    assert!(
+        err.contains(
+            "audit trail rewritten: event 10 no longer has the hash anchored at the last verification"
+        ),
+        "{err}"
+    );
+
+    // The last events cut off, with the head moved back to match.
+    tamper(&mut ca, &original, |t| {
+        t.events.remove(&10);
+        t.events.remove(&9);
+        let e = &t.events[&8];
+        t.head = (8, e.hash.clone());
+    });
+    let out = verify(&ca, None).expect("a consistent truncation passes the plain check");
+    assert!(out.starts_with("audit trail intact: 8 event(s)"), "{out}");
+    let err = verify(&ca, Some(&anchor)).unwrap_err();
+    assert!(
+        err.contains("audit trail rewritten: event 10 of the last verification is gone"),
+        "{err}"
+    );
+
+    // Restored, the anchor still matches; new events move it on.
+    tamper(&mut ca, &original, |_| {});
+    verify(&ca, Some(&anchor)).expect("the original trail matches its anchor");
+    ca.register("acme", "prod", "d").await;
+    let out = verify(&ca, Some(&anchor)).unwrap();
+    assert!(out.starts_with("audit trail intact: 11 event(s)"), "{out}");
+    let anchored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&anchor).unwrap()).unwrap();
+    assert_eq!(anchored["seq"], 11);
+}
+
+// ---------------------------------------------------------------------------
+// Admins.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_admin_acts_in_its_tenant_only_and_every_attempt_is_audited() {
+    let ca = TestCa::start();
+    ca.register("other", "prod", "bot").await;
+    let (theirs, _) = ca
+        .enroll(&ca.token("other", "prod", "bot", 1).await)
+        .await
+        .unwrap();
+    let mut trail = Trail::new(&ca).await;
+    assert_eq!(trail.seen, 3);
+
+    let out = run(ca
+        .command()
+        .args(["admin", "create", "--name", "acme-ops", "--tenant", "acme"]));
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("agentca-admin-"), "{token}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("tenant acme only"), "{stderr}");
+    Want::ok("admin.create", admin("admin"), Some("acme-ops"))
+        .reason("tenant acme")
+        .check(&trail.next().await);
+    let token_file = common::write(ca.root.path(), "acme-ops.token", &token);
+    let tenant = || {
+        let mut cmd = ca.command();
+        cmd.env("AGENTCA_ADMIN_TOKEN_FILE", &token_file);
+        cmd
+    };
+    let ops = admin("acme-ops");
+    let acme_bot = "spiffe://example.org/tenant/acme/env/prod/agent/bot";
+
+    // In its own tenant it registers, hands out tokens, lists and shows.
+    ok(tenant().args([
+        "register",
+        "--tenant",
+        "acme",
+        "--env",
+        "prod",
+        "--agent",
+        "bot",
+        "--owner",
+        "acme",
+        "--purpose",
+        "tenant admin test",
+    ]));
+    Want::ok("register", ops.clone(), Some(acme_bot)).check(&trail.next().await);
+    let bootstrap = ok(tenant().args([
+        "token", "--tenant", "acme", "--env", "prod", "--agent", "bot", "--quiet",
+    ]));
+    let bootstrap = bootstrap.trim();
+    let token_id = agentca_ca::token::id(&agentca_ca::token::hash(bootstrap).unwrap());
+    let e = trail.next().await;
+    let reason = e.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("token {token_id} for 1 use(s), valid until ")),
+        "{e:#?}"
+    );
+    Want::ok("token.create", ops.clone(), Some(acme_bot))
+        .reason(&reason)
+        .check(&e);
+    let (issued, _) = ca.enroll(bootstrap).await.expect("the token works");
+    Want::ok("enroll", Actor::Token { token_id }, Some(acme_bot)).check_cert(
+        &trail.next().await,
+        Some((&issued.serial, issued.not_after)),
+    );
+    ok(tenant().args([
+        "disable", "--tenant", "acme", "--env", "prod", "--agent", "bot",
+    ]));
+    Want::ok("disable", ops.clone(), Some(acme_bot)).check(&trail.next().await);
+    ok(tenant().args([
+        "enable", "--tenant", "acme", "--env", "prod", "--agent", "bot",
+    ]));
+    Want::ok("enable", ops.clone(), Some(acme_bot)).check(&trail.next().await);
+    let listed: Vec<AgentInfo> = serde_json::from_str(&ok(tenant().arg("agents"))).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|a| a.spiffe_id.to_string())
+            .collect::<Vec<_>>(),
+        [acme_bot],
+        "without --tenant, a tenant admin sees its own tenant"
+    );
+    ok(tenant().args([
+        "agent", "--tenant", "acme", "--env", "prod", "--agent", "bot",
+    ]));
+    trail.none().await;
+
+    // On tenant other: every attempt refused with 403 and audited under
+    // its name.
+    let attempts = [
+        (
+            "register --tenant other --env prod --agent x --owner o --purpose p",
+            "register",
+            "other/prod/x",
+        ),
+        (
+            "token --tenant other --env prod --agent bot",
+            "token.create",
+            "other/prod/bot",
+        ),
+        (
+            "agent --tenant other --env prod --agent bot",
+            "agents.show",
+            "other/prod/bot",
+        ),
+        (
+            "disable --tenant other --env prod --agent bot",
+            "disable",
+            "other/prod/bot",
+        ),
+        (
+            "revoke --tenant other --env prod --agent bot",
+            "revoke",
+            "other/prod/bot",
+        ),
+        ("revoke --tenant other", "revoke", "other"),
+        ("agents --tenant other", "agents.list", "other/*"),
+    ];
+    for (args, action, subject) in attempts {
+        let err = fails(tenant().args(args.split_whitespace()));
+        assert!(err.contains("(403 forbidden)"), "{args}: {err}");
+        let e = trail.next().await;
+        let named = match subject.split('/').collect::<Vec<_>>()[..] {
+            [t, env, agent] => names_agent(e.subject.as_deref(), t, env, agent),
+            _ => e.subject.as_deref() == Some(subject),
+        };
+        assert!(named, "{args}: the event names {subject}: {e:#?}");
+        Want::refused(action, ops.clone(), e.subject.as_deref(), "forbidden").check(&e);
+    }
+    let serial = theirs.serial.to_string();
+    let err = fails(tenant().args(["revoke", "--serial", &serial]));
+    assert!(err.contains("(403 forbidden)"), "{err}");
+    let e = trail.next().await;
+    assert!(
+        names_agent(e.subject.as_deref(), "other", "prod", "bot"),
+        "the event names the certificate's agent: {e:#?}"
+    );
+    Want::refused("revoke", ops.clone(), e.subject.as_deref(), "forbidden")
+        .check_cert(&e, Some((&theirs.serial, theirs.not_after)));
+
+    // The same over the API: 403 forbidden.
+    let result = ca
+        .client()
+        .call::<_, TokenCreated>(
+            Method::POST,
+            "/v1/admin/agents/other/prod/bot/tokens",
+            Some(&token),
+            Some(&CreateTokenRequest::default()),
+        )
+        .await;
+    assert_eq!(refusal(result), (403, "forbidden".into()));
+    assert_eq!(trail.next().await.reason.as_deref(), Some("forbidden"));
+
+    // What only global admins may do.
+    let err = fails(tenant().args(["audit", "export"]));
+    assert!(err.contains("(403 forbidden)"), "{err}");
+    Want::refused("audit.read", ops.clone(), None, "forbidden").check(&trail.next().await);
+    let err = fails(tenant().args(["admin", "create", "--name", "sneaky"]));
+    assert!(err.contains("(403 forbidden)"), "{err}");
+    Want::refused("admin.create", ops.clone(), Some("sneaky"), "forbidden")
+        .check(&trail.next().await);
+    let err = fails(tenant().args(["admin", "list"]));
+    assert!(err.contains("(403 forbidden)"), "{err}");
+    Want::refused("admin.list", ops.clone(), None, "forbidden").check(&trail.next().await);
+    let err = fails(tenant().args(["admin", "revoke", "--name", "admin"]));
+    assert!(err.contains("(403 forbidden)"), "{err}");
+    Want::refused("admin.revoke", ops.clone(), Some("admin"), "forbidden")
+        .check(&trail.next().await);
+    let result = ca
+        .client()
+        .call::<(), AuditPage>(Method::GET, "/v1/admin/audit", Some(&token), None)
+        .await;
+    assert_eq!(refusal(result), (403, "forbidden".into()));
+    Want::refused("audit.read", ops.clone(), None, "forbidden").check(&trail.next().await);
+
+    // Tenant other is untouched.
+    let shown = ca.show("other", "prod", "bot").await;
+    assert!(shown.enabled);
+    assert_eq!(shown.live_certificates.len(), 1);
+    let result = ca
+        .admin::<(), AgentInfo>(Method::GET, "/v1/admin/agents/other/prod/x", None)
+        .await;
+    assert_eq!(refusal(result), (404, "agent_not_found".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_global_admin_stays_and_a_revoked_admin_token_is_refused() {
+    let ca = TestCa::start();
+    let mut trail = Trail::new(&ca).await;
+    let root = admin("admin");
+    let revoke_admin =
+        || ca.admin::<(), serde_json::Value>(Method::DELETE, "/v1/admin/admins/admin", None);
+
+    assert_eq!(
+        refusal(revoke_admin().await),
+        (409, "last_global_admin".into())
+    );
+    Want::refused(
+        "admin.revoke",
+        root.clone(),
+        Some("admin"),
+        "last_global_admin",
+    )
+    .check(&trail.next().await);
+
+    // A tenant admin is no replacement.
+    ok(ca
+        .command()
+        .args(["admin", "create", "--name", "acme-ops", "--tenant", "acme"]));
+    Want::ok("admin.create", root.clone(), Some("acme-ops"))
+        .reason("tenant acme")
+        .check(&trail.next().await);
+    assert_eq!(
+        refusal(revoke_admin().await),
+        (409, "last_global_admin".into())
+    );
+    trail.next().await;
+
+    // A second global admin is.
+    let second = ok(ca.command().args(["admin", "create", "--name", "second"]))
+        .trim()
+        .to_owned();
+    Want::ok("admin.create", root.clone(), Some("second"))
+        .reason("every tenant")
+        .check(&trail.next().await);
+    let listed: Vec<AdminInfo> =
+        serde_json::from_str(&ok(ca.command().args(["admin", "list"]))).unwrap();
+    let names: Vec<(&str, Option<&str>)> = listed
+        .iter()
+        .map(|a| (a.name.as_str(), a.tenant.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("acme-ops", Some("acme")),
+            ("admin", None),
+            ("second", None)
+        ]
+    );
+    trail.none().await;
+
+    let second_file = common::write(ca.root.path(), "second.token", &second);
+    let as_second = || {
+        let mut cmd = ca.command();
+        cmd.env("AGENTCA_ADMIN_TOKEN_FILE", &second_file);
+        cmd
+    };
+    ok(as_second().args(["admin", "revoke", "--name", "admin"]));
+    trail.token = second.clone();
+    Want::ok("admin.revoke", admin("second"), Some("admin")).check(&trail.next().await);
+
+    // The revoked token no longer works, over the API or the CLI.
+    let result = ca
+        .admin::<(), Vec<AgentInfo>>(Method::GET, "/v1/admin/agents", None)
+        .await;
+    assert_eq!(refusal(result), (401, "unauthorized".into()));
+    Want::refused("admin.auth", Actor::Anonymous, None, "unauthorized").check(&trail.next().await);
+    let err = fails(ca.command().args(["admin", "list"]));
+    assert!(err.contains("(401 unauthorized)"), "{err}");
+    Want::refused("admin.auth", Actor::Anonymous, None, "unauthorized").check(&trail.next().await);
+
+    // Now "second" is the last global admin.
+    let err = fails(as_second().args(["admin", "revoke", "--name", "second"]));
+    assert!(err.contains("(409 last_global_admin)"), "{err}");
+    Want::refused(
+        "admin.revoke",
+        admin("second"),
+        Some("second"),
+        "last_global_admin",
+    )
+    .check(&trail.next().await);
+    let listed: Vec<AdminInfo> =
+        serde_json::from_str(&ok(as_second().args(["admin", "list"]))).unwrap();
+    assert_eq!(
+        listed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["acme-ops", "second"]
+    );
+    ok(as_second().args(["audit", "verify"]));
+    trail.none().await;
+}
+
+// ---------------------------------------------------------------------------
+// Export and follow.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_prints_the_events_after_since_and_follow_prints_new_ones() {
+    let ca = TestCa::start();
+    assert_eq!(ok(ca.command().args(["audit", "export"])), "");
+    for agent in ["a", "b", "c"] {
+        ca.register("acme", "prod", agent).await;
+    }
+    ca.token("acme", "prod", "a", 1).await;
+    let wrong = ca
+        .client()
+        .call::<(), Vec<AgentInfo>>(Method::GET, "/v1/admin/agents", Some("wrong"), None)
+        .await;
+    assert_eq!(refusal(wrong).1, "unauthorized");
+    let all = whole_trail(&ca).await;
+    assert_eq!(all.len(), 5);
+
+    let everything = ok(ca.command().args(["audit", "export"]));
+    assert_eq!(json_lines(&everything), all);
+    let after_two = ok(ca.command().args(["audit", "export", "--since", "2"]));
+    assert_eq!(json_lines(&after_two), &all[2..]);
+    assert_eq!(after_two.lines().count(), 3);
+    assert_eq!(
+        ok(ca.command().args(["audit", "export", "--since", "5"])),
+        ""
+    );
+    assert_eq!(
+        ok(ca.command().args(["audit", "export", "--since", "99"])),
+        ""
+    );
+
+    // Follow: started at the current end, it prints what happens next.
+    let mut child = Follower(
+        ca.command()
+            .args(["audit", "follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn audit follow"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Until it has read the end, an action may come before it: act until
+    // it prints something.
+    let mut first = None;
+    for i in 0..40 {
+        ca.register("acme", "follow", &format!("f{i}")).await;
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(250)) {
+            first = Some(line);
+            break;
+        }
+    }
+    let first: AuditEvent =
+        serde_json::from_str(&first.expect("audit follow printed an event")).unwrap();
+    assert!(first.seq > 5, "only events after it started: {first:#?}");
+    let trail = whole_trail(&ca).await;
+    assert_eq!(first, trail[first.seq as usize - 1]);
+    // Whatever else it already printed, in order.
+    let mut last = first.seq;
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        let e: AuditEvent = serde_json::from_str(&line).unwrap();
+        assert_eq!(e.seq, last + 1);
+        last = e.seq;
+    }
+    assert_eq!(last, trail.len() as u64, "it caught up");
+    // Now surely following: the next event arrives at once.
+    ca.register("acme", "follow", "late").await;
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("audit follow printed the new event");
+    let e: AuditEvent = serde_json::from_str(&line).unwrap();
+    assert_eq!(e.seq, last + 1);
+    assert_eq!(e.action, "register");
+    assert_eq!(
+        e.subject.as_deref(),
+        Some("spiffe://example.org/tenant/acme/env/follow/agent/late")
+    );
+    assert_eq!(e, *whole_trail(&ca).await.last().unwrap());
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "follow runs until stopped"
+    );
+}
+
+/// `agentca audit follow`, stopped when the test ends, however it ends.
+struct Follower(std::process::Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -512,6 +512,15 @@ impl Authority {
         ))
     }
 
+    /// An agent as the subject of an audit event: its SPIFFE ID, or the
+    /// names as given when they break the identity rules.
+    fn subject(&self, tenant: &str, env: &str, agent: &str) -> String {
+        match self.agent_id(tenant, env, agent) {
+            Ok(id) => id.to_string(),
+            Err(_) => format!("{tenant}/{env}/{agent}"),
+        }
+    }
+
     fn id_of(&self, record: &AgentRecord) -> Result<AgentId, AuthorityError> {
         self.agent_id(&record.tenant, &record.env, &record.agent)
     }
@@ -583,7 +592,7 @@ impl Authority {
         req: RegisterAgentRequest,
         now: OffsetDateTime,
     ) -> Result<AgentInfo, AuthorityError> {
-        let subject = Some(format!("{}/{}/{}", req.tenant, req.env, req.agent));
+        let subject = Some(self.subject(&req.tenant, &req.env, &req.agent));
         let event = self.event(ctx, admin.actor(), "register", subject, now);
         let result = self.register_inner(event.clone(), admin, req, now).await;
         self.audit_refusal(event, &result).await;
@@ -949,7 +958,7 @@ impl Authority {
             ctx,
             admin.actor(),
             "agents.show",
-            Some(format!("{tenant}/{env}/{agent}")),
+            Some(self.subject(tenant, env, agent)),
             now,
         );
         self.audit_refusal(event, &result).await;
@@ -1003,7 +1012,7 @@ impl Authority {
             ctx,
             admin.actor(),
             action,
-            Some(format!("{tenant}/{env}/{agent}")),
+            Some(self.subject(tenant, env, agent)),
             now,
         );
         let result = self
@@ -1059,7 +1068,7 @@ impl Authority {
             ctx,
             admin.actor(),
             "token.create",
-            Some(format!("{tenant}/{env}/{agent}")),
+            Some(self.subject(tenant, env, agent)),
             now,
         );
         let result = self
@@ -1232,8 +1241,9 @@ impl Authority {
         let presented = peer_chain
             .and_then(|c| c.first())
             .and_then(|leaf| peer_identity(leaf));
+        let presented_cert = presented.as_ref().map(|p| (p.2.clone(), p.3));
         let (actor, subject) = match presented {
-            Some((id, instance)) => (
+            Some((id, instance, _, _)) => (
                 Actor::Agent {
                     spiffe_id: id.clone(),
                     instance_id: instance,
@@ -1242,7 +1252,11 @@ impl Authority {
             ),
             None => (Actor::Anonymous, None),
         };
-        let event = self.event(ctx, actor, "renew", subject, now);
+        let mut event = self.event(ctx, actor, "renew", subject, now);
+        // A refusal names the certificate presented; a renewal, the one
+        // issued (with the presented one in its reason).
+        event.serial = presented_cert.as_ref().map(|c| c.0.clone());
+        event.not_after = presented_cert.map(|c| c.1);
         let result = self
             .renew_inner(event.clone(), peer_chain, req, ctx.remote, now)
             .await;
@@ -1505,16 +1519,22 @@ impl Authority {
         req: RevokeRequest,
         now: OffsetDateTime,
     ) -> Result<RevokeResponse, AuthorityError> {
-        let subject = describe_target(&req);
-        let event = self.event(ctx, admin.actor(), "revoke", Some(subject), now);
-        let result = self.revoke_inner(event.clone(), admin, req, now).await;
+        let subject = match (&req.tenant, &req.env, &req.agent) {
+            (Some(t), Some(e), Some(a)) => self.subject(t, e, a),
+            _ => describe_target(&req),
+        };
+        let mut event = self.event(ctx, admin.actor(), "revoke", Some(subject), now);
+        event.serial = req.serial.clone();
+        // The inner call fills in what it learns (the agent of a serial),
+        // for the refusal too.
+        let result = self.revoke_inner(&mut event, admin, req, now).await;
         self.audit_refusal(event, &result).await;
         result
     }
 
     async fn revoke_inner(
         &self,
-        mut event: AuditEvent,
+        event: &mut AuditEvent,
         admin: &Admin,
         req: RevokeRequest,
         now: OffsetDateTime,
@@ -1585,7 +1605,7 @@ impl Authority {
             Some(_) => crl::reason_name(reason).to_owned(),
             None => format!("{what}: {}", crl::reason_name(reason)),
         });
-        let change = Self::audited(Change::Revoke { target, reason, at }, event);
+        let change = Self::audited(Change::Revoke { target, reason, at }, event.clone());
         let summary = match self.writer.apply(change).await? {
             Ok(Applied::Revoked(summary)) => summary,
             Ok(other) => {
@@ -1712,7 +1732,9 @@ impl Authority {
 
 /// The identity and instance a presented certificate claims, read without
 /// verifying it (for the audit trail only).
-fn peer_identity(leaf: &CertificateDer<'_>) -> Option<(AgentId, InstanceId)> {
+fn peer_identity(
+    leaf: &CertificateDer<'_>,
+) -> Option<(AgentId, InstanceId, Serial, OffsetDateTime)> {
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
     let uri = cert
         .subject_alternative_name()
@@ -1730,7 +1752,9 @@ fn peer_identity(leaf: &CertificateDer<'_>) -> Option<(AgentId, InstanceId)> {
         .find(|a| a.attr_type().to_id_string() == "2.5.4.5")
         .and_then(|a| a.as_str().ok())
         .and_then(|s| InstanceId::parse(s).ok())?;
-    Some((AgentId::parse(&uri).ok()?, instance))
+    let serial = Serial::from_bytes(cert.raw_serial()).ok()?;
+    let not_after = cert.validity().not_after.to_datetime();
+    Some((AgentId::parse(&uri).ok()?, instance, serial, not_after))
 }
 
 /// What a revocation request names, for the audit trail.

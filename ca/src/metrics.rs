@@ -175,8 +175,19 @@ impl Metrics {
                 Change::Audit(event) => (change, Some(event)),
                 other => (other, None),
             };
-            if let Some(event) = event {
-                self.observe_event(event);
+            match (change, event) {
+                // An issuance event that comes without a certificate is a
+                // retried renewal answered with the certificate issued
+                // before: not a new issuance.
+                (Change::Audit(e), _)
+                    if e.outcome == "ok" && matches!(e.action.as_str(), "enroll" | "renew") =>
+                {
+                    let mut retry = e.clone();
+                    retry.outcome = "retry".into();
+                    self.observe_event(&retry);
+                }
+                (_, Some(event)) => self.observe_event(event),
+                (_, None) => {}
             }
             if let Change::Enroll { cert, .. } | Change::Renew { cert, .. } = change {
                 *self
@@ -262,7 +273,7 @@ impl Metrics {
         let families: [(&str, &str, &[&str]); 3] = [
             (
                 "agentca_issuance_total",
-                "Enrollments and renewals, by tenant, env and outcome (issued or refused).",
+                "Enrollments and renewals, by tenant, env and outcome (issued, refused, or retry: a renewal answered again with the certificate it issued before).",
                 &["enroll", "renew"],
             ),
             (

@@ -159,13 +159,17 @@ async fn verify(conn: &AdminConnection, anchor_path: Option<PathBuf>) -> anyhow:
             }
             last => {
                 let (found, hash) = last.map_or((since, prev.clone()), |l| (l.seq, l.hash.clone()));
-                if found != page.head_seq || hash != page.head_hash {
+                if found != page.head_seq {
                     let broken = AuditBreak::Truncated {
                         expected: page.head_seq,
                         found,
                     };
                     anyhow::bail!("audit trail broken: {broken}");
                 }
+                anyhow::ensure!(
+                    hash == page.head_hash,
+                    "audit trail broken: event {found} was changed or replaced: its hash is not the one the CA recorded as the head"
+                );
                 break (found, hash);
             }
         }

@@ -245,6 +245,21 @@ async fn body<T>(
     }
 }
 
+/// `result`, with a refusal recorded as `action` by `admin`: a request
+/// refused for its query or path is audited like any other.
+async fn checked<T>(
+    ca: &Authority,
+    ctx: &RequestContext,
+    admin: &Admin,
+    action: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if let Err(e) = &result {
+        ca.audit_rejected(ctx, admin.actor(), action, e.code).await;
+    }
+    result
+}
+
 fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(t)| t)
         .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
@@ -337,20 +352,26 @@ async fn list_agents(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let q = query
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
+        .and_then(|Query(q)| {
+            let enabled = match q.state.as_deref() {
+                None => None,
+                Some("enabled") => Some(true),
+                Some("disabled") => Some(false),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "state {other:?}: use enabled or disabled"
+                    )))
+                }
+            };
+            Ok((q, enabled))
+        });
+    let (q, enabled) = checked(&ca, &ctx, &admin, "agents.list", q).await?;
     let filter = crate::authority::AgentFilter {
         tenant: q.tenant,
         env: q.env,
-        enabled: match q.state.as_deref() {
-            None => None,
-            Some("enabled") => Some(true),
-            Some("disabled") => Some(false),
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "state {other:?}: use enabled or disabled"
-                )))
-            }
-        },
+        enabled,
         idle_for: q
             .idle_for
             .map(|s| time::Duration::seconds(s.min(i64::MAX as u64) as i64)),
@@ -368,7 +389,7 @@ async fn show_agent(
     p: Result<Path<AgentPath>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let (t, e, a) = path(p)?;
+    let (t, e, a) = checked(&ca, &ctx, &admin, "agents.show", path(p)).await?;
     Ok(Json(ca.show_agent(&ctx, &admin, &t, &e, &a, now()).await?))
 }
 
@@ -381,7 +402,7 @@ async fn create_token(
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
     let req = body(&ca, &ctx, admin.actor(), "token.create", req).await?;
-    let (t, e, a) = path(p)?;
+    let (t, e, a) = checked(&ca, &ctx, &admin, "token.create", path(p)).await?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -399,7 +420,8 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let (t, e, a) = path(p)?;
+    let action = if enabled { "enable" } else { "disable" };
+    let (t, e, a) = checked(&ca, &ctx, &admin, action, path(p)).await?;
     Ok(Json(
         ca.set_enabled(&ctx, &admin, &t, &e, &a, enabled, now())
             .await?,
@@ -491,7 +513,8 @@ async fn audit(
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let query = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")));
+    let Query(q) = checked(&ca, &ctx, &admin, "audit.read", query).await?;
     let wait = std::time::Duration::from_secs(q.wait).min(MAX_FEED_WAIT);
     let limit = q.limit.unwrap_or(crate::authority::MAX_AUDIT_PAGE);
     Ok(Json(
@@ -529,7 +552,7 @@ async fn delete_admin(
     p: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let name = path(p)?;
+    let name = checked(&ca, &ctx, &admin, "admin.revoke", path(p)).await?;
     ca.delete_admin(&ctx, &admin, &name, now()).await?;
     Ok(Json(serde_json::json!({ "revoked": name })))
 }
