@@ -301,7 +301,7 @@ fn run_one(binary: &std::path::Path, options: &Options) -> anyhow::Result<Vec<Ru
 /// The best round of each binary, run by run, side by side.
 fn print_comparison(measured: &[(usize, Vec<RunResult>)], options: &Options) {
     println!(
-        "\n=== comparison: best of {} round(s) per binary, requests per second (p99 ms)",
+        "\n=== comparison: best of {} round(s) per binary: requests per second (p99 ms) [lowest CA cpu µs per request]",
         options.rounds
     );
     for (index, binary) in options.binaries.iter().enumerate() {
@@ -310,7 +310,7 @@ fn print_comparison(measured: &[(usize, Vec<RunResult>)], options: &Options) {
     let first = &measured[0].1;
     print!("{:<8} {:>5}", "phase", "conc");
     for index in 0..options.binaries.len() {
-        print!(" {:>20}", format!("binary {}", index + 1));
+        print!(" {:>26}", format!("binary {}", index + 1));
     }
     if options.binaries.len() == 2 {
         print!(" {:>9}", "change");
@@ -328,10 +328,22 @@ fn print_comparison(measured: &[(usize, Vec<RunResult>)], options: &Options) {
             match fastest {
                 Some(r) => {
                     let p99 = r.percentile_ms(99.0).unwrap_or(f64::NAN);
-                    print!(" {:>20}", format!("{:.0} ({p99:.2})", r.per_second()));
+                    let cpu = measured
+                        .iter()
+                        .filter(|(i, _)| *i == index)
+                        .filter_map(|(_, results)| results.get(row)?.ca_cpu_per_request)
+                        .min()
+                        .map_or_else(
+                            || "-".to_owned(),
+                            |d| format!("{:.0}", d.as_secs_f64() * 1e6),
+                        );
+                    print!(
+                        " {:>26}",
+                        format!("{:.0} ({p99:.2}) [{cpu}]", r.per_second())
+                    );
                     best.push(r.per_second());
                 }
-                None => print!(" {:>20}", "-"),
+                None => print!(" {:>26}", "-"),
             }
         }
         if let [before, after] = best[..] {
@@ -384,7 +396,8 @@ async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
     let next = Arc::new(AtomicUsize::new(0));
     for &concurrency in &options.concurrency {
         eprintln!("enroll, concurrency {concurrency}...");
-        let (result, mut issued) = enroll_run(
+        let cpu_before = ca.cpu_time();
+        let (mut result, mut issued) = enroll_run(
             &target,
             &issuance_tls,
             &enrollments,
@@ -394,6 +407,7 @@ async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
             options,
         )
         .await?;
+        result.set_cpu(cpu_before, ca.cpu_time());
         kept.append(&mut issued);
         let failed = result.failures > MAX_FAILURES;
         results.push(result);
@@ -418,7 +432,9 @@ async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
         for &concurrency in &options.renew_concurrency {
             eprintln!("renew, concurrency {concurrency}...");
             let pool: Vec<Renewal> = renewals.drain(..share).collect();
-            let result = renew_run(&target, pool, concurrency, options).await?;
+            let cpu_before = ca.cpu_time();
+            let mut result = renew_run(&target, pool, concurrency, options).await?;
+            result.set_cpu(cpu_before, ca.cpu_time());
             let failed = result.failures > MAX_FAILURES;
             results.push(result);
             if failed {
@@ -529,6 +545,20 @@ impl Ca {
     }
 
     /// The last `lines` lines of the CA's log.
+    /// CPU time the CA process has used so far, all threads, user and
+    /// system (from /proc, in 10 ms ticks); `None` off Linux.
+    fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // /proc reports in USER_HZ, 100 on Linux.
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();
@@ -801,6 +831,9 @@ struct RunResult {
     failures: u64,
     errors: Vec<String>,
     note: Option<String>,
+    /// CPU time of the CA during the run (warm-up included), per request
+    /// it answered 200 (warm-up included).
+    ca_cpu_per_request: Option<Duration>,
 }
 
 impl RunResult {
@@ -820,6 +853,7 @@ impl RunResult {
             failures: 0,
             errors: Vec::new(),
             note: None,
+            ca_cpu_per_request: None,
         };
         let mut kept = Vec::new();
         let mut exhausted = false;
@@ -845,6 +879,16 @@ impl RunResult {
             ));
         }
         (result, kept)
+    }
+
+    fn set_cpu(&mut self, before: Option<Duration>, after: Option<Duration>) {
+        if let (Some(before), Some(after)) = (before, after) {
+            if self.succeeded > 0 {
+                self.ca_cpu_per_request = Some(
+                    (after.saturating_sub(before)) / self.succeeded.min(u32::MAX as u64) as u32,
+                );
+            }
+        }
     }
 
     fn per_second(&self) -> f64 {
@@ -1121,13 +1165,13 @@ fn print_report(results: &[RunResult], options: &Options, issued_total: u64) {
 
 fn print_table(results: &[RunResult]) {
     println!(
-        "{:<8} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8}",
-        "phase", "conc", "requests", "failed", "per sec", "p50 ms", "p99 ms", "max ms"
+        "{:<8} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>11}",
+        "phase", "conc", "requests", "failed", "per sec", "p50 ms", "p99 ms", "max ms", "CA cpu µs"
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     for r in results {
         println!(
-            "{:<8} {:>5} {:>9} {:>7} {:>9.0} {:>8} {:>8} {:>8}",
+            "{:<8} {:>5} {:>9} {:>7} {:>9.0} {:>8} {:>8} {:>8} {:>11}",
             r.phase,
             r.concurrency,
             r.latencies.len(),
@@ -1136,6 +1180,10 @@ fn print_table(results: &[RunResult]) {
             ms(r.percentile_ms(50.0)),
             ms(r.percentile_ms(99.0)),
             ms(r.percentile_ms(100.0)),
+            r.ca_cpu_per_request.map_or_else(
+                || "-".to_owned(),
+                |d| format!("{:.0}", d.as_secs_f64() * 1e6)
+            ),
         );
         if let Some(note) = &r.note {
             println!("         note: {note}");

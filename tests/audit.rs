@@ -239,8 +239,19 @@ fn json_lines(out: &str) -> Vec<AuditEvent> {
 async fn every_action_and_every_refusal_leaves_exactly_its_event() {
     let ca = TestCa::start();
     let mut trail = Trail::new(&ca).await;
-    assert_eq!(trail.seen, 0, "a new CA has an empty trail");
     let root = admin("admin");
+    // A new CA's trail begins with init creating the first admin.
+    let first = whole_trail(&ca).await;
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0].actor, Actor::System);
+    assert_eq!(
+        (
+            first[0].action.as_str(),
+            first[0].subject.as_deref(),
+            first[0].outcome.as_str()
+        ),
+        ("admin.create", Some("admin"), "ok")
+    );
     let http = ca.http();
 
     // Register, over plain HTTP to see the response's request id.
@@ -531,19 +542,20 @@ async fn every_action_and_every_refusal_leaves_exactly_its_event() {
     assert_eq!(refusal(result), (401, "unauthorized".into()));
     Want::refused("admin.auth", Actor::Anonymous, None, "unauthorized").check(&trail.next().await);
 
-    // One event per action, no more: 22 actions, 22 events, one chain.
+    // One event per action, no more: init and 22 actions, 23 events, one
+    // chain.
     let all = whole_trail(&ca).await;
-    assert_eq!(all.len(), 22);
-    assert_eq!(trail.seen, 22);
+    assert_eq!(all.len(), 23);
+    assert_eq!(trail.seen, 23);
     let request_ids: std::collections::BTreeSet<_> =
         all.iter().map(|e| e.request_id.clone()).collect();
     assert_eq!(request_ids.len(), all.len(), "one request, one event");
     let out = ok(ca.command().args(["audit", "verify"]));
     assert!(
-        out.starts_with("audit trail intact: 22 event(s), last hash "),
+        out.starts_with("audit trail intact: 23 event(s), last hash "),
         "{out}"
     );
-    assert!(out.contains(&all[21].hash), "{out}");
+    assert!(out.contains(&all[22].hash), "{out}");
 }
 
 /// Whether an event's subject names the agent `t/e/a` by its SPIFFE ID, as
@@ -627,10 +639,11 @@ fn rechain(trail: &mut Stored, from: u64) {
     trail.head = (last, e.hash.clone());
 }
 
-/// A CA with ten events in its trail.
+/// A CA with ten events in its trail: init's creation of the first admin,
+/// then nine actions.
 async fn ca_with_a_trail() -> TestCa {
     let ca = TestCa::start();
-    for agent in ["a", "b", "c"] {
+    for agent in ["a", "c"] {
         ca.register("acme", "prod", agent).await;
     }
     let (issued, key) = ca
@@ -646,8 +659,8 @@ async fn ca_with_a_trail() -> TestCa {
         .call::<(), Vec<AgentInfo>>(Method::GET, "/v1/admin/agents", Some("wrong"), None)
         .await;
     assert_eq!(refusal(wrong).1, "unauthorized");
-    ca.set_enabled("acme", "prod", "b", false).await;
-    ca.set_enabled("acme", "prod", "b", true).await;
+    ca.set_enabled("acme", "prod", "a", false).await;
+    ca.set_enabled("acme", "prod", "a", true).await;
     ca.revoke_agent("acme", "prod", "c", "superseded").await;
     assert_eq!(whole_trail(&ca).await.len(), 10);
     ca
@@ -848,7 +861,7 @@ async fn a_tenant_admin_acts_in_its_tenant_only_and_every_attempt_is_audited() {
         .await
         .unwrap();
     let mut trail = Trail::new(&ca).await;
-    assert_eq!(trail.seen, 3);
+    assert_eq!(trail.seen, 4);
 
     let out = run(ca
         .command()
@@ -1126,8 +1139,12 @@ async fn the_last_global_admin_stays_and_a_revoked_admin_token_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn export_prints_the_events_after_since_and_follow_prints_new_ones() {
     let ca = TestCa::start();
-    assert_eq!(ok(ca.command().args(["audit", "export"])), "");
-    for agent in ["a", "b", "c"] {
+    // init's event only.
+    assert_eq!(
+        ok(ca.command().args(["audit", "export"])).lines().count(),
+        1
+    );
+    for agent in ["a", "b"] {
         ca.register("acme", "prod", agent).await;
     }
     ca.token("acme", "prod", "a", 1).await;
@@ -1221,4 +1238,27 @@ impl Drop for Follower {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_with_a_foreign_certificate_is_recorded_as_anonymous() {
+    // Another CA of the same trust domain issues a certificate with the
+    // same identity as a real agent of this one: what it claims must not
+    // be recorded as fact.
+    let ca = TestCa::start();
+    ca.register("acme", "prod", "bot").await;
+    let impostor_ca = TestCa::start();
+    impostor_ca.register("acme", "prod", "bot").await;
+    let (forged, key) = impostor_ca
+        .enroll(&impostor_ca.token("acme", "prod", "bot", 1).await)
+        .await
+        .unwrap();
+    let mut trail = Trail::new(&ca).await;
+    let result = ca
+        .client_with(&forged.certificate_chain, &key)
+        .renew(&csr())
+        .await;
+    assert_eq!(refusal(result), (401, "certificate_unknown".into()));
+    Want::refused("renew", Actor::Anonymous, None, "certificate_unknown")
+        .check(&trail.next().await);
 }

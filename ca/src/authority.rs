@@ -762,10 +762,12 @@ impl Authority {
             // Woken by the next commit that appends an event, or not at all.
             let _ = tokio::time::timeout(wait, head.wait_for(|seq| *seq > since)).await;
         }
-        // The head is read before the events: a page never reports a head
-        // older than its own events.
+        // A consistent page: the head first, then only the events up to it
+        // (events committed in between wait for the next page), so that the
+        // last page ends exactly at the head unless the trail was cut.
         let (head_seq, head_hash) = self.records.audit_head()?;
-        let events = self.records.audit_since(since, limit)?;
+        let mut events = self.records.audit_since(since, limit)?;
+        events.retain(|e| e.seq <= head_seq);
         Ok(AuditPage {
             events,
             head_seq,
@@ -1159,15 +1161,15 @@ impl Authority {
         let actor = token::hash(&req.token).map_or(Actor::Anonymous, |h| Actor::Token {
             token_id: token::id(&h),
         });
-        let event = self.event(ctx, actor, "enroll", None, now);
-        let result = self.enroll_inner(event.clone(), req, now).await;
+        let mut event = self.event(ctx, actor, "enroll", None, now);
+        let result = self.enroll_inner(&mut event, req, now).await;
         self.audit_refusal(event, &result).await;
         result
     }
 
     async fn enroll_inner(
         &self,
-        mut event: AuditEvent,
+        event: &mut AuditEvent,
         req: EnrollRequest,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, AuthorityError> {
@@ -1184,6 +1186,7 @@ impl Authority {
             .agent(&token.agent_key)?
             .ok_or(AuthorityError::TokenInvalid)?;
         let id = self.id_of(&record)?;
+        event.subject = Some(id.to_string());
         if !record.enabled {
             return Err(AuthorityError::AgentDisabled(id));
         }
@@ -1204,10 +1207,13 @@ impl Authority {
             at: now,
             cert,
         };
-        event.subject = Some(id.to_string());
         event.serial = Some(issued.serial.clone());
         event.not_after = Some(issued.not_after);
-        match self.writer.apply(Self::audited(change, event)).await? {
+        match self
+            .writer
+            .apply(Self::audited(change, event.clone()))
+            .await?
+        {
             Ok(_) => {
                 tracing::info!(agent = %id, instance = %instance, serial = %issued.serial, token_id = %token.token_id, "enrolled");
                 Ok(issued)
@@ -1236,29 +1242,12 @@ impl Authority {
         req: RenewRequest,
         now: OffsetDateTime,
     ) -> Result<IssuedCertificate, AuthorityError> {
-        // The actor is the presented certificate's identity, read without
-        // trusting it (the refusal may be that it is not ours).
-        let presented = peer_chain
-            .and_then(|c| c.first())
-            .and_then(|leaf| peer_identity(leaf));
-        let presented_cert = presented.as_ref().map(|p| (p.2.clone(), p.3));
-        let (actor, subject) = match presented {
-            Some((id, instance, _, _)) => (
-                Actor::Agent {
-                    spiffe_id: id.clone(),
-                    instance_id: instance,
-                },
-                Some(id.to_string()),
-            ),
-            None => (Actor::Anonymous, None),
-        };
-        let mut event = self.event(ctx, actor, "renew", subject, now);
-        // A refusal names the certificate presented; a renewal, the one
-        // issued (with the presented one in its reason).
-        event.serial = presented_cert.as_ref().map(|c| c.0.clone());
-        event.not_after = presented_cert.map(|c| c.1);
+        // Anonymous until the presented certificate proves to be one this
+        // CA issued: then the agent, its identity and that certificate.
+        // What an unverified certificate claims is never recorded as fact.
+        let mut event = self.event(ctx, Actor::Anonymous, "renew", None, now);
         let result = self
-            .renew_inner(event.clone(), peer_chain, req, ctx.remote, now)
+            .renew_inner(&mut event, peer_chain, req, ctx.remote, now)
             .await;
         self.audit_refusal(event, &result).await;
         result
@@ -1266,7 +1255,7 @@ impl Authority {
 
     async fn renew_inner(
         &self,
-        event: AuditEvent,
+        event: &mut AuditEvent,
         peer_chain: Option<&[CertificateDer<'static>]>,
         req: RenewRequest,
         remote: Option<SocketAddr>,
@@ -1291,6 +1280,17 @@ impl Authority {
                 ))
             }
         };
+        let (t, e, a) = split_key(&current.agent_key)?;
+        let presented_id = self.agent_id(t, e, a)?;
+        event.actor = Actor::Agent {
+            spiffe_id: presented_id.clone(),
+            instance_id: current.instance_id.clone(),
+        };
+        event.subject = Some(presented_id.to_string());
+        // A refusal names the certificate presented; a renewal, the one
+        // issued (with the presented one in its reason).
+        event.serial = Some(current.serial.clone());
+        event.not_after = Some(current.not_after);
         if now >= current.not_after {
             return Err(AuthorityError::CertificateExpired(rfc3339(
                 current.not_after,
@@ -1312,7 +1312,7 @@ impl Authority {
         }
         if let Some(renewal) = &current.renewed_by {
             return self
-                .renewed_already(event, &current, renewal, &csr, remote, now)
+                .renewed_already(event.clone(), &current, renewal, &csr, remote, now)
                 .await;
         }
         let (cert, issued) = self.sign(
@@ -1341,7 +1341,7 @@ impl Authority {
             }
             // Another renewal of the same certificate committed first.
             Err(Conflict::AlreadyRenewed(renewal)) => {
-                self.renewed_already(event, &current, &renewal, &csr, remote, now)
+                self.renewed_already(event.clone(), &current, &renewal, &csr, remote, now)
                     .await
             }
             Err(Conflict::CertificateRevoked) => Err(AuthorityError::CertificateRevoked),
@@ -1728,33 +1728,6 @@ impl Authority {
             ),
         })
     }
-}
-
-/// The identity and instance a presented certificate claims, read without
-/// verifying it (for the audit trail only).
-fn peer_identity(
-    leaf: &CertificateDer<'_>,
-) -> Option<(AgentId, InstanceId, Serial, OffsetDateTime)> {
-    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-    let uri = cert
-        .subject_alternative_name()
-        .ok()??
-        .value
-        .general_names
-        .iter()
-        .find_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-            _ => None,
-        })?;
-    let instance = cert
-        .subject()
-        .iter_attributes()
-        .find(|a| a.attr_type().to_id_string() == "2.5.4.5")
-        .and_then(|a| a.as_str().ok())
-        .and_then(|s| InstanceId::parse(s).ok())?;
-    let serial = Serial::from_bytes(cert.raw_serial()).ok()?;
-    let not_after = cert.validity().not_after.to_datetime();
-    Some((AgentId::parse(&uri).ok()?, instance, serial, not_after))
 }
 
 /// What a revocation request names, for the audit trail.

@@ -213,15 +213,38 @@ impl DataDir {
         let store = store::open(opts.store, &self.dir)?;
         let admin_token = token::generate(token::ADMIN_PREFIX);
         let hash = token::hash(&admin_token).expect("generated tokens are well-formed");
+        // The first event of the audit trail: the CA itself creates the
+        // first admin.
+        let created = agentca::wire::AuditEvent {
+            seq: 0,
+            at: crate::profile::whole_seconds(opts.now),
+            actor: agentca::wire::Actor::System,
+            action: "admin.create".into(),
+            subject: Some("admin".into()),
+            serial: None,
+            not_after: None,
+            outcome: "ok".into(),
+            reason: Some(format!(
+                "every tenant; created by init for {}",
+                opts.trust_domain
+            )),
+            remote_addr: None,
+            request_id: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
         change::commit(
             &*store,
-            &[Change::PutAdmin {
-                hash,
-                admin: store::records::AdminRecord {
-                    name: "admin".into(),
-                    tenant: None,
-                    created_at: opts.now,
-                },
+            &[Change::Audited {
+                change: Box::new(Change::PutAdmin {
+                    hash,
+                    admin: store::records::AdminRecord {
+                        name: "admin".into(),
+                        tenant: None,
+                        created_at: opts.now,
+                    },
+                }),
+                audit: Box::new(created),
             }],
         )?;
         drop(store);

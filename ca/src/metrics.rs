@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use agentca::identity::Part;
 use agentca::wire::AuditEvent;
 use time::OffsetDateTime;
 
@@ -139,14 +140,23 @@ fn tenant_env(subject: Option<&str>) -> (String, String) {
     let Some(subject) = subject else {
         return (String::new(), String::new());
     };
-    if let Ok(id) = subject.parse::<agentca::identity::AgentId>() {
-        return (id.tenant().to_string(), id.env().to_string());
+    // spiffe://<td>/tenant/<t>/env/<e>/agent/<a>: the CA wrote it, so a
+    // split is enough.
+    if let Some(rest) = subject.strip_prefix("spiffe://") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        if let [_, "tenant", t, "env", e, "agent", _] = parts[..] {
+            return (t.to_owned(), e.to_owned());
+        }
+        return (String::new(), String::new());
     }
+    // `tenant/env` or `tenant` of a revocation of a whole env or tenant.
+    let valid = |part, name: &str| agentca::identity::Name::new(part, name).is_ok();
     let mut parts = subject.split('/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(t), Some(e), Some(_)) if !t.is_empty() && !e.is_empty() => {
-            (t.chars().take(64).collect(), e.chars().take(64).collect())
+        (Some(t), Some(e), None) if valid(Part::Tenant, t) && valid(Part::Env, e) => {
+            (t.to_owned(), e.to_owned())
         }
+        (Some(t), None, None) if valid(Part::Tenant, t) => (t.to_owned(), String::new()),
         _ => (String::new(), String::new()),
     }
 }
@@ -238,7 +248,19 @@ impl Metrics {
 
     /// Counts a committed audit event.
     pub fn observe_event(&self, event: &AuditEvent) {
-        let (tenant, env) = tenant_env(event.subject.as_deref());
+        // Tenant and env label issuance and revocations only; a refused
+        // revocation may name tenants that do not exist, so it is not
+        // labelled by them.
+        let labelled = match event.action.as_str() {
+            "enroll" | "renew" => true,
+            "revoke" => event.outcome == "ok",
+            _ => false,
+        };
+        let (tenant, env) = if labelled {
+            tenant_env(event.subject.as_deref())
+        } else {
+            (String::new(), String::new())
+        };
         let mut key = EventKey {
             action: event.action.chars().take(64).collect(),
             tenant,
@@ -490,7 +512,13 @@ mod tests {
             "ok",
         ));
         m.observe_event(&event("enroll", None, "refused"));
-        m.observe_event(&event("revoke", Some("acme/prod/a1"), "ok"));
+        m.observe_event(&event("revoke", Some("acme/prod"), "ok"));
+        m.observe_event(&event("revoke", Some("nope/prod"), "refused"));
+        m.observe_event(&event(
+            "register",
+            Some("spiffe://td.test/tenant/other/env/prod/agent/a1"),
+            "ok",
+        ));
         m.observe_event(&event("register", Some("acme/prod/a1"), "ok"));
         let text = m.render(&Snapshot::default());
         assert!(text.contains(
@@ -502,16 +530,23 @@ mod tests {
         assert!(text.contains(
             "agentca_revocations_total{tenant=\"acme\",env=\"prod\",outcome=\"ok\"} 1\n"
         ));
+        // One series per action and outcome, whatever the tenants.
         assert!(
-            text.contains("agentca_admin_actions_total{action=\"register\",outcome=\"ok\"} 1\n")
+            text.contains("agentca_admin_actions_total{action=\"register\",outcome=\"ok\"} 2\n")
         );
+        assert!(text
+            .contains("agentca_revocations_total{tenant=\"\",env=\"\",outcome=\"refused\"} 1\n"));
     }
 
     #[test]
     fn series_are_capped() {
         let m = Metrics::default();
         for i in 0..MAX_SERIES + 10 {
-            m.observe_event(&event("register", Some(&format!("t{i}/e/a")), "refused"));
+            m.observe_event(&event(
+                "enroll",
+                Some(&format!("spiffe://td/tenant/t{i}/env/e/agent/a")),
+                "ok",
+            ));
         }
         assert_eq!(m.lock().events.len(), MAX_SERIES + 1);
     }

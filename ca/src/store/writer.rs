@@ -110,19 +110,20 @@ fn run(
         match commit(store, &changes) {
             Ok(outcomes) => {
                 crate::metrics::global().observe_committed(&changes, &outcomes);
-                let audited = changes
+                // This thread appends every audit event, so it can count
+                // them: an Audit change always appends one, an Audited one
+                // when its change applied.
+                let appended = changes
                     .iter()
-                    .any(|c| matches!(c, Change::Audit(_) | Change::Audited { .. }));
-                if audited {
-                    match store
-                        .get(Table::Meta, AUDIT_HEAD.as_bytes())
-                        .and_then(audit_head)
-                    {
-                        Ok((seq, _)) => {
-                            audit.send_replace(seq);
-                        }
-                        Err(e) => tracing::error!(error = %e, "could not read the audit head"),
-                    }
+                    .zip(&outcomes)
+                    .filter(|(c, o)| match c {
+                        Change::Audit(_) => true,
+                        Change::Audited { .. } => o.is_ok(),
+                        _ => false,
+                    })
+                    .count() as u64;
+                if appended > 0 {
+                    audit.send_modify(|head| *head += appended);
                 }
                 if let Some(sink) = &events {
                     let revoked: Vec<RevocationEvent> = outcomes
