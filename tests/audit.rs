@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use agentca::wire::{
 use agentca_ca::store::change::{audit_head, AUDIT_HEAD};
 use agentca_ca::store::records::encode;
 use agentca_ca::store::{open, Backend, Table};
-use common::{refusal, TestCa};
+use common::{fails, ok, refusal, run, TestCa};
 use reqwest::Method;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -198,35 +198,6 @@ impl<'a> Want<'a> {
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run agentca")
-}
-
-/// Runs `cmd`, which must succeed, and returns its stdout.
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs `cmd`, which must exit with code 1, and returns its stderr.
-fn fails(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{cmd:?} should fail with exit code 1:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stderr).unwrap()
 }
 
 fn json_lines(out: &str) -> Vec<AuditEvent> {

@@ -3,37 +3,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agentca::client::{KeyAlgorithm, PrivateKey};
 use agentca::wire::AgentInfo;
-use common::{agentca_bin, TestCa};
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run agentca")
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{cmd:?} should fail with exit code 1"
-    );
-    String::from_utf8(out.stderr).unwrap()
-}
+use common::{agentca_bin, fails, ok, TestCa};
 
 fn serial_of(dir: &std::path::Path) -> String {
     let chain = std::fs::read_to_string(dir.join("cert.pem")).unwrap();

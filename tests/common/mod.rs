@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -425,4 +425,34 @@ pub fn agent_client(ca: &TestCa, issued: &IssuedCertificate, key: &PrivateKey) -
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
+}
+
+/// Runs `cmd` (an `agentca` command) to its end.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run agentca")
+}
+
+/// Runs `cmd` (an `agentca` command), which must succeed, and returns its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `cmd`, which must exit with code 1, and returns its stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{cmd:?} should fail with exit code 1:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).unwrap()
 }
