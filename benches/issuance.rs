@@ -544,7 +544,6 @@ impl Ca {
         self.root.path().join("serve.log")
     }
 
-    /// The last `lines` lines of the CA's log.
     /// CPU time the CA process has used so far, all threads, user and
     /// system (from /proc, in 10 ms ticks); `None` off Linux.
     fn cpu_time(&self) -> Option<Duration> {
@@ -559,6 +558,7 @@ impl Ca {
         Some(Duration::from_millis(ticks * 10))
     }
 
+    /// The last `lines` lines of the CA's log.
     fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();

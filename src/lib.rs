@@ -39,7 +39,7 @@ pub mod wire;
 use rustls_pki_types::CertificateDer;
 
 /// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -51,7 +51,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Bytes from hex digits of either case; `None` unless every character is
 /// a hex digit and there is an even number of them.
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -75,4 +75,16 @@ pub fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
         &blocks,
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
+}
+
+/// The `CERTIFICATE` blocks of `pem_text`, in order (other blocks are
+/// skipped); an error if it is not PEM.
+pub fn certs_from_pem(
+    pem_text: impl AsRef<[u8]>,
+) -> Result<Vec<CertificateDer<'static>>, pem::PemError> {
+    Ok(pem::parse_many(pem_text)?
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect())
 }

@@ -432,6 +432,26 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// An event of `action` by `actor` on `subject` at `at`, outcome `ok`;
+    /// the store sets its sequence number and hashes.
+    pub fn new(at: OffsetDateTime, actor: Actor, action: &str, subject: Option<String>) -> Self {
+        Self {
+            seq: 0,
+            at,
+            actor,
+            action: action.to_owned(),
+            subject,
+            serial: None,
+            not_after: None,
+            outcome: "ok".into(),
+            reason: None,
+            remote_addr: None,
+            request_id: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
     /// The hash this event should carry: SHA-256 over its JSON without the
     /// `hash` field.
     pub fn compute_hash(&self) -> String {

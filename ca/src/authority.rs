@@ -19,7 +19,6 @@ use std::sync::Arc;
 use rcgen::KeyPair;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::{Duration, OffsetDateTime};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::crl;
 use crate::csr::{self, CheckedCsr, CsrError};
@@ -207,53 +206,77 @@ pub enum AuthorityError {
     LastGlobalAdmin(String),
 }
 
+/// What kind of refusal (or failure) an [`AuthorityError`] is: the API
+/// answers each kind with one HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or asks for what the policy does not allow.
+    Invalid,
+    /// The caller is not authenticated (admin token, bootstrap token, or
+    /// client certificate).
+    Unauthenticated,
+    /// The caller may not do this.
+    Forbidden,
+    /// What the request names does not exist.
+    NotFound,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// The CA cannot serve now (store down, issuer expired).
+    Unavailable,
+    /// The CA failed.
+    Internal,
+}
+
 impl AuthorityError {
     /// The stable code of this refusal, as the API and the audit trail
-    /// show it.
-    pub fn code(&self) -> &'static str {
+    /// show it, and its kind.
+    pub fn classify(&self) -> (&'static str, ErrorKind) {
         use AuthorityError as E;
+        use ErrorKind as K;
         match self {
-            E::Unauthorized => "unauthorized",
-            E::Forbidden { .. } => "forbidden",
-            E::InvalidRequest(_) => "invalid_request",
-            E::InvalidIdentity(_) => "invalid_identity",
-            E::TtlOutOfRange { .. } => "ttl_out_of_range",
-            E::AgentExists(_) => "agent_exists",
-            E::AgentNotFound(_) | E::NoAgentMatches(_) => "agent_not_found",
-            E::AgentDisabled(_) => "agent_disabled",
-            E::TokenInvalid => "token_invalid",
-            E::TokenExpired => "token_expired",
-            E::TokenUsed => "token_used",
-            E::TokenVoided => "token_voided",
-            E::Csr(CsrError::Malformed(_)) => "csr_malformed",
-            E::Csr(CsrError::SignatureInvalid) => "csr_signature_invalid",
-            E::Csr(CsrError::KeyTypeNotAllowed(_)) => "key_type_not_allowed",
-            E::ClientCertificateRequired => "client_certificate_required",
-            E::CertificateUnknown(_) => "certificate_unknown",
-            E::CertificateExpired(_) => "certificate_expired",
-            E::CertificateNotYetValid => "certificate_not_yet_valid",
-            E::CertificateRevoked => "certificate_revoked",
-            E::KeyReused => "key_reused",
-            E::CloneDetected(_) => "clone_detected",
-            E::IssuerExpired => "issuer_expired",
-            E::Store(_) => "store_unavailable",
-            E::CertificateNotFound(_) => "certificate_not_found",
-            E::InstanceNotFound(_) => "instance_not_found",
-            E::AdminExists(_) => "admin_exists",
-            E::AdminNotFound(_) => "admin_not_found",
-            E::LastGlobalAdmin(_) => "last_global_admin",
-            E::Sign(_) | E::Internal(_) => "internal_error",
+            E::Unauthorized => ("unauthorized", K::Unauthenticated),
+            E::Forbidden { .. } => ("forbidden", K::Forbidden),
+            E::InvalidRequest(_) => ("invalid_request", K::Invalid),
+            E::InvalidIdentity(_) => ("invalid_identity", K::Invalid),
+            E::TtlOutOfRange { .. } => ("ttl_out_of_range", K::Invalid),
+            E::AgentExists(_) => ("agent_exists", K::Conflict),
+            E::AgentNotFound(_) | E::NoAgentMatches(_) => ("agent_not_found", K::NotFound),
+            E::AgentDisabled(_) => ("agent_disabled", K::Forbidden),
+            E::TokenInvalid => ("token_invalid", K::Unauthenticated),
+            E::TokenExpired => ("token_expired", K::Unauthenticated),
+            E::TokenUsed => ("token_used", K::Unauthenticated),
+            E::TokenVoided => ("token_voided", K::Unauthenticated),
+            E::Csr(CsrError::Malformed(_)) => ("csr_malformed", K::Invalid),
+            E::Csr(CsrError::SignatureInvalid) => ("csr_signature_invalid", K::Invalid),
+            E::Csr(CsrError::KeyTypeNotAllowed(_)) => ("key_type_not_allowed", K::Invalid),
+            E::ClientCertificateRequired => ("client_certificate_required", K::Unauthenticated),
+            E::CertificateUnknown(_) => ("certificate_unknown", K::Unauthenticated),
+            E::CertificateExpired(_) => ("certificate_expired", K::Unauthenticated),
+            E::CertificateNotYetValid => ("certificate_not_yet_valid", K::Unauthenticated),
+            E::CertificateRevoked => ("certificate_revoked", K::Unauthenticated),
+            E::KeyReused => ("key_reused", K::Invalid),
+            E::CloneDetected(_) => ("clone_detected", K::Conflict),
+            E::IssuerExpired => ("issuer_expired", K::Unavailable),
+            E::Store(_) => ("store_unavailable", K::Unavailable),
+            E::CertificateNotFound(_) => ("certificate_not_found", K::NotFound),
+            E::InstanceNotFound(_) => ("instance_not_found", K::NotFound),
+            E::AdminExists(_) => ("admin_exists", K::Conflict),
+            E::AdminNotFound(_) => ("admin_not_found", K::NotFound),
+            E::LastGlobalAdmin(_) => ("last_global_admin", K::Conflict),
+            E::Sign(_) | E::Internal(_) => ("internal_error", K::Internal),
         }
+    }
+
+    /// The stable code of this refusal.
+    pub fn code(&self) -> &'static str {
+        self.classify().0
     }
 
     /// Whether the CA failed, rather than refused.
     pub fn is_failure(&self) -> bool {
         matches!(
-            self,
-            AuthorityError::Store(_)
-                | AuthorityError::Sign(_)
-                | AuthorityError::Internal(_)
-                | AuthorityError::IssuerExpired
+            self.classify().1,
+            ErrorKind::Unavailable | ErrorKind::Internal
         )
     }
 }
@@ -297,11 +320,6 @@ impl Admin {
         Actor::Admin {
             name: self.0.name.clone(),
         }
-    }
-
-    /// The one tenant this admin may act on, if limited to one.
-    pub fn tenant(&self) -> Option<&str> {
-        self.0.tenant.as_deref()
     }
 
     /// Refuses an admin limited to one tenant.
@@ -369,16 +387,6 @@ impl Authority {
     /// The issuing CA.
     pub fn ca(&self) -> &Arc<IssuingCa> {
         &self.ca
-    }
-
-    /// The state, for reads.
-    pub fn records(&self) -> &Records {
-        &self.records
-    }
-
-    /// The store writer.
-    pub fn writer(&self) -> &Writer {
-        &self.writer
     }
 
     /// The trust domain.
@@ -450,21 +458,10 @@ impl Authority {
         subject: Option<String>,
         now: OffsetDateTime,
     ) -> AuditEvent {
-        AuditEvent {
-            seq: 0,
-            at: profile::whole_seconds(now),
-            actor,
-            action: action.to_owned(),
-            subject,
-            serial: None,
-            not_after: None,
-            outcome: "ok".into(),
-            reason: None,
-            remote_addr: ctx.remote.map(|a| a.to_string()),
-            request_id: ctx.request_id.clone(),
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
+        let mut event = AuditEvent::new(profile::whole_seconds(now), actor, action, subject);
+        event.remote_addr = ctx.remote.map(|a| a.to_string());
+        event.request_id = ctx.request_id.clone();
+        event
     }
 
     /// `change` with its audit event, committed together.
@@ -519,6 +516,12 @@ impl Authority {
             Ok(id) => id.to_string(),
             Err(_) => format!("{tenant}/{env}/{agent}"),
         }
+    }
+
+    /// The identity of the agent stored under `key` (`tenant/env/agent`).
+    fn id_of_key(&self, key: &str) -> Result<AgentId, AuthorityError> {
+        let (t, e, a) = split_key(key)?;
+        self.agent_id(t, e, a)
     }
 
     fn id_of(&self, record: &AgentRecord) -> Result<AgentId, AuthorityError> {
@@ -1264,12 +1267,7 @@ impl Authority {
         let leaf = peer_chain
             .and_then(|c| c.first())
             .ok_or(AuthorityError::ClientCertificateRequired)?;
-        self.verify_own_leaf(leaf, now)?;
-        let (_, parsed) = X509Certificate::from_der(leaf)
-            .map_err(|e| AuthorityError::CertificateUnknown(e.to_string()))?;
-        let serial = Serial::from_bytes(parsed.raw_serial()).map_err(|_| {
-            AuthorityError::CertificateUnknown("its serial is not one of ours".into())
-        })?;
+        let serial = self.verify_own_leaf(leaf, now)?;
         // The chain verified, but only a certificate on record, byte for
         // byte, is one this CA issued and still tracks.
         let current = match self.records.cert(&serial)? {
@@ -1280,13 +1278,12 @@ impl Authority {
                 ))
             }
         };
-        let (t, e, a) = split_key(&current.agent_key)?;
-        let presented_id = self.agent_id(t, e, a)?;
+        let id = self.id_of_key(&current.agent_key)?;
         event.actor = Actor::Agent {
-            spiffe_id: presented_id.clone(),
+            spiffe_id: id.clone(),
             instance_id: current.instance_id.clone(),
         };
-        event.subject = Some(presented_id.to_string());
+        event.subject = Some(id.to_string());
         // A refusal names the certificate presented; a renewal, the one
         // issued (with the presented one in its reason).
         event.serial = Some(current.serial.clone());
@@ -1302,7 +1299,6 @@ impl Authority {
         let record = self.records.agent(&current.agent_key)?.ok_or_else(|| {
             AuthorityError::CertificateUnknown("its agent is no longer registered".into())
         })?;
-        let id = self.id_of(&record)?;
         if !record.enabled {
             return Err(AuthorityError::AgentDisabled(id));
         }
@@ -1407,11 +1403,13 @@ impl Authority {
 
     /// Checks that `leaf` chains to this CA's root through its intermediate
     /// and is valid at `now`.
+    /// Checks that `leaf` chains to this CA's intermediate and is valid at
+    /// `now`, for client authentication; its serial.
     fn verify_own_leaf(
         &self,
         leaf: &CertificateDer<'static>,
         now: OffsetDateTime,
-    ) -> Result<(), AuthorityError> {
+    ) -> Result<Serial, AuthorityError> {
         let cert = webpki::EndEntityCert::try_from(leaf)
             .map_err(|e| AuthorityError::CertificateUnknown(format!("it does not parse: {e}")))?;
         let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
@@ -1427,7 +1425,9 @@ impl Authority {
             None,
         );
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => Serial::from_bytes(cert.serial()).map_err(|_| {
+                AuthorityError::CertificateUnknown("its serial is not one of ours".into())
+            }),
             Err(webpki::Error::CertExpired { not_after, .. }) => {
                 Err(AuthorityError::CertificateExpired(
                     OffsetDateTime::from_unix_timestamp(not_after.as_secs() as i64)
@@ -1543,6 +1543,7 @@ impl Authority {
             Some(r) => crl::parse_reason(r).map_err(AuthorityError::InvalidRequest)?,
             None => 0,
         };
+        let instance = req.instance_id.clone();
         // The audit event's subject is the agent's SPIFFE ID when the
         // target is one agent's certificate or instance.
         let (target, what) = match (req.serial, req.instance_id, req.tenant, req.env, req.agent) {
@@ -1551,11 +1552,10 @@ impl Authority {
                     .records
                     .cert(&serial)?
                     .ok_or_else(|| AuthorityError::CertificateNotFound(serial.clone()))?;
-                let (t, e, a) = split_key(&cert.agent_key)?;
-                event.subject = Some(self.agent_id(t, e, a)?.to_string());
-                event.serial = Some(serial.clone());
+                let id = self.id_of_key(&cert.agent_key)?;
+                event.subject = Some(id.to_string());
                 event.not_after = Some(cert.not_after);
-                admin.check_tenant(t)?;
+                admin.check_tenant(id.tenant().as_str())?;
                 (RevokeTarget::Serial(serial.clone()), format!("certificate {serial}"))
             }
             (None, Some(instance), None, None, None) => {
@@ -1563,9 +1563,9 @@ impl Authority {
                 let cert = certs
                     .first()
                     .ok_or_else(|| AuthorityError::InstanceNotFound(instance.clone()))?;
-                let (t, e, a) = split_key(&cert.agent_key)?;
-                event.subject = Some(self.agent_id(t, e, a)?.to_string());
-                admin.check_tenant(t)?;
+                let id = self.id_of_key(&cert.agent_key)?;
+                event.subject = Some(id.to_string());
+                admin.check_tenant(id.tenant().as_str())?;
                 (RevokeTarget::Instance(instance.clone()), format!("instance {instance}"))
             }
             (None, None, Some(tenant), env, agent) => {
@@ -1598,9 +1598,6 @@ impl Authority {
             }
         };
         let at = profile::whole_seconds(now);
-        if event.subject.is_none() {
-            event.subject = Some(what.clone());
-        }
         event.reason = Some(match event.serial {
             Some(_) => crl::reason_name(reason).to_owned(),
             None => format!("{what}: {}", crl::reason_name(reason)),
@@ -1614,6 +1611,18 @@ impl Authority {
                 )))
             }
             Err(Conflict::AgentNotFound) => return Err(AuthorityError::NoAgentMatches(what)),
+            // Pruned between the check above and the commit.
+            Err(conflict @ Conflict::CertificateNotFound) => {
+                return Err(event
+                    .serial
+                    .clone()
+                    .map_or_else(|| unexpected(conflict), AuthorityError::CertificateNotFound))
+            }
+            Err(conflict @ Conflict::InstanceNotFound) => {
+                return Err(
+                    instance.map_or_else(|| unexpected(conflict), AuthorityError::InstanceNotFound)
+                )
+            }
             Err(other) => return Err(unexpected(other)),
         };
         let serials: Vec<Serial> = summary.events.iter().map(|e| e.serial.clone()).collect();
@@ -1658,11 +1667,10 @@ impl Authority {
             .events
             .into_iter()
             .filter_map(|e| {
-                let (t, en, a) = split_key(&e.agent_key).ok()?;
                 Some(WireRevocationEvent {
+                    spiffe_id: self.id_of_key(&e.agent_key).ok()?,
                     seq: e.seq,
                     serial: e.serial,
-                    spiffe_id: self.agent_id(t, en, a).ok()?,
                     instance_id: e.instance_id,
                     not_after: e.not_after,
                     reason: crl::reason_name(e.reason).to_owned(),
@@ -1713,10 +1721,9 @@ impl Authority {
     }
 
     fn issued_from_record(&self, record: &CertRecord) -> Result<IssuedCertificate, AuthorityError> {
-        let (tenant, env, agent) = split_key(&record.agent_key)?;
         let leaf = CertificateDer::from(record.der.clone());
         Ok(IssuedCertificate {
-            spiffe_id: self.agent_id(tenant, env, agent)?,
+            spiffe_id: self.id_of_key(&record.agent_key)?,
             instance_id: record.instance_id.clone(),
             serial: record.serial.clone(),
             not_before: record.not_before,

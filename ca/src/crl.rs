@@ -96,6 +96,14 @@ pub fn refresh_at(crl: &SignedCrl) -> OffsetDateTime {
     crl.this_update + (crl.next_update - crl.this_update) / 2
 }
 
+/// A DER CRL as PEM (`X509 CRL`, LF line endings).
+pub fn pem_of(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("X509 CRL", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 /// Signs a CRL listing `entries`, valid from `now` for `validity`. With
 /// `idp_urls`, it carries an issuing distribution point for end-entity
 /// certificates at those URLs.
@@ -134,10 +142,7 @@ pub fn sign(
     };
     let crl = params.signed_by(issuer)?;
     let der = crl.der().to_vec();
-    let pem = pem::encode_config(
-        &pem::Pem::new("X509 CRL", der.clone()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    );
+    let pem = pem_of(&der);
     Ok(SignedCrl {
         der,
         pem,

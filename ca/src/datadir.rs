@@ -215,24 +215,16 @@ impl DataDir {
         let hash = token::hash(&admin_token).expect("generated tokens are well-formed");
         // The first event of the audit trail: the CA itself creates the
         // first admin.
-        let created = agentca::wire::AuditEvent {
-            seq: 0,
-            at: crate::profile::whole_seconds(opts.now),
-            actor: agentca::wire::Actor::System,
-            action: "admin.create".into(),
-            subject: Some("admin".into()),
-            serial: None,
-            not_after: None,
-            outcome: "ok".into(),
-            reason: Some(format!(
-                "every tenant; created by init for {}",
-                opts.trust_domain
-            )),
-            remote_addr: None,
-            request_id: None,
-            prev_hash: String::new(),
-            hash: String::new(),
-        };
+        let mut created = agentca::wire::AuditEvent::new(
+            crate::profile::whole_seconds(opts.now),
+            agentca::wire::Actor::System,
+            "admin.create",
+            Some("admin".into()),
+        );
+        created.reason = Some(format!(
+            "every tenant; created by init for {}",
+            opts.trust_domain
+        ));
         change::commit(
             &*store,
             &[Change::Audited {

@@ -156,12 +156,16 @@ impl IssuingCa {
     }
 
     /// Signs the agent leaf `params` for `key`, with the scopes OID in
-    /// place of its stand-in; the certificate's DER.
+    /// place of its stand-in; the certificate's DER. Leaves without scopes
+    /// are signed as they are.
     pub fn sign_leaf(
         &self,
         params: &rcgen::CertificateParams,
         key: &impl rcgen::PublicKeyData,
     ) -> Result<Vec<u8>, rcgen::Error> {
+        if !crate::profile::has_scopes(params) {
+            return Ok(params.signed_by(key, &self.issuer)?.der().to_vec());
+        }
         let cert = params.signed_by(key, &self.leaf_issuer)?;
         // The signature covers the swapped bytes; make the certificate
         // say what was signed.

@@ -26,7 +26,4 @@ pub mod store;
 pub mod tls;
 pub mod token;
 
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use agentca::hex;

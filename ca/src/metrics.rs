@@ -9,10 +9,10 @@
 //! writer counts each event once it is committed, so a counter moves if and
 //! only if the audit trail says the thing happened.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use agentca::identity::Part;
@@ -66,14 +66,53 @@ struct EventKey {
     outcome: String,
 }
 
+/// Requests of one route.
+#[derive(Default)]
+struct Route {
+    /// By status code.
+    codes: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 struct Inner {
-    requests: HashMap<(&'static str, u16), u64>,
-    latency: HashMap<&'static str, Histogram>,
+    /// By route template (as axum matched it), or `unmatched`: one entry
+    /// per route of the router at most.
+    routes: HashMap<Arc<str>, Route>,
     events: HashMap<EventKey, u64>,
     /// Issued certificates not yet expired, counted by notAfter (Unix
     /// seconds).
-    unexpired: std::collections::BTreeMap<i64, u64>,
+    unexpired: BTreeMap<i64, u64>,
+}
+
+impl Inner {
+    /// Counts `event` as ending in `outcome`.
+    fn count_event(&mut self, event: &AuditEvent, outcome: &str) {
+        // Tenant and env label issuance and revocations only; a refused
+        // revocation may name tenants that do not exist, so it is not
+        // labelled by them.
+        let labelled = match event.action.as_str() {
+            "enroll" | "renew" => true,
+            "revoke" => outcome == "ok",
+            _ => false,
+        };
+        let (tenant, env) = if labelled {
+            tenant_env(event.subject.as_deref())
+        } else {
+            (String::new(), String::new())
+        };
+        let mut key = EventKey {
+            action: event.action.chars().take(64).collect(),
+            tenant,
+            env,
+            outcome: outcome.chars().take(32).collect(),
+        };
+        if !self.events.contains_key(&key) && self.events.len() >= MAX_SERIES {
+            key.tenant = "_other".into();
+            key.env = "_other".into();
+        }
+        *self.events.entry(key).or_default() += 1;
+    }
 }
 
 /// Counters and histograms of one CA process.
@@ -104,36 +143,6 @@ pub struct Snapshot {
     pub intermediate_expiry_seconds: i64,
 }
 
-/// The route label of a request: the matched route's template (never the
-/// raw path, whose identifiers would make a series per agent).
-pub fn route_label(matched: Option<&str>) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/healthz",
-        "/metrics",
-        "/v1/bundle",
-        "/v1/crl",
-        "/v1/crl/root",
-        "/v1/intermediates",
-        "/v1/ocsp",
-        "/v1/ocsp/{*request}",
-        "/v1/revocations",
-        "/v1/enroll",
-        "/v1/renew",
-        "/v1/admin/revoke",
-        "/v1/admin/agents",
-        "/v1/admin/agents/{tenant}/{env}/{agent}",
-        "/v1/admin/agents/{tenant}/{env}/{agent}/tokens",
-        "/v1/admin/agents/{tenant}/{env}/{agent}/enable",
-        "/v1/admin/agents/{tenant}/{env}/{agent}/disable",
-        "/v1/admin/audit",
-        "/v1/admin/admins",
-        "/v1/admin/admins/{name}",
-    ];
-    matched
-        .and_then(|m| ROUTES.iter().find(|r| **r == m).copied())
-        .unwrap_or("unmatched")
-}
-
 /// The tenant and env of an audit event's subject (a SPIFFE ID or
 /// `tenant/env/agent`), or empty strings.
 fn tenant_env(subject: Option<&str>) -> (String, String) {
@@ -162,49 +171,48 @@ fn tenant_env(subject: Option<&str>) -> (String, String) {
 }
 
 impl Metrics {
-    /// Counts a finished request on `route` (see [`route_label`]).
-    pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+    /// Counts a finished request on `route`: the template of the route it
+    /// matched (never the raw path, whose identifiers would make a series
+    /// per agent), `None` if it matched none.
+    pub fn observe_request(&self, route: Option<&str>, status: u16, elapsed: Duration) {
+        let route = route.unwrap_or("unmatched");
         let mut inner = self.lock();
-        *inner.requests.entry((route, status)).or_default() += 1;
-        inner
-            .latency
-            .entry(route)
-            .or_default()
-            .observe(elapsed.as_secs_f64());
+        if !inner.routes.contains_key(route) {
+            inner.routes.insert(Arc::from(route), Route::default());
+        }
+        let counted = inner.routes.get_mut(route).expect("inserted above");
+        *counted.codes.entry(status).or_default() += 1;
+        counted.latency.observe(elapsed.as_secs_f64());
     }
 
     /// Counts what a commit did: its audit events and the certificates it
     /// issued. Called by the store writer once the commit is durable.
     pub fn observe_committed(&self, changes: &[Change], outcomes: &[Outcome]) {
+        let mut inner = self.lock();
         for (change, outcome) in changes.iter().zip(outcomes) {
             if outcome.is_err() {
                 continue;
             }
-            let (change, event) = match change {
-                Change::Audited { change, audit } => (&**change, Some(&**audit)),
-                Change::Audit(event) => (change, Some(event)),
-                other => (other, None),
-            };
-            match (change, event) {
+            match change {
                 // An issuance event that comes without a certificate is a
                 // retried renewal answered with the certificate issued
                 // before: not a new issuance.
-                (Change::Audit(e), _)
+                Change::Audit(e)
                     if e.outcome == "ok" && matches!(e.action.as_str(), "enroll" | "renew") =>
                 {
-                    let mut retry = e.clone();
-                    retry.outcome = "retry".into();
-                    self.observe_event(&retry);
+                    inner.count_event(e, "retry");
                 }
-                (_, Some(event)) => self.observe_event(event),
-                (_, None) => {}
-            }
-            if let Change::Enroll { cert, .. } | Change::Renew { cert, .. } = change {
-                *self
-                    .lock()
-                    .unexpired
-                    .entry(cert.not_after.unix_timestamp())
-                    .or_default() += 1;
+                Change::Audit(e) => inner.count_event(e, &e.outcome),
+                Change::Audited { change, audit } => {
+                    inner.count_event(audit, &audit.outcome);
+                    if let Change::Enroll { cert, .. } | Change::Renew { cert, .. } = &**change {
+                        *inner
+                            .unexpired
+                            .entry(cert.not_after.unix_timestamp())
+                            .or_default() += 1;
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -248,31 +256,7 @@ impl Metrics {
 
     /// Counts a committed audit event.
     pub fn observe_event(&self, event: &AuditEvent) {
-        // Tenant and env label issuance and revocations only; a refused
-        // revocation may name tenants that do not exist, so it is not
-        // labelled by them.
-        let labelled = match event.action.as_str() {
-            "enroll" | "renew" => true,
-            "revoke" => event.outcome == "ok",
-            _ => false,
-        };
-        let (tenant, env) = if labelled {
-            tenant_env(event.subject.as_deref())
-        } else {
-            (String::new(), String::new())
-        };
-        let mut key = EventKey {
-            action: event.action.chars().take(64).collect(),
-            tenant,
-            env,
-            outcome: event.outcome.chars().take(32).collect(),
-        };
-        let mut inner = self.lock();
-        if !inner.events.contains_key(&key) && inner.events.len() >= MAX_SERIES {
-            key.tenant = "_other".into();
-            key.env = "_other".into();
-        }
-        *inner.events.entry(key).or_default() += 1;
+        self.lock().count_event(event, &event.outcome);
     }
 
     /// A feed request starts (`+1`) or ends (`-1`) waiting.
@@ -351,16 +335,18 @@ impl Metrics {
             "HTTP requests, by route and status code.",
             "counter",
         );
-        let mut requests: Vec<_> = inner.requests.iter().collect();
-        requests.sort();
-        for ((route, status), count) in requests {
-            let code = status.to_string();
-            sample(
-                &mut out,
-                "agentca_http_requests_total",
-                &[("route", route), ("code", &code)],
-                *count as f64,
-            );
+        let mut routes: Vec<(&str, &Route)> = inner.routes.iter().map(|(r, c)| (&**r, c)).collect();
+        routes.sort_by_key(|(route, _)| *route);
+        for (route, counted) in &routes {
+            for (status, count) in &counted.codes {
+                let code = status.to_string();
+                sample(
+                    &mut out,
+                    "agentca_http_requests_total",
+                    &[("route", route), ("code", &code)],
+                    *count as f64,
+                );
+            }
         }
 
         let name = "agentca_http_request_duration_seconds";
@@ -370,9 +356,8 @@ impl Metrics {
             "Time from a request's headers to its response, by route.",
             "histogram",
         );
-        let mut latency: Vec<_> = inner.latency.iter().collect();
-        latency.sort_by_key(|(route, _)| **route);
-        for (route, h) in latency {
+        for (route, counted) in &routes {
+            let h = &counted.latency;
             for (le, count) in LATENCY_BUCKETS.iter().zip(h.buckets) {
                 let le = le.to_string();
                 sample(
@@ -486,21 +471,14 @@ mod tests {
     use super::*;
 
     fn event(action: &str, subject: Option<&str>, outcome: &str) -> AuditEvent {
-        AuditEvent {
-            seq: 1,
-            at: time::OffsetDateTime::UNIX_EPOCH,
-            actor: agentca::wire::Actor::Anonymous,
-            action: action.into(),
-            subject: subject.map(Into::into),
-            serial: None,
-            not_after: None,
-            outcome: outcome.into(),
-            reason: None,
-            remote_addr: None,
-            request_id: None,
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
+        let mut event = AuditEvent::new(
+            OffsetDateTime::UNIX_EPOCH,
+            agentca::wire::Actor::Anonymous,
+            action,
+            subject.map(Into::into),
+        );
+        event.outcome = outcome.into();
+        event
     }
 
     #[test]
@@ -554,8 +532,8 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let m = Metrics::default();
-        m.observe_request("/v1/enroll", 200, Duration::from_micros(700));
-        m.observe_request("/v1/enroll", 200, Duration::from_secs(20));
+        m.observe_request(Some("/v1/enroll"), 200, Duration::from_micros(700));
+        m.observe_request(Some("/v1/enroll"), 200, Duration::from_secs(20));
         let text = m.render(&Snapshot::default());
         assert!(text.contains(
             "agentca_http_request_duration_seconds_bucket{route=\"/v1/enroll\",le=\"0.0005\"} 0\n"
@@ -570,13 +548,53 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped() {
+    fn label_values_are_escaped_and_unmatched_requests_share_a_label() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(
-            route_label(Some("/v1/admin/agents/{tenant}/{env}/{agent}")),
-            "/v1/admin/agents/{tenant}/{env}/{agent}"
+        let m = Metrics::default();
+        m.observe_request(None, 404, Duration::from_millis(1));
+        m.observe_request(None, 404, Duration::from_millis(1));
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("agentca_http_requests_total{route=\"unmatched\",code=\"404\"} 2\n"));
+    }
+
+    #[test]
+    fn commits_count_issued_certificates_and_retried_renewals() {
+        use crate::store::change::Applied;
+        use crate::store::suite::{cert, t0};
+        use crate::store::Conflict;
+        use crate::token::{generate, hash, BOOTSTRAP_PREFIX};
+        let m = Metrics::default();
+        let id = "spiffe://td.test/tenant/acme/env/prod/agent/a1";
+        let enroll = |serial| Change::Audited {
+            change: Box::new(Change::Enroll {
+                token_hash: hash(&generate(BOOTSTRAP_PREFIX)).unwrap(),
+                at: t0(),
+                cert: cert("acme/prod/a1", serial),
+            }),
+            audit: Box::new(event("enroll", Some(id), "ok")),
+        };
+        let (issued, refused) = (enroll(1), enroll(2));
+        let retried = Change::Audit(event("renew", Some(id), "ok"));
+        m.observe_committed(
+            &[issued, refused, retried],
+            &[
+                Ok(Applied::Done),
+                Err(Conflict::TokenUsed),
+                Ok(Applied::Done),
+            ],
         );
-        assert_eq!(route_label(Some("/nope")), "unmatched");
-        assert_eq!(route_label(None), "unmatched");
+        let text = m.render(&Snapshot::default());
+        let series = |kind: &str, outcome: &str| {
+            format!("agentca_issuance_total{{kind=\"{kind}\",tenant=\"acme\",env=\"prod\",outcome=\"{outcome}\"}} 1\n")
+        };
+        assert!(text.contains(&series("enroll", "issued")), "{text}");
+        assert!(text.contains(&series("renew", "retry")), "{text}");
+        assert!(
+            !text.contains("outcome=\"refused\""),
+            "a conflict is not counted here: {text}"
+        );
+        // Only the committed certificate is live, until its notAfter.
+        assert_eq!(m.unexpired(t0()), 1);
+        assert_eq!(m.unexpired(t0() + time::Duration::minutes(5)), 0);
     }
 }

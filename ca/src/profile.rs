@@ -68,24 +68,34 @@ fn oid_der(arcs: &[u64]) -> Vec<u8> {
 /// its to-be-signed part): `None` when the stand-in is absent, an error
 /// when it occurs more than once (which an honest leaf never does).
 pub fn swap_scopes_oid(der: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let stand_in = oid_der(SCOPES_STAND_IN);
-    let mut real = vec![0x06, agentca::scopes::SCOPES_OID_DER.len() as u8];
-    real.extend_from_slice(&agentca::scopes::SCOPES_OID_DER);
-    debug_assert_eq!(stand_in.len(), real.len());
+    static STAND_IN: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| oid_der(SCOPES_STAND_IN));
+    let real = &agentca::scopes::SCOPES_OID_DER;
+    // Tag and length are the same; only the content octets change.
+    let (header, content) = STAND_IN.split_at(2);
     let mut found = der
-        .windows(stand_in.len())
+        .windows(STAND_IN.len())
         .enumerate()
-        .filter(|(_, w)| *w == stand_in.as_slice())
-        .map(|(i, _)| i);
+        .filter(|(_, w)| *w == STAND_IN.as_slice())
+        .map(|(i, _)| i + header.len());
     let Some(at) = found.next() else {
         return Ok(None);
     };
     if found.next().is_some() {
         return Err("the scopes stand-in OID occurs more than once".into());
     }
+    debug_assert_eq!(content.len(), real.len());
     let mut out = der.to_vec();
-    out[at..at + real.len()].copy_from_slice(&real);
+    out[at..at + real.len()].copy_from_slice(real);
     Ok(Some(out))
+}
+
+/// Whether `params` carry the scopes extension (under its stand-in OID).
+pub fn has_scopes(params: &CertificateParams) -> bool {
+    params
+        .custom_extensions
+        .iter()
+        .any(|e| e.oid_components().eq(SCOPES_STAND_IN.iter().copied()))
 }
 
 /// 16 random bytes from the OS RNG, as a positive serial that always
@@ -282,8 +292,21 @@ mod tests {
         let stand_in = oid_der(SCOPES_STAND_IN);
         assert_eq!(stand_in.len(), 2 + agentca::scopes::SCOPES_OID_DER.len());
         assert_eq!(stand_in[1] as usize, agentca::scopes::SCOPES_OID_DER.len());
-        // The same bytes as rcgen writes: checked on a real extension.
-        assert_eq!(oid_der(&[2, 5, 4, 5]), [0x06, 0x03, 0x55, 0x04, 0x05]);
+        // The same bytes as rcgen writes for it.
+        let mut params = CertificateParams::default();
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                SCOPES_STAND_IN,
+                vec![0x05, 0x00],
+            ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        assert!(der
+            .windows(stand_in.len())
+            .any(|w| w == stand_in.as_slice()));
+        assert!(has_scopes(&params));
+        assert!(!has_scopes(&CertificateParams::default()));
     }
 
     #[test]

@@ -534,10 +534,7 @@ fn read_root_crl(path: &PathBuf) -> Result<Option<SignedCrl>, RevocationError> {
         .crl_number()
         .and_then(|n| n.to_u64_digits().first().copied())
         .unwrap_or(0);
-    let pem = pem::encode_config(
-        &pem::Pem::new("X509 CRL", der.clone()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    );
+    let pem = crl::pem_of(&der);
     Ok(Some(SignedCrl {
         entries: parsed.iter_revoked_certificates().count(),
         this_update: parsed.last_update().to_datetime(),

@@ -24,7 +24,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -158,7 +158,7 @@ impl Identity {
     fn new(issued: &IssuedCertificate, key: &PrivateKey) -> Result<Self, ClientError> {
         let chain = check_issued(issued, key)?;
         let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let signing = provider.key_provider.load_private_key(key_der(key))?;
+        let signing = provider.key_provider.load_private_key(key.der())?;
         Ok(Self {
             spiffe_id: issued.spiffe_id.clone(),
             instance_id: issued.instance_id.clone(),
@@ -180,28 +180,15 @@ impl Identity {
         use x509_parser::prelude::FromDer;
         let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&chain[0])
             .map_err(|e| ClientError::Certificate(e.to_string()))?;
-        let uri = leaf
-            .subject_alternative_name()
+        let uri = crate::verify::svid::uri_sans(&leaf)
             .ok()
-            .flatten()
-            .and_then(|san| {
-                san.value.general_names.iter().find_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-                    _ => None,
-                })
-            })
+            .and_then(|uris| uris.first().map(|u| u.to_string()))
             .ok_or_else(|| {
                 ClientError::Certificate("the stored certificate has no URI SAN".into())
             })?;
-        let instance = leaf
-            .subject()
-            .iter_attributes()
-            .find(|a| a.attr_type().to_id_string() == "2.5.4.5")
-            .and_then(|a| a.as_str().ok())
-            .and_then(|s| InstanceId::parse(s).ok())
-            .ok_or_else(|| {
-                ClientError::Certificate("the stored certificate has no instance id".into())
-            })?;
+        let instance = crate::verify::svid::instance_id(&leaf).ok_or_else(|| {
+            ClientError::Certificate("the stored certificate has no instance id".into())
+        })?;
         let issued = IssuedCertificate {
             spiffe_id: AgentId::parse(&uri).map_err(|e| ClientError::Certificate(e.to_string()))?,
             instance_id: instance,
@@ -219,14 +206,6 @@ impl Identity {
     fn key(&self) -> Result<PrivateKey, ClientError> {
         PrivateKey::from_pem(&self.key_pem)
     }
-}
-
-fn key_der(key: &PrivateKey) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        pem::parse(key.to_pem())
-            .map(|p| p.into_contents())
-            .unwrap_or_default(),
-    ))
 }
 
 struct Shared {

@@ -196,7 +196,7 @@ impl PrivateKey {
         rcgen::PublicKeyData::subject_public_key_info(&self.key)
     }
 
-    fn der(&self) -> PrivateKeyDer<'static> {
+    pub(crate) fn der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
     }
 }
@@ -225,12 +225,8 @@ impl Credentials {
 
 /// Parses PEM certificates, in order. At least one is required.
 pub fn parse_chain(pem_text: &str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let blocks = pem::parse_many(pem_text).map_err(|e| ClientError::Certificate(e.to_string()))?;
-    let chain: Vec<CertificateDer<'static>> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
+    let chain =
+        crate::certs_from_pem(pem_text).map_err(|e| ClientError::Certificate(e.to_string()))?;
     if chain.is_empty() {
         return Err(ClientError::Certificate(
             "no CERTIFICATE block in the PEM".into(),

@@ -66,14 +66,7 @@ pub fn retry_delay(attempt: u32, jitter: f64, retry_after_secs: Option<u64>) -> 
     }
 }
 
-/// A random number in 0..=1 from the operating system's RNG.
-pub fn jitter() -> f64 {
-    let mut b = [0u8; 4];
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
-}
+pub use crate::ca_tls::jitter;
 
 #[cfg(test)]
 mod tests {

@@ -64,14 +64,6 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
-fn jitter() -> f64 {
-    let mut b = [0u8; 4];
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
-        return 0.5;
-    }
-    f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
-}
-
 /// A running subscription. Dropping it stops the task.
 #[derive(Debug)]
 pub struct Subscription {
@@ -186,7 +178,7 @@ impl Feed {
                             Err(e) => tracing::debug!(error = %e, "CRL fallback failed too"),
                         }
                     }
-                    tokio::time::sleep(backoff(failures, jitter())).await;
+                    tokio::time::sleep(backoff(failures, crate::ca_tls::jitter())).await;
                 }
             }
         }
@@ -224,13 +216,12 @@ impl Feed {
 
     async fn load_crl(&self) -> Result<usize, String> {
         let chain = self.get("/v1/intermediates").await?;
-        let issuer = pem::parse_many(&chain)
+        let issuer = crate::certs_from_pem(&chain)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .find(|b| b.tag() == "CERTIFICATE")
+            .next()
             .ok_or("no intermediate certificate")?;
         let crl = self.get("/v1/crl").await?;
-        let issuer = rustls_pki_types::CertificateDer::from(issuer.into_contents());
         let count = self
             .cache
             .load_crl(&crl, &issuer, &self.bundle, OffsetDateTime::now_utc())

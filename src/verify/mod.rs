@@ -39,7 +39,7 @@
 //! ```
 
 mod revocation;
-mod svid;
+pub(crate) mod svid;
 
 #[cfg(feature = "feed")]
 pub mod feed;
@@ -128,6 +128,17 @@ impl PeerIdentity {
     ///     // …
     ///     Ok(())
     /// }
+    /// # let mut peer = PeerIdentity {
+    /// #     spiffe_id: "spiffe://example.org/tenant/acme/env/prod/agent/bot".parse().unwrap(),
+    /// #     instance_id: None,
+    /// #     serial: agentca::wire::Serial::from_bytes(&[0x40, 1]).unwrap(),
+    /// #     not_after: time::OffsetDateTime::now_utc(),
+    /// #     scopes: vec!["tickets:read".into()],
+    /// # };
+    /// let refused = delete_ticket(&peer).unwrap_err();
+    /// assert_eq!(refused.scope, "tickets:write");
+    /// peer.scopes.push("tickets:write".into());
+    /// assert!(delete_ticket(&peer).is_ok());
     /// ```
     pub fn require_scope(&self, scope: &str) -> Result<(), MissingScope> {
         if self.has_scope(scope) {
@@ -493,6 +504,17 @@ impl Verifier {
         now: OffsetDateTime,
     ) -> Result<PeerIdentity, VerifyError> {
         let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::NoCertificate)?;
+        self.verify_parts(leaf, intermediates, usage, now)
+    }
+
+    /// [`Verifier::verify_peer`] with the leaf apart, as rustls hands it.
+    fn verify_parts(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        usage: Usage,
+        now: OffsetDateTime,
+    ) -> Result<PeerIdentity, VerifyError> {
         let peer = svid::check_leaf(leaf, &self.trust_domain, usage, now)?;
         self.check_chain(leaf, intermediates, usage, now)?;
         self.check_current(&peer, now)?;
@@ -628,10 +650,7 @@ impl ClientCertVerifier for Verifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let mut chain = Vec::with_capacity(1 + intermediates.len());
-        chain.push(end_entity.clone());
-        chain.extend(intermediates.iter().cloned());
-        self.verify_peer(&chain, Usage::Client, now_of(now))
+        self.verify_parts(end_entity, intermediates, Usage::Client, now_of(now))
             .map(|_| ClientCertVerified::assertion())
             .map_err(to_rustls)
     }
@@ -683,10 +702,7 @@ impl ServerCertVerifier for Verifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = Vec::with_capacity(1 + intermediates.len());
-        chain.push(end_entity.clone());
-        chain.extend(intermediates.iter().cloned());
-        self.verify_peer(&chain, Usage::Server, now_of(now))
+        self.verify_parts(end_entity, intermediates, Usage::Server, now_of(now))
             .map(|_| ServerCertVerified::assertion())
             .map_err(to_rustls)
     }

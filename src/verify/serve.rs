@@ -51,13 +51,8 @@ pub async fn accept(
         .await
         .map_err(|_| AcceptError::Timeout)?
         .map_err(AcceptError::Handshake)?;
-    let chain = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .unwrap_or_default()
-        .to_vec();
-    let peer = verifier.verify_peer(&chain, Usage::Client, OffsetDateTime::now_utc())?;
+    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let peer = verifier.verify_peer(chain, Usage::Client, OffsetDateTime::now_utc())?;
     Ok((tls, peer))
 }
 

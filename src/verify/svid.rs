@@ -10,8 +10,29 @@ use super::{PeerIdentity, Usage, VerifyError};
 use crate::identity::{AgentId, IdError, InstanceId, TrustDomain};
 use crate::wire::Serial;
 
-/// OID of the X.520 serialNumber attribute, which carries the instance id.
-const OID_SERIAL_NUMBER: &str = "2.5.4.5";
+/// The URIs among `cert`'s subject alternative names.
+pub(crate) fn uri_sans<'a>(
+    cert: &'a X509Certificate<'_>,
+) -> Result<Vec<&'a str>, x509_parser::error::X509Error> {
+    Ok(cert
+        .subject_alternative_name()?
+        .iter()
+        .flat_map(|s| s.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The instance id in `cert`'s subject serialNumber attribute, if any.
+pub(crate) fn instance_id(cert: &X509Certificate<'_>) -> Option<InstanceId> {
+    cert.subject()
+        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .and_then(|s| InstanceId::parse(s).ok())
+}
 
 /// Checks `leaf` against the X.509-SVID rules for a peer of `trust_domain`
 /// used for `usage`, and its validity at `now`. The signature chain is
@@ -31,15 +52,7 @@ pub(super) fn check_leaf(
     }
 
     // Exactly one URI SAN, a SPIFFE ID of an agent of our trust domain.
-    let san = cert.subject_alternative_name().map_err(|e| malformed(&e))?;
-    let uris: Vec<&str> = san
-        .iter()
-        .flat_map(|s| s.value.general_names.iter())
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        })
-        .collect();
+    let uris = uri_sans(&cert).map_err(|e| malformed(&e))?;
     let uri = match uris[..] {
         [] => return Err(VerifyError::NoUriSan),
         [uri] => uri,
@@ -97,12 +110,7 @@ pub(super) fn check_leaf(
         return Err(VerifyError::Expired(not_after));
     }
 
-    let instance_id = cert
-        .subject()
-        .iter_attributes()
-        .find(|a| a.attr_type().to_id_string() == OID_SERIAL_NUMBER)
-        .and_then(|a| a.as_str().ok())
-        .and_then(|s| InstanceId::parse(s).ok());
+    let instance_id = instance_id(&cert);
     let serial = Serial::from_bytes(cert.raw_serial()).map_err(|_| {
         VerifyError::Malformed("the serial is empty or longer than 20 bytes".into())
     })?;

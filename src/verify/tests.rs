@@ -493,7 +493,7 @@ fn the_cache_loads_a_crl_signed_by_the_intermediate_and_refuses_others() {
     assert!(cache.is_revoked(&Serial::from_bytes(&[0x41, 9, 9]).unwrap()));
     assert_eq!(cache.synced_at(), Some(now() - Duration::minutes(1)));
 
-    // Expired CRL, wrong signer, untrusted issuer.
+    // Expired CRL, untrusted issuer, another issuer, a changed signature.
     assert!(matches!(
         cache.load_crl(
             &crl(&ca.intermediate, Duration::seconds(-1)),
@@ -513,10 +513,21 @@ fn the_cache_loads_a_crl_signed_by_the_intermediate_and_refuses_others() {
         ),
         Err(CrlError::UntrustedIssuer(_))
     ));
+    // Another CA's CRL, presented with our intermediate: another issuer.
+    assert!(matches!(
+        cache.load_crl(
+            &crl(&other.intermediate, Duration::minutes(4)),
+            &ca.intermediate_der,
+            &bundle,
+            now()
+        ),
+        Err(CrlError::UntrustedIssuer(_))
+    ));
     let mut tampered = crl(&ca.intermediate, Duration::minutes(4));
     let n = tampered.len();
     tampered[n - 5] ^= 0x01;
-    assert!(cache
-        .load_crl(&tampered, &ca.intermediate_der, &bundle, now())
-        .is_err());
+    assert!(matches!(
+        cache.load_crl(&tampered, &ca.intermediate_der, &bundle, now()),
+        Err(CrlError::BadSignature)
+    ));
 }

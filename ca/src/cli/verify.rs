@@ -7,7 +7,6 @@ use agentca::identity::TrustDomain;
 use agentca::verify::{RevocationCache, Usage, Verifier};
 use anyhow::Context;
 use clap::Args;
-use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 /// `agentca verify`.
@@ -46,12 +45,7 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     let bundle = TrustBundle::from_pem(&read(&args.bundle)?)?;
-    let chain: Vec<CertificateDer<'static>> = pem::parse_many(read(&args.chain)?)
-        .context("the chain is not PEM")?
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
+    let chain = agentca::certs_from_pem(read(&args.chain)?).context("the chain is not PEM")?;
     anyhow::ensure!(
         !chain.is_empty(),
         "{} holds no certificate",

@@ -6,7 +6,7 @@ use axum::Json;
 
 use agentca::wire::ErrorBody;
 
-use crate::authority::AuthorityError;
+use crate::authority::{AuthorityError, ErrorKind};
 
 /// An HTTP refusal: a status, a stable code, and a sentence.
 #[derive(Debug)]
@@ -53,36 +53,23 @@ impl ApiError {
     }
 }
 
-/// The HTTP status of each of the authority's error codes.
-fn status_of(code: &str) -> StatusCode {
-    match code {
-        "unauthorized"
-        | "token_invalid"
-        | "token_expired"
-        | "token_used"
-        | "token_voided"
-        | "client_certificate_required"
-        | "certificate_unknown"
-        | "certificate_expired"
-        | "certificate_not_yet_valid"
-        | "certificate_revoked" => StatusCode::UNAUTHORIZED,
-        "forbidden" | "agent_disabled" => StatusCode::FORBIDDEN,
-        "agent_exists" | "clone_detected" | "admin_exists" | "last_global_admin" => {
-            StatusCode::CONFLICT
-        }
-        "agent_not_found" | "certificate_not_found" | "instance_not_found" | "admin_not_found" => {
-            StatusCode::NOT_FOUND
-        }
-        "issuer_expired" | "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "internal_error" => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
+/// The HTTP status of each kind of the authority's errors.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl From<AuthorityError> for ApiError {
     fn from(e: AuthorityError) -> Self {
-        let code = e.code();
-        let status = status_of(code);
+        let (code, kind) = e.classify();
+        let status = status_of(kind);
         let detail = if status.is_server_error() {
             // The cause goes to the log, not to the client.
             tracing::error!(error = %e, code, "request failed");

@@ -1,5 +1,5 @@
-//! The HTTPS listener: TLS handshakes, HTTP/1.1 and HTTP/2, and the limits
-//! that keep one slow or greedy client from taking the CA down.
+//! The HTTPS listener: TLS handshakes, HTTP/1.1, and the limits that keep
+//! one slow or greedy client from taking the CA down.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -222,12 +222,10 @@ impl Conn {
                     response.headers_mut().insert("x-request-id", value);
                 }
                 let elapsed = started.elapsed();
-                let route = crate::metrics::route_label(
-                    response
-                        .extensions()
-                        .get::<axum::extract::MatchedPath>()
-                        .map(|m| m.as_str()),
-                );
+                let route = response
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|m| m.as_str());
                 crate::metrics::global().observe_request(
                     route,
                     response.status().as_u16(),

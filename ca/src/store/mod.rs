@@ -22,7 +22,7 @@ pub mod wal;
 pub mod writer;
 
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 use std::fmt;
 use std::path::Path;

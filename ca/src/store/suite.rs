@@ -11,7 +11,7 @@ use super::change::{commit, Applied, Change, Conflict, RevokeSummary, RevokeTarg
 use super::records::*;
 use super::{Backend, Store, Writer};
 
-fn t0() -> OffsetDateTime {
+pub(crate) fn t0() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
 }
 
@@ -43,7 +43,7 @@ fn token(agent_key: &str, uses: u32) -> TokenRecord {
     }
 }
 
-fn cert(agent_key: &str, serial: u8) -> CertRecord {
+pub(crate) fn cert(agent_key: &str, serial: u8) -> CertRecord {
     CertRecord {
         serial: Serial::from_bytes(&[0x40, serial]).unwrap(),
         agent_key: agent_key.into(),
@@ -1063,22 +1063,32 @@ fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
 #[test]
 fn redb_checkpoints_empty_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, pending) = super::redb::RedbStore::open(
-        &dir.path().join("store.redb"),
-        &dir.path().join("store.wal"),
-    )
-    .unwrap();
+    let paths = |d: &Path| (d.join("store.redb"), d.join("store.wal"));
+    let (db, wal) = paths(dir.path());
+    let (store, pending) = super::redb::RedbStore::open(&db, &wal).unwrap();
     assert!(pending.is_empty());
+    store.set_checkpoint_interval(std::time::Duration::from_secs(3600));
     commit(&store, &[Change::RegisterAgent(agent("acme", "bot"))]).unwrap();
+    // The files as a crash would leave them (closing the database would
+    // make redb durable by itself and hide what the checkpoint does).
+    let snapshot = |name: &str| {
+        let copy = dir.path().join(name);
+        std::fs::create_dir(&copy).unwrap();
+        let (db2, wal2) = paths(&copy);
+        std::fs::copy(&db, &db2).unwrap();
+        std::fs::copy(&wal, &wal2).unwrap();
+        super::redb::RedbStore::open(&db2, &wal2).unwrap()
+    };
+    let (_, before) = snapshot("before");
+    assert_eq!(
+        before.len(),
+        1,
+        "the batch is in the log until a checkpoint"
+    );
     store.checkpoint().unwrap();
-    drop(store);
-    let (store, pending) = super::redb::RedbStore::open(
-        &dir.path().join("store.redb"),
-        &dir.path().join("store.wal"),
-    )
-    .unwrap();
+    let (after, pending) = snapshot("after");
     assert!(pending.is_empty(), "a checkpointed batch is not replayed");
-    assert!(Records::new(std::sync::Arc::new(store))
+    assert!(Records::new(std::sync::Arc::new(after))
         .agent("acme/prod/bot")
         .unwrap()
         .is_some());
