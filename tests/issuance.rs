@@ -6,7 +6,7 @@ mod common;
 use agentca::client::{CaClient, CaTrust, KeyAlgorithm, PrivateKey};
 use agentca::identity::AgentId;
 use agentca::wire::{AgentInfo, CreateTokenRequest, EnrollRequest, Health, RegisterAgentRequest};
-use common::{leaf_der, refusal, TestCa};
+use common::{csr, leaf_der, refusal, TestCa};
 use reqwest::Method;
 
 #[tokio::test]
@@ -326,10 +326,7 @@ async fn bad_enrollments_are_refused_and_leave_the_token_unused() {
     let ca = TestCa::start();
     ca.register("acme", "prod", "bot").await;
     let token = ca.token("acme", "prod", "bot", 1).await;
-    let good_csr = PrivateKey::generate(KeyAlgorithm::P256)
-        .unwrap()
-        .csr_pem()
-        .unwrap();
+    let good_csr = csr();
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(
             agentca::client::client_config(&CaTrust::Bundle(ca.bundle()), None).unwrap(),
@@ -416,7 +413,7 @@ async fn expired_tokens_and_disabled_agents_do_not_enroll() {
         (403, "agent_disabled".into())
     );
     ca.set_enabled("acme", "prod", "bot", true).await;
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(
         refusal(ca.enroll(&short.token).await),
         (401, "token_expired".into())
@@ -432,14 +429,7 @@ async fn sixty_four_concurrent_enrollments_with_one_single_use_token_issue_one_c
     ca.register("acme", "prod", "bot").await;
     let token = ca.token("acme", "prod", "bot", 1).await;
     let client = ca.client();
-    let csrs: Vec<String> = (0..64)
-        .map(|_| {
-            PrivateKey::generate(KeyAlgorithm::P256)
-                .unwrap()
-                .csr_pem()
-                .unwrap()
-        })
-        .collect();
+    let csrs: Vec<String> = (0..64).map(|_| csr()).collect();
     let tasks: Vec<_> = csrs
         .into_iter()
         .map(|csr| {
@@ -478,27 +468,17 @@ async fn a_pool_token_enrolls_exactly_its_uses() {
 #[tokio::test]
 async fn a_certificate_renews_once_and_a_second_key_is_a_clone() {
     let ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let (issued, key) = ca
-        .enroll(&ca.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (issued, key) = ca.enrolled("acme", "prod", "bot").await;
     let client = ca.client_with(&issued.certificate_chain, &key);
 
-    let first_csr = PrivateKey::generate(KeyAlgorithm::P256)
-        .unwrap()
-        .csr_pem()
-        .unwrap();
+    let first_csr = csr();
     let first = client.renew(&first_csr).await.unwrap();
     // A retry with the same CSR (a lost response) gets the same certificate.
     let retry = client.renew(&first_csr).await.unwrap();
     assert_eq!(retry, first);
 
     // Another key for the same certificate: someone else holds a copy.
-    let other_csr = PrivateKey::generate(KeyAlgorithm::P256)
-        .unwrap()
-        .csr_pem()
-        .unwrap();
+    let other_csr = csr();
     assert_eq!(
         refusal(client.renew(&other_csr).await),
         (409, "clone_detected".into())
@@ -513,18 +493,11 @@ async fn a_certificate_renews_once_and_a_second_key_is_a_clone() {
 #[tokio::test]
 async fn concurrent_renewals_of_one_certificate_with_different_keys_issue_once() {
     let ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let (issued, key) = ca
-        .enroll(&ca.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (issued, key) = ca.enrolled("acme", "prod", "bot").await;
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let client = ca.client_with(&issued.certificate_chain, &key);
-            let csr = PrivateKey::generate(KeyAlgorithm::P256)
-                .unwrap()
-                .csr_pem()
-                .unwrap();
+            let csr = csr();
             tokio::spawn(async move { client.renew(&csr).await })
         })
         .collect();
@@ -542,17 +515,8 @@ async fn concurrent_renewals_of_one_certificate_with_different_keys_issue_once()
 #[tokio::test]
 async fn renewal_refuses_what_it_must() {
     let ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let (issued, key) = ca
-        .enroll(&ca.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
-    let fresh_csr = || {
-        PrivateKey::generate(KeyAlgorithm::P256)
-            .unwrap()
-            .csr_pem()
-            .unwrap()
-    };
+    let (issued, key) = ca.enrolled("acme", "prod", "bot").await;
+    let fresh_csr = || csr();
 
     // No client certificate.
     assert_eq!(
@@ -610,11 +574,8 @@ async fn an_expired_certificate_does_not_renew() {
         .await
         .unwrap();
     assert_eq!((issued.not_after - issued.not_before).whole_seconds(), 31);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    let csr = PrivateKey::generate(KeyAlgorithm::P256)
-        .unwrap()
-        .csr_pem()
-        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let csr = csr();
     let result = ca
         .client_with(&issued.certificate_chain, &key)
         .renew(&csr)
@@ -644,10 +605,7 @@ async fn registrations_tokens_and_certificates_survive_a_crash() {
         ca.enroll(&unused)
             .await
             .unwrap_or_else(|e| panic!("{store}: the unused token works: {e}"));
-        let csr = PrivateKey::generate(KeyAlgorithm::P256)
-            .unwrap()
-            .csr_pem()
-            .unwrap();
+        let csr = csr();
         ca.client_with(&issued.certificate_chain, &key)
             .renew(&csr)
             .await
@@ -659,13 +617,16 @@ async fn registrations_tokens_and_certificates_survive_a_crash() {
 async fn health_and_bundle_are_public() {
     let ca = TestCa::start();
     let health = ca.client().health().await.unwrap();
+    let intermediate = std::fs::read_to_string(ca.data_dir.join("intermediate.pem")).unwrap();
+    let der = leaf_der(&intermediate);
+    let (_, intermediate) = x509_parser::parse_x509_certificate(&der).unwrap();
     assert_eq!(
         health,
         Health {
             status: "ok".into(),
             trust_domain: "example.org".into(),
-            version: health.version.clone(),
-            intermediate_not_after: health.intermediate_not_after,
+            version: env!("CARGO_PKG_VERSION").into(),
+            intermediate_not_after: intermediate.validity().not_after.to_datetime(),
         }
     );
     let pinned = CaClient::new(&ca.url, CaTrust::Pinned(ca.root_fingerprint()), None).unwrap();
@@ -688,11 +649,7 @@ async fn a_wrong_pin_refuses_the_ca() {
 #[tokio::test]
 async fn the_issued_certificate_carries_the_identity_and_the_instance() {
     let ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let (issued, _) = ca
-        .enroll(&ca.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (issued, _) = ca.enrolled("acme", "prod", "bot").await;
     let der = leaf_der(&issued.certificate_chain);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     let sans: Vec<String> = cert
@@ -733,10 +690,7 @@ async fn every_acknowledged_enrollment_survives_a_kill_under_load() {
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let csr = PrivateKey::generate(KeyAlgorithm::P256)
-                        .unwrap()
-                        .csr_pem()
-                        .unwrap();
+                    let csr = csr();
                     match client.enroll(&token, &csr).await {
                         Ok(issued) => acknowledged.push(issued.serial),
                         Err(_) => break,

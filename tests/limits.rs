@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentca::client::{client_config, CaTrust, ClientError, KeyAlgorithm, PrivateKey};
-use common::TestCa;
+use agentca::client::{client_config, CaTrust, ClientError};
+use common::{csr, TestCa};
 use rustls_pki_types::ServerName;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -77,14 +77,7 @@ async fn an_issuance_storm_gets_503_with_retry_after_instead_of_a_queue() {
     let ca = TestCa::start_with(&[], &["--max-issuing", "1"]);
     ca.register("acme", "prod", "pool").await;
     let token = ca.token("acme", "prod", "pool", 1000).await;
-    let csrs: Vec<String> = (0..48)
-        .map(|_| {
-            PrivateKey::generate(KeyAlgorithm::P256)
-                .unwrap()
-                .csr_pem()
-                .unwrap()
-        })
-        .collect();
+    let csrs: Vec<String> = (0..48).map(|_| csr()).collect();
     let tasks: Vec<_> = csrs
         .into_iter()
         .map(|csr| {

@@ -8,14 +8,7 @@ use std::time::{Duration, Instant};
 
 use agentca::client::{KeyAlgorithm, PrivateKey};
 use agentca::wire::{IssuedCertificate, RevokeRequest};
-use common::{crl_serials, refusal, TestCa};
-
-fn csr() -> String {
-    PrivateKey::generate(KeyAlgorithm::P256)
-        .unwrap()
-        .csr_pem()
-        .unwrap()
-}
+use common::{crl_serials, csr, refusal, TestCa};
 
 fn serials<'a>(certs: impl IntoIterator<Item = &'a IssuedCertificate>) -> BTreeSet<String> {
     certs.into_iter().map(|c| c.serial.to_string()).collect()
@@ -220,11 +213,7 @@ async fn revoking_a_tenant_or_one_env_of_it_reaches_exactly_those_agents() {
 #[tokio::test]
 async fn bad_revocations_are_refused_and_change_nothing() {
     let ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let (cert, _) = ca
-        .enroll(&ca.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (cert, _) = ca.enrolled("acme", "prod", "bot").await;
     let crl_before = ca.crl().await;
     let r = |f: fn(&mut RevokeRequest)| {
         let mut req = RevokeRequest::default();
@@ -336,11 +325,7 @@ async fn bad_revocations_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn the_feed_long_polls_until_a_revocation_arrives() {
     let ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let (cert, _) = ca
-        .enroll(&ca.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (cert, _) = ca.enrolled("acme", "prod", "bot").await;
 
     // Nothing new: the poll ends at its wait with no events.
     let started = Instant::now();
@@ -357,7 +342,16 @@ async fn the_feed_long_polls_until_a_revocation_arrives() {
             http.get(url).send().await.unwrap().json().await.unwrap();
         (page, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Revoke once the poll is waiting (the CA counts it as a subscriber).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = ca.get("/metrics").await;
+        if String::from_utf8_lossy(&metrics).contains("\nagentca_feed_subscribers 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poll never started waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ca.revoke_agent("acme", "prod", "bot", "keyCompromise")
         .await;
     let (page, waited) = poll.await.unwrap();
@@ -416,7 +410,7 @@ async fn expired_certificates_drop_out_of_the_crl_and_are_pruned() {
     );
 
     // Once the short certificate has expired, the next CRL no longer lists it.
-    std::thread::sleep(Duration::from_millis(2100));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     ca.revoke(&RevokeRequest {
         serial: Some(long.serial.clone()),
         ..Default::default()
@@ -462,11 +456,7 @@ async fn expired_certificates_drop_out_of_the_crl_and_are_pruned() {
 async fn the_plain_http_listener_serves_signed_revocation_data_only() {
     let ca = TestCa::start_with(&[], &["--http-listen", "127.0.0.1:0"]);
     let http_url = ca.http_url.clone().expect("the plain HTTP listener is up");
-    ca.register("acme", "prod", "bot").await;
-    let (cert, _) = ca
-        .enroll(&ca.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (cert, _) = ca.enrolled("acme", "prod", "bot").await;
     ca.revoke_agent("acme", "prod", "bot", "keyCompromise")
         .await;
 
@@ -536,7 +526,7 @@ async fn the_plain_http_listener_serves_signed_revocation_data_only() {
 }
 
 #[tokio::test]
-async fn malformed_or_foreign_ocsp_requests_get_ocsp_errors() {
+async fn malformed_ocsp_requests_get_ocsp_errors() {
     let ca = TestCa::start();
     let http = ca.http();
     let post = |body: Vec<u8>| {

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agentca::client::{KeyAlgorithm, PrivateKey};
 use agentca::wire::IssuedCertificate;
 use common::{write, TestCa};
 
@@ -414,16 +413,7 @@ impl Drop for Nginx {
 }
 
 async fn enroll_files(ca: &TestCa, dir: &Path, agent: &str, name: &str) -> IssuedCertificate {
-    ca.register("acme", "prod", agent).await;
-    let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
-    let issued = ca
-        .client()
-        .enroll(
-            &ca.token("acme", "prod", agent, 1).await,
-            &key.csr_pem().unwrap(),
-        )
-        .await
-        .unwrap();
+    let (issued, key) = ca.enrolled("acme", "prod", agent).await;
     write(dir, &format!("{name}.crt"), &issued.certificate_chain);
     write(dir, &format!("{name}.key"), &key.to_pem());
     issued

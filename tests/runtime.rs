@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use agentca::client::agent::Health;
@@ -13,84 +12,11 @@ use agentca::client::{Agent, AgentConfig, CaTrust};
 use agentca::identity::TrustDomain;
 use agentca::verify::{PeerIdentity, Verifier};
 use agentca::wire::Serial;
-use common::{write, TestCa};
+use common::{service_files, write, Service, TestCa};
 
 /// A CA whose registrations may ask for certificates of a few seconds.
 fn short_lived_ca() -> TestCa {
     TestCa::start_with(&[], &["--min-ttl", "1s"])
-}
-
-/// The example service (examples/service.rs), with a long-lived certificate
-/// of its own, accepting tenant acme.
-struct Service {
-    child: Child,
-    url: String,
-}
-
-impl Service {
-    async fn start(ca: &TestCa) -> Self {
-        ca.register_with_ttl("acme", "prod", "orders", Some(3600))
-            .await;
-        let (issued, key) = ca
-            .enroll(&ca.token("acme", "prod", "orders", 1).await)
-            .await
-            .unwrap();
-        let dir = ca.root.path();
-        write(dir, "service.pem", &issued.certificate_chain);
-        write(dir, "service.key", &key.to_pem());
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap()
-            .join("examples")
-            .join("service");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `cargo test --workspace`",
-            bin.display()
-        );
-        let mut child = Command::new(bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--trust-domain",
-                "example.org",
-                "--allow-tenant",
-                "acme",
-            ])
-            .arg("--cert")
-            .arg(dir.join("service.pem"))
-            .arg("--key")
-            .arg(dir.join("service.key"))
-            .arg("--bundle")
-            .arg(ca.bundle_path())
-            .args(["--ca-url", &ca.url])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("service listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the service starts");
-        Self { child, url }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An HTTPS client presenting the agent's newest certificate, accepting the
@@ -134,7 +60,7 @@ fn agent_config(ca: &TestCa, token: String, dir: Option<PathBuf>) -> AgentConfig
 #[tokio::test]
 async fn an_agent_keeps_calling_a_service_across_three_rotations_without_a_failed_call() {
     let ca = short_lived_ca();
-    let service = Service::start(&ca).await;
+    let service = Service::start(&ca, &service_files(&ca).await, &[]);
     ca.register_with_ttl("acme", "prod", "worker", Some(5))
         .await;
     let token = ca.token("acme", "prod", "worker", 1).await;
@@ -183,9 +109,21 @@ async fn an_agent_keeps_calling_a_service_across_three_rotations_without_a_faile
     assert_eq!(*agent.health().borrow(), Health::Healthy);
     assert!(calls > 20, "{calls} calls");
 
-    // Each rotation used a new key: the CA recorded one renewal per certificate.
+    // Each rotation renewed the certificate before it, once, without a
+    // clone alert: the CA's records chain the serials the agent presented.
     let shown = ca.show("acme", "prod", "worker").await;
     assert!(shown.clone_alerts.is_empty());
+    let mut chained = 0;
+    for pair in seen.windows(2) {
+        if let Some(live) = shown.live_certificates.iter().find(|c| c.serial == pair[0]) {
+            assert_eq!(live.renewed_by.as_ref(), Some(&pair[1]), "{shown:#?}");
+            chained += 1;
+        }
+    }
+    assert!(
+        chained >= 1,
+        "no renewed certificate still live: {shown:#?}"
+    );
 }
 
 #[tokio::test]

@@ -69,11 +69,7 @@ async fn scopes_from_the_registration_are_in_the_certificate_and_enforced_by_req
         .unwrap();
     // An agent registered without scopes gets certificates without the
     // extension.
-    ca.register("acme", "prod", "report-bot").await;
-    let (plain, plain_key) = ca
-        .enroll(&ca.token("acme", "prod", "report-bot", 1).await)
-        .await
-        .unwrap();
+    let (plain, plain_key) = ca.enrolled("acme", "prod", "report-bot").await;
 
     // The extension as the world sees it.
     let der = leaf_der(&scoped.certificate_chain);

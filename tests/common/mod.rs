@@ -329,6 +329,20 @@ impl TestCa {
         serde_json::from_slice(&body).unwrap()
     }
 
+    /// Registers `tenant/env/agent`, creates a single-use token and enrolls
+    /// with it and a new P-256 key.
+    pub async fn enrolled(
+        &self,
+        tenant: &str,
+        env: &str,
+        agent: &str,
+    ) -> (IssuedCertificate, PrivateKey) {
+        self.register(tenant, env, agent).await;
+        self.enroll(&self.token(tenant, env, agent, 1).await)
+            .await
+            .expect("enroll")
+    }
+
     /// Registers nothing: enrolls with `token` and a new P-256 key.
     pub async fn enroll(
         &self,
@@ -455,4 +469,96 @@ pub fn fails(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stderr).unwrap()
+}
+
+/// A CSR for a new P-256 key.
+pub fn csr() -> String {
+    PrivateKey::generate(KeyAlgorithm::P256)
+        .unwrap()
+        .csr_pem()
+        .unwrap()
+}
+
+/// The example binary, built by `cargo test` next to this test's binary.
+fn service_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("examples").join("service");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// The example service (examples/service.rs) as a process, accepting
+/// tenant acme, with the certificate [`service_files`] wrote; killed on drop.
+pub struct Service {
+    child: Child,
+    /// Its `https://` base URL.
+    pub url: String,
+}
+
+impl Service {
+    /// Starts it with the files in `dir` and `extra` arguments.
+    pub fn start(ca: &TestCa, dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(service_bin())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--trust-domain",
+                "example.org",
+                "--allow-tenant",
+                "acme",
+            ])
+            .arg("--cert")
+            .arg(dir.join("service.pem"))
+            .arg("--key")
+            .arg(dir.join("service.key"))
+            .arg("--bundle")
+            .arg(ca.bundle_path())
+            .args(["--ca-url", &ca.url])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the example service");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("service listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the service starts");
+        Self { child, url }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `service.pem` and `service.key` for the example service (agent
+/// `orders` of tenant acme, certificates valid an hour) into the CA's
+/// temporary directory, and returns it.
+pub async fn service_files(ca: &TestCa) -> PathBuf {
+    ca.register_with_ttl("acme", "prod", "orders", Some(3600))
+        .await;
+    let (issued, key) = ca
+        .enroll(&ca.token("acme", "prod", "orders", 1).await)
+        .await
+        .expect("enroll the service");
+    let dir = ca.root.path().to_owned();
+    write(&dir, "service.pem", &issued.certificate_chain);
+    write(&dir, "service.key", &key.to_pem());
+    dir
 }
