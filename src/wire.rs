@@ -186,9 +186,14 @@ pub struct AgentInfo {
     /// When it was last issued a certificate, if ever.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub last_issued_at: Option<OffsetDateTime>,
-    /// Its certificates neither expired nor revoked.
+    /// Its certificates neither expired nor revoked, at most 1000.
     #[serde(default)]
     pub live_certificates: Vec<CertificateInfo>,
+    /// True when `live_certificates` stopped at a limit: the agent may have
+    /// more live certificates than listed (a pool token with many
+    /// instances, say). Revoking the agent still revokes every one.
+    #[serde(default)]
+    pub live_certificates_truncated: bool,
     /// Renewals refused because a certificate was renewed twice with
     /// different keys (only on `GET` of one agent).
     #[serde(default)]

@@ -677,22 +677,31 @@ async fn the_issued_certificate_carries_the_identity_and_the_instance() {
 
 #[tokio::test]
 async fn every_acknowledged_enrollment_survives_a_kill_under_load() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // The CA is killed once this many enrollments are acknowledged (or
+    // after 1.5 s on a slow machine): well under the 1000 certificates one
+    // `show` lists, so every acknowledged one can be looked for.
+    const KILL_AFTER: usize = 400;
     let mut ca = TestCa::start();
     ca.register("acme", "prod", "pool").await;
     let token = ca.token("acme", "prod", "pool", 100_000).await;
     let client = ca.client();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let client = client.clone();
-            let token = token.clone();
-            let stop = stop.clone();
+            let (client, token) = (client.clone(), token.clone());
+            let (stop, count) = (stop.clone(), count.clone());
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let csr = csr();
                     match client.enroll(&token, &csr).await {
-                        Ok(issued) => acknowledged.push(issued.serial),
+                        Ok(issued) => {
+                            acknowledged.push(issued.serial);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -700,9 +709,12 @@ async fn every_acknowledged_enrollment_survives_a_kill_under_load() {
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while count.load(Ordering::Relaxed) < KILL_AFTER && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     ca.kill();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let mut acknowledged = Vec::new();
     for w in workers {
         acknowledged.extend(w.await.unwrap());
@@ -715,6 +727,7 @@ async fn every_acknowledged_enrollment_survives_a_kill_under_load() {
 
     ca.restart();
     let shown = ca.show("acme", "prod", "pool").await;
+    assert!(!shown.live_certificates_truncated, "{}", acknowledged.len());
     let on_record: std::collections::HashSet<_> = shown
         .live_certificates
         .iter()
@@ -730,4 +743,50 @@ async fn every_acknowledged_enrollment_survives_a_kill_under_load() {
         lost.len(),
         acknowledged.len()
     );
+}
+
+#[tokio::test]
+async fn an_agent_with_more_live_certificates_than_a_listing_shows_says_so() {
+    const SHOWN: usize = 1000;
+    let ca = TestCa::start();
+    ca.register("acme", "prod", "pool").await;
+    let token = ca.token("acme", "prod", "pool", 10_000).await;
+    let client = ca.client();
+    let enroll = |n: usize| {
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let (client, token) = (client.clone(), token.clone());
+                tokio::spawn(async move {
+                    for _ in (w..n).step_by(8) {
+                        client.enroll(&token, &csr()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for w in workers {
+                w.await.unwrap();
+            }
+        }
+    };
+    enroll(SHOWN).await;
+    let shown = ca.show("acme", "prod", "pool").await;
+    assert_eq!(shown.live_certificates.len(), SHOWN);
+    assert!(!shown.live_certificates_truncated);
+
+    enroll(1).await;
+    let shown = ca.show("acme", "prod", "pool").await;
+    assert_eq!(shown.live_certificates.len(), SHOWN);
+    assert!(shown.live_certificates_truncated);
+    let listed: Vec<AgentInfo> = ca
+        .admin::<(), _>(Method::GET, "/v1/admin/agents?tenant=acme", None)
+        .await
+        .unwrap();
+    assert!(listed[0].live_certificates_truncated);
+
+    // Revoking the agent reaches every certificate, listed or not.
+    let revoked = ca
+        .revoke_agent("acme", "prod", "pool", "keyCompromise")
+        .await;
+    assert_eq!(revoked.revoked, SHOWN + 1);
 }

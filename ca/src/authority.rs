@@ -40,8 +40,11 @@ pub const MAX_PURPOSE_LEN: usize = 1024;
 pub const MAX_LIST: usize = 10_000;
 /// Most audit events in one page.
 pub const MAX_AUDIT_PAGE: usize = 1000;
-/// Most certificates shown for one agent.
-const MAX_CERTS_SHOWN: usize = 1_000;
+/// Most live certificates shown for one agent.
+pub const MAX_CERTS_SHOWN: usize = 1_000;
+/// Most certificate records read to find an agent's live ones: its index
+/// also holds expired and revoked certificates until retention prunes them.
+const MAX_CERTS_SCANNED: usize = 4 * MAX_CERTS_SHOWN;
 /// Most clone alerts shown for one agent.
 const MAX_ALERTS_SHOWN: usize = 100;
 
@@ -540,29 +543,42 @@ impl Authority {
             updated_at: record.updated_at,
             last_issued_at: record.last_issued_at,
             live_certificates: Vec::new(),
+            live_certificates_truncated: false,
             clone_alerts: Vec::new(),
         })
     }
 
-    /// The certificates of `agent_key` neither expired nor revoked.
-    fn live_certificates(
+    /// Fills in the certificates of `agent_key` neither expired nor
+    /// revoked, and says whether the list stops at a limit.
+    fn add_live_certificates(
         &self,
+        info: &mut AgentInfo,
         agent_key: &str,
         now: OffsetDateTime,
-    ) -> Result<Vec<CertificateInfo>, AuthorityError> {
-        Ok(self
-            .records
-            .certs_of(agent_key, MAX_CERTS_SHOWN)?
-            .into_iter()
-            .filter(|c| c.not_after > now && c.revoked.is_none())
-            .map(|c| CertificateInfo {
+    ) -> Result<(), AuthorityError> {
+        let mut scanned = self.records.certs_of(agent_key, MAX_CERTS_SCANNED + 1)?;
+        let mut truncated = scanned.len() > MAX_CERTS_SCANNED;
+        scanned.truncate(MAX_CERTS_SCANNED);
+        let mut live = Vec::new();
+        for c in scanned {
+            if c.not_after <= now || c.revoked.is_some() {
+                continue;
+            }
+            if live.len() == MAX_CERTS_SHOWN {
+                truncated = true;
+                break;
+            }
+            live.push(CertificateInfo {
                 serial: c.serial,
                 instance_id: c.instance_id,
                 not_before: c.not_before,
                 not_after: c.not_after,
                 renewed_by: c.renewed_by.map(|r| r.serial),
-            })
-            .collect())
+            });
+        }
+        info.live_certificates = live;
+        info.live_certificates_truncated = truncated;
+        Ok(())
     }
 
     fn check_ttl(
@@ -721,7 +737,7 @@ impl Authority {
                 }
             }
             let mut info = self.info(&record)?;
-            info.live_certificates = self.live_certificates(&record.key(), now)?;
+            self.add_live_certificates(&mut info, &record.key(), now)?;
             out.push(info);
         }
         Ok(out)
@@ -983,7 +999,7 @@ impl Authority {
         let record = self.registered(&id)?;
         let mut info = self.info(&record)?;
         let key = id.path_key();
-        info.live_certificates = self.live_certificates(&key, now)?;
+        self.add_live_certificates(&mut info, &key, now)?;
         info.clone_alerts = self
             .records
             .alerts_of(&key, MAX_ALERTS_SHOWN)?
