@@ -387,8 +387,11 @@ async fn crl_numbers_only_grow_across_restarts() {
 
 #[tokio::test]
 async fn expired_certificates_drop_out_of_the_crl_and_are_pruned() {
+    // Long enough to be listed before it expires on a loaded machine.
+    const SHORT_TTL: u64 = 4;
     let ca = TestCa::start_with(&[], &["--min-ttl", "1s", "--retention", "0s"]);
-    ca.register_with_ttl("acme", "prod", "short", Some(1)).await;
+    ca.register_with_ttl("acme", "prod", "short", Some(SHORT_TTL))
+        .await;
     ca.register("acme", "prod", "long").await;
     let (short, _) = ca
         .enroll(&ca.token("acme", "prod", "short", 1).await)
@@ -410,7 +413,11 @@ async fn expired_certificates_drop_out_of_the_crl_and_are_pruned() {
     );
 
     // Once the short certificate has expired, the next CRL no longer lists it.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired_in = short.not_after - time::OffsetDateTime::now_utc();
+    tokio::time::sleep(
+        Duration::try_from(expired_in).unwrap_or_default() + Duration::from_millis(1100),
+    )
+    .await;
     ca.revoke(&RevokeRequest {
         serial: Some(long.serial.clone()),
         ..Default::default()
@@ -654,8 +661,11 @@ async fn every_committed_revocation_is_published_in_order_even_if_its_request_wa
 /// once with the newest sequence number instead of waiting (or spinning).
 #[tokio::test]
 async fn the_feed_moves_a_client_past_pruned_events_at_once() {
+    // Long enough to be listed before it expires on a loaded machine.
+    const SHORT_TTL: u64 = 4;
     let ca = TestCa::start_with(&[], &["--min-ttl", "1s", "--retention", "0s"]);
-    ca.register_with_ttl("acme", "prod", "short", Some(1)).await;
+    ca.register_with_ttl("acme", "prod", "short", Some(SHORT_TTL))
+        .await;
     let (short, _) = ca
         .enroll(&ca.token("acme", "prod", "short", 1).await)
         .await

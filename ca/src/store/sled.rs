@@ -45,13 +45,38 @@ pub struct SledStore {
 impl SledStore {
     /// Opens the database at `path`, creating it if needed. Fails if
     /// another process has it open.
+    ///
+    /// sled 0.34 releases its file lock only when its flusher thread exits,
+    /// which can be after the `Db` is dropped (sled #1289): a reopen in the
+    /// same process waits up to [`LOCK_WAIT`] for that, then fails.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = ::sled::Config::new().path(path).open().map_err(err)?;
+        let config = ::sled::Config::new().path(path);
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_contention(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
         Ok(Self {
             db,
             write_lock: Mutex::new(()),
         })
     }
+}
+
+/// Longest wait for sled's file lock when opening.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// sled 0.34.7 reports a held lock only in the text of an `Other` I/O
+/// error (its `config.rs`).
+fn is_lock_contention(e: &::sled::Error) -> bool {
+    matches!(e, ::sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::Other
+            && io.to_string().starts_with("could not acquire lock"))
 }
 
 impl Store for SledStore {

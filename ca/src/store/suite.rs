@@ -101,6 +101,7 @@ suite!(
     revoking_a_serial_or_an_instance,
     pruning_removes_expired_certificates_tokens_and_their_events,
     counters_only_grow_and_survive_reopening,
+    a_store_open_elsewhere_does_not_open_until_closed,
 );
 
 fn summary(outcome: Result<Applied, Conflict>) -> RevokeSummary {
@@ -512,6 +513,17 @@ fn counters_only_grow_and_survive_reopening(backend: Backend) {
     );
 }
 
+fn a_store_open_elsewhere_does_not_open_until_closed(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(backend, dir.path());
+    one(&*first, Change::BumpCounter("c".into())).unwrap();
+    assert!(super::open(backend, dir.path()).is_err());
+    drop(first);
+    // Straight after closing, as a restart in the same process would.
+    let again = open(backend, dir.path());
+    assert_eq!(Records::new(again).counter("c").unwrap(), 1);
+}
+
 fn an_agent_registers_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(backend, dir.path());
@@ -547,6 +559,31 @@ fn agents_list_by_prefix_in_key_order(backend: Backend) {
     assert_eq!(keys("", 10).len(), 4);
     assert_eq!(keys("", 2), ["acme/prod/b", "acme/prod/z"]);
     assert!(keys("nobody/", 10).is_empty());
+
+    // Pages: strictly after the cursor, within the prefix.
+    let after = |prefix: &str, after: &str, limit| -> Vec<String> {
+        records
+            .agents_after(prefix, Some(after), limit)
+            .unwrap()
+            .iter()
+            .map(|a| a.key())
+            .collect()
+    };
+    assert_eq!(after("", "acme/prod/b", 2), ["acme/prod/z", "acme2/prod/a"]);
+    assert_eq!(after("acme/", "acme/prod/b", 10), ["acme/prod/z"]);
+    assert!(
+        after("acme/", "acme/prod/z", 10).is_empty(),
+        "not into acme2"
+    );
+    assert_eq!(
+        after("other/", "acme/prod/b", 10),
+        ["other/prod/c"],
+        "a cursor before the prefix"
+    );
+    assert!(
+        after("acme/", "other/prod/c", 10).is_empty(),
+        "a cursor past the prefix"
+    );
 }
 
 fn a_single_use_token_enrolls_once(backend: Backend) {
