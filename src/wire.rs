@@ -161,6 +161,11 @@ pub struct RegisterAgentRequest {
     pub scopes: Vec<String>,
 }
 
+/// Response header of `GET /v1/admin/agents` when the listing stopped
+/// before its end: the `tenant/env/agent` to pass as `after=` for the next
+/// page. No header, no more agents.
+pub const NEXT_AFTER_HEADER: &str = "x-agentca-next-after";
+
 /// A registered agent, as the admin API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {

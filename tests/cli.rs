@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agentca::client::{KeyAlgorithm, PrivateKey};
 use agentca::wire::AgentInfo;
-use common::{agentca_bin, fails, ok, TestCa};
+use common::{agentca_bin, fails, ok, run, TestCa};
 
 fn serial_of(dir: &std::path::Path) -> String {
     let chain = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
@@ -97,6 +97,25 @@ fn an_admin_and_an_agent_walk_through_the_cli() {
     let listed: Vec<AgentInfo> =
         serde_json::from_str(&ok(ca.command().args(["agents", "--tenant", "acme"]))).unwrap();
     assert_eq!(listed.len(), 1);
+    ok(ca.command().args([
+        "register",
+        "--tenant",
+        "acme",
+        "--env",
+        "dev",
+        "--agent",
+        "second",
+        "--owner",
+        "me",
+        "--purpose",
+        "paging",
+    ]));
+    let listed: Vec<AgentInfo> =
+        serde_json::from_str(&ok(ca.command().args(["agents", "--limit", "1"]))).unwrap();
+    assert_eq!(listed.len(), 1);
+    let usage = run(ca.command().args(["agents", "--limit", "0"]));
+    assert_eq!(usage.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--limit"));
     let shown: AgentInfo = serde_json::from_str(&ok(ca.command().args([
         "agent", "--tenant", "acme", "--env", "dev", "--agent", "hello",
     ])))

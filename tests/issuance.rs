@@ -281,6 +281,46 @@ async fn agents_list_by_tenant_and_env() {
         .admin::<(), AgentInfo>(Method::GET, "/v1/admin/agents/acme/prod/nobody", None)
         .await;
     assert_eq!(refusal(missing), (404, "agent_not_found".into()));
+
+    // A page at a time: each page says where the next one starts, the last
+    // says nothing.
+    let (client, token) = (ca.client(), ca.admin_token());
+    let mut seen = Vec::new();
+    let mut cursors = Vec::new();
+    let mut query = "limit=1".to_owned();
+    loop {
+        let (page, next) = client.list_agents(&token, &query).await.unwrap();
+        seen.extend(names(page));
+        let Some(next) = next else { break };
+        cursors.push(next.clone());
+        query = format!("limit=1&after={next}");
+    }
+    assert_eq!(seen, ["b", "a", "c", "d"]);
+    assert_eq!(cursors, ["acme/dev/b", "acme/prod/a", "acme2/prod/c"]);
+    let (page, next) = client
+        .list_agents(&token, "tenant=acme&limit=1&after=acme/dev/b")
+        .await
+        .unwrap();
+    assert_eq!((names(page), next), (vec!["a".to_owned()], None));
+    // Filters hold across pages.
+    ca.set_enabled("acme2", "prod", "c", false).await;
+    let (page, next) = client
+        .list_agents(&token, "state=disabled&limit=1")
+        .await
+        .unwrap();
+    assert_eq!(names(page), ["c"]);
+    let (page, next) = client
+        .list_agents(
+            &token,
+            &format!("state=disabled&limit=1&after={}", next.unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((names(page), next), (vec![], None));
+    for bad in ["after=acme", "after=ACME/prod/a", "limit=0"] {
+        let refused = client.list_agents(&token, bad).await;
+        assert_eq!(refusal(refused), (400, "invalid_request".into()), "{bad}");
+    }
 }
 
 #[tokio::test]

@@ -297,6 +297,19 @@ pub struct AgentFilter {
     pub idle_for: Option<Duration>,
     /// At most this many.
     pub limit: usize,
+    /// Only agents after this one (`tenant/env/agent`): where the previous
+    /// page stopped.
+    pub after: Option<String>,
+}
+
+/// One page of an agent listing.
+#[derive(Debug)]
+pub struct AgentPage {
+    /// The agents, in `tenant/env/agent` order.
+    pub agents: Vec<AgentInfo>,
+    /// Where the listing stopped (`tenant/env/agent`) when more agents may
+    /// match: the `after` of the next page. `None` at the end.
+    pub next_after: Option<String>,
 }
 
 /// What the HTTP layer knows of a request, for the audit trail.
@@ -679,7 +692,7 @@ impl Authority {
         admin: &Admin,
         filter: &AgentFilter,
         now: OffsetDateTime,
-    ) -> Result<Vec<AgentInfo>, AuthorityError> {
+    ) -> Result<AgentPage, AuthorityError> {
         let result = self.list_agents_inner(admin, filter, now);
         let subject = filter
             .tenant
@@ -695,7 +708,7 @@ impl Authority {
         admin: &Admin,
         filter: &AgentFilter,
         now: OffsetDateTime,
-    ) -> Result<Vec<AgentInfo>, AuthorityError> {
+    ) -> Result<AgentPage, AuthorityError> {
         let tenant = match (&admin.0.tenant, filter.tenant.as_deref()) {
             (Some(own), Some(asked)) if own != asked => {
                 return Err(AuthorityError::Forbidden {
@@ -722,12 +735,36 @@ impl Authority {
             }
             (None, None) => String::new(),
         };
-        let mut out = Vec::new();
-        // Filters apply after the key-order scan; the scan is bounded.
-        for record in self.records.agents(&prefix, MAX_LIST)? {
-            if out.len() >= filter.limit.min(MAX_LIST) {
+        if let Some(after) = &filter.after {
+            let bad = || {
+                AuthorityError::InvalidRequest(format!(
+                    "after {after:?}: expected tenant/env/agent, as the previous page's next-after gave"
+                ))
+            };
+            let (t, e, a) = split_key(after).map_err(|_| bad())?;
+            self.agent_id(t, e, a).map_err(|_| bad())?;
+        }
+        if filter.limit == 0 {
+            return Err(AuthorityError::InvalidRequest(
+                "limit must be at least 1".into(),
+            ));
+        }
+        // Filters apply after the key-order scan, which reads at most
+        // MAX_LIST agents per page; the next page starts where it stopped.
+        let limit = filter.limit.min(MAX_LIST);
+        let records = self
+            .records
+            .agents_after(&prefix, filter.after.as_deref(), MAX_LIST + 1)?;
+        let more_unread = records.len() > MAX_LIST;
+        let mut agents = Vec::new();
+        let mut last_read: Option<String> = None;
+        let mut next_after = None;
+        for record in records.into_iter().take(MAX_LIST) {
+            if agents.len() == limit {
+                next_after = last_read.take();
                 break;
             }
+            last_read = Some(record.key());
             if filter.enabled.is_some_and(|e| e != record.enabled) {
                 continue;
             }
@@ -738,9 +775,12 @@ impl Authority {
             }
             let mut info = self.info(&record)?;
             self.add_live_certificates(&mut info, &record.key(), now)?;
-            out.push(info);
+            agents.push(info);
         }
-        Ok(out)
+        if next_after.is_none() && more_unread {
+            next_after = last_read;
+        }
+        Ok(AgentPage { agents, next_after })
     }
 
     /// Up to `limit` audit events after `since`, waiting up to `wait` for

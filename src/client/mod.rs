@@ -365,6 +365,31 @@ impl CaClient {
         self.send(req).await
     }
 
+    /// `GET /v1/admin/agents?{query}`: one page of the agent listing, and
+    /// the `after=` of the next page when there is one
+    /// ([`crate::wire::NEXT_AFTER_HEADER`]).
+    pub async fn list_agents(
+        &self,
+        admin_token: &str,
+        query: &str,
+    ) -> Result<(Vec<crate::wire::AgentInfo>, Option<String>), ClientError> {
+        let req = self
+            .http
+            .get(self.endpoint(&format!("/v1/admin/agents?{query}")))
+            .bearer_auth(admin_token);
+        let resp = req.send().await.map_err(transport)?;
+        let next = match resp.headers().get(crate::wire::NEXT_AFTER_HEADER) {
+            None => None,
+            Some(v) => Some(v.to_str().map(str::to_owned).map_err(|_| {
+                ClientError::InvalidResponse(format!(
+                    "{} is not text",
+                    crate::wire::NEXT_AFTER_HEADER
+                ))
+            })?),
+        };
+        Ok((self.parse(resp).await?, next))
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -374,6 +399,10 @@ impl CaClient {
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
         let resp = req.send().await.map_err(transport)?;
+        self.parse(resp).await
+    }
+
+    async fn parse<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, ClientError> {
         let status = resp.status();
         let retry_after = retry_after(&resp);
         let body = read_limited(resp).await?;

@@ -137,15 +137,15 @@ pub struct ListArgs {
     /// never), such as 30m.
     #[arg(long, value_parser = parse_duration)]
     idle_for: Option<Duration>,
-    /// At most this many.
-    #[arg(long, default_value_t = 1000)]
-    limit: usize,
+    /// At most this many (fetched a page at a time).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    limit: u64,
     #[command(flatten)]
     conn: AdminConnection,
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let mut query = vec![format!("limit={}", args.limit)];
+    let mut query = Vec::new();
     if let Some(t) = &args.tenant {
         agentca::identity::Name::new(agentca::identity::Part::Tenant, t)?;
         query.push(format!("tenant={t}"));
@@ -160,8 +160,28 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     if let Some(idle) = args.idle_for {
         query.push(format!("idle_for={}", idle.whole_seconds().max(0)));
     }
-    let path = format!("/v1/admin/agents?{}", query.join("&"));
-    let agents: Vec<AgentInfo> = args.conn.call::<(), _>(Method::GET, &path, None).await?;
+    let limit = usize::try_from(args.limit)?;
+    let (client, token) = args.conn.connect()?;
+    let mut agents: Vec<AgentInfo> = Vec::new();
+    let mut after: Option<String> = None;
+    while agents.len() < limit {
+        let mut page_query = query.clone();
+        page_query.push(format!("limit={}", limit - agents.len()));
+        if let Some(after) = &after {
+            // Agent keys are names and slashes: nothing to escape.
+            page_query.push(format!("after={after}"));
+        }
+        let (page, next) = client.list_agents(&token, &page_query.join("&")).await?;
+        agents.extend(page);
+        match next {
+            // The CA moves on or says it is done; anything else would loop.
+            Some(next) if after.as_deref().is_none_or(|a| next.as_str() > a) => after = Some(next),
+            Some(next) => {
+                anyhow::bail!("the CA returned a page cursor {next:?} that does not advance")
+            }
+            None => break,
+        }
+    }
     print_json(&agents)
 }
 

@@ -9,7 +9,7 @@
 //! | `POST /v1/enroll` | agent with a bootstrap token | first certificate |
 //! | `POST /v1/renew` | agent, over mutual TLS | next certificate |
 //! | `POST /v1/admin/agents` | admin | register an agent |
-//! | `GET /v1/admin/agents?tenant=&env=&limit=` | admin | list agents |
+//! | `GET /v1/admin/agents?tenant=&env=&state=&idle_for=&limit=&after=` | admin | list agents, a page at a time |
 //! | `GET /v1/admin/agents/{tenant}/{env}/{agent}` | admin | one agent |
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/tokens` | admin | bootstrap token |
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/enable` | admin | enable |
@@ -343,6 +343,7 @@ struct ListQuery {
     state: Option<String>,
     idle_for: Option<u64>,
     limit: Option<usize>,
+    after: Option<String>,
 }
 
 async fn list_agents(
@@ -376,8 +377,21 @@ async fn list_agents(
             .idle_for
             .map(|s| time::Duration::seconds(s.min(i64::MAX as u64) as i64)),
         limit: q.limit.unwrap_or(1000),
+        after: q.after,
     };
-    Ok(Json(ca.list_agents(&ctx, &admin, &filter, now()).await?))
+    let page = ca.list_agents(&ctx, &admin, &filter, now()).await?;
+    // The body stays a plain array; where to go on is a header, as with
+    // HTTP's own Link header. Agent keys are ASCII names and slashes.
+    let next = page
+        .next_after
+        .and_then(|key| header::HeaderValue::try_from(key).ok());
+    let mut response = Json(page.agents).into_response();
+    if let Some(next) = next {
+        response
+            .headers_mut()
+            .insert(agentca::wire::NEXT_AFTER_HEADER, next);
+    }
+    Ok(response)
 }
 
 type AgentPath = (String, String, String);

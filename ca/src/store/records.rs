@@ -286,9 +286,30 @@ impl Records {
     /// Up to `limit` agents whose key starts with `prefix` (`""` for all,
     /// `"tenant/"` for one tenant), in key order.
     pub fn agents(&self, prefix: &str, limit: usize) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agents_after(prefix, None, limit)
+    }
+
+    /// Up to `limit` agents whose key starts with `prefix` and sorts after
+    /// `after` (every one when `None`), in key order.
+    pub fn agents_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        // The first key after `after` is `after` followed by a NUL byte.
+        let start = match after {
+            Some(after) if after.as_bytes() >= prefix.as_bytes() => {
+                let mut start = after.as_bytes().to_vec();
+                start.push(0);
+                start
+            }
+            _ => prefix.as_bytes().to_vec(),
+        };
         self.store
-            .scan_prefix(Table::Agents, prefix.as_bytes(), limit)?
+            .scan_from(Table::Agents, &start, limit)?
             .iter()
+            .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
             .map(|(_, v)| decode(Table::Agents, v))
             .collect()
     }
