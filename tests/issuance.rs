@@ -323,6 +323,61 @@ async fn agents_list_by_tenant_and_env() {
     }
 }
 
+/// A page reads at most 10000 agents: a filter that matches none of them
+/// still says where the next page starts, and the last page says nothing.
+#[tokio::test]
+async fn a_sparse_filter_over_more_agents_than_a_page_reads_goes_on() {
+    const READ_PER_PAGE: usize = 10_000;
+    let ca = TestCa::start();
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let ca_url = ca.url.clone();
+            let (bundle, token) = (ca.bundle(), ca.admin_token());
+            tokio::spawn(async move {
+                let client = CaClient::new(&ca_url, CaTrust::Bundle(bundle), None).unwrap();
+                for n in (w..=READ_PER_PAGE).step_by(16) {
+                    let req = RegisterAgentRequest {
+                        tenant: "acme".into(),
+                        env: "prod".into(),
+                        agent: format!("a{n:05}"),
+                        owner: "team-test".into(),
+                        purpose: "paging".into(),
+                        ttl_seconds: None,
+                        scopes: Vec::new(),
+                    };
+                    let _: AgentInfo = client
+                        .call(Method::POST, "/v1/admin/agents", Some(&token), Some(&req))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (client, token) = (ca.client(), ca.admin_token());
+    let (page, next) = client
+        .list_agents(&token, "state=disabled&limit=10")
+        .await
+        .unwrap();
+    assert!(page.is_empty());
+    assert_eq!(next.as_deref(), Some("acme/prod/a09999"));
+    let (page, next) = client
+        .list_agents(&token, "state=disabled&limit=10&after=acme/prod/a09999")
+        .await
+        .unwrap();
+    assert!(page.is_empty());
+    assert_eq!(next, None);
+    // And a full page of matches stops where it is full.
+    let (page, next) = client
+        .list_agents(&token, "limit=10&after=acme/prod/a09990")
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 10);
+    assert_eq!(next, None, "a10000 was the last");
+}
+
 #[tokio::test]
 async fn unregistered_or_disabled_agents_get_no_token() {
     let ca = TestCa::start();
