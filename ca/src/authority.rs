@@ -41,7 +41,7 @@ pub const MAX_LIST: usize = 10_000;
 /// Most audit events in one page.
 pub const MAX_AUDIT_PAGE: usize = 1000;
 /// Most live certificates shown for one agent.
-pub const MAX_CERTS_SHOWN: usize = 1_000;
+const MAX_CERTS_SHOWN: usize = 1_000;
 /// Most certificate records read to find an agent's live ones: its index
 /// also holds expired and revoked certificates until retention prunes them.
 const MAX_CERTS_SCANNED: usize = 4 * MAX_CERTS_SHOWN;

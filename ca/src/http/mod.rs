@@ -381,10 +381,18 @@ async fn list_agents(
     };
     let page = ca.list_agents(&ctx, &admin, &filter, now()).await?;
     // The body stays a plain array; where to go on is a header, as with
-    // HTTP's own Link header. Agent keys are ASCII names and slashes.
+    // HTTP's own Link header. Agent keys are ASCII names and slashes; were
+    // one not, a listing cut short must not look complete.
     let next = page
         .next_after
-        .and_then(|key| header::HeaderValue::try_from(key).ok());
+        .map(|key| {
+            header::HeaderValue::try_from(&key).map_err(|_| {
+                crate::authority::AuthorityError::Internal(format!(
+                    "agent key {key:?} is not a header value"
+                ))
+            })
+        })
+        .transpose()?;
     let mut response = Json(page.agents).into_response();
     if let Some(next) = next {
         response
