@@ -315,6 +315,10 @@ fn serve_without_a_data_directory_creates_a_local_ca_and_the_cli_finds_it() {
     );
     assert!(banner.contains("WARNING"), "{banner}");
     assert!(banner.contains("agentca register"), "{banner}");
+    assert!(
+        banner.contains(&format!("agentca enroll --ca-url {url} ")),
+        "the next steps name the port it listens on: {banner}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -180,7 +180,7 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (dir, passphrase) = open_or_create(&args)?;
+    let (dir, passphrase, created) = open_or_create(&args)?;
     let loaded = dir.load(&passphrase)?;
     let root_key = dir.load_root_key(&passphrase)?;
     drop(passphrase);
@@ -361,6 +361,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         crl = ?authority.ca().distribution().crl,
         "agentca is serving"
     );
+    if let Some(fingerprint) = &created {
+        print_next_steps(local, fingerprint);
+    }
     // Tests and scripts read these lines to learn the ports when listening on :0.
     if let Some(addr) = http_local {
         println!("agentca plain HTTP (CRL, OCSP) on http://{addr}");
@@ -430,7 +433,9 @@ async fn shutdown_signal() {
 
 /// The data directory and passphrase to serve with: the given directory,
 /// or the local CA in the default location, created on first run.
-fn open_or_create(args: &ServeArgs) -> anyhow::Result<(DataDir, Passphrase)> {
+/// The data directory and its passphrase; with the new root's fingerprint
+/// when this call created a local CA.
+fn open_or_create(args: &ServeArgs) -> anyhow::Result<(DataDir, Passphrase, Option<String>)> {
     let explicit = args.passphrase.explicit()?;
     if let Some(path) = &args.data_dir {
         let dir = DataDir::new(path);
@@ -438,7 +443,7 @@ fn open_or_create(args: &ServeArgs) -> anyhow::Result<(DataDir, Passphrase)> {
         let passphrase = explicit.context(
             "the CA keys need their passphrase: give --passphrase-file <file> or set AGENTCA_PASSPHRASE",
         )?;
-        return Ok((dir, passphrase));
+        return Ok((dir, passphrase, None));
     }
     let home = default_home();
     let dir = DataDir::new(default_data_dir());
@@ -453,16 +458,9 @@ fn open_or_create(args: &ServeArgs) -> anyhow::Result<(DataDir, Passphrase)> {
                 )
             })?,
         };
-        return Ok((dir, passphrase));
+        return Ok((dir, passphrase, None));
     }
-    create_local(
-        &home,
-        &dir,
-        explicit,
-        &local_passphrase,
-        &args.trust_domain,
-        args.listen,
-    )
+    create_local(&home, &dir, explicit, &local_passphrase, &args.trust_domain)
 }
 
 fn create_local(
@@ -471,8 +469,7 @@ fn create_local(
     explicit: Option<Passphrase>,
     passphrase_path: &Path,
     trust_domain: &str,
-    listen: SocketAddr,
-) -> anyhow::Result<(DataDir, Passphrase)> {
+) -> anyhow::Result<(DataDir, Passphrase, Option<String>)> {
     let trust_domain = TrustDomain::new(trust_domain).context("invalid --trust-domain")?;
     datadir::create_private_dir(home)?;
     let generated = explicit.is_none();
@@ -503,21 +500,28 @@ fn create_local(
             passphrase_path.display()
         );
     }
-    let url = format!("https://{listen}");
     println!("  trust domain:      {trust_domain}");
     println!("  root fingerprint:  {}", report.root_fingerprint);
     println!("  admin token:       {}", report.admin_token_path.display());
     println!();
+    Ok((
+        DataDir::new(dir.path()),
+        passphrase,
+        Some(report.root_fingerprint.to_string()),
+    ))
+}
+
+/// What to do with a CA just created for local use, once it listens on
+/// `local`.
+fn print_next_steps(local: SocketAddr, root_fingerprint: &str) {
     println!("Next, in another terminal:");
     println!("  agentca register --tenant acme --env dev --agent hello --owner you@example.com --purpose \"trying agentca\"");
     println!(
         "  export AGENTCA_TOKEN=$(agentca token --tenant acme --env dev --agent hello --quiet)"
     );
     println!(
-        "  agentca enroll --ca-url {url} --fingerprint {} --out-dir ./hello",
-        report.root_fingerprint
+        "  agentca enroll --ca-url https://{local} --fingerprint {root_fingerprint} --out-dir ./hello"
     );
     println!("  openssl x509 -in ./hello/cert.pem -noout -text");
     println!();
-    Ok((DataDir::new(dir.path()), passphrase))
 }
