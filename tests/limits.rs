@@ -77,14 +77,21 @@ async fn an_issuance_storm_gets_503_with_retry_after_instead_of_a_queue() {
     let ca = TestCa::start_with(&[], &["--max-issuing", "1"]);
     ca.register("acme", "prod", "pool").await;
     let token = ca.token("acme", "prod", "pool", 1000).await;
-    let csrs: Vec<String> = (0..48).map(|_| csr()).collect();
+    const STORM: usize = 48;
+    let csrs: Vec<String> = (0..STORM).map(|_| csr()).collect();
+    // Separate clients: separate connections, each open (handshake done)
+    // before all send at once, so the requests overlap on any machine.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(STORM));
     let tasks: Vec<_> = csrs
         .into_iter()
         .map(|csr| {
-            // Separate clients: separate connections, truly concurrent.
             let client = ca.client();
-            let token = token.clone();
-            tokio::spawn(async move { client.enroll(&token, &csr).await })
+            let (token, start) = (token.clone(), start.clone());
+            tokio::spawn(async move {
+                client.health().await.expect("the connection opens");
+                start.wait().await;
+                client.enroll(&token, &csr).await
+            })
         })
         .collect();
     let (mut issued, mut overloaded) = (0, 0);
