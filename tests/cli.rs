@@ -8,17 +8,7 @@ use std::time::Duration;
 
 use agentca::client::{KeyAlgorithm, PrivateKey};
 use agentca::wire::AgentInfo;
-use common::{agentca_bin, fails, ok, run, TestCa};
-
-fn serial_of(dir: &std::path::Path) -> String {
-    let chain = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
-    let der = common::leaf_der(&chain);
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    cert.raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use common::{agentca_bin, fails, ok, run, serial_in, TestCa};
 
 #[test]
 fn an_admin_and_an_agent_walk_through_the_cli() {
@@ -82,11 +72,11 @@ fn an_admin_and_an_agent_walk_through_the_cli() {
         std::fs::read_to_string(out_dir.join("bundle.pem")).unwrap(),
         std::fs::read_to_string(ca.bundle_path()).unwrap()
     );
-    let first = serial_of(&out_dir);
+    let first = serial_in(&out_dir);
     let first_key = std::fs::read_to_string(out_dir.join("key.pem")).unwrap();
 
     ok(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
-    let second = serial_of(&out_dir);
+    let second = serial_in(&out_dir);
     assert_ne!(first, second);
     assert_ne!(
         first_key,
@@ -128,7 +118,7 @@ fn an_admin_and_an_agent_walk_through_the_cli() {
     let err = fails(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
     assert!(err.contains("agent_disabled"), "{err}");
     assert_eq!(
-        serial_of(&out_dir),
+        serial_in(&out_dir),
         second,
         "a refused renewal leaves the files alone"
     );
@@ -147,18 +137,25 @@ fn an_admin_and_an_agent_walk_through_the_cli() {
     assert!(err.contains("token_used"), "{err}");
 }
 
-#[tokio::test]
-async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no_alarm() {
-    let ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let out_dir = ca.root.path().join("bot");
-    let token = ca.token("acme", "prod", "bot", 1).await;
+/// Registers agent acme/prod/`agent` and enrolls it with `agentca enroll`
+/// into a directory of that name; returns the directory.
+async fn enrolled_by_cli(ca: &TestCa, agent: &str) -> std::path::PathBuf {
+    ca.register("acme", "prod", agent).await;
+    let out_dir = ca.root.path().join(agent);
+    let token = ca.token("acme", "prod", agent, 1).await;
     ok(ca
         .command()
         .env("AGENTCA_TOKEN", &token)
         .arg("enroll")
         .arg("--out-dir")
         .arg(&out_dir));
+    out_dir
+}
+
+#[tokio::test]
+async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no_alarm() {
+    let ca = TestCa::start();
+    let out_dir = enrolled_by_cli(&ca, "bot").await;
     let current_chain = std::fs::read_to_string(out_dir.join("cert.pem")).unwrap();
     let current_key =
         PrivateKey::from_pem(&std::fs::read_to_string(out_dir.join("key.pem")).unwrap()).unwrap();
@@ -168,7 +165,7 @@ async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no
     let pending = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
     let csr = pending.csr_pem().unwrap();
     let journal = serde_json::json!({
-        "for_serial": serial_of(&out_dir),
+        "for_serial": serial_in(&out_dir),
         "key_pem": pending.to_pem(),
         "csr_pem": csr,
     });
@@ -181,7 +178,7 @@ async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no
 
     let out = ok(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
     assert!(out.contains(&lost.serial.to_string()), "{out}");
-    assert_eq!(serial_of(&out_dir), lost.serial.to_string());
+    assert_eq!(serial_in(&out_dir), lost.serial.to_string());
     assert_eq!(
         std::fs::read_to_string(out_dir.join("key.pem")).unwrap(),
         pending.to_pem()
@@ -193,23 +190,15 @@ async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no
 #[tokio::test]
 async fn a_renewal_interrupted_while_the_ca_is_down_retries_with_the_same_csr() {
     let mut ca = TestCa::start();
-    ca.register("acme", "prod", "bot").await;
-    let out_dir = ca.root.path().join("bot");
-    let token = ca.token("acme", "prod", "bot", 1).await;
-    ok(ca
-        .command()
-        .env("AGENTCA_TOKEN", &token)
-        .arg("enroll")
-        .arg("--out-dir")
-        .arg(&out_dir));
-    let before = serial_of(&out_dir);
+    let out_dir = enrolled_by_cli(&ca, "bot").await;
+    let before = serial_in(&out_dir);
 
     ca.kill();
     let err = fails(ca.command().arg("renew").arg("--out-dir").arg(&out_dir));
     assert!(err.contains("run `agentca renew` again"), "{err}");
     let journal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("..renewal.json")).unwrap()).unwrap();
-    assert_eq!(serial_of(&out_dir), before);
+    assert_eq!(serial_in(&out_dir), before);
 
     ca.restart();
     let url = ca.url.clone();
@@ -224,7 +213,7 @@ async fn a_renewal_interrupted_while_the_ca_is_down_retries_with_the_same_csr() 
         journal["key_pem"].as_str().unwrap(),
         "the journaled key was certified"
     );
-    assert_ne!(serial_of(&out_dir), before);
+    assert_ne!(serial_in(&out_dir), before);
 }
 
 #[test]

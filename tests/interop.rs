@@ -3,32 +3,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use agentca::client::{KeyAlgorithm, PrivateKey};
 use agentca::wire::EnrollRequest;
-use common::{leaf_der, refusal, write, TestCa};
+use common::{leaf_der, openssl, refusal, write, TestCa};
 
 /// The value line of an extension in `openssl x509 -text` output.
 fn extension_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let mut lines = text.lines();
     lines.find(|l| l.trim_start().starts_with(name))?;
     lines.next().map(str::trim)
-}
-
-fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl binary is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// A CA with one enrolled agent; its chain written as leaf.pem and

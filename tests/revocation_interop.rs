@@ -8,21 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentca::wire::IssuedCertificate;
-use common::{write, TestCa};
-
-fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl binary is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use common::{openssl, write, TestCa};
 
 /// A CA with a plain-HTTP listener, two enrolled instances of one agent,
 /// one of them revoked, and the files openssl needs in the CA's temporary

@@ -12,7 +12,7 @@ use agentca::client::{Agent, AgentConfig, CaTrust};
 use agentca::identity::TrustDomain;
 use agentca::verify::{PeerIdentity, Verifier};
 use agentca::wire::Serial;
-use common::{service_files, write, Service, TestCa};
+use common::{https_client, serial_in, service_files, write, Service, TestCa};
 
 /// A CA whose registrations may ask for certificates of a few seconds.
 fn short_lived_ca() -> TestCa {
@@ -27,13 +27,7 @@ fn client_of(agent: &Agent) -> reqwest::Client {
         .without_revocation_checks()
         .build()
         .unwrap();
-    let mut tls = agent.client_config(verifier).unwrap();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+    https_client(agent.client_config(verifier).unwrap())
 }
 
 async fn whoami(client: &reqwest::Client, service: &Service) -> Result<PeerIdentity, String> {
@@ -220,16 +214,6 @@ fn run_agent(ca: &TestCa, dir: &Path, token_file: &Path, extra: &[&str]) -> Chil
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn serial_in(dir: &Path) -> String {
-    let chain = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
-    let der = common::leaf_der(&chain);
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    cert.raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[tokio::test]

@@ -306,6 +306,27 @@ mod tests {
         .unwrap()
     }
 
+    /// A five-minute leaf of agent acme/prod/a1 with `scopes`, signed by
+    /// `ca`, as DER.
+    fn signed_leaf(ca: &IssuingCa, scopes: &[String]) -> Vec<u8> {
+        let id: agentca::identity::AgentId = "spiffe://example.org/tenant/acme/env/prod/agent/a1"
+            .parse()
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let params = crate::profile::agent_leaf(
+            &id,
+            &agentca::identity::InstanceId::random(),
+            &crate::profile::random_serial(),
+            now,
+            now + time::Duration::minutes(5),
+            &Distribution::default(),
+            scopes,
+        )
+        .unwrap();
+        let agent_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        ca.sign_leaf(&params, &agent_key).unwrap()
+    }
+
     #[test]
     fn scoped_leaves_carry_the_scopes_oid_under_a_valid_signature() {
         for alg in [
@@ -314,24 +335,8 @@ mod tests {
             &rcgen::PKCS_ED25519,
         ] {
             let ca = issuing_ca(alg);
-            let id: agentca::identity::AgentId =
-                "spiffe://example.org/tenant/acme/env/prod/agent/a1"
-                    .parse()
-                    .unwrap();
             let scopes = vec!["db.orders:write".to_owned(), "tickets:read".to_owned()];
-            let now = OffsetDateTime::now_utc();
-            let params = crate::profile::agent_leaf(
-                &id,
-                &agentca::identity::InstanceId::random(),
-                &crate::profile::random_serial(),
-                now,
-                now + time::Duration::minutes(5),
-                &Distribution::default(),
-                &scopes,
-            )
-            .unwrap();
-            let agent_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            let der = ca.sign_leaf(&params, &agent_key).unwrap();
+            let der = signed_leaf(&ca, &scopes);
 
             let (_, leaf) = X509Certificate::from_der(&der).unwrap();
             let (_, int) = X509Certificate::from_der(&ca.intermediate).unwrap();
@@ -354,22 +359,7 @@ mod tests {
     #[test]
     fn leaves_without_scopes_have_no_scopes_extension() {
         let ca = issuing_ca(&rcgen::PKCS_ECDSA_P256_SHA256);
-        let id: agentca::identity::AgentId = "spiffe://example.org/tenant/acme/env/prod/agent/a1"
-            .parse()
-            .unwrap();
-        let now = OffsetDateTime::now_utc();
-        let params = crate::profile::agent_leaf(
-            &id,
-            &agentca::identity::InstanceId::random(),
-            &crate::profile::random_serial(),
-            now,
-            now + time::Duration::minutes(5),
-            &Distribution::default(),
-            &[],
-        )
-        .unwrap();
-        let agent_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let der = ca.sign_leaf(&params, &agent_key).unwrap();
+        let der = signed_leaf(&ca, &[]);
         let (_, leaf) = X509Certificate::from_der(&der).unwrap();
         let (_, int) = X509Certificate::from_der(&ca.intermediate).unwrap();
         leaf.verify_signature(Some(int.public_key())).unwrap();

@@ -432,13 +432,42 @@ pub fn agent_client(ca: &TestCa, issued: &IssuedCertificate, key: &PrivateKey) -
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         pem::parse(key.to_pem()).unwrap().into_contents(),
     ));
-    let mut tls = verifier.client_config(chain, key).unwrap();
+    https_client(verifier.client_config(chain, key).unwrap())
+}
+
+/// A reqwest client over `tls` (HTTP/1.1), with a 5 s timeout.
+pub fn https_client(mut tls: rustls::ClientConfig) -> reqwest::Client {
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
+}
+
+/// Runs the `openssl` binary in `dir`: whether it succeeded, and its
+/// stdout then stderr.
+pub fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl binary is installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The serial (lowercase hex) of the leaf in `dir/cert.pem`, as
+/// `agentca enroll` and `agentca run` write it.
+pub fn serial_in(dir: &Path) -> String {
+    let chain = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let der = leaf_der(&chain);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    agentca::hex(cert.raw_serial())
 }
 
 /// Runs `cmd` (an `agentca` command) to its end.
