@@ -1145,7 +1145,7 @@ fn print_report(results: &[RunResult], options: &Options, issued_total: u64) {
         options.warmup.as_secs_f64()
     );
     let durability = if options.store == "redb" {
-        "every certificate is durable before its answer: its batch is synced to the write-ahead log (fdatasync, group commit), then committed to redb"
+        "every certificate is durable before its answer: its batch is synced to the write-ahead log (fdatasync, group commit); redb is written behind, once a second"
     } else {
         "every certificate is flushed by sled before its answer (sled 0.34.7 does not fsync on flush: see the store docs)"
     };

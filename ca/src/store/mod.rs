@@ -2,7 +2,8 @@
 //!
 //! Everything the CA persists goes through one [`Store`]: a small
 //! transactional key-value model with two embedded backends, [`redb`] (the
-//! default, which syncs to disk on every commit) and [`sled`]. On top of it:
+//! default: a synced write-ahead log, with redb written behind) and
+//! [`sled`]. On top of it:
 //!
 //! - [`records`]: the typed records (agents, tokens, certificates, admins,
 //!   clone alerts) and how they are keyed;
@@ -12,7 +13,8 @@
 //! - [`writer`]: the single writer task that gathers concurrent changes
 //!   into one durable commit (group commit).
 //!
-//! Reads go straight to the store and see the last committed state.
+//! Reads go straight to the store and see the last committed (for redb:
+//! logged) state.
 
 pub mod change;
 pub mod records;
@@ -208,8 +210,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Like [`Store::write`], for a transaction that `record` describes
     /// completely: a backend with a write-ahead log makes the transaction
-    /// durable by logging `record` (see [`crate::store::wal`]); the others
-    /// commit durably as `write` does.
+    /// durable by logging `record` (see [`crate::store::wal`]) and replays
+    /// it after a crash; the others commit durably as `write` does.
     fn write_logged(
         &self,
         record: &[u8],

@@ -102,6 +102,7 @@ suite!(
     pruning_removes_expired_certificates_tokens_and_their_events,
     counters_only_grow_and_survive_reopening,
     a_store_open_elsewhere_does_not_open_until_closed,
+    reads_see_the_last_write_of_every_key_in_order,
 );
 
 fn summary(outcome: Result<Applied, Conflict>) -> RevokeSummary {
@@ -1015,6 +1016,156 @@ fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Ba
     assert_eq!(Records::new(store).certs_of(&key, 100).unwrap().len(), 1);
 }
 
+fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
+    use super::Table;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(backend, dir.path());
+    let t = Table::Alerts;
+    let pairs = |entries: Vec<super::Entry>| -> Vec<(String, String)> {
+        entries
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect()
+    };
+    let expect = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // A durable write, then logged ones over it (an empty list of changes
+    // is what the log replays for them).
+    let record = serde_json::to_vec(&Vec::<Change>::new()).unwrap();
+    store
+        .write(&mut |txn| {
+            for k in ["k/a", "k/b", "k/c", "k/d"] {
+                txn.put(t, k.as_bytes(), b"1")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store
+        .write_logged(&record, &mut |txn| {
+            txn.put(t, b"k/b", b"2")?;
+            txn.delete(t, b"k/c")?;
+            txn.put(t, b"k/e", b"2")?;
+            // A transaction reads its own writes.
+            assert_eq!(txn.get(t, b"k/b")?, Some(b"2".to_vec()));
+            assert_eq!(txn.get(t, b"k/c")?, None);
+            let seen: Vec<Vec<u8>> = txn
+                .scan_prefix(t, b"k/", 10)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(
+                seen,
+                vec![
+                    b"k/a".to_vec(),
+                    b"k/b".to_vec(),
+                    b"k/d".to_vec(),
+                    b"k/e".to_vec()
+                ]
+            );
+            Ok(())
+        })
+        .unwrap();
+    // A failed transaction leaves nothing behind.
+    let failed = store.write_logged(&record, &mut |txn| {
+        txn.put(t, b"k/f", b"3")?;
+        txn.delete(t, b"k/a")?;
+        Err(super::StoreError::WriterStopped)
+    });
+    assert!(failed.is_err());
+    let check = |store: &dyn Store| {
+        assert_eq!(store.get(t, b"k/a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get(t, b"k/b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get(t, b"k/c").unwrap(), None);
+        assert_eq!(store.get(t, b"k/f").unwrap(), None);
+        assert_eq!(
+            pairs(store.scan_prefix(t, b"k/", 10).unwrap()),
+            expect(&[("k/a", "1"), ("k/b", "2"), ("k/d", "1"), ("k/e", "2")])
+        );
+        assert_eq!(
+            pairs(store.scan_prefix(t, b"k/", 2).unwrap()),
+            expect(&[("k/a", "1"), ("k/b", "2")])
+        );
+        assert_eq!(
+            pairs(store.scan_from(t, b"k/c", 10).unwrap()),
+            expect(&[("k/d", "1"), ("k/e", "2")])
+        );
+    };
+    check(&*store);
+    drop(store);
+    check(&*open(backend, dir.path()));
+}
+
+/// Checkpoints run in the background, alternating the log's two segments:
+/// whatever a crash leaves, after any number of them, replays to the
+/// acknowledged state.
+#[test]
+fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (redb, _) = super::redb::RedbStore::open(
+        &dir.path().join("store.redb"),
+        &dir.path().join("store.wal"),
+    )
+    .unwrap();
+    let redb = Arc::new(redb);
+    let store: Arc<dyn Store> = redb.clone();
+    let a = agent("acme", "bot");
+    let key = a.key();
+    one(&*store, Change::RegisterAgent(a)).unwrap();
+    one(
+        &*store,
+        Change::CreateToken {
+            hash: [6; 32],
+            token: token(&key, 100),
+        },
+    )
+    .unwrap();
+    // Every batch begins a checkpoint unless one is in progress.
+    redb.set_checkpoint_interval(std::time::Duration::ZERO);
+    let enroll = |i: u8| {
+        one(
+            &*store,
+            Change::Enroll {
+                token_hash: [6; 32],
+                at: t0(),
+                cert: cert(&key, i),
+            },
+        )
+        .unwrap();
+    };
+    for i in 0..30 {
+        enroll(i);
+        if i % 3 == 0 {
+            redb.wait_for_checkpoint().unwrap();
+        }
+    }
+    redb.wait_for_checkpoint().unwrap();
+    // The next batches stay in the log.
+    redb.set_checkpoint_interval(std::time::Duration::from_secs(3600));
+    for i in 30..35 {
+        enroll(i);
+    }
+    let crashed = tempfile::tempdir().unwrap();
+    for file in ["store.redb", "store.wal", "store.wal.1"] {
+        std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
+    }
+    {
+        let (_, pending) = super::redb::RedbStore::open(
+            &crashed.path().join("store.redb"),
+            &crashed.path().join("store.wal"),
+        )
+        .unwrap();
+        assert!(pending.len() >= 5, "the last batches are in the log only");
+    }
+    let records = Records::new(open(Backend::Redb, crashed.path()));
+    assert_eq!(records.certs_of(&key, 100).unwrap().len(), 35);
+    assert_eq!(records.token(&[6; 32]).unwrap().unwrap().used, 35);
+    // Reads of the running store saw every batch all along.
+    assert_eq!(Records::new(store).certs_of(&key, 100).unwrap().len(), 35);
+}
+
 /// What is on disk while the CA runs is what a crash leaves: copy it, open
 /// the copy, and every acknowledged batch must be there exactly once.
 #[test]
@@ -1060,7 +1211,7 @@ fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
     ));
 
     let crashed = tempfile::tempdir().unwrap();
-    for file in ["store.redb", "store.wal"] {
+    for file in ["store.redb", "store.wal", "store.wal.1"] {
         std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
     }
     {
@@ -1114,6 +1265,11 @@ fn redb_checkpoints_empty_the_log() {
         let (db2, wal2) = paths(&copy);
         std::fs::copy(&db, &db2).unwrap();
         std::fs::copy(&wal, &wal2).unwrap();
+        std::fs::copy(
+            super::redb::second_segment(&wal),
+            super::redb::second_segment(&wal2),
+        )
+        .unwrap();
         super::redb::RedbStore::open(&db2, &wal2).unwrap()
     };
     let (_, before) = snapshot("before");

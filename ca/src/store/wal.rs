@@ -5,13 +5,13 @@
 //! batch of N issuances touches about N scattered leaves of each table: the
 //! cost of a durable commit grows with the batch, and it capped issuance at
 //! about 4,500 certificates/s here. Instead, each batch of changes is
-//! appended to this log and synced (one sequential write), then committed to
-//! redb without a sync; a checkpoint (an `Immediate` commit that records the
-//! last batch it covers) makes redb durable on its own every second or so,
-//! and empties the log. After a crash, redb comes back at its last
-//! checkpoint and the batches logged after it are applied again, in order:
-//! a change's effect depends only on the state before it, so replaying gives
-//! the same state.
+//! appended to this log and synced (one sequential write); redb is written
+//! behind by checkpoints (see [`crate::store::redb`]), each an `Immediate`
+//! commit that records the last batch it covers, after which the log
+//! segment holding those batches is reused. After a crash, redb comes back
+//! at its last checkpoint and the batches logged after it are applied
+//! again, in order: a change's effect depends only on the state before it,
+//! so replaying gives the same state.
 //!
 //! File layout: an 8-byte magic, then records of
 //! `len: u32 LE | crc32(seq ‖ payload): u32 LE | seq: u64 LE | payload`,
