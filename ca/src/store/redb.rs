@@ -103,8 +103,11 @@ struct Job {
 struct FlushState {
     /// The checkpoint in progress; cleared when it is durable in redb.
     job: Option<Job>,
-    /// Why its last attempt failed (the flusher tries again).
+    /// Why its last attempt failed. While set, no batch is logged: redb
+    /// latches I/O errors, so a failing checkpoint usually needs a restart.
     error: Option<StoreError>,
+    /// Set if the flusher thread died: nothing is checkpointed any more.
+    dead: bool,
     /// Set when the store closes.
     stop: bool,
 }
@@ -112,6 +115,9 @@ struct FlushState {
 /// What the store's handle and its flusher thread share.
 struct Shared {
     db: Database,
+    // One writer at a time: the log's order must be the commit order. Lock
+    // order: `state`, then `layers` or `flush`, never the other way.
+    state: Mutex<LogState>,
     layers: RwLock<Layers>,
     flush: Mutex<FlushState>,
     /// Signalled when a job is handed over, finishes or fails, and on stop.
@@ -127,6 +133,73 @@ impl Shared {
         self.flush.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reason no batch may be logged now, if there is one.
+    fn refusal(&self, state: &LogState) -> Result<(), StoreError> {
+        state.check_replayed()?;
+        if !state.checkpointed {
+            return Err(err(
+                "the store must be checkpointed after opening, before anything is written",
+            ));
+        }
+        if let Some(e) = &state.poisoned {
+            return Err(e.clone());
+        }
+        let flush = self.flush_state();
+        if flush.dead {
+            return Err(err("the store's flusher thread stopped; restart the CA"));
+        }
+        if let Some(e) = &flush.error {
+            return Err(err(format!(
+                "redb cannot be checkpointed ({e}); the log holds every acknowledged change: restart the CA once the cause is fixed"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes redb hold every logged batch durably by itself, and empties
+    /// the log.
+    fn checkpoint_locked(&self, state: &mut LogState) -> Result<(), StoreError> {
+        state.check_replayed()?;
+        self.wait_idle()?;
+        self.start_checkpoint(state.next_seq - 1);
+        self.wait_idle()?;
+        // Every logged batch is now in redb's durable state: the log may go.
+        // A crash before it is cleared is harmless: replay skips batches up
+        // to `wal_applied`.
+        for wal in &mut state.wals {
+            wal.clear()?;
+        }
+        state.active = 0;
+        state.last_checkpoint = Instant::now();
+        state.checkpointed = true;
+        Ok(())
+    }
+
+    /// Begins a checkpoint in the background. None may be in progress:
+    /// the other segment, whose batches the last checkpoint made durable,
+    /// takes the next batches.
+    fn begin_checkpoint(&self, state: &mut LogState) -> Result<(), StoreError> {
+        let other = 1 - state.active;
+        state.wals[other].clear()?;
+        state.active = other;
+        self.start_checkpoint(state.next_seq - 1);
+        state.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Whether logged batches wait for a checkpoint that is due.
+    fn checkpoint_due(&self, state: &LogState) -> bool {
+        (state.last_checkpoint.elapsed() >= state.interval
+            || state.wals[state.active].len() >= CHECKPOINT_BYTES)
+            && state.checkpointed
+            && state.poisoned.is_none()
+            && self.layers().pending.iter().any(|t| !t.is_empty())
+    }
+
     /// Waits until no checkpoint is in progress; fails if the one in
     /// progress has failed (the flusher keeps trying it).
     fn wait_idle(&self) -> Result<(), StoreError> {
@@ -137,6 +210,9 @@ impl Shared {
             }
             if let Some(e) = &state.error {
                 return Err(e.clone());
+            }
+            if state.dead {
+                return Err(err("the store's flusher thread stopped; restart the CA"));
             }
             state = self
                 .flush_changed
@@ -161,7 +237,6 @@ impl Shared {
         let mut state = self.flush_state();
         debug_assert!(state.job.is_none(), "one checkpoint at a time");
         state.job = Some(Job { layer, covers });
-        state.error = None;
         self.flush_changed.notify_all();
     }
 
@@ -174,7 +249,7 @@ impl Shared {
             fn drop(&mut self) {
                 if std::thread::panicking() {
                     let mut state = self.0.flush_state();
-                    state.error = Some(err("the store's flusher thread panicked; restart the CA"));
+                    state.dead = true;
                     self.0.flush_changed.notify_all();
                 }
             }
@@ -186,10 +261,25 @@ impl Shared {
                 if state.stop {
                     return;
                 }
-                state = self
+                let (next, waited) = self
                     .flush_changed
-                    .wait(state)
+                    .wait_timeout(state, CHECKPOINT_INTERVAL)
                     .unwrap_or_else(|p| p.into_inner());
+                state = next;
+                if waited.timed_out() && state.job.is_none() && !state.stop {
+                    // Idle: the writer begins checkpoints only when it
+                    // writes, so the last batches of a burst would wait for
+                    // the next one. Never wait for the writer here.
+                    drop(state);
+                    if let Ok(mut log) = self.state.try_lock() {
+                        if self.checkpoint_due(&log) && !self.busy() {
+                            if let Err(e) = self.begin_checkpoint(&mut log) {
+                                tracing::error!(error = %e, "cannot begin a checkpoint");
+                            }
+                        }
+                    }
+                    state = self.flush_state();
+                }
                 continue;
             };
             drop(state);
@@ -265,8 +355,6 @@ pub struct RedbStore {
     shared: Arc<Shared>,
     /// The database file and the log's segments, for their size.
     files: [PathBuf; 3],
-    // One writer at a time: the log's order must be the commit order.
-    state: Mutex<LogState>,
     flusher: Option<JoinHandle<()>>,
 }
 
@@ -286,6 +374,13 @@ struct LogState {
     replayed: u64,
     /// The last batch found in the log at open.
     replay_until: u64,
+    /// Set by the first checkpoint after opening: until then the log's
+    /// segments may end on batches redb already holds, after which a new
+    /// record could not be read back.
+    checkpointed: bool,
+    /// Set when a record could not be logged: what it left in the log is
+    /// unknown, so nothing more is logged until a restart.
+    poisoned: Option<StoreError>,
 }
 
 impl LogState {
@@ -354,8 +449,8 @@ impl RedbStore {
                     table: "write-ahead log",
                     detail: format!(
                         "the store holds batches up to {} but the log resumes at {}; \
-                         refusing to apply it to the wrong state (restore the matching store.redb \
-                         and store.wal files together)",
+                         refusing to apply it to the wrong state (restore the matching store.redb, \
+                         store.wal and store.wal.1 together)",
                         expected - 1,
                         record.seq
                     ),
@@ -364,6 +459,17 @@ impl RedbStore {
         }
         let shared = Arc::new(Shared {
             db,
+            state: Mutex::new(LogState {
+                wals: [first_wal, second_wal],
+                active: 0,
+                next_seq: last + 1,
+                last_checkpoint: Instant::now(),
+                interval: CHECKPOINT_INTERVAL,
+                replayed: applied,
+                replay_until: last,
+                checkpointed: false,
+                poisoned: None,
+            }),
             layers: RwLock::new(Layers {
                 pending: empty_layer(),
                 flushing: None,
@@ -378,23 +484,15 @@ impl RedbStore {
                 .spawn(move || shared.flusher())
                 .map_err(err)?
         };
-        Ok((
-            Self {
-                shared,
-                files: [path.to_owned(), wal_path.to_owned(), second],
-                state: Mutex::new(LogState {
-                    wals: [first_wal, second_wal],
-                    active: 0,
-                    next_seq: last + 1,
-                    last_checkpoint: Instant::now(),
-                    interval: CHECKPOINT_INTERVAL,
-                    replayed: applied,
-                    replay_until: last,
-                }),
-                flusher: Some(flusher),
-            },
-            pending,
-        ))
+        let store = Self {
+            shared,
+            files: [path.to_owned(), wal_path.to_owned(), second],
+            flusher: Some(flusher),
+        };
+        if pending.is_empty() {
+            store.checkpoint()?;
+        }
+        Ok((store, pending))
     }
 
     /// Sets the longest time between checkpoints (tests lengthen it to
@@ -410,7 +508,7 @@ impl RedbStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
     /// Applies logged batch `seq` again, after a crash (no sync: the
@@ -421,7 +519,9 @@ impl RedbStore {
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if seq != state.replayed + 1 {
+        // Only the batches found at open, in order, straight into redb:
+        // nothing is above it yet.
+        if seq != state.replayed + 1 || seq > state.replay_until || state.checkpointed {
             return Err(StoreError::Backend {
                 backend: Backend::Redb,
                 detail: format!(
@@ -443,35 +543,7 @@ impl RedbStore {
     /// the log.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let mut state = self.lock();
-        self.checkpoint_locked(&mut state)
-    }
-
-    fn checkpoint_locked(&self, state: &mut LogState) -> Result<(), StoreError> {
-        state.check_replayed()?;
-        self.shared.wait_idle()?;
-        self.shared.start_checkpoint(state.next_seq - 1);
-        self.shared.wait_idle()?;
-        // Every logged batch is now in redb's durable state: the log may go.
-        // A crash before it is cleared is harmless: replay skips batches up
-        // to `wal_applied`.
-        for wal in &mut state.wals {
-            wal.clear()?;
-        }
-        state.active = 0;
-        state.last_checkpoint = Instant::now();
-        Ok(())
-    }
-
-    /// Begins a checkpoint in the background. None may be in progress:
-    /// the other segment, whose batches the last checkpoint made durable,
-    /// takes the next batches.
-    fn begin_checkpoint(&self, state: &mut LogState) -> Result<(), StoreError> {
-        let other = 1 - state.active;
-        state.wals[other].clear()?;
-        state.active = other;
-        self.shared.start_checkpoint(state.next_seq - 1);
-        state.last_checkpoint = Instant::now();
-        Ok(())
+        self.shared.checkpoint_locked(&mut state)
     }
 
     fn transaction(
@@ -519,16 +591,19 @@ impl Store for RedbStore {
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        // Holding the layers while redb is read: the flusher removes a layer
-        // only after redb has it, so nothing falls between the two.
-        let layers = self.shared.layers();
-        let i = table.index();
-        let mut above = vec![&layers.pending[i]];
-        above.extend(layers.flushing.as_ref().map(|f| &f[i]));
-        if let Some(value) = lookup(&above, key) {
-            return Ok(value);
-        }
-        let txn = self.shared.db.begin_read().map_err(err)?;
+        let txn = {
+            // redb's snapshot is taken while the layers are held: the
+            // flusher removes a layer only after redb has it, so nothing
+            // falls between the two.
+            let layers = self.shared.layers();
+            let i = table.index();
+            let mut above = vec![&layers.pending[i]];
+            above.extend(layers.flushing.as_ref().map(|f| &f[i]));
+            if let Some(value) = lookup(&above, key) {
+                return Ok(value);
+            }
+            self.shared.db.begin_read().map_err(err)?
+        };
         let t = txn.open_table(def(table)).map_err(err)?;
         Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
@@ -569,7 +644,7 @@ impl Store for RedbStore {
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         // With every logged batch in redb, redb alone is the whole state.
-        self.checkpoint_locked(&mut state)?;
+        self.shared.checkpoint_locked(&mut state)?;
         self.transaction(Durability::Immediate, f)
     }
 
@@ -579,12 +654,12 @@ impl Store for RedbStore {
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        state.check_replayed()?;
+        self.shared.refusal(&state)?;
         if state.wals[state.active].len() >= MAX_LOG_BYTES {
-            // redb has fallen behind: wait for it (or refuse, while it
-            // fails) rather than let the log and the memory grow unbounded.
+            // redb has fallen behind: wait for it (or refuse, if it fails)
+            // rather than let the log and the memory grow unbounded.
             self.shared.wait_idle()?;
-            self.begin_checkpoint(&mut state)?;
+            self.shared.begin_checkpoint(&mut state)?;
         }
         let mut txn = OverlayTxn::begin(&self.shared)?;
         f(&mut txn)?;
@@ -593,7 +668,12 @@ impl Store for RedbStore {
         let active = state.active;
         // Logged and synced before readers can see it: nobody can see a
         // change that a crash could take back.
-        state.wals[active].append(seq, record)?;
+        if let Err(e) = state.wals[active].append(seq, record) {
+            state.poisoned = Some(err(format!(
+                "a batch could not be logged ({e}); restart the CA"
+            )));
+            return Err(e);
+        }
         state.next_seq += 1;
         {
             let mut layers = self
@@ -605,10 +685,8 @@ impl Store for RedbStore {
                 pending.extend(writes);
             }
         }
-        let due = state.last_checkpoint.elapsed() >= state.interval
-            || state.wals[active].len() >= CHECKPOINT_BYTES;
-        if due && !self.shared.busy() {
-            if let Err(e) = self.begin_checkpoint(&mut state) {
+        if self.shared.checkpoint_due(&state) && !self.shared.busy() {
+            if let Err(e) = self.shared.begin_checkpoint(&mut state) {
                 // The batch itself is durable in the log; the next write
                 // tries again.
                 tracing::error!(error = %e, "cannot begin a checkpoint");

@@ -1166,6 +1166,52 @@ fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
     assert_eq!(Records::new(store).certs_of(&key, 100).unwrap().len(), 35);
 }
 
+/// Segments keep the bytes of batches redb already holds. A store opened
+/// again writes after them only once a checkpoint has started the log over
+/// (else its next batch could not be read back after a crash), and one
+/// opened with batches to replay writes nothing before they are replayed.
+#[test]
+fn redb_a_reopened_store_logs_where_its_batches_can_be_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = |d: &Path| (d.join("store.redb"), d.join("store.wal"));
+    let (db, wal) = paths(dir.path());
+    {
+        let (redb, _) = super::redb::RedbStore::open(&db, &wal).unwrap();
+        redb.set_checkpoint_interval(std::time::Duration::ZERO);
+        for name in ["a", "b", "c", "d", "e"] {
+            commit(&redb, &[Change::RegisterAgent(agent("acme", name))]).unwrap();
+            redb.wait_for_checkpoint().unwrap();
+        }
+    }
+    let (redb, pending) = super::redb::RedbStore::open(&db, &wal).unwrap();
+    assert!(pending.is_empty());
+    redb.set_checkpoint_interval(std::time::Duration::from_secs(3600));
+    commit(&redb, &[Change::RegisterAgent(agent("acme", "f"))]).unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    for file in ["store.redb", "store.wal", "store.wal.1"] {
+        std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
+    }
+    drop(redb);
+    {
+        let (db, wal) = paths(crashed.path());
+        let (copy, pending) = super::redb::RedbStore::open(&db, &wal).unwrap();
+        assert_eq!(
+            pending.len(),
+            1,
+            "the batch after the reopening is read back"
+        );
+        let refused = commit(&copy, &[Change::RegisterAgent(agent("acme", "g"))]);
+        assert!(
+            refused.unwrap_err().to_string().contains("not replayed"),
+            "nothing is written before the log is replayed"
+        );
+    }
+    let records = Records::new(open(Backend::Redb, crashed.path()));
+    assert!(records.agent("acme/prod/f").unwrap().is_some());
+    assert!(records.agent("acme/prod/g").unwrap().is_none());
+    assert_eq!(records.agents("", 100).unwrap().len(), 6);
+}
+
 /// What is on disk while the CA runs is what a crash leaves: copy it, open
 /// the copy, and every acknowledged batch must be there exactly once.
 #[test]

@@ -149,7 +149,14 @@ impl Wal {
             .write_all(&buf)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = result {
-            // The next append overwrites whatever part of this one was written.
+            // Some or all of the record may be in the file (a failed sync
+            // does not take back the write): zero its header so that it can
+            // never be read back, since its batch was refused.
+            let _ = self
+                .file
+                .seek(SeekFrom::Start(self.len))
+                .and_then(|_| self.file.write_all(&[0u8; HEADER]))
+                .and_then(|()| self.file.sync_data());
             let _ = self.file.seek(SeekFrom::Start(self.len));
             return Err(err(&self.path, e));
         }
