@@ -16,8 +16,9 @@ use super::records::{
 };
 use super::{Store, StoreError, Table, WriteTxn};
 
-/// One state change. Changes are serialized into the write-ahead log, so
-/// applying one must depend only on the state before it.
+/// One state change. Applying one depends only on the state before it.
+/// (Write-ahead logs of earlier versions hold changes as JSON: replaying
+/// them is why changes deserialize.)
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Change {
     /// Register a new agent. Conflicts if it exists.
@@ -653,9 +654,7 @@ fn check_time_key(table: Table, key: &[u8]) -> Result<(), StoreError> {
 /// per change. A store error fails the whole batch and writes nothing.
 pub fn commit(store: &dyn Store, changes: &[Change]) -> Result<Vec<Outcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(changes.len());
-    // Serializing these plain enums of records to JSON cannot fail.
-    let record = serde_json::to_vec(changes).expect("changes serialize to JSON");
-    store.write_logged(&record, &mut |txn| {
+    store.write(&mut |txn| {
         outcomes.clear();
         for change in changes {
             outcomes.push(apply(txn, change)?);

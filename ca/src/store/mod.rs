@@ -201,25 +201,13 @@ pub trait Store: Send + Sync + 'static {
     fn scan_from(&self, table: Table, start: &[u8], limit: usize)
         -> Result<Vec<Entry>, StoreError>;
 
-    /// Runs `f` in one write transaction and commits it durably. If `f`
-    /// fails, nothing it wrote is kept.
+    /// Runs `f` in one write transaction and commits it durably: when this
+    /// returns `Ok`, every write of `f` is on disk (for redb, in its
+    /// write-ahead log). If `f` fails, nothing it wrote is kept.
     fn write(
         &self,
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
-
-    /// Like [`Store::write`], for a transaction that `record` describes
-    /// completely: a backend with a write-ahead log makes the transaction
-    /// durable by logging `record` (see [`crate::store::wal`]) and replays
-    /// it after a crash; the others commit durably as `write` does.
-    fn write_logged(
-        &self,
-        record: &[u8],
-        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let _ = record;
-        self.write(f)
-    }
 }
 
 /// The view of the store inside [`Store::write`]: reads see the
@@ -251,12 +239,28 @@ pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> 
             if !pending.is_empty() {
                 tracing::info!(batches = pending.len(), "replaying the write-ahead log");
             }
+            let corrupt = |seq: u64, e: &dyn std::fmt::Display| StoreError::Corrupt {
+                table: "write-ahead log",
+                detail: format!("batch {seq}: {e}"),
+            };
             for record in pending {
-                let changes: Vec<Change> =
-                    serde_json::from_slice(&record.payload).map_err(|e| StoreError::Corrupt {
-                        table: "write-ahead log",
-                        detail: format!("batch {}: {e}", record.seq),
+                if record.payload.first() == Some(&self::redb::BATCH_OF_WRITES) {
+                    let writes = self::redb::decode_batch(&record.payload)
+                        .map_err(|e| corrupt(record.seq, &e))?;
+                    store.replay(record.seq, &mut |txn| {
+                        for (table, key, value) in &writes {
+                            match value {
+                                Some(value) => txn.put(*table, key, value)?,
+                                None => txn.delete(*table, key)?,
+                            }
+                        }
+                        Ok(())
                     })?;
+                    continue;
+                }
+                // A log of an earlier version: its records are the changes.
+                let changes: Vec<Change> =
+                    serde_json::from_slice(&record.payload).map_err(|e| corrupt(record.seq, &e))?;
                 store.replay(record.seq, &mut |txn| {
                     for change in &changes {
                         // A change refused the first time is refused again

@@ -1032,9 +1032,7 @@ fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    // A durable write, then logged ones over it (an empty list of changes
-    // is what the log replays for them).
-    let record = serde_json::to_vec(&Vec::<Change>::new()).unwrap();
+    // Writes over earlier writes.
     store
         .write(&mut |txn| {
             for k in ["k/a", "k/b", "k/c", "k/d"] {
@@ -1044,7 +1042,7 @@ fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
         })
         .unwrap();
     store
-        .write_logged(&record, &mut |txn| {
+        .write(&mut |txn| {
             txn.put(t, b"k/b", b"2")?;
             txn.delete(t, b"k/c")?;
             txn.put(t, b"k/e", b"2")?;
@@ -1069,7 +1067,7 @@ fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
         })
         .unwrap();
     // A failed transaction leaves nothing behind.
-    let failed = store.write_logged(&record, &mut |txn| {
+    let failed = store.write(&mut |txn| {
         txn.put(t, b"k/f", b"3")?;
         txn.delete(t, b"k/a")?;
         Err(super::StoreError::WriterStopped)
@@ -1210,6 +1208,37 @@ fn redb_a_reopened_store_logs_where_its_batches_can_be_read_back() {
     assert!(records.agent("acme/prod/f").unwrap().is_some());
     assert!(records.agent("acme/prod/g").unwrap().is_none());
     assert_eq!(records.agents("", 100).unwrap().len(), 6);
+}
+
+/// Logs written before the log held writes hold each batch's changes as
+/// JSON: they replay by applying the changes again.
+#[test]
+fn redb_replays_a_log_of_changes_from_an_earlier_version() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(super::redb::RedbStore::open(
+        &dir.path().join("store.redb"),
+        &dir.path().join("store.wal"),
+    ));
+    let a = agent("acme", "bot");
+    let key = a.key();
+    {
+        let (mut wal, records) = super::wal::Wal::open(&dir.path().join("store.wal")).unwrap();
+        assert!(records.is_empty());
+        let batch = |changes: Vec<Change>| serde_json::to_vec(&changes).unwrap();
+        wal.append(1, &batch(vec![Change::RegisterAgent(a)]))
+            .unwrap();
+        wal.append(
+            2,
+            &batch(vec![Change::CreateToken {
+                hash: [7; 32],
+                token: token(&key, 2),
+            }]),
+        )
+        .unwrap();
+    }
+    let records = Records::new(open(Backend::Redb, dir.path()));
+    assert!(records.agent(&key).unwrap().is_some());
+    assert_eq!(records.token(&[7; 32]).unwrap().unwrap().max_uses, 2);
 }
 
 /// What is on disk while the CA runs is what a crash leaves: copy it, open
