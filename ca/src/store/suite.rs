@@ -61,6 +61,23 @@ pub(crate) fn cert(agent_key: &str, serial: u8) -> CertRecord {
     }
 }
 
+/// Registers `acme/prod/bot` with a token of `uses` under `hash`; returns
+/// the agent's key.
+fn bot_with_token(store: &dyn Store, hash: TokenHash, uses: u32) -> String {
+    let a = agent("acme", "bot");
+    let key = a.key();
+    one(store, Change::RegisterAgent(a)).unwrap();
+    one(
+        store,
+        Change::CreateToken {
+            hash,
+            token: token(&key, uses),
+        },
+    )
+    .unwrap();
+    key
+}
+
 fn one(store: &dyn Store, change: Change) -> Result<Applied, Conflict> {
     commit(store, &[change]).unwrap().pop().unwrap()
 }
@@ -971,17 +988,7 @@ fn everything_is_there_after_reopening(backend: Backend) {
 fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(backend, dir.path());
-    let a = agent("acme", "bot");
-    let key = a.key();
-    one(&*store, Change::RegisterAgent(a)).unwrap();
-    one(
-        &*store,
-        Change::CreateToken {
-            hash: [5; 32],
-            token: token(&key, 1),
-        },
-    )
-    .unwrap();
+    let key = bot_with_token(&*store, [5; 32], 1);
     let writer = Writer::start(store.clone(), None).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1109,17 +1116,7 @@ fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
     .unwrap();
     let redb = Arc::new(redb);
     let store: Arc<dyn Store> = redb.clone();
-    let a = agent("acme", "bot");
-    let key = a.key();
-    one(&*store, Change::RegisterAgent(a)).unwrap();
-    one(
-        &*store,
-        Change::CreateToken {
-            hash: [6; 32],
-            token: token(&key, 100),
-        },
-    )
-    .unwrap();
+    let key = bot_with_token(&*store, [6; 32], 100);
     // Every batch begins a checkpoint unless one is in progress.
     redb.set_checkpoint_interval(std::time::Duration::ZERO);
     let enroll = |i: u8| {
@@ -1145,18 +1142,11 @@ fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
     for i in 30..35 {
         enroll(i);
     }
-    let crashed = tempfile::tempdir().unwrap();
-    for file in ["store.redb", "store.wal", "store.wal.1"] {
-        std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
-    }
-    {
-        let (_, pending) = super::redb::RedbStore::open(
-            &crashed.path().join("store.redb"),
-            &crashed.path().join("store.wal"),
-        )
-        .unwrap();
-        assert!(pending.len() >= 5, "the last batches are in the log only");
-    }
+    let crashed = crash_copy(dir.path());
+    assert!(
+        pending_batches(crashed.path()) >= 5,
+        "the last batches are in the log only"
+    );
     let records = Records::new(open(Backend::Redb, crashed.path()));
     assert_eq!(records.certs_of(&key, 100).unwrap().len(), 35);
     assert_eq!(records.token(&[6; 32]).unwrap().unwrap().used, 35);
@@ -1185,10 +1175,7 @@ fn redb_a_reopened_store_logs_where_its_batches_can_be_read_back() {
     assert!(pending.is_empty());
     redb.set_checkpoint_interval(std::time::Duration::from_secs(3600));
     commit(&redb, &[Change::RegisterAgent(agent("acme", "f"))]).unwrap();
-    let crashed = tempfile::tempdir().unwrap();
-    for file in ["store.redb", "store.wal", "store.wal.1"] {
-        std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
-    }
+    let crashed = crash_copy(dir.path());
     drop(redb);
     {
         let (db, wal) = paths(crashed.path());
@@ -1208,6 +1195,24 @@ fn redb_a_reopened_store_logs_where_its_batches_can_be_read_back() {
     assert!(records.agent("acme/prod/f").unwrap().is_some());
     assert!(records.agent("acme/prod/g").unwrap().is_none());
     assert_eq!(records.agents("", 100).unwrap().len(), 6);
+}
+
+/// The redb store's files in `dir`, copied as a crash would leave them.
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    let crashed = tempfile::tempdir().unwrap();
+    for file in ["store.redb", "store.wal", "store.wal.1"] {
+        std::fs::copy(dir.join(file), crashed.path().join(file)).unwrap();
+    }
+    crashed
+}
+
+/// How many logged batches the redb store in `dir` has to replay (it is
+/// opened without replaying them, which leaves them in the log).
+fn pending_batches(dir: &Path) -> usize {
+    super::redb::RedbStore::open(&dir.join("store.redb"), &dir.join("store.wal"))
+        .unwrap()
+        .1
+        .len()
 }
 
 /// Logs written before the log held writes hold each batch's changes as
@@ -1254,17 +1259,7 @@ fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
     assert!(pending.is_empty());
     redb.set_checkpoint_interval(std::time::Duration::from_secs(3600));
     let store: Arc<dyn Store> = Arc::new(redb);
-    let a = agent("acme", "bot");
-    let key = a.key();
-    one(&*store, Change::RegisterAgent(a)).unwrap();
-    one(
-        &*store,
-        Change::CreateToken {
-            hash: [5; 32],
-            token: token(&key, 10),
-        },
-    )
-    .unwrap();
+    let key = bot_with_token(&*store, [5; 32], 10);
     for i in 0..3u8 {
         one(
             &*store,
@@ -1285,22 +1280,12 @@ fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
         },
     ));
 
-    let crashed = tempfile::tempdir().unwrap();
-    for file in ["store.redb", "store.wal", "store.wal.1"] {
-        std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
-    }
-    {
-        let (_, pending) = super::redb::RedbStore::open(
-            &crashed.path().join("store.redb"),
-            &crashed.path().join("store.wal"),
-        )
-        .unwrap();
-        assert_eq!(
-            pending.len(),
-            6,
-            "every batch is in the log, none in redb's durable state"
-        );
-    }
+    let crashed = crash_copy(dir.path());
+    assert_eq!(
+        pending_batches(crashed.path()),
+        6,
+        "every batch is in the log, none in redb's durable state"
+    );
     let records = Records::new(open(Backend::Redb, crashed.path()));
     assert_eq!(
         records.token(&[5; 32]).unwrap().unwrap().used,
