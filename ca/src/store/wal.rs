@@ -108,7 +108,9 @@ impl Wal {
         // cannot be mistaken for part of a later one.
         if let Some(torn) = bytes.get(end..(end + HEADER).min(bytes.len())) {
             if torn.iter().any(|b| *b != 0) {
-                tracing::warn!(path = %path.display(), "the write-ahead log ends on a torn or stale record");
+                // Normal: the segment is reused after each checkpoint, and
+                // a torn record was never acknowledged.
+                tracing::debug!(path = %path.display(), "the write-ahead log ends on a stale or torn record");
             }
         }
         file.seek(SeekFrom::Start(end as u64))
