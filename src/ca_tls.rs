@@ -2,6 +2,7 @@
 //! `client`) and for the revocation feed of services (feature `feed`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -146,7 +147,18 @@ impl ServerCertVerifier for PinnedRoot {
     }
 }
 
-/// A random number in 0..=1 from the operating system's RNG.
+/// Exponential backoff for retry number `attempt` (from 1): `base`
+/// doubled per attempt up to `max`, scaled by `jitter` (0 to 1) into its
+/// upper half, so that clients that failed together do not retry together.
+pub(crate) fn half_jittered(base: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16);
+    let full = base.saturating_mul(1 << exp).min(max);
+    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// A random number in 0..=1 from the operating system's RNG. (It lives
+/// here, like [`half_jittered`], because this module is built for both the
+/// agent side and the revocation feed.)
 pub fn jitter() -> f64 {
     let mut b = [0u8; 4];
     if aws_lc_rs::rand::fill(&mut b).is_err() {

@@ -45,10 +45,10 @@ pub const MAX_SCOPE_LEN: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     /// A scope breaks the syntax.
-    #[error("scope {0:?}: use 1 to 64 characters of a-z, 0-9, '.', '_', '-', '*', ':', not starting or ending with ':'")]
+    #[error("scope {0:?}: use 1 to {max} characters of a-z, 0-9, '.', '_', '-', '*', ':', not starting or ending with ':'", max = MAX_SCOPE_LEN)]
     Invalid(String),
     /// Too many scopes.
-    #[error("{0} scopes: at most 32")]
+    #[error("{0} scopes: at most {max}", max = MAX_SCOPES)]
     TooMany(usize),
     /// The extension's DER is malformed.
     #[error("the scopes extension is malformed: {0}")]
@@ -230,6 +230,8 @@ mod tests {
         for scopes in [
             strings(&["tickets:read"]),
             strings(&["a:b", "c:d", "e:f"]),
+            // A body of 128 to 255 bytes: a one-byte long-form length.
+            (0..3).map(|i| format!("{i}{}", "y".repeat(59))).collect(),
             (0..32)
                 .map(|i| format!("{i:02}{}", "x".repeat(62)))
                 .collect(),
@@ -239,30 +241,58 @@ mod tests {
     }
 
     #[test]
-    fn malformed_values_are_refused() {
+    fn malformed_values_are_refused_for_what_they_are() {
+        let malformed = |why| Err(ScopeError::Malformed(why));
         let good = encode(&strings(&["a:b", "c:d"]));
-        assert!(decode(&good[..good.len() - 1]).is_err());
+        assert_eq!(decode(&good[..good.len() - 1]), malformed("truncated"));
+        assert_eq!(decode(&[]), malformed("truncated"));
         let mut trailing = good.clone();
         trailing.push(0);
-        assert!(decode(&trailing).is_err());
-        assert!(
-            decode(&encode(&strings(&["c:d", "a:b"]))).is_err(),
-            "unsorted"
+        assert_eq!(decode(&trailing), malformed("not a single SEQUENCE"));
+        assert_eq!(
+            decode(&[0x31, 0x03, 0x0c, 0x01, b'a']),
+            malformed("not a single SEQUENCE"),
+            "a SET"
         );
-        assert!(
-            decode(&encode(&strings(&["a:b", "a:b"]))).is_err(),
-            "repeated"
+        for order in [["c:d", "a:b"], ["a:b", "a:b"]] {
+            assert_eq!(
+                decode(&encode(&strings(&order))),
+                malformed("scopes are not sorted and unique")
+            );
+        }
+        assert_eq!(decode(&[0x30, 0x00]), malformed("empty"));
+        assert_eq!(
+            decode(&[0x30, 0x03, 0x13, 0x01, b'a']),
+            malformed("an element is not a UTF8String"),
+            "a PrintableString"
         );
-        assert!(decode(&[0x30, 0x00]).is_err(), "empty");
-        assert!(
-            decode(&[0x30, 0x03, 0x13, 0x01, b'a']).is_err(),
-            "PrintableString"
+        assert_eq!(
+            decode(&[0x30, 0x03, 0x0c, 0x01, 0xff]),
+            malformed("a scope is not UTF-8")
         );
-        assert!(
-            decode(&[0x30, 0x81, 0x03, 0x0c, 0x01, b'a']).is_err(),
-            "non-minimal"
+        assert_eq!(
+            decode(&[0x30, 0x03, 0x0c, 0x01, b'A']),
+            Err(ScopeError::Invalid("A".into()))
         );
-        assert!(decode(&[0x31, 0x03, 0x0c, 0x01, b'a']).is_err(), "SET");
-        assert!(decode(&[]).is_err());
+        for non_minimal in [
+            &[0x30, 0x81, 0x03, 0x0c, 0x01, b'a'][..],
+            &[0x30, 0x82, 0x00, 0x03, 0x0c, 0x01, b'a'][..],
+        ] {
+            assert_eq!(decode(non_minimal), malformed("non-minimal length"));
+        }
+        assert_eq!(
+            decode(&[0x30, 0x83, 0x00, 0x00, 0x03, 0x0c, 0x01, b'a']),
+            malformed("unsupported length")
+        );
+        // One scope more than allowed, each valid and in order.
+        let mut body = Vec::new();
+        for i in 0..=MAX_SCOPES {
+            body.extend([0x0c, 3]);
+            body.extend(format!("s{i:02}").as_bytes());
+        }
+        let mut too_many = vec![0x30];
+        push_len(&mut too_many, body.len());
+        too_many.extend(body);
+        assert_eq!(decode(&too_many), Err(ScopeError::TooMany(MAX_SCOPES + 1)));
     }
 }

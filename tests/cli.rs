@@ -395,8 +395,28 @@ log-format = "json"
         ca.register("acme", "prod", "default").await.ttl_seconds,
         180
     );
-    let (_, body) = ca.get("/healthz").await;
+    let (status, body) = ca.get("/healthz").await;
+    assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("ok"));
+    // server-name from the file: the CA's certificate is valid for it.
+    let addr: std::net::SocketAddr = ca.url.trim_start_matches("https://").parse().unwrap();
+    let mut tls =
+        agentca::client::client_config(&agentca::client::CaTrust::Bundle(ca.bundle()), None)
+            .unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let by_name = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .resolve("ca.test", addr)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let status = by_name
+        .get(format!("https://ca.test:{}/healthz", addr.port()))
+        .send()
+        .await
+        .expect("the certificate names ca.test")
+        .status();
+    assert_eq!(status, 200);
     // Logs are JSON lines, one per request with its request id.
     let log = ca.log();
     let request_line = log
@@ -422,14 +442,20 @@ fn a_bad_configuration_is_refused_with_the_reason() {
             .args(["serve", "--config"])
             .arg(&path)
             .env("HOME", dir.path())
+            .env_remove("AGENTCA_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("AGENTCA_DATA_DIR")
+            .env_remove("AGENTCA_PASSPHRASE")
+            .env_remove("AGENTCA_PASSPHRASE_FILE")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{contents}: {stderr}");
         assert!(stderr.contains(expected), "{contents}: {stderr}");
-        assert!(
-            !dir.path().join(".local").exists(),
-            "nothing was created for a bad configuration"
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing but bad.toml: no local CA for a bad configuration"
         );
     }
 }

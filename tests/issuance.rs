@@ -32,12 +32,7 @@ async fn an_agent_registers_enrolls_and_renews() {
     let chain = pem::parse_many(&issued.certificate_chain).unwrap();
     assert_eq!(chain.len(), 2, "leaf and intermediate");
 
-    let next_key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
-    let renewed = ca
-        .client_with(&issued.certificate_chain, &key)
-        .renew(&next_key.csr_pem().unwrap())
-        .await
-        .unwrap();
+    let (renewed, next_key) = ca.renewed(&issued, &key).await;
     assert_eq!(renewed.spiffe_id, issued.spiffe_id);
     assert_eq!(
         renewed.instance_id, issued.instance_id,
@@ -323,11 +318,11 @@ async fn agents_list_by_tenant_and_env() {
     }
 }
 
-/// A page reads at most 10000 agents: a filter that matches none of them
+/// A page reads at most `MAX_LIST` agents: a filter that matches none of them
 /// still says where the next page starts, and the last page says nothing.
 #[tokio::test]
 async fn a_sparse_filter_over_more_agents_than_a_page_reads_goes_on() {
-    const READ_PER_PAGE: usize = 10_000;
+    const READ_PER_PAGE: usize = agentca_ca::authority::MAX_LIST;
     let ca = TestCa::start();
     let workers: Vec<_> = (0..16)
         .map(|w| {
@@ -634,11 +629,7 @@ async fn renewal_refuses_what_it_must() {
 
     // A certificate of another CA with the same trust domain and identity.
     let other = TestCa::start();
-    other.register("acme", "prod", "bot").await;
-    let (foreign, foreign_key) = other
-        .enroll(&other.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (foreign, foreign_key) = other.enrolled("acme", "prod", "bot").await;
     let result = ca
         .client_with(&foreign.certificate_chain, &foreign_key)
         .renew(&fresh_csr())

@@ -88,8 +88,11 @@ async fn an_issuance_storm_gets_503_with_retry_after_instead_of_a_queue() {
             let client = ca.client();
             let (token, start) = (token.clone(), start.clone());
             tokio::spawn(async move {
-                client.health().await.expect("the connection opens");
+                // Every task reaches the barrier, or the others would wait
+                // for it forever.
+                let opened = client.health().await;
                 start.wait().await;
+                opened.expect("the connection opens");
                 client.enroll(&token, &csr).await
             })
         })

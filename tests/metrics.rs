@@ -185,15 +185,8 @@ async fn metrics_parse_and_move_with_issuance_revocation_and_refusals() {
         let url = format!("{}/v1/revocations?since=1&wait=20", ca.url);
         tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
     };
-    let mut seen = 0.0;
-    for _ in 0..50 {
-        seen = value(&scrape(&ca).1, "agentca_feed_subscribers", &[]);
-        if seen >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, 1.0);
+    ca.wait_feed_subscribers(1).await;
+    assert_eq!(value(&scrape(&ca).1, "agentca_feed_subscribers", &[]), 1.0);
     ca.revoke(&RevokeRequest {
         serial: Some(second.serial.clone()),
         ..Default::default()

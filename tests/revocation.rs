@@ -343,15 +343,7 @@ async fn the_feed_long_polls_until_a_revocation_arrives() {
         (page, started.elapsed())
     });
     // Revoke once the poll is waiting (the CA counts it as a subscriber).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = ca.get("/metrics").await;
-        if String::from_utf8_lossy(&metrics).contains("\nagentca_feed_subscribers 1\n") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the poll never started waiting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ca.wait_feed_subscribers(1).await;
     ca.revoke_agent("acme", "prod", "bot", "keyCompromise")
         .await;
     let (page, waited) = poll.await.unwrap();

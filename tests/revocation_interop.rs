@@ -242,11 +242,7 @@ async fn openssl_ocsp_verifies_our_responses_good_revoked_and_unknown() {
 async fn the_ocsp_responder_refuses_to_speak_for_another_issuer() {
     let f = Fixture::new().await;
     let other = TestCa::start();
-    other.register("acme", "prod", "bot").await;
-    let (foreign, _) = other
-        .enroll(&other.token("acme", "prod", "bot", 1).await)
-        .await
-        .unwrap();
+    let (foreign, _) = other.enrolled("acme", "prod", "bot").await;
     let blocks = pem::parse_many(&foreign.certificate_chain).unwrap();
     write(f.dir(), "foreign.pem", &pem::encode(&blocks[0]));
     write(

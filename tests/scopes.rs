@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +15,8 @@ use agentca::verify::{Usage, Verifier};
 use agentca::wire::{AgentInfo, IssuedCertificate, RegisterAgentRequest};
 use axum::routing::get;
 use axum::Router;
-use common::{agent_client, leaf_der, refusal, write, TestCa};
+use common::{agent_client, chain_der, key_der, leaf_der, ok, openssl, refusal, write, TestCa};
 use reqwest::Method;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 
 async fn register_scoped(
@@ -36,14 +34,6 @@ async fn register_scoped(
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
     };
     ca.admin(Method::POST, "/v1/admin/agents", Some(&req)).await
-}
-
-fn chain(issued: &IssuedCertificate) -> Vec<CertificateDer<'static>> {
-    pem::parse_many(&issued.certificate_chain)
-        .unwrap()
-        .into_iter()
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect()
 }
 
 #[tokio::test]
@@ -99,28 +89,26 @@ async fn scopes_from_the_registration_are_in_the_certificate_and_enforced_by_req
         "scoped.pem",
         &pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())),
     );
-    let text = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in"])
-        .arg(&leaf_pem)
-        .output()
-        .expect("run openssl");
-    let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains(SCOPES_OID), "{text}");
-    let intermediate = write(dir, "intermediate.pem", &chain_pem_after_leaf(&scoped));
-    let verify = Command::new("openssl")
-        .args(["verify", "-purpose", "sslclient", "-CAfile"])
-        .arg(ca.bundle_path())
-        .arg("-untrusted")
-        .arg(&intermediate)
-        .arg(&leaf_pem)
-        .output()
-        .expect("run openssl");
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
+    let (ok, text) = openssl(
+        &["x509", "-noout", "-text", "-in", leaf_pem.to_str().unwrap()],
+        dir,
     );
+    assert!(ok && text.contains(SCOPES_OID), "{text}");
+    let intermediate = write(dir, "intermediate.pem", &chain_pem_after_leaf(&scoped));
+    let (ok, out) = openssl(
+        &[
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            ca.bundle_path().to_str().unwrap(),
+            "-untrusted",
+            intermediate.to_str().unwrap(),
+            leaf_pem.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(ok, "{out}");
 
     // The verifier exposes them.
     let td = TrustDomain::new("example.org").unwrap();
@@ -130,42 +118,40 @@ async fn scopes_from_the_registration_are_in_the_certificate_and_enforced_by_req
         .build()
         .unwrap();
     let peer = verifier
-        .verify_peer(&chain(&scoped), Usage::Client, OffsetDateTime::now_utc())
+        .verify_peer(
+            &chain_der(&scoped),
+            Usage::Client,
+            OffsetDateTime::now_utc(),
+        )
         .unwrap();
     assert_eq!(peer.scopes, ["db.orders:write", "tickets:read"]);
     assert!(peer.require_scope("tickets:read").is_ok());
     let missing = peer.require_scope("tickets:write").unwrap_err();
     assert_eq!(missing.scope, "tickets:write");
     let plain_peer = verifier
-        .verify_peer(&chain(&plain), Usage::Client, OffsetDateTime::now_utc())
+        .verify_peer(&chain_der(&plain), Usage::Client, OffsetDateTime::now_utc())
         .unwrap();
     assert!(plain_peer.scopes.is_empty());
 
     // Renewal keeps them.
-    let new_key =
-        agentca::client::PrivateKey::generate(agentca::client::KeyAlgorithm::P256).unwrap();
-    let renewed = ca
-        .client_with(&scoped.certificate_chain, &scoped_key)
-        .renew(&new_key.csr_pem().unwrap())
-        .await
-        .unwrap();
+    let (renewed, new_key) = ca.renewed(&scoped, &scoped_key).await;
     let renewed_peer = verifier
-        .verify_peer(&chain(&renewed), Usage::Client, OffsetDateTime::now_utc())
+        .verify_peer(
+            &chain_der(&renewed),
+            Usage::Client,
+            OffsetDateTime::now_utc(),
+        )
         .unwrap();
     assert_eq!(renewed_peer.scopes, peer.scopes);
 
     // A service whose /tickets route needs tickets:read and whose /admin
     // route needs tickets:admin.
-    let (service_cert, service_key) = {
-        ca.register("acme", "prod", "orders").await;
-        ca.enroll(&ca.token("acme", "prod", "orders", 1).await)
-            .await
-            .unwrap()
-    };
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        pem::parse(service_key.to_pem()).unwrap().into_contents(),
-    ));
-    let tls = Arc::new(verifier.server_config(chain(&service_cert), key).unwrap());
+    let (service_cert, service_key) = ca.enrolled("acme", "prod", "orders").await;
+    let tls = Arc::new(
+        verifier
+            .server_config(chain_der(&service_cert), key_der(&service_key))
+            .unwrap(),
+    );
     async fn whoami(Peer(peer): Peer) -> String {
         peer.spiffe_id.to_string()
     }
@@ -252,32 +238,23 @@ async fn malformed_scopes_are_refused_and_nothing_is_registered() {
     assert_eq!(refusal(shown).0, 404);
 
     // The CLI takes --scope, repeated.
-    let out = ca
-        .command()
-        .args([
-            "register",
-            "--tenant",
-            "acme",
-            "--env",
-            "prod",
-            "--agent",
-            "cli-bot",
-            "--owner",
-            "me",
-            "--purpose",
-            "test",
-            "--scope",
-            "tickets:read",
-            "--scope",
-            "kb:search",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info: AgentInfo = serde_json::from_slice(&out.stdout).unwrap();
+    let out = ok(ca.command().args([
+        "register",
+        "--tenant",
+        "acme",
+        "--env",
+        "prod",
+        "--agent",
+        "cli-bot",
+        "--owner",
+        "me",
+        "--purpose",
+        "test",
+        "--scope",
+        "tickets:read",
+        "--scope",
+        "kb:search",
+    ]));
+    let info: AgentInfo = serde_json::from_str(&out).unwrap();
     assert_eq!(info.scopes, ["kb:search", "tickets:read"]);
 }

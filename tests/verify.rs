@@ -7,15 +7,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agentca::client::PrivateKey;
 use agentca::verify::PeerIdentity;
-use agentca::wire::IssuedCertificate;
 use common::{agent_client, service_files, write, Service, TestCa};
-
-/// Enrolls `agent` of tenant acme, env prod; returns its certificate and key.
-async fn enroll(ca: &TestCa, agent: &str) -> (IssuedCertificate, PrivateKey) {
-    ca.enrolled("acme", "prod", agent).await
-}
 
 async fn whoami(client: &reqwest::Client, service: &Service) -> Result<(u16, String), String> {
     match client.get(format!("{}/whoami", service.url)).send().await {
@@ -31,7 +24,7 @@ async fn whoami(client: &reqwest::Client, service: &Service) -> Result<(u16, Str
 async fn the_service_knows_which_agent_calls_and_refuses_it_within_a_second_of_its_revocation() {
     let ca = TestCa::start();
     let dir = service_files(&ca).await;
-    let (issued, key) = enroll(&ca, "billing-bot").await;
+    let (issued, key) = ca.enrolled("acme", "prod", "billing-bot").await;
     let service = Service::start(&ca, &dir, &[]);
     let client = agent_client(&ca, &issued, &key);
 
@@ -81,7 +74,7 @@ async fn the_service_knows_which_agent_calls_and_refuses_it_within_a_second_of_i
 async fn the_service_fails_closed_when_revocation_data_goes_stale_and_open_when_told() {
     let mut ca = TestCa::start();
     let dir = service_files(&ca).await;
-    let (issued, key) = enroll(&ca, "billing-bot").await;
+    let (issued, key) = ca.enrolled("acme", "prod", "billing-bot").await;
     let closed = Service::start(&ca, &dir, &["--max-staleness", "2"]);
     let open = Service::start(&ca, &dir, &["--max-staleness", "2", "--fail-open"]);
     let client = agent_client(&ca, &issued, &key);
@@ -121,7 +114,7 @@ async fn the_service_fails_closed_when_revocation_data_goes_stale_and_open_when_
 async fn a_verifier_keeps_accepting_through_a_ca_outage_shorter_than_the_bound() {
     let mut ca = TestCa::start();
     let dir = service_files(&ca).await;
-    let (issued, key) = enroll(&ca, "billing-bot").await;
+    let (issued, key) = ca.enrolled("acme", "prod", "billing-bot").await;
     let service = Service::start(&ca, &dir, &["--max-staleness", "60"]);
     // The same outage against a 2 s bound shows the staleness is checked.
     let strict = Service::start(&ca, &dir, &["--max-staleness", "2"]);
@@ -153,7 +146,7 @@ async fn a_verifier_keeps_accepting_through_a_ca_outage_shorter_than_the_bound()
 #[tokio::test]
 async fn the_verify_command_checks_a_chain_offline() {
     let ca = TestCa::start();
-    let (issued, _) = enroll(&ca, "billing-bot").await;
+    let (issued, _) = ca.enrolled("acme", "prod", "billing-bot").await;
     let dir = ca.root.path();
     write(dir, "chain.pem", &issued.certificate_chain);
     let verify = |extra: &[&str]| {

@@ -639,7 +639,6 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<AgentInfo, AuthorityError> {
         let id = self.agent_id(&req.tenant, &req.env, &req.agent)?;
-        event.subject = Some(id.to_string());
         admin.check_tenant(&req.tenant)?;
         check_text("owner", &req.owner, MAX_OWNER_LEN)?;
         check_text("purpose", &req.purpose, MAX_PURPOSE_LEN)?;
@@ -741,8 +740,7 @@ impl Authority {
                     "after {after:?}: expected tenant/env/agent, as the previous page's next-after gave"
                 ))
             };
-            let (t, e, a) = split_key(after).map_err(|_| bad())?;
-            self.agent_id(t, e, a).map_err(|_| bad())?;
+            self.id_of_key(after).map_err(|_| bad())?;
         }
         if filter.limit == 0 {
             return Err(AuthorityError::InvalidRequest(
@@ -758,13 +756,14 @@ impl Authority {
         let more_unread = records.len() > MAX_LIST;
         let mut agents = Vec::new();
         let mut last_read: Option<String> = None;
-        let mut next_after = None;
+        let mut full = false;
         for record in records.into_iter().take(MAX_LIST) {
             if agents.len() == limit {
-                next_after = last_read.take();
+                full = true;
                 break;
             }
-            last_read = Some(record.key());
+            let key = record.key();
+            last_read = Some(key.clone());
             if filter.enabled.is_some_and(|e| e != record.enabled) {
                 continue;
             }
@@ -774,12 +773,12 @@ impl Authority {
                 }
             }
             let mut info = self.info(&record)?;
-            self.add_live_certificates(&mut info, &record.key(), now)?;
+            self.add_live_certificates(&mut info, &key, now)?;
             agents.push(info);
         }
-        if next_after.is_none() && more_unread {
-            next_after = last_read;
-        }
+        // A page that filled up, or that stopped at the read limit, goes on
+        // after the last agent it read.
+        let next_after = if full || more_unread { last_read } else { None };
         Ok(AgentPage { agents, next_after })
     }
 
@@ -1086,7 +1085,7 @@ impl Authority {
     #[allow(clippy::too_many_arguments)]
     async fn set_enabled_inner(
         &self,
-        mut event: AuditEvent,
+        event: AuditEvent,
         admin: &Admin,
         tenant: &str,
         env: &str,
@@ -1095,7 +1094,6 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<AgentInfo, AuthorityError> {
         let id = self.agent_id(tenant, env, agent)?;
-        event.subject = Some(id.to_string());
         admin.check_tenant(tenant)?;
         let change = Change::SetAgentEnabled {
             key: id.path_key(),
@@ -1151,7 +1149,6 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<TokenCreated, AuthorityError> {
         let id = self.agent_id(tenant, env, agent)?;
-        event.subject = Some(id.to_string());
         admin.check_tenant(tenant)?;
         let ttl = match req.ttl_seconds {
             Some(secs) => self.check_ttl(
@@ -1437,7 +1434,6 @@ impl Authority {
             requested_key_sha256: csr.key_sha256.clone(),
             remote_addr: remote.map(|a| a.to_string()),
         };
-        event.serial = Some(current.serial.clone());
         event.outcome = "refused".into();
         event.reason = Some(format!(
             "clone_detected: renewed before, now asked for key {}",
@@ -1457,8 +1453,6 @@ impl Authority {
         Err(AuthorityError::CloneDetected(current.serial.clone()))
     }
 
-    /// Checks that `leaf` chains to this CA's root through its intermediate
-    /// and is valid at `now`.
     /// Checks that `leaf` chains to this CA's intermediate and is valid at
     /// `now`, for client authentication; its serial.
     fn verify_own_leaf(
@@ -1630,7 +1624,6 @@ impl Authority {
                 let (prefix, exact) = match (env, agent) {
                     (Some(env), Some(agent)) => {
                         let id = self.agent_id(&tenant, &env, &agent)?;
-                        event.subject = Some(id.to_string());
                         (id.path_key(), true)
                     }
                     (Some(env), None) => {

@@ -364,6 +364,10 @@ mod tests {
         let (_, int) = X509Certificate::from_der(&ca.intermediate).unwrap();
         leaf.verify_signature(Some(int.public_key())).unwrap();
         assert_eq!(leaf.extensions().len(), 6, "SAN, BC, KU, EKU, AKI, SKI");
+        assert!(leaf
+            .extensions()
+            .iter()
+            .all(|e| e.oid.as_bytes() != agentca::scopes::SCOPES_OID_DER));
     }
 
     #[test]

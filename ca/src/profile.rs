@@ -46,21 +46,13 @@ const OID_AUTHORITY_INFO_ACCESS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
 /// is as long as the real OID's (20 content octets).
 pub const SCOPES_STAND_IN: &[u64] = &[2, 25, 0x6167_656e_7463_6131, 0x5363_6f70_6573_5f31, 1];
 
-/// The DER (tag, length, content) of the OID with `arcs`.
+/// The DER (tag, length, content) of the OID with `arcs` (ours: valid,
+/// and shorter than 128 content octets).
 fn oid_der(arcs: &[u64]) -> Vec<u8> {
-    let mut content = vec![(arcs[0] * 40 + arcs[1]) as u8];
-    for &arc in &arcs[2..] {
-        let mut groups = vec![(arc & 0x7f) as u8];
-        let mut rest = arc >> 7;
-        while rest > 0 {
-            groups.push(0x80 | (rest & 0x7f) as u8);
-            rest >>= 7;
-        }
-        groups.reverse();
-        content.extend(groups);
-    }
+    let oid = x509_parser::asn1_rs::Oid::from(arcs).expect("a valid OID");
+    let content = oid.as_bytes();
     let mut der = vec![0x06, content.len() as u8];
-    der.extend(content);
+    der.extend_from_slice(content);
     der
 }
 

@@ -56,9 +56,7 @@ pub fn renew_at(
 /// assert_eq!(retry_delay(1, 0.0, Some(5)), Duration::from_secs(5));
 /// ```
 pub fn retry_delay(attempt: u32, jitter: f64, retry_after_secs: Option<u64>) -> StdDuration {
-    let exp = attempt.saturating_sub(1).min(16);
-    let full = RETRY_BASE.saturating_mul(1 << exp).min(RETRY_MAX);
-    let delay = full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
+    let delay = crate::ca_tls::half_jittered(RETRY_BASE, RETRY_MAX, attempt, jitter);
     match retry_after_secs {
         // A CA that asks for more than RETRY_MAX is obeyed, up to ten minutes.
         Some(secs) => delay.max(StdDuration::from_secs(secs.min(600))),

@@ -59,9 +59,7 @@ pub enum FeedError {
 /// its upper half, so that services that lost the CA together do not all
 /// come back at once.
 pub fn backoff(attempt: u32, jitter: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(16);
-    let full = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
-    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+    crate::ca_tls::half_jittered(BACKOFF_BASE, BACKOFF_MAX, attempt, jitter)
 }
 
 /// A running subscription. Dropping it stops the task.

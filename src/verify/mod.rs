@@ -495,8 +495,8 @@ impl Verifier {
     }
 
     /// Verifies a peer's chain (leaf first) for `usage` at `now`: every
-    /// rule, revocation and policy. This is what the rustls integrations
-    /// call; call it yourself on a connection's peer certificates.
+    /// rule, revocation and policy: the checks the rustls integrations
+    /// run. Call it yourself on a connection's peer certificates.
     pub fn verify_peer(
         &self,
         chain: &[CertificateDer<'_>],

@@ -190,13 +190,11 @@ mod axum_integration {
                     "no_client_certificate",
                     "this route needs a verified agent certificate",
                 )),
-                Some(peer) => peer.require_scope(&self.scope).err().map(|e| {
-                    let body = ErrorBody {
-                        error: "missing_scope".into(),
-                        detail: e.to_string(),
-                    };
-                    (StatusCode::FORBIDDEN, Json(body)).into_response()
-                }),
+                // The connection stays open: another route may be allowed.
+                Some(peer) => peer
+                    .require_scope(&self.scope)
+                    .err()
+                    .map(|e| error_response(StatusCode::FORBIDDEN, "missing_scope", e.to_string())),
             };
             match refused {
                 Some(response) => Box::pin(async move { Ok(response) }),
@@ -205,12 +203,16 @@ mod axum_integration {
         }
     }
 
-    fn refuse(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
+    fn error_response(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
         let body = ErrorBody {
             error: code.to_owned(),
             detail: detail.into(),
         };
-        let mut response = (status, Json(body)).into_response();
+        (status, Json(body)).into_response()
+    }
+
+    fn refuse(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
+        let mut response = error_response(status, code, detail);
         // The connection's certificate will not become acceptable again.
         response
             .headers_mut()

@@ -343,6 +343,40 @@ impl TestCa {
             .expect("enroll")
     }
 
+    /// Waits (up to 10 s) until the CA counts `n` waiting revocation-feed
+    /// requests.
+    pub async fn wait_feed_subscribers(&self, n: usize) {
+        let line = format!("\nagentca_feed_subscribers {n}\n");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, metrics) = self.get("/metrics").await;
+            if String::from_utf8_lossy(&metrics).contains(&line) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the CA never counted {n} feed subscriber(s)"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Renews `issued` (held with `key`) over mutual TLS with a new P-256
+    /// key; the new certificate and its key.
+    pub async fn renewed(
+        &self,
+        issued: &IssuedCertificate,
+        key: &PrivateKey,
+    ) -> (IssuedCertificate, PrivateKey) {
+        let next = PrivateKey::generate(agentca::client::KeyAlgorithm::P256).unwrap();
+        let renewed = self
+            .client_with(&issued.certificate_chain, key)
+            .renew(&next.csr_pem().unwrap())
+            .await
+            .expect("renew");
+        (renewed, next)
+    }
+
     /// Registers nothing: enrolls with `token` and a new P-256 key.
     pub async fn enroll(
         &self,
@@ -415,7 +449,6 @@ pub fn leaf_der(chain_pem: &str) -> Vec<u8> {
 pub fn agent_client(ca: &TestCa, issued: &IssuedCertificate, key: &PrivateKey) -> reqwest::Client {
     use agentca::identity::TrustDomain;
     use agentca::verify::Verifier;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let verifier = Verifier::builder(ca.bundle(), TrustDomain::new("example.org").unwrap())
         .allow_tenant("acme")
         .allow_agent("orders")
@@ -424,15 +457,23 @@ pub fn agent_client(ca: &TestCa, issued: &IssuedCertificate, key: &PrivateKey) -
         .without_revocation_checks()
         .build()
         .unwrap();
-    let chain: Vec<CertificateDer<'static>> = pem::parse_many(&issued.certificate_chain)
-        .unwrap()
-        .into_iter()
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+    https_client(
+        verifier
+            .client_config(chain_der(issued), key_der(key))
+            .unwrap(),
+    )
+}
+
+/// The certificate chain of `issued`, DER, leaf first.
+pub fn chain_der(issued: &IssuedCertificate) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    agentca::certs_from_pem(&issued.certificate_chain).unwrap()
+}
+
+/// `key` as PKCS#8 DER.
+pub fn key_der(key: &PrivateKey) -> rustls_pki_types::PrivateKeyDer<'static> {
+    rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
         pem::parse(key.to_pem()).unwrap().into_contents(),
-    ));
-    https_client(verifier.client_config(chain, key).unwrap())
+    ))
 }
 
 /// A reqwest client over `tls` (HTTP/1.1), with a 5 s timeout.

@@ -236,26 +236,20 @@ async fn body<T>(
     action: &str,
     body: Result<JsonBody<T>, ApiError>,
 ) -> Result<T, ApiError> {
-    match body {
-        Ok(JsonBody(t)) => Ok(t),
-        Err(e) => {
-            ca.audit_rejected(ctx, actor, action, e.code).await;
-            Err(e)
-        }
-    }
+    checked(ca, ctx, actor, action, body.map(|JsonBody(t)| t)).await
 }
 
-/// `result`, with a refusal recorded as `action` by `admin`: a request
-/// refused for its query or path is audited like any other.
+/// `result`, with a refusal recorded as `action` by `actor`: a request
+/// refused for its body, query or path is audited like any other.
 async fn checked<T>(
     ca: &Authority,
     ctx: &RequestContext,
-    admin: &Admin,
+    actor: agentca::wire::Actor,
     action: &str,
     result: Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     if let Err(e) = &result {
-        ca.audit_rejected(ctx, admin.actor(), action, e.code).await;
+        ca.audit_rejected(ctx, actor, action, e.code).await;
     }
     result
 }
@@ -368,7 +362,7 @@ async fn list_agents(
             };
             Ok((q, enabled))
         });
-    let (q, enabled) = checked(&ca, &ctx, &admin, "agents.list", q).await?;
+    let (q, enabled) = checked(&ca, &ctx, admin.actor(), "agents.list", q).await?;
     let filter = crate::authority::AgentFilter {
         tenant: q.tenant,
         env: q.env,
@@ -411,7 +405,7 @@ async fn show_agent(
     p: Result<Path<AgentPath>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let (t, e, a) = checked(&ca, &ctx, &admin, "agents.show", path(p)).await?;
+    let (t, e, a) = checked(&ca, &ctx, admin.actor(), "agents.show", path(p)).await?;
     Ok(Json(ca.show_agent(&ctx, &admin, &t, &e, &a, now()).await?))
 }
 
@@ -424,7 +418,7 @@ async fn create_token(
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
     let req = body(&ca, &ctx, admin.actor(), "token.create", req).await?;
-    let (t, e, a) = checked(&ca, &ctx, &admin, "token.create", path(p)).await?;
+    let (t, e, a) = checked(&ca, &ctx, admin.actor(), "token.create", path(p)).await?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -443,7 +437,7 @@ async fn set_enabled(
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
     let action = if enabled { "enable" } else { "disable" };
-    let (t, e, a) = checked(&ca, &ctx, &admin, action, path(p)).await?;
+    let (t, e, a) = checked(&ca, &ctx, admin.actor(), action, path(p)).await?;
     Ok(Json(
         ca.set_enabled(&ctx, &admin, &t, &e, &a, enabled, now())
             .await?,
@@ -536,7 +530,7 @@ async fn audit(
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
     let query = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")));
-    let Query(q) = checked(&ca, &ctx, &admin, "audit.read", query).await?;
+    let Query(q) = checked(&ca, &ctx, admin.actor(), "audit.read", query).await?;
     let wait = std::time::Duration::from_secs(q.wait).min(MAX_FEED_WAIT);
     let limit = q.limit.unwrap_or(crate::authority::MAX_AUDIT_PAGE);
     Ok(Json(
@@ -574,7 +568,7 @@ async fn delete_admin(
     p: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let name = checked(&ca, &ctx, &admin, "admin.revoke", path(p)).await?;
+    let name = checked(&ca, &ctx, admin.actor(), "admin.revoke", path(p)).await?;
     ca.delete_admin(&ctx, &admin, &name, now()).await?;
     Ok(Json(serde_json::json!({ "revoked": name })))
 }

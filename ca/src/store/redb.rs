@@ -67,18 +67,39 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Writes that are logged but not yet in redb, one map per table: a value,
-/// or `None` for a deletion.
-type Layer = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+/// One table's writes above redb: a value, or `None` for a deletion.
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Writes that are logged but not yet in redb, one map per table.
+type Layer = Vec<Writes>;
 
 fn empty_layer() -> Layer {
     Table::ALL.iter().map(|_| BTreeMap::new()).collect()
 }
 
+/// `table`'s writes in each layer above redb, newest first: `own` (a
+/// transaction's own writes), the pending layer, the flushing one.
+fn above<'a>(
+    own: Option<&'a Layer>,
+    pending: &'a Layer,
+    flushing: Option<&'a Arc<Layer>>,
+    table: Table,
+) -> impl Iterator<Item = &'a Writes> {
+    own.into_iter()
+        .chain(std::iter::once(pending))
+        .chain(flushing.map(|f| &**f))
+        .map(move |layer| &layer[table.index()])
+}
+
 /// The value of `key` in the first of `layers` that has it: `Some(None)`
 /// when that layer deletes it, `None` when no layer knows it.
-fn lookup(layers: &[&BTreeMap<Vec<u8>, Option<Vec<u8>>>], key: &[u8]) -> Option<Option<Vec<u8>>> {
-    layers.iter().find_map(|layer| layer.get(key).cloned())
+fn lookup<'a>(mut layers: impl Iterator<Item = &'a Writes>, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    layers.find_map(|layer| layer.get(key).cloned())
+}
+
+/// The error of a store whose flusher thread died.
+fn flusher_stopped() -> StoreError {
+    err("the store's flusher thread stopped; restart the CA")
 }
 
 /// What reads see above redb.
@@ -148,7 +169,7 @@ impl Shared {
         }
         let flush = self.flush_state();
         if flush.dead {
-            return Err(err("the store's flusher thread stopped; restart the CA"));
+            return Err(flusher_stopped());
         }
         if let Some(e) = &flush.error {
             return Err(err(format!(
@@ -210,7 +231,7 @@ impl Shared {
                 return Err(e.clone());
             }
             if state.dead {
-                return Err(err("the store's flusher thread stopped; restart the CA"));
+                return Err(flusher_stopped());
             }
             state = self
                 .flush_changed
@@ -544,6 +565,23 @@ impl RedbStore {
         self.shared.checkpoint_locked(&mut state)
     }
 
+    /// [`merged_scan`] of the layers over redb. The layers are held while
+    /// redb is read: the flusher removes a layer only after redb has it.
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let layers = self.shared.layers();
+        let stack: Vec<&Writes> =
+            above(None, &layers.pending, layers.flushing.as_ref(), table).collect();
+        let txn = self.shared.db.begin_read().map_err(err)?;
+        let t = txn.open_table(def(table)).map_err(err)?;
+        merged_scan(&stack, &t, start, prefix, limit)
+    }
+
     fn transaction(
         &self,
         durability: Durability,
@@ -594,10 +632,8 @@ impl Store for RedbStore {
             // flusher removes a layer only after redb has it, so nothing
             // falls between the two.
             let layers = self.shared.layers();
-            let i = table.index();
-            let mut above = vec![&layers.pending[i]];
-            above.extend(layers.flushing.as_ref().map(|f| &f[i]));
-            if let Some(value) = lookup(&above, key) {
+            let stack = above(None, &layers.pending, layers.flushing.as_ref(), table);
+            if let Some(value) = lookup(stack, key) {
                 return Ok(value);
             }
             self.shared.db.begin_read().map_err(err)?
@@ -612,13 +648,7 @@ impl Store for RedbStore {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let layers = self.shared.layers();
-        let i = table.index();
-        let mut above = vec![&layers.pending[i]];
-        above.extend(layers.flushing.as_ref().map(|f| &f[i]));
-        let txn = self.shared.db.begin_read().map_err(err)?;
-        let t = txn.open_table(def(table)).map_err(err)?;
-        merged_scan(&above, &t, prefix, prefix, limit)
+        self.scan(table, prefix, prefix, limit)
     }
 
     fn scan_from(
@@ -627,13 +657,7 @@ impl Store for RedbStore {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let layers = self.shared.layers();
-        let i = table.index();
-        let mut above = vec![&layers.pending[i]];
-        above.extend(layers.flushing.as_ref().map(|f| &f[i]));
-        let txn = self.shared.db.begin_read().map_err(err)?;
-        let t = txn.open_table(def(table)).map_err(err)?;
-        merged_scan(&above, &t, start, b"", limit)
+        self.scan(table, start, b"", limit)
     }
 
     fn write(
@@ -763,7 +787,7 @@ pub fn decode_batch(record: &[u8]) -> Result<Vec<LoggedWrite>, String> {
 /// `prefix`, in key order: `layers` (the first that has a key decides,
 /// `None` hiding it) over redb's `base`.
 fn merged_scan(
-    layers: &[&BTreeMap<Vec<u8>, Option<Vec<u8>>>],
+    layers: &[&Writes],
     base: &impl ReadableTable<&'static [u8], &'static [u8]>,
     start: &[u8],
     prefix: &[u8],
@@ -873,13 +897,16 @@ fn snapshot_table<'t>(
 
 impl WriteTxn for OverlayTxn<'_> {
     fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let i = table.index();
         {
             // Only this thread (the writer) changes the pending layer.
             let layers = self.shared.layers();
-            let mut above = vec![&self.own[i], &layers.pending[i]];
-            above.extend(self.flushing.as_ref().map(|f| &f[i]));
-            if let Some(value) = lookup(&above, key) {
+            let stack = above(
+                Some(&self.own),
+                &layers.pending,
+                self.flushing.as_ref(),
+                table,
+            );
+            if let Some(value) = lookup(stack, key) {
                 return Ok(value);
             }
         }
@@ -903,12 +930,16 @@ impl WriteTxn for OverlayTxn<'_> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let i = table.index();
         let t = snapshot_table(&mut self.tables, &self.snapshot, table)?;
         let layers = self.shared.layers();
-        let mut above = vec![&self.own[i], &layers.pending[i]];
-        above.extend(self.flushing.as_ref().map(|f| &f[i]));
-        merged_scan(&above, t, prefix, prefix, limit)
+        let stack: Vec<&Writes> = above(
+            Some(&self.own),
+            &layers.pending,
+            self.flushing.as_ref(),
+            table,
+        )
+        .collect();
+        merged_scan(&stack, t, prefix, prefix, limit)
     }
 }
 
@@ -972,7 +1003,7 @@ impl WriteTxn for RedbTxn<'_> {
 mod tests {
     use super::*;
 
-    fn layer(entries: &[(&str, Option<&str>)]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+    fn layer(entries: &[(&str, Option<&str>)]) -> Writes {
         entries
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))

@@ -1137,6 +1137,13 @@ fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
         }
     }
     redb.wait_for_checkpoint().unwrap();
+    for segment in ["store.wal", "store.wal.1"] {
+        let bytes = std::fs::read(dir.path().join(segment)).unwrap();
+        assert!(
+            bytes[8..12] != [0; 4],
+            "{segment} has held batches (its first record's length)"
+        );
+    }
     // The next batches stay in the log.
     redb.set_checkpoint_interval(std::time::Duration::from_secs(3600));
     for i in 30..35 {
