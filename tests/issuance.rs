@@ -528,18 +528,41 @@ async fn sixty_four_concurrent_enrollments_with_one_single_use_token_issue_one_c
             tokio::spawn(async move { client.enroll(&token, &csr).await })
         })
         .collect();
-    let mut issued = 0;
+    let mut issued = Vec::new();
     for task in tasks {
         match task.await.unwrap() {
-            Ok(_) => issued += 1,
+            Ok(cert) => issued.push(cert.serial),
             Err(e) => assert_eq!(refusal::<()>(Err(e)), (401, "token_used".into())),
         }
     }
-    assert_eq!(issued, 1);
+    assert_eq!(issued.len(), 1);
     assert_eq!(
         ca.show("acme", "prod", "bot").await.live_certificates.len(),
         1
     );
+    // The trail names the one certificate, and no refusal names one: those
+    // refused when the token was found used at commit were signed, never
+    // issued.
+    let trail: agentca::wire::AuditPage = ca
+        .admin(
+            Method::GET,
+            "/v1/admin/audit?since=0&limit=1000",
+            None::<&()>,
+        )
+        .await
+        .unwrap();
+    let enrolls: Vec<_> = trail
+        .events
+        .iter()
+        .filter(|e| e.action == "enroll")
+        .collect();
+    assert_eq!(enrolls.len(), 64);
+    for event in enrolls {
+        match event.outcome.as_str() {
+            "ok" => assert_eq!(event.serial.as_ref(), Some(&issued[0])),
+            _ => assert_eq!(event.serial, None, "{event:?}"),
+        }
+    }
 }
 
 #[tokio::test]

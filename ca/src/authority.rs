@@ -1263,13 +1263,12 @@ impl Authority {
             at: now,
             cert,
         };
-        event.serial = Some(issued.serial.clone());
-        event.not_after = Some(issued.not_after);
-        match self
-            .writer
-            .apply(Self::audited(change, event.clone()))
-            .await?
-        {
+        // The issuance's own event: a refusal at commit is audited by the
+        // caller without the serial of a certificate it never issued.
+        let mut done = event.clone();
+        done.serial = Some(issued.serial.clone());
+        done.not_after = Some(issued.not_after);
+        match self.writer.apply(Self::audited(change, done)).await? {
             Ok(_) => {
                 tracing::info!(agent = %id, instance = %instance, serial = %issued.serial, token_id = %token.token_id, "enrolled");
                 Ok(issued)

@@ -378,16 +378,19 @@ impl CaClient {
             .get(self.endpoint(&format!("/v1/admin/agents?{query}")))
             .bearer_auth(admin_token);
         let resp = req.send().await.map_err(transport)?;
-        let next = match resp.headers().get(crate::wire::NEXT_AFTER_HEADER) {
-            None => None,
-            Some(v) => Some(v.to_str().map(str::to_owned).map_err(|_| {
+        let next = resp.headers().get(crate::wire::NEXT_AFTER_HEADER).cloned();
+        // A refusal is reported as such before the header is judged.
+        let agents = self.parse(resp).await?;
+        let next = next
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| {
                 ClientError::InvalidResponse(format!(
                     "{} is not text",
                     crate::wire::NEXT_AFTER_HEADER
                 ))
-            })?),
-        };
-        Ok((self.parse(resp).await?, next))
+            })?;
+        Ok((agents, next))
     }
 
     fn endpoint(&self, path: &str) -> String {
