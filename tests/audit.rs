@@ -14,11 +14,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use agentca::wire::{
-    verify_audit_chain, Actor, AdminInfo, AgentInfo, AuditEvent, AuditPage, CreateAdminRequest,
-    CreateAdminResponse, CreateTokenRequest, RevokeRequest, TokenCreated,
+    Actor, AdminInfo, AgentInfo, AuditEvent, AuditPage, CreateAdminRequest, CreateAdminResponse,
+    CreateTokenRequest, RevokeRequest, TokenCreated,
 };
-use agentca_ca::store::change::{audit_head, AUDIT_HEAD};
-use agentca_ca::store::records::encode;
+use agentca_ca::audit::{self as chain, Head, HEAD_KEY};
 use agentca_ca::store::{open, Backend, Table};
 use common::{csr, fails, ok, refusal, run, TestCa};
 use reqwest::Method;
@@ -54,7 +53,7 @@ async fn whole_trail_as(ca: &TestCa, token: &str) -> Vec<AuditEvent> {
         .expect("read the audit trail");
     let n = page.events.len() as u64;
     assert_eq!(
-        verify_audit_chain(&page.events, 1, &zeros()),
+        chain::verify_chain(&page.events, 1, &zeros()),
         Ok(n),
         "the trail is intact: {:#?}",
         page.events
@@ -525,12 +524,6 @@ struct Stored {
     head: (u64, String),
 }
 
-fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
-
 /// Reads the stored trail; the CA must be stopped.
 fn read_stored(data_dir: &Path) -> Stored {
     let store = open(Backend::Redb, data_dir).expect("open the stopped CA's store");
@@ -543,8 +536,17 @@ fn read_stored(data_dir: &Path) -> Stored {
             (seq, serde_json::from_slice(&v).expect("an audit event"))
         })
         .collect();
-    let head = audit_head(store.get(Table::Meta, AUDIT_HEAD.as_bytes()).unwrap()).unwrap();
-    Stored { events, head }
+    let Head { seq, hash } = Head::decode(
+        store
+            .get(Table::Meta, HEAD_KEY.as_bytes())
+            .unwrap()
+            .as_deref(),
+    )
+    .unwrap();
+    Stored {
+        events,
+        head: (seq, hash),
+    }
 }
 
 /// Replaces the stored trail and head with `trail`; the CA must be stopped.
@@ -562,11 +564,17 @@ fn write_stored(data_dir: &Path, trail: &Stored) {
                 txn.delete(Table::Audit, key)?;
             }
             for (seq, event) in &trail.events {
-                txn.put(Table::Audit, &seq.to_be_bytes(), &encode(event))?;
+                txn.put(
+                    Table::Audit,
+                    &seq.to_be_bytes(),
+                    &serde_json::to_vec(event).expect("events serialize"),
+                )?;
             }
-            let mut head = trail.head.0.to_be_bytes().to_vec();
-            head.extend(unhex(&trail.head.1));
-            txn.put(Table::Meta, AUDIT_HEAD.as_bytes(), &head)
+            let head = Head {
+                seq: trail.head.0,
+                hash: trail.head.1.clone(),
+            };
+            txn.put(Table::Meta, HEAD_KEY.as_bytes(), &head.encode())
         })
         .expect("write the store");
 }
@@ -580,7 +588,7 @@ fn rechain(trail: &mut Stored, from: u64) {
     };
     for (_, e) in trail.events.range_mut(from..) {
         e.prev_hash = prev;
-        e.hash = e.compute_hash();
+        e.hash = chain::hash(e);
         prev = e.hash.clone();
     }
     let (&last, e) = trail.events.last_key_value().unwrap();
@@ -676,7 +684,7 @@ async fn verify_finds_a_changed_event() {
     tamper(&mut ca, &original, |t| {
         let e = t.events.get_mut(&7).unwrap();
         e.outcome = "ok".into();
-        e.hash = e.compute_hash();
+        e.hash = chain::hash(e);
     });
     assert_broken(
         verify(&ca, None),
@@ -688,7 +696,7 @@ async fn verify_finds_a_changed_event() {
     tamper(&mut ca, &original, |t| {
         let e = t.events.get_mut(&10).unwrap();
         e.reason = Some("unspecified".into());
-        e.hash = e.compute_hash();
+        e.hash = chain::hash(e);
     });
     assert_broken(
         verify(&ca, None),

@@ -23,13 +23,14 @@ use time::{Duration, OffsetDateTime};
 use crate::crl;
 use crate::csr::{self, CheckedCsr, CsrError};
 use crate::issuer::IssuingCa;
+use crate::metrics::Metrics;
 use crate::profile;
 use crate::revocation::Revocations;
-use crate::store::change::{Applied, RevokeTarget};
-use crate::store::records::{
+use crate::state::records::{
     AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, Origin, Renewal, TokenRecord,
 };
-use crate::store::{Change, Conflict, Records, StoreError, Writer};
+use crate::state::{Applied, Change, Conflict, Ledger, Records, RevokeTarget};
+use crate::store::StoreError;
 use crate::token;
 
 /// Longest owner field accepted, in bytes.
@@ -371,8 +372,9 @@ pub struct Authority {
     ca: Arc<IssuingCa>,
     policy: Policy,
     records: Records,
-    writer: Writer,
+    writer: Ledger,
     revocations: Arc<Revocations>,
+    metrics: Arc<Metrics>,
 }
 
 impl Authority {
@@ -382,8 +384,9 @@ impl Authority {
         ca: Arc<IssuingCa>,
         policy: Policy,
         records: Records,
-        writer: Writer,
+        writer: Ledger,
         revocations: Arc<Revocations>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         policy.validate()?;
         Ok(Self {
@@ -392,7 +395,13 @@ impl Authority {
             records,
             writer,
             revocations,
+            metrics,
         })
+    }
+
+    /// The CA's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The revocation service: CRLs, OCSP, feed.
@@ -823,7 +832,10 @@ impl Authority {
         // A consistent page: the head first, then only the events up to it
         // (events committed in between wait for the next page), so that the
         // last page ends exactly at the head unless the trail was cut.
-        let (head_seq, head_hash) = self.records.audit_head()?;
+        let crate::audit::Head {
+            seq: head_seq,
+            hash: head_hash,
+        } = self.records.audit_head()?;
         let mut events = self.records.audit_since(since, limit)?;
         events.retain(|e| e.seq <= head_seq);
         Ok(AuditPage {
@@ -967,7 +979,8 @@ impl Authority {
         let crl = self.revocations.crl();
         let revoked_unexpired = self.revocations.revoked_unexpired(now);
         Ok(crate::metrics::Snapshot {
-            live_certificates: crate::metrics::global()
+            live_certificates: self
+                .metrics
                 .unexpired(now)
                 .saturating_sub(revoked_unexpired),
             crl_entries: crl.entries as u64,
@@ -975,7 +988,7 @@ impl Authority {
             crl_age_seconds: (now - crl.this_update).whole_seconds(),
             crl_next_update_seconds: (crl.next_update - now).whole_seconds(),
             store_bytes: self.records.store().size_on_disk(),
-            audit_last_sequence: self.records.audit_head()?.0,
+            audit_last_sequence: self.records.audit_head()?.seq,
             intermediate_expiry_seconds: (self.ca.not_after() - now).whole_seconds(),
         })
     }

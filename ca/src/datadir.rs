@@ -27,7 +27,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::keys::{self, KeyError, Passphrase};
 use crate::profile;
-use crate::store::{self, change, Backend, Change, StoreError};
+use crate::state::{self, change, Change};
+use crate::store::{Backend, StoreError};
 use crate::token;
 
 /// Version of the data directory layout.
@@ -210,7 +211,7 @@ impl DataDir {
         let int_params = profile::intermediate(td, opts.now - profile::BACKDATE, int_not_after);
         let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
 
-        let store = store::open(opts.store, &self.dir)?;
+        let store = state::open_store(opts.store, &self.dir)?;
         let admin_token = token::generate(token::ADMIN_PREFIX);
         let hash = token::hash(&admin_token).expect("generated tokens are well-formed");
         // The first event of the audit trail: the CA itself creates the
@@ -230,7 +231,7 @@ impl DataDir {
             &[Change::Audited {
                 change: Box::new(Change::PutAdmin {
                     hash,
-                    admin: store::records::AdminRecord {
+                    admin: state::records::AdminRecord {
                         name: "admin".into(),
                         tenant: None,
                         created_at: opts.now,

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod crl;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod ocsp;
 pub mod profile;
 pub mod revocation;
+pub mod state;
 pub mod store;
 pub mod tls;
 pub mod token;

@@ -1,26 +1,27 @@
 //! Prometheus metrics: what `GET /metrics` serves.
 //!
-//! Counters and histograms live in one process-wide [`Metrics`] (there is one
-//! CA per process); gauges that describe stored state (live certificates,
-//! the CRL, the store's size, the audit head) are read when scraped and
-//! passed to [`Metrics::render`] as a [`Snapshot`].
+//! Counters and histograms live in a [`Metrics`] handle that the CA passes
+//! to what records them (the state's ledger, the HTTP layer); gauges that
+//! describe stored state (live certificates, the CRL, the store's size,
+//! the audit head) are read when scraped and passed to [`Metrics::render`]
+//! as a [`Snapshot`].
 //!
-//! Issuance and revocation counters come from the audit trail: the store
-//! writer counts each event once it is committed, so a counter moves if and
-//! only if the audit trail says the thing happened.
+//! Issuance and revocation counters come from the audit trail: the ledger
+//! counts each event once it is committed, so a counter moves if and only
+//! if the audit trail says the thing happened.
+//!
+//! This module depends on nothing of the CA but the wire types: the store
+//! does not know it exists.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentca::identity::Part;
 use agentca::wire::AuditEvent;
 use time::OffsetDateTime;
-
-use crate::store::change::{Change, Outcome};
-use crate::store::{Records, StoreError, Table};
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -31,12 +32,6 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// the tenant and env `_other`, so that a flood of made-up names cannot
 /// grow the CA's memory or a scrape without bound.
 pub const MAX_SERIES: usize = 4096;
-
-/// The process's metrics.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::default)
-}
 
 #[derive(Default)]
 struct Histogram {
@@ -185,62 +180,26 @@ impl Metrics {
         counted.latency.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts what a commit did: its audit events and the certificates it
-    /// issued. Called by the store writer once the commit is durable.
-    pub fn observe_committed(&self, changes: &[Change], outcomes: &[Outcome]) {
-        let mut inner = self.lock();
-        for (change, outcome) in changes.iter().zip(outcomes) {
-            if outcome.is_err() {
-                continue;
-            }
-            match change {
-                // A renewal event that comes without a certificate is a
-                // retry answered with the certificate issued before: not a
-                // new issuance.
-                Change::Audit(e) if e.outcome == "ok" && e.action == "renew" => {
-                    inner.count_event(e, "retry");
-                }
-                Change::Audit(e) => inner.count_event(e, &e.outcome),
-                Change::Audited { change, audit } => {
-                    inner.count_event(audit, &audit.outcome);
-                    if let Change::Enroll { cert, .. } | Change::Renew { cert, .. } = &**change {
-                        *inner
-                            .unexpired
-                            .entry(cert.not_after.unix_timestamp())
-                            .or_default() += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
+    /// Counts a committed audit event as ending in `outcome` (its own, or
+    /// `retry` for a renewal answered with the certificate issued before).
+    pub fn observe_event(&self, event: &AuditEvent, outcome: &str) {
+        self.lock().count_event(event, outcome);
     }
 
-    /// Loads the count of unexpired certificates from the store, replacing
-    /// what was counted before: called once at start-up.
-    pub fn load_unexpired(&self, records: &Records, now: OffsetDateTime) -> Result<(), StoreError> {
-        const CHUNK: usize = 10_000;
-        let mut counts = std::collections::BTreeMap::new();
-        let mut start = crate::store::records::time_key(now + time::Duration::seconds(1), &[]);
-        loop {
-            let entries = records
-                .store()
-                .scan_from(Table::CertExpiry, &start, CHUNK)?;
-            for (key, _) in &entries {
-                if let Some(secs) = key.get(..8) {
-                    let secs = u64::from_be_bytes(secs.try_into().expect("8 bytes"));
-                    *counts.entry(secs as i64).or_default() += 1;
-                }
-            }
-            match entries.last() {
-                Some((key, _)) if entries.len() == CHUNK => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+    /// Counts a committed certificate as unexpired until `not_after`.
+    pub fn observe_issued(&self, not_after: OffsetDateTime) {
+        *self
+            .lock()
+            .unexpired
+            .entry(not_after.unix_timestamp())
+            .or_default() += 1;
+    }
+
+    /// Replaces the count of unexpired certificates with `counts` (how
+    /// many expire at each Unix second): called once at start-up, from the
+    /// store.
+    pub fn load_unexpired(&self, counts: BTreeMap<i64, u64>) {
         self.lock().unexpired = counts;
-        Ok(())
     }
 
     /// Issued certificates whose notAfter is after `now` (forgetting the
@@ -250,13 +209,6 @@ impl Metrics {
         let now = now.unix_timestamp();
         inner.unexpired = inner.unexpired.split_off(&(now + 1));
         inner.unexpired.values().sum()
-    }
-
-    /// Counts a committed audit event (the writer counts them in
-    /// [`Metrics::observe_committed`]).
-    #[cfg(test)]
-    pub fn observe_event(&self, event: &AuditEvent) {
-        self.lock().count_event(event, &event.outcome);
     }
 
     /// A feed request starts (`+1`) or ends (`-1`) waiting.
@@ -467,10 +419,16 @@ fn escape(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(action: &str, subject: Option<&str>, outcome: &str) -> AuditEvent {
+    impl Metrics {
+        fn observe_event_own(&self, event: &AuditEvent) {
+            self.observe_event(event, &event.outcome);
+        }
+    }
+
+    pub(crate) fn event(action: &str, subject: Option<&str>, outcome: &str) -> AuditEvent {
         let mut event = AuditEvent::new(
             OffsetDateTime::UNIX_EPOCH,
             agentca::wire::Actor::Anonymous,
@@ -484,20 +442,20 @@ mod tests {
     #[test]
     fn events_are_counted_by_family() {
         let m = Metrics::default();
-        m.observe_event(&event(
+        m.observe_event_own(&event(
             "enroll",
             Some("spiffe://td.test/tenant/acme/env/prod/agent/a1"),
             "ok",
         ));
-        m.observe_event(&event("enroll", None, "refused"));
-        m.observe_event(&event("revoke", Some("acme/prod"), "ok"));
-        m.observe_event(&event("revoke", Some("nope/prod"), "refused"));
-        m.observe_event(&event(
+        m.observe_event_own(&event("enroll", None, "refused"));
+        m.observe_event_own(&event("revoke", Some("acme/prod"), "ok"));
+        m.observe_event_own(&event("revoke", Some("nope/prod"), "refused"));
+        m.observe_event_own(&event(
             "register",
             Some("spiffe://td.test/tenant/other/env/prod/agent/a1"),
             "ok",
         ));
-        m.observe_event(&event("register", Some("acme/prod/a1"), "ok"));
+        m.observe_event_own(&event("register", Some("acme/prod/a1"), "ok"));
         let text = m.render(&Snapshot::default());
         assert!(text.contains(
             "agentca_issuance_total{kind=\"enroll\",tenant=\"acme\",env=\"prod\",outcome=\"issued\"} 1\n"
@@ -520,7 +478,7 @@ mod tests {
     fn series_are_capped() {
         let m = Metrics::default();
         for i in 0..MAX_SERIES + 10 {
-            m.observe_event(&event(
+            m.observe_event_own(&event(
                 "enroll",
                 Some(&format!("spiffe://td/tenant/t{i}/env/e/agent/a")),
                 "ok",
@@ -555,43 +513,5 @@ mod tests {
         m.observe_request(None, 404, Duration::from_millis(1));
         let text = m.render(&Snapshot::default());
         assert!(text.contains("agentca_http_requests_total{route=\"unmatched\",code=\"404\"} 2\n"));
-    }
-
-    #[test]
-    fn commits_count_issued_certificates_and_retried_renewals() {
-        use crate::store::change::Applied;
-        use crate::store::suite::{cert, t0};
-        use crate::store::Conflict;
-        use crate::token::{generate, hash, BOOTSTRAP_PREFIX};
-        let m = Metrics::default();
-        let id = "spiffe://td.test/tenant/acme/env/prod/agent/a1";
-        let enroll = |serial| Change::Audited {
-            change: Box::new(Change::Enroll {
-                token_hash: hash(&generate(BOOTSTRAP_PREFIX)).unwrap(),
-                at: t0(),
-                cert: cert("acme/prod/a1", serial),
-            }),
-            audit: Box::new(event("enroll", Some(id), "ok")),
-        };
-        let (issued, refused) = (enroll(1), enroll(2));
-        let retried = Change::Audit(event("renew", Some(id), "ok"));
-        m.observe_committed(
-            &[issued, refused, retried],
-            &[
-                Ok(Applied::Done),
-                Err(Conflict::TokenUsed),
-                Ok(Applied::Done),
-            ],
-        );
-        let text = m.render(&Snapshot::default());
-        let series = |kind: &str, outcome: &str| {
-            format!("agentca_issuance_total{{kind=\"{kind}\",tenant=\"acme\",env=\"prod\",outcome=\"{outcome}\"}} 1\n")
-        };
-        // 1: the enrollment whose commit conflicted is not counted.
-        assert!(text.contains(&series("enroll", "issued")), "{text}");
-        assert!(text.contains(&series("renew", "retry")), "{text}");
-        // Only the committed certificate is live, until its notAfter.
-        assert_eq!(m.unexpired(t0()), 1);
-        assert_eq!(m.unexpired(t0() + time::Duration::minutes(5)), 0);
     }
 }

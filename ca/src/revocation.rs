@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::crl::{self, SignedCrl};
 use crate::issuer::IssuingCa;
 use crate::ocsp::{self, Responder};
-use crate::store::change::{Applied, Change};
-use crate::store::records::RevocationEvent;
-use crate::store::{Records, StoreError, Writer};
+use crate::state::records::RevocationEvent;
+use crate::state::{retention, Applied, Change, Ledger, Records};
+use crate::store::StoreError;
 
 /// Counter of the intermediate's CRL numbers.
 const CRL_NUMBER: &str = "crl_number";
@@ -100,7 +100,7 @@ pub struct FeedPage {
 pub struct Revocations {
     ca: Arc<IssuingCa>,
     records: Records,
-    writer: Writer,
+    writer: Ledger,
     config: RevocationConfig,
     responder: Responder,
     feed: RwLock<BTreeMap<u64, RevocationEvent>>,
@@ -137,7 +137,7 @@ impl Revocations {
     pub async fn start(
         ca: Arc<IssuingCa>,
         records: Records,
-        writer: Writer,
+        writer: Ledger,
         config: RevocationConfig,
         root: RootCrlSource,
         committed: mpsc::UnboundedReceiver<Vec<RevocationEvent>>,
@@ -147,7 +147,7 @@ impl Revocations {
         let latest = events
             .last()
             .map_or(0, |e| e.seq)
-            .max(records.counter(crate::store::change::REVOCATION_SEQ)?);
+            .max(records.sequence(crate::state::change::REVOCATION_SEQ)?);
         let feed: BTreeMap<u64, RevocationEvent> = events.into_iter().map(|e| (e.seq, e)).collect();
         let responder = Responder::new(&ca, config.ocsp_validity)
             .map_err(|e| RevocationError::Sign(e.to_string()))?;
@@ -350,7 +350,7 @@ impl Revocations {
         let mut tick = tokio::time::interval(period.unsigned_abs());
         loop {
             tick.tick().await;
-            let before = OffsetDateTime::now_utc() - self.config.retention;
+            let before = retention::cutoff(OffsetDateTime::now_utc(), self.config.retention);
             if let Err(e) = self.prune(before).await {
                 tracing::error!(error = %e, "pruning expired records failed");
             }
@@ -395,7 +395,7 @@ impl Revocations {
         Ok(())
     }
 
-    /// Prunes everything that expired before `before`.
+    /// Prunes what [`retention::prunable`] lets go at the cut-off `before`.
     pub async fn prune(&self, before: OffsetDateTime) -> Result<(usize, usize), StoreError> {
         const BATCH: usize = 5_000;
         let (mut certs, mut tokens) = (0, 0);
@@ -422,7 +422,7 @@ impl Revocations {
         }
         {
             let mut feed = self.feed.write().unwrap_or_else(|p| p.into_inner());
-            feed.retain(|_, e| e.not_after >= before);
+            feed.retain(|_, e| !retention::prunable(e.not_after, before));
         }
         if certs + tokens > 0 {
             tracing::info!(
@@ -435,7 +435,7 @@ impl Revocations {
     }
 }
 
-async fn bump(writer: &Writer, name: &'static str) -> Result<u64, StoreError> {
+async fn bump(writer: &Ledger, name: &'static str) -> Result<u64, StoreError> {
     match writer.apply(Change::BumpCounter(name.to_owned())).await? {
         Ok(Applied::Counter(n)) => Ok(n),
         other => Err(StoreError::Corrupt {
@@ -471,7 +471,7 @@ fn sign_crl(
 /// while running (rotating it means a new `init`).
 async fn sign_root_crl(
     signer: &RootSigner,
-    writer: &Writer,
+    writer: &Ledger,
     config: &RevocationConfig,
     now: OffsetDateTime,
 ) -> Result<SignedCrl, RevocationError> {
@@ -497,7 +497,7 @@ async fn sign_root_crl(
 
 async fn load_or_sign_root_crl(
     signer: &RootSigner,
-    writer: &Writer,
+    writer: &Ledger,
     config: &RevocationConfig,
     now: OffsetDateTime,
 ) -> Result<SignedCrl, RevocationError> {

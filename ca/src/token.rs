@@ -6,7 +6,7 @@
 
 use base64::Engine;
 
-use crate::store::records::TokenHash;
+use crate::state::records::TokenHash;
 
 /// Prefix of bootstrap tokens.
 pub const BOOTSTRAP_PREFIX: &str = "agentca-bt-";

@@ -4,10 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use agentca::wire::{
-    verify_audit_chain, AdminInfo, AuditBreak, AuditEvent, AuditPage, CreateAdminRequest,
-    CreateAdminResponse,
-};
+use agentca::wire::{AdminInfo, AuditEvent, AuditPage, CreateAdminRequest, CreateAdminResponse};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -139,7 +136,7 @@ async fn verify(conn: &AdminConnection, anchor_path: Option<PathBuf>) -> anyhow:
     let mut anchor_seen = false;
     let (head_seq, head_hash) = loop {
         let page = page(conn, since, 0).await?;
-        if let Err(broken) = verify_audit_chain(&page.events, since + 1, &prev) {
+        if let Err(broken) = crate::audit::verify_chain(&page.events, since + 1, &prev) {
             anyhow::bail!("audit trail broken: {broken}");
         }
         if let Some(a) = &anchor {
@@ -160,7 +157,7 @@ async fn verify(conn: &AdminConnection, anchor_path: Option<PathBuf>) -> anyhow:
             last => {
                 let (found, hash) = last.map_or((since, prev.clone()), |l| (l.seq, l.hash.clone()));
                 if found != page.head_seq {
-                    let broken = AuditBreak::Truncated {
+                    let broken = crate::audit::AuditBreak::Truncated {
                         expected: page.head_seq,
                         found,
                     };

@@ -16,9 +16,11 @@ use crate::datadir::{self, DataDir, InitOptions};
 use crate::http::server::Limits;
 use crate::issuer::{Distribution, IssuingCa};
 use crate::keys::Passphrase;
+use crate::metrics::Metrics;
 use crate::profile::ServerName;
 use crate::revocation::{RevocationConfig, Revocations, RootCrlSource, RootSigner};
-use crate::store::{self, Backend, Records, Writer};
+use crate::state::{Ledger, Records};
+use crate::store::Backend;
 use crate::tls::{self, RenewalClientCert, ServerIdentity};
 
 /// Trust domain of a CA created by `serve` for local use.
@@ -236,12 +238,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         loaded.intermediate_key,
         Distribution::under(&bases),
     )?);
-    let store = store::open(loaded.meta.store, dir.path())
+    let store = crate::state::open_store(loaded.meta.store, dir.path())
         .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = Writer::start(store.clone(), Some(committed_tx))?;
+    let metrics = Arc::new(Metrics::default());
+    let writer = Ledger::start(store.clone(), Some(committed_tx), metrics.clone())?;
     let records = Records::new(store);
-    crate::metrics::global().load_unexpired(&records, OffsetDateTime::now_utc())?;
+    metrics.load_unexpired(records.unexpired_by_second(OffsetDateTime::now_utc())?);
     let root_crl = match root_key {
         Some(key) => RootCrlSource::Signer(Box::new(
             RootSigner::new(&loaded.root, key, dir.root_crl()).map_err(anyhow::Error::msg)?,
@@ -270,7 +273,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     let authority = Arc::new(
-        Authority::new(ca, policy, records, writer, revocations).map_err(anyhow::Error::msg)?,
+        Authority::new(ca, policy, records, writer, revocations, metrics)
+            .map_err(anyhow::Error::msg)?,
     );
 
     let mut names = vec![
@@ -344,9 +348,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listener) = http_listener {
         let app = crate::http::public_router(authority.clone());
         let limits = limits.clone();
+        let metrics = authority.metrics().clone();
         let mut stop = stop_rx.clone();
         plain = Some(tokio::spawn(async move {
-            crate::http::server::serve(listener, None, app, limits, async move {
+            crate::http::server::serve(listener, None, app, limits, metrics, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
@@ -369,11 +374,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("agentca plain HTTP (CRL, OCSP) on http://{addr}");
     }
     println!("agentca listening on https://{local}");
+    let metrics = authority.metrics().clone();
     crate::http::server::serve(
         listener,
         Some(Arc::new(tls_config)),
         crate::http::router(authority, crate::http::IssuanceLimit::new(args.max_issuing)),
         limits,
+        metrics,
         shutdown_signal(),
     )
     .await;

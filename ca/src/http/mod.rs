@@ -490,23 +490,23 @@ async fn feed(
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
     let wait = std::time::Duration::from_secs(q.wait.unwrap_or(20)).min(MAX_FEED_WAIT);
     let limit = q.limit.unwrap_or(crate::revocation::MAX_FEED_PAGE);
-    let _waiting = FeedWaiting::new();
+    let _waiting = FeedWaiting::new(ca.metrics().clone());
     Ok(Json(ca.revocation_feed(q.since, limit, wait).await))
 }
 
 /// Counts a feed request as a subscriber while it is open.
-struct FeedWaiting;
+struct FeedWaiting(Arc<crate::metrics::Metrics>);
 
 impl FeedWaiting {
-    fn new() -> Self {
-        crate::metrics::global().feed_waiting(1);
-        Self
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics.feed_waiting(1);
+        Self(metrics)
     }
 }
 
 impl Drop for FeedWaiting {
     fn drop(&mut self) {
-        crate::metrics::global().feed_waiting(-1);
+        self.0.feed_waiting(-1);
     }
 }
 
@@ -582,7 +582,7 @@ async fn metrics(State(ca): State<AppState>) -> Result<impl IntoResponse, ApiErr
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::global().render(&snapshot),
+        ca.metrics().render(&snapshot),
     ))
 }
 

@@ -67,6 +67,7 @@ pub async fn serve(
     tls: Option<Arc<ServerConfig>>,
     app: Router,
     limits: Limits,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
@@ -112,6 +113,7 @@ pub async fn serve(
             builder: builder.clone(),
             watcher: graceful.watcher(),
             request_timeout: limits.request_timeout,
+            metrics: metrics.clone(),
         };
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
@@ -186,6 +188,7 @@ struct Conn {
     builder: Arc<http1::Builder>,
     watcher: hyper_util::server::graceful::Watcher,
     request_timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Conn {
@@ -196,6 +199,7 @@ impl Conn {
         let remote = info.remote;
         let app = self.app;
         let timeout = self.request_timeout;
+        let metrics = self.metrics;
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let request_id = new_request_id();
             req.extensions_mut().insert(info.clone());
@@ -205,6 +209,7 @@ impl Conn {
             // an OCSP GET path can be long.
             let path: String = req.uri().path().chars().take(128).collect();
             let app = app.clone();
+            let metrics = metrics.clone();
             let started = std::time::Instant::now();
             async move {
                 let req = req.map(axum::body::Body::new);
@@ -226,11 +231,7 @@ impl Conn {
                     .extensions()
                     .get::<axum::extract::MatchedPath>()
                     .map(|m| m.as_str());
-                crate::metrics::global().observe_request(
-                    route,
-                    response.status().as_u16(),
-                    elapsed,
-                );
+                metrics.observe_request(route, response.status().as_u16(), elapsed);
                 tracing::info!(
                     target: "agentca::request",
                     request_id = %request_id,

@@ -1,39 +1,31 @@
-//! Persistence.
+//! Persistence: a store that only stores.
 //!
 //! Everything the CA persists goes through one [`Store`]: a small
-//! transactional key-value model with two embedded backends, [`redb`] (the
-//! default: a synced write-ahead log, with redb written behind) and
-//! [`sled`]. On top of it:
+//! transactional key-value model (reads, writes, conditional writes and
+//! sequences inside atomic, durable transactions) with two embedded
+//! backends, [`redb`] (the default: a synced write-ahead log, with redb
+//! written behind) and [`sled`]; and [`writer`], the single writer thread
+//! that gathers concurrent jobs into one durable commit (group commit).
 //!
-//! - [`records`]: the typed records (agents, tokens, certificates, admins,
-//!   clone alerts) and how they are keyed;
-//! - [`change`]: the state changes, each applied atomically with the checks
-//!   that must hold at commit time (a token's remaining uses, a certificate
-//!   renewed at most once);
-//! - [`writer`]: the single writer task that gathers concurrent changes
-//!   into one durable commit (group commit).
+//! The store knows nothing of agents, tokens, admins or revocations: what
+//! the bytes mean and which writes are allowed is decided above it
+//! ([`crate::state`]). Nothing here may depend on another module of the
+//! CA.
 //!
 //! Reads go straight to the store and see the last committed (for redb:
 //! logged) state.
 
-pub mod change;
-pub mod records;
 pub mod redb;
 pub mod sled;
 pub mod wal;
 pub mod writer;
-
-#[cfg(test)]
-pub(crate) mod suite;
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use change::{Change, Conflict, Outcome};
-pub use records::Records;
-pub use writer::Writer;
+pub use writer::{Job, Writer};
 
 /// A store failure: the disk, the database or a record that does not decode.
 /// None of these is the caller's fault; the HTTP layer answers 500/503.
@@ -227,11 +219,60 @@ pub trait WriteTxn {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
+
+    /// Writes `value` under `key` only if the key is absent; returns
+    /// whether it wrote.
+    fn insert_new(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        if self.get(table, key)?.is_some() {
+            return Ok(false);
+        }
+        self.put(table, key, value)?;
+        Ok(true)
+    }
+
+    /// Appends to the sequence `name` (8 big-endian bytes in
+    /// [`Table::Meta`]): returns its new last number, 1 for the first.
+    fn next_in_sequence(&mut self, name: &str) -> Result<u64, StoreError> {
+        let next = sequence_value(self.get(Table::Meta, name.as_bytes())?.as_deref(), name)? + 1;
+        self.put(Table::Meta, name.as_bytes(), &next.to_be_bytes())?;
+        Ok(next)
+    }
+}
+
+/// The last number of the sequence `name` stored as `bytes` (0 if none).
+pub fn sequence_value(bytes: Option<&[u8]>, name: &str) -> Result<u64, StoreError> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => {
+            <[u8; 8]>::try_from(b)
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    table: Table::Meta.name(),
+                    detail: format!("sequence {name} is not 8 bytes"),
+                })
+        }
+    }
+}
+
+/// Replays one write-ahead log record of an earlier version (whose records
+/// held the layer above's changes, not writes) inside a transaction.
+pub type LegacyReplay<'a> = &'a dyn Fn(&[u8], &mut dyn WriteTxn) -> Result<(), String>;
+
+/// Opens (creating if needed) the store of `backend` under the data
+/// directory `dir`. A log of an earlier version cannot be replayed here:
+/// see [`open_with`].
+pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(backend, dir, None)
 }
 
 /// Opens (creating if needed) the store of `backend` under the data
-/// directory `dir`.
-pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+/// directory `dir`, replaying the records of an earlier version's log with
+/// `legacy`.
+pub fn open_with(
+    backend: Backend,
+    dir: &Path,
+    legacy: Option<LegacyReplay<'_>>,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match backend {
         Backend::Redb => {
             let (store, pending) =
@@ -258,17 +299,16 @@ pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> 
                     })?;
                     continue;
                 }
-                // A log of an earlier version: its records are the changes.
-                let changes: Vec<Change> =
-                    serde_json::from_slice(&record.payload).map_err(|e| corrupt(record.seq, &e))?;
+                // A log of an earlier version: its records are changes, which
+                // only the layer above understands.
+                let Some(replay) = legacy else {
+                    return Err(corrupt(
+                        record.seq,
+                        &"a log record of an earlier version, and no way to replay it",
+                    ));
+                };
                 store.replay(record.seq, &mut |txn| {
-                    for change in &changes {
-                        // A change refused the first time is refused again
-                        // (same state, same change): its outcome was
-                        // already answered.
-                        let _outcome = change::apply(txn, change)?;
-                    }
-                    Ok(())
+                    replay(&record.payload, txn).map_err(|e| corrupt(record.seq, &e))
                 })?;
             }
             store.checkpoint()?;

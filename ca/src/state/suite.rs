@@ -9,7 +9,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::change::{commit, Applied, Change, Conflict, RevokeSummary, RevokeTarget};
 use super::records::*;
-use super::{Backend, Store, Writer};
+use super::Records;
+use crate::store::{Backend, Store};
 
 pub(crate) fn t0() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
@@ -85,7 +86,7 @@ fn one(store: &dyn Store, change: Change) -> Result<Applied, Conflict> {
 const DONE: Result<Applied, Conflict> = Ok(Applied::Done);
 
 fn open(backend: Backend, dir: &Path) -> Arc<dyn Store> {
-    super::open(backend, dir).unwrap()
+    super::open_store(backend, dir).unwrap()
 }
 
 macro_rules! suite {
@@ -522,7 +523,7 @@ fn counters_only_grow_and_survive_reopening(backend: Backend) {
     }
     let store = open(backend, dir.path());
     assert_eq!(
-        Records::new(store.clone()).counter("crl_number").unwrap(),
+        Records::new(store.clone()).sequence("crl_number").unwrap(),
         2
     );
     assert_eq!(
@@ -535,11 +536,11 @@ fn a_store_open_elsewhere_does_not_open_until_closed(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let first = open(backend, dir.path());
     one(&*first, Change::BumpCounter("c".into())).unwrap();
-    assert!(super::open(backend, dir.path()).is_err());
+    assert!(super::open_store(backend, dir.path()).is_err());
     drop(first);
     // Straight after closing, as a restart in the same process would.
     let again = open(backend, dir.path());
-    assert_eq!(Records::new(again).counter("c").unwrap(), 1);
+    assert_eq!(Records::new(again).sequence("c").unwrap(), 1);
 }
 
 fn an_agent_registers_once(backend: Backend) {
@@ -989,7 +990,7 @@ fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Ba
     let dir = tempfile::tempdir().unwrap();
     let store = open(backend, dir.path());
     let key = bot_with_token(&*store, [5; 32], 1);
-    let writer = Writer::start(store.clone(), None).unwrap();
+    let writer = super::Ledger::start(store.clone(), None, Default::default()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -1028,7 +1029,7 @@ fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(backend, dir.path());
     let t = Table::Alerts;
-    let pairs = |entries: Vec<super::Entry>| -> Vec<(String, String)> {
+    let pairs = |entries: Vec<crate::store::Entry>| -> Vec<(String, String)> {
         entries
             .into_iter()
             .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
@@ -1109,7 +1110,7 @@ fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
 #[test]
 fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (redb, _) = super::redb::RedbStore::open(
+    let (redb, _) = crate::store::redb::RedbStore::open(
         &dir.path().join("store.redb"),
         &dir.path().join("store.wal"),
     )
@@ -1171,14 +1172,14 @@ fn redb_a_reopened_store_logs_where_its_batches_can_be_read_back() {
     let paths = |d: &Path| (d.join("store.redb"), d.join("store.wal"));
     let (db, wal) = paths(dir.path());
     {
-        let (redb, _) = super::redb::RedbStore::open(&db, &wal).unwrap();
+        let (redb, _) = crate::store::redb::RedbStore::open(&db, &wal).unwrap();
         redb.set_checkpoint_interval(std::time::Duration::ZERO);
         for name in ["a", "b", "c", "d", "e"] {
             commit(&redb, &[Change::RegisterAgent(agent("acme", name))]).unwrap();
             redb.wait_for_checkpoint().unwrap();
         }
     }
-    let (redb, pending) = super::redb::RedbStore::open(&db, &wal).unwrap();
+    let (redb, pending) = crate::store::redb::RedbStore::open(&db, &wal).unwrap();
     assert!(pending.is_empty());
     redb.set_checkpoint_interval(std::time::Duration::from_secs(3600));
     commit(&redb, &[Change::RegisterAgent(agent("acme", "f"))]).unwrap();
@@ -1186,7 +1187,7 @@ fn redb_a_reopened_store_logs_where_its_batches_can_be_read_back() {
     drop(redb);
     {
         let (db, wal) = paths(crashed.path());
-        let (copy, pending) = super::redb::RedbStore::open(&db, &wal).unwrap();
+        let (copy, pending) = crate::store::redb::RedbStore::open(&db, &wal).unwrap();
         assert_eq!(
             pending.len(),
             1,
@@ -1216,7 +1217,7 @@ fn crash_copy(dir: &Path) -> tempfile::TempDir {
 /// How many logged batches the redb store in `dir` has to replay (it is
 /// opened without replaying them, which leaves them in the log).
 fn pending_batches(dir: &Path) -> usize {
-    super::redb::RedbStore::open(&dir.join("store.redb"), &dir.join("store.wal"))
+    crate::store::redb::RedbStore::open(&dir.join("store.redb"), &dir.join("store.wal"))
         .unwrap()
         .1
         .len()
@@ -1227,14 +1228,15 @@ fn pending_batches(dir: &Path) -> usize {
 #[test]
 fn redb_replays_a_log_of_changes_from_an_earlier_version() {
     let dir = tempfile::tempdir().unwrap();
-    drop(super::redb::RedbStore::open(
+    drop(crate::store::redb::RedbStore::open(
         &dir.path().join("store.redb"),
         &dir.path().join("store.wal"),
     ));
     let a = agent("acme", "bot");
     let key = a.key();
     {
-        let (mut wal, records) = super::wal::Wal::open(&dir.path().join("store.wal")).unwrap();
+        let (mut wal, records) =
+            crate::store::wal::Wal::open(&dir.path().join("store.wal")).unwrap();
         assert!(records.is_empty());
         let batch = |changes: Vec<Change>| serde_json::to_vec(&changes).unwrap();
         wal.append(1, &batch(vec![Change::RegisterAgent(a)]))
@@ -1258,7 +1260,7 @@ fn redb_replays_a_log_of_changes_from_an_earlier_version() {
 #[test]
 fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let (redb, pending) = super::redb::RedbStore::open(
+    let (redb, pending) = crate::store::redb::RedbStore::open(
         &dir.path().join("store.redb"),
         &dir.path().join("store.wal"),
     )
@@ -1320,7 +1322,7 @@ fn redb_checkpoints_empty_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let paths = |d: &Path| (d.join("store.redb"), d.join("store.wal"));
     let (db, wal) = paths(dir.path());
-    let (store, pending) = super::redb::RedbStore::open(&db, &wal).unwrap();
+    let (store, pending) = crate::store::redb::RedbStore::open(&db, &wal).unwrap();
     assert!(pending.is_empty());
     store.set_checkpoint_interval(std::time::Duration::from_secs(3600));
     commit(&store, &[Change::RegisterAgent(agent("acme", "bot"))]).unwrap();
@@ -1333,11 +1335,11 @@ fn redb_checkpoints_empty_the_log() {
         std::fs::copy(&db, &db2).unwrap();
         std::fs::copy(&wal, &wal2).unwrap();
         std::fs::copy(
-            super::redb::second_segment(&wal),
-            super::redb::second_segment(&wal2),
+            crate::store::redb::second_segment(&wal),
+            crate::store::redb::second_segment(&wal2),
         )
         .unwrap();
-        super::redb::RedbStore::open(&db2, &wal2).unwrap()
+        crate::store::redb::RedbStore::open(&db2, &wal2).unwrap()
     };
     let (_, before) = snapshot("before");
     assert_eq!(
@@ -1359,7 +1361,7 @@ fn redb_refuses_a_log_that_does_not_follow_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let paths = |d: &Path| (d.join("store.redb"), d.join("store.wal"));
     let (db, wal) = paths(dir.path());
-    let (store, _) = super::redb::RedbStore::open(&db, &wal).unwrap();
+    let (store, _) = crate::store::redb::RedbStore::open(&db, &wal).unwrap();
     store.set_checkpoint_interval(std::time::Duration::from_secs(3600));
     commit(&store, &[Change::RegisterAgent(agent("acme", "a"))]).unwrap();
     store.checkpoint().unwrap();
@@ -1372,7 +1374,7 @@ fn redb_refuses_a_log_that_does_not_follow_the_store() {
     drop(store);
     // An older store with a newer log: batch 2 is in neither.
     let (db, wal) = paths(backup.path());
-    let err = super::redb::RedbStore::open(&db, &wal)
+    let err = crate::store::redb::RedbStore::open(&db, &wal)
         .err()
         .expect("refused");
     assert!(err.to_string().contains("resumes at 3"), "{err}");

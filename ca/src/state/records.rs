@@ -1,10 +1,8 @@
-//! The typed records of the store, how they are keyed, and typed reads.
+//! The typed records of the CA's state and how they are keyed.
 //!
 //! Records are JSON (self-describing, so a field added later reads old
 //! records with its default). Times are Unix seconds; certificate DER is
 //! base64.
-
-use std::sync::Arc;
 
 use agentca::identity::InstanceId;
 use agentca::wire::Serial;
@@ -12,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, Table};
+use crate::store::{StoreError, Table};
 
 /// SHA-256 of a secret token: the only form in which tokens are stored.
 pub type TokenHash = [u8; 32];
@@ -252,195 +250,4 @@ pub fn index_key(prefix: &str, suffix: &[u8]) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(suffix);
     k
-}
-
-/// Typed reads of the last committed state.
-#[derive(Clone)]
-pub struct Records {
-    store: Arc<dyn Store>,
-}
-
-impl Records {
-    /// Reads from `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
-    }
-
-    /// The underlying store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.store
-            .get(table, key)?
-            .map(|bytes| decode(table, &bytes))
-            .transpose()
-    }
-
-    /// The agent registered under `tenant/env/agent`.
-    pub fn agent(&self, key: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.get(Table::Agents, key.as_bytes())
-    }
-
-    /// Up to `limit` agents whose key starts with `prefix` (`""` for all,
-    /// `"tenant/"` for one tenant), in key order.
-    pub fn agents(&self, prefix: &str, limit: usize) -> Result<Vec<AgentRecord>, StoreError> {
-        self.agents_after(prefix, None, limit)
-    }
-
-    /// Up to `limit` agents whose key starts with `prefix` and sorts after
-    /// `after` (every one when `None`), in key order.
-    pub fn agents_after(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AgentRecord>, StoreError> {
-        // The first key after `after` is `after` followed by a NUL byte.
-        let start = match after {
-            Some(after) if after.as_bytes() >= prefix.as_bytes() => {
-                let mut start = after.as_bytes().to_vec();
-                start.push(0);
-                start
-            }
-            _ => prefix.as_bytes().to_vec(),
-        };
-        self.store
-            .scan_from(Table::Agents, &start, limit)?
-            .iter()
-            .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
-            .map(|(_, v)| decode(Table::Agents, v))
-            .collect()
-    }
-
-    /// The token with this hash.
-    pub fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
-        self.get(Table::Tokens, hash)
-    }
-
-    /// The certificate with this serial.
-    pub fn cert(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError> {
-        self.get(Table::Certs, serial.as_bytes())
-    }
-
-    /// Up to `limit` certificates of the agent `tenant/env/agent`, in serial
-    /// order.
-    pub fn certs_of(&self, agent_key: &str, limit: usize) -> Result<Vec<CertRecord>, StoreError> {
-        let prefix = index_key(agent_key, &[]);
-        let mut out = Vec::new();
-        for (k, _) in self.store.scan_prefix(Table::AgentCerts, &prefix, limit)? {
-            let serial =
-                Serial::from_bytes(&k[prefix.len()..]).map_err(|e| StoreError::Corrupt {
-                    table: Table::AgentCerts.name(),
-                    detail: e.to_string(),
-                })?;
-            if let Some(cert) = self.cert(&serial)? {
-                out.push(cert);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `limit` certificates of the instance, in serial order.
-    pub fn instance_certs(
-        &self,
-        instance: &InstanceId,
-        limit: usize,
-    ) -> Result<Vec<CertRecord>, StoreError> {
-        let prefix = index_key(instance.as_str(), &[]);
-        let mut out = Vec::new();
-        for (k, _) in self
-            .store
-            .scan_prefix(Table::InstanceCerts, &prefix, limit)?
-        {
-            let serial =
-                Serial::from_bytes(&k[prefix.len()..]).map_err(|e| StoreError::Corrupt {
-                    table: Table::InstanceCerts.name(),
-                    detail: e.to_string(),
-                })?;
-            if let Some(cert) = self.cert(&serial)? {
-                out.push(cert);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `limit` audit events after `since`, in order.
-    pub fn audit_since(
-        &self,
-        since: u64,
-        limit: usize,
-    ) -> Result<Vec<agentca::wire::AuditEvent>, StoreError> {
-        self.store
-            .scan_from(Table::Audit, &since.saturating_add(1).to_be_bytes(), limit)?
-            .iter()
-            .map(|(_, v)| decode(Table::Audit, v))
-            .collect()
-    }
-
-    /// The audit trail's head: its last sequence number and hash.
-    pub fn audit_head(&self) -> Result<(u64, String), StoreError> {
-        super::change::audit_head(
-            self.store
-                .get(Table::Meta, super::change::AUDIT_HEAD.as_bytes())?,
-        )
-    }
-
-    /// The admins, in name order.
-    pub fn admins(&self) -> Result<Vec<AdminRecord>, StoreError> {
-        let mut out = Vec::new();
-        for (_, hash) in self.store.scan_prefix(Table::AdminNames, &[], usize::MAX)? {
-            if let Some(admin) = self.get(Table::Admins, &hash)? {
-                out.push(admin);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The admin whose token has this hash.
-    pub fn admin(&self, hash: &TokenHash) -> Result<Option<AdminRecord>, StoreError> {
-        self.get(Table::Admins, hash)
-    }
-
-    /// Every revocation event still kept (pruning drops those of
-    /// certificates expired longer than the retention window), in order.
-    pub fn revocation_events(&self) -> Result<Vec<RevocationEvent>, StoreError> {
-        self.store
-            .scan_prefix(Table::Revocations, &[], usize::MAX)?
-            .iter()
-            .map(|(_, v)| decode(Table::Revocations, v))
-            .collect()
-    }
-
-    /// The value of a counter in the meta table (0 if never bumped).
-    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        match self.store.get(Table::Meta, name.as_bytes())? {
-            None => Ok(0),
-            Some(b) => Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(
-                |_| StoreError::Corrupt {
-                    table: Table::Meta.name(),
-                    detail: format!("counter {name} is not 8 bytes"),
-                },
-            )?)),
-        }
-    }
-
-    /// Up to `limit` clone alerts of the agent `tenant/env/agent`, newest first.
-    pub fn alerts_of(
-        &self,
-        agent_key: &str,
-        limit: usize,
-    ) -> Result<Vec<CloneAlertRecord>, StoreError> {
-        // Alerts are pruned after the retention window, so all of one
-        // agent's fit in memory; the newest are the ones that matter.
-        let all = self
-            .store
-            .scan_prefix(Table::Alerts, &index_key(agent_key, &[]), usize::MAX)?;
-        all.iter()
-            .rev()
-            .take(limit)
-            .map(|(_, v)| decode(Table::Alerts, v))
-            .collect()
-    }
 }

@@ -1,0 +1,236 @@
+//! The hash chain: each event carries the SHA-256 of the one before it
+//! (`prev_hash`) and its own (`hash`, over all its other fields), so that a
+//! changed, removed or reordered event breaks the chain; the CA's record
+//! of the last event (the [`Head`]) catches a trail cut short.
+
+use agentca::wire::{Actor, AuditEvent, Serial};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::store::{StoreError, Table};
+
+/// The hash before the first event: 64 zeros.
+pub fn genesis() -> String {
+    "0".repeat(64)
+}
+
+/// The hash `event` should carry: SHA-256 over its JSON without the `hash`
+/// field, fields in their order on the wire, times as RFC 3339.
+pub fn hash(event: &AuditEvent) -> String {
+    #[derive(Serialize)]
+    struct Hashed<'a> {
+        seq: u64,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        actor: &'a Actor,
+        action: &'a str,
+        subject: &'a Option<String>,
+        serial: &'a Option<Serial>,
+        #[serde(with = "time::serde::rfc3339::option")]
+        not_after: Option<OffsetDateTime>,
+        outcome: &'a str,
+        reason: &'a Option<String>,
+        remote_addr: &'a Option<String>,
+        request_id: &'a Option<String>,
+        prev_hash: &'a str,
+    }
+    let canonical = serde_json::to_vec(&Hashed {
+        seq: event.seq,
+        at: event.at,
+        actor: &event.actor,
+        action: &event.action,
+        subject: &event.subject,
+        serial: &event.serial,
+        not_after: event.not_after,
+        outcome: &event.outcome,
+        reason: &event.reason,
+        remote_addr: &event.remote_addr,
+        request_id: &event.request_id,
+        prev_hash: &event.prev_hash,
+    })
+    .expect("audit events serialize");
+    crate::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref())
+}
+
+/// The trail's last event: its sequence number and hash (0 and
+/// [`genesis`] while the trail is empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The last event's sequence number.
+    pub seq: u64,
+    /// Its hash, as hex.
+    pub hash: String,
+}
+
+impl Head {
+    /// The head stored as `bytes` (8 bytes of sequence number, 32 of
+    /// hash); the empty trail's when there are none.
+    pub fn decode(bytes: Option<&[u8]>) -> Result<Self, StoreError> {
+        match bytes {
+            None => Ok(Self {
+                seq: 0,
+                hash: genesis(),
+            }),
+            Some(b) if b.len() == 40 => Ok(Self {
+                seq: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+                hash: crate::hex(&b[8..]),
+            }),
+            Some(_) => Err(StoreError::Corrupt {
+                table: Table::Meta.name(),
+                detail: "the audit head is not 40 bytes".into(),
+            }),
+        }
+    }
+
+    /// The stored form of the head.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.seq.to_be_bytes().to_vec();
+        // Our own hashes: 64 hex digits.
+        out.extend(agentca::unhex(&self.hash).unwrap_or_default());
+        out
+    }
+}
+
+/// Where an audit trail breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuditBreak {
+    /// An event's hash does not match its content: it was changed.
+    #[error("event {0} was changed: its hash does not match its content")]
+    Changed(u64),
+    /// The sequence jumps: events are missing.
+    #[error("events after {after} are missing: the next one is {next}")]
+    Removed {
+        /// The last event before the gap.
+        after: u64,
+        /// The first event after it.
+        next: u64,
+    },
+    /// The sequence goes backwards or repeats: events were reordered.
+    #[error("event {0} is out of order")]
+    Reordered(u64),
+    /// An event does not carry the hash of the one before it: the one
+    /// before was changed (its hash recomputed to hide it) or replaced.
+    #[error("event {previous} was changed or replaced: event {next} does not carry its hash")]
+    Unlinked {
+        /// The event that was changed or replaced.
+        previous: u64,
+        /// The event after it.
+        next: u64,
+    },
+    /// The trail ends on another event than the CA's record of its head:
+    /// the last events were changed or removed.
+    #[error("the trail ends at event {found}, but the CA's head is event {expected}")]
+    Truncated {
+        /// The head the CA recorded.
+        expected: u64,
+        /// The last event found.
+        found: u64,
+    },
+}
+
+/// Walks a run of the trail (in stored order) and reports the first break;
+/// the number of events checked otherwise. `after` is the hash of the
+/// event before the first one given ([`genesis`] from the beginning), and
+/// `first_seq` the first one's expected number.
+pub fn verify_chain(events: &[AuditEvent], first_seq: u64, after: &str) -> Result<u64, AuditBreak> {
+    let mut prev = after;
+    for (i, (e, expected)) in events.iter().zip(first_seq..).enumerate() {
+        if e.seq != expected {
+            let later = events[i + 1..].iter().any(|l| l.seq == expected);
+            if e.seq < expected || later {
+                return Err(AuditBreak::Reordered(e.seq));
+            }
+            return Err(AuditBreak::Removed {
+                after: expected - 1,
+                next: e.seq,
+            });
+        }
+        if hash(e) != e.hash {
+            return Err(AuditBreak::Changed(e.seq));
+        }
+        if e.prev_hash != prev {
+            return Err(AuditBreak::Unlinked {
+                previous: e.seq - 1,
+                next: e.seq,
+            });
+        }
+        prev = &e.hash;
+    }
+    Ok(events.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<AuditEvent> {
+        let mut prev = genesis();
+        (1..=n)
+            .map(|seq| {
+                let mut e =
+                    AuditEvent::new(OffsetDateTime::UNIX_EPOCH, Actor::Anonymous, "enroll", None);
+                e.seq = seq;
+                e.prev_hash = prev.clone();
+                e.hash = hash(&e);
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        assert_eq!(verify_chain(&[], 1, &genesis()), Ok(0));
+        let c = chain(3);
+        assert_eq!(verify_chain(&c, 1, &genesis()), Ok(3));
+        assert_eq!(verify_chain(&c[1..], 2, &c[0].hash), Ok(2));
+    }
+
+    #[test]
+    fn each_kind_of_tampering_is_named() {
+        let mut changed = chain(3);
+        changed[1].action = "renew".into();
+        assert_eq!(
+            verify_chain(&changed, 1, &genesis()),
+            Err(AuditBreak::Changed(2))
+        );
+
+        let c = chain(3);
+        let removed = vec![c[0].clone(), c[2].clone()];
+        assert_eq!(
+            verify_chain(&removed, 1, &genesis()),
+            Err(AuditBreak::Removed { after: 1, next: 3 })
+        );
+        let reordered = vec![c[1].clone(), c[0].clone()];
+        assert_eq!(
+            verify_chain(&reordered, 1, &genesis()),
+            Err(AuditBreak::Reordered(2))
+        );
+
+        let mut rehashed = chain(3);
+        rehashed[1].action = "renew".into();
+        rehashed[1].hash = hash(&rehashed[1]);
+        assert_eq!(
+            verify_chain(&rehashed, 1, &genesis()),
+            Err(AuditBreak::Unlinked {
+                previous: 2,
+                next: 3
+            })
+        );
+    }
+
+    #[test]
+    fn the_head_round_trips_and_a_damaged_one_is_corrupt() {
+        let c = chain(2);
+        let head = Head {
+            seq: 2,
+            hash: c[1].hash.clone(),
+        };
+        assert_eq!(Head::decode(Some(&head.encode())).unwrap(), head);
+        assert_eq!(Head::decode(None).unwrap().seq, 0);
+        assert!(matches!(
+            Head::decode(Some(&[0; 39])),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,59 @@
+//! The audit trail: one hash-chained history of everything the CA did or
+//! refused.
+//!
+//! This module owns the chain: the stored shape of an event ([`record`]),
+//! how an event is hashed and linked to the one before it, how one is
+//! appended in the same transaction as what it records, how the trail is
+//! read, and how a trail is verified ([`chain`]). Nothing else computes a
+//! chain hash.
+//!
+//! It depends on the store (to append and read) and on the wire types (an
+//! event as the API shows it); nothing of the authority or HTTP.
+
+pub mod chain;
+pub mod record;
+
+use agentca::wire::AuditEvent;
+
+use crate::store::{Store, StoreError, Table, WriteTxn};
+
+pub use chain::{hash, verify_chain, AuditBreak, Head};
+
+/// Meta key of the trail's head: its last sequence number (8 bytes,
+/// big-endian) and hash (32 bytes).
+pub const HEAD_KEY: &str = "audit_head";
+
+/// The trail's head as stored: its last event's sequence number and hash.
+pub fn head(store: &dyn Store) -> Result<Head, StoreError> {
+    Head::decode(store.get(Table::Meta, HEAD_KEY.as_bytes())?.as_deref())
+}
+
+/// Appends `event` to the trail inside `txn`: it gets the next sequence
+/// number, the hash of the event before it, and its own hash; the head
+/// moves to it. Returns its sequence number.
+pub fn append(txn: &mut dyn WriteTxn, mut event: AuditEvent) -> Result<u64, StoreError> {
+    let head = Head::decode(txn.get(Table::Meta, HEAD_KEY.as_bytes())?.as_deref())?;
+    event.seq = head.seq + 1;
+    event.prev_hash = head.hash;
+    event.hash = hash(&event);
+    let next = Head {
+        seq: event.seq,
+        hash: event.hash.clone(),
+    };
+    txn.put(
+        Table::Audit,
+        &event.seq.to_be_bytes(),
+        &record::encode(&record::AuditRecord::from(event)),
+    )?;
+    txn.put(Table::Meta, HEAD_KEY.as_bytes(), &next.encode())?;
+    Ok(next.seq)
+}
+
+/// Up to `limit` events after `since`, in order.
+pub fn since(store: &dyn Store, since: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    store
+        .scan_from(Table::Audit, &since.saturating_add(1).to_be_bytes(), limit)?
+        .iter()
+        .map(|(_, v)| record::decode(v).map(AuditEvent::from))
+        .collect()
+}

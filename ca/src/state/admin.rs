@@ -1,0 +1,120 @@
+//! Who may act: a global admin on every tenant, a tenant admin on its own
+//! tenant only; and the rule that keeps one global admin at all times.
+//!
+//! Pure functions of [`AdminRecord`]s: nothing here reads or writes the
+//! store.
+
+use super::records::AdminRecord;
+
+/// Why an admin may not do what it asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminRefusal {
+    /// The admin is limited to another tenant (or the action needs a
+    /// global admin).
+    #[error("this admin may act only on tenant {allowed:?}")]
+    Forbidden {
+        /// The one tenant it may act on.
+        allowed: String,
+    },
+    /// Removing this admin would leave nobody able to act on every tenant.
+    #[error("this is the last global admin")]
+    LastGlobalAdmin,
+}
+
+fn forbidden(allowed: &str) -> AdminRefusal {
+    AdminRefusal::Forbidden {
+        allowed: allowed.to_owned(),
+    }
+}
+
+/// Whether `admin` may act on `tenant`.
+pub fn may_act_on(admin: &AdminRecord, tenant: &str) -> Result<(), AdminRefusal> {
+    match &admin.tenant {
+        Some(own) if own != tenant => Err(forbidden(own)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `admin` may act on every tenant at once (the audit trail, the
+/// admins, anything not of one tenant).
+pub fn may_act_globally(admin: &AdminRecord) -> Result<(), AdminRefusal> {
+    match &admin.tenant {
+        Some(own) => Err(forbidden(own)),
+        None => Ok(()),
+    }
+}
+
+/// The tenant a listing by `admin` is limited to, when it asked for
+/// `asked` (`None`: every tenant it may see). A tenant admin sees only its
+/// own tenant, whether or not it names it.
+pub fn visible_tenant<'a>(
+    admin: &'a AdminRecord,
+    asked: Option<&'a str>,
+) -> Result<Option<&'a str>, AdminRefusal> {
+    match (&admin.tenant, asked) {
+        (Some(own), Some(asked)) if own != asked => Err(forbidden(own)),
+        (Some(own), _) => Ok(Some(own)),
+        (None, asked) => Ok(asked),
+    }
+}
+
+/// Whether `target` may be removed while `other_global_admins` other
+/// global admins remain: never the last global admin, or nobody could
+/// act on every tenant (nor create admins) again.
+pub fn may_remove(target: &AdminRecord, other_global_admins: usize) -> Result<(), AdminRefusal> {
+    if target.tenant.is_none() && other_global_admins == 0 {
+        return Err(AdminRefusal::LastGlobalAdmin);
+    }
+    Ok(())
+}
+
+/// Whether `admin` acts on every tenant (counted by [`may_remove`]).
+pub fn is_global(admin: &AdminRecord) -> bool {
+    admin.tenant.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::t0;
+
+    fn admin(tenant: Option<&str>) -> AdminRecord {
+        AdminRecord {
+            name: "a".into(),
+            tenant: tenant.map(Into::into),
+            created_at: t0(),
+        }
+    }
+
+    #[test]
+    fn a_tenant_admin_acts_on_its_tenant_only() {
+        let acme = admin(Some("acme"));
+        assert_eq!(may_act_on(&acme, "acme"), Ok(()));
+        assert_eq!(may_act_on(&acme, "other"), Err(forbidden("acme")));
+        assert_eq!(may_act_globally(&acme), Err(forbidden("acme")));
+        let global = admin(None);
+        assert_eq!(may_act_on(&global, "other"), Ok(()));
+        assert_eq!(may_act_globally(&global), Ok(()));
+    }
+
+    #[test]
+    fn a_tenant_admin_lists_its_own_tenant_whatever_it_asks() {
+        let acme = admin(Some("acme"));
+        assert_eq!(visible_tenant(&acme, None), Ok(Some("acme")));
+        assert_eq!(visible_tenant(&acme, Some("acme")), Ok(Some("acme")));
+        assert_eq!(visible_tenant(&acme, Some("other")), Err(forbidden("acme")));
+        let global = admin(None);
+        assert_eq!(visible_tenant(&global, None), Ok(None));
+        assert_eq!(visible_tenant(&global, Some("other")), Ok(Some("other")));
+    }
+
+    #[test]
+    fn the_last_global_admin_stays() {
+        assert_eq!(
+            may_remove(&admin(None), 0),
+            Err(AdminRefusal::LastGlobalAdmin)
+        );
+        assert_eq!(may_remove(&admin(None), 1), Ok(()));
+        assert_eq!(may_remove(&admin(Some("acme")), 0), Ok(()));
+    }
+}

@@ -1,0 +1,417 @@
+//! Decided changes, turned into writes.
+//!
+//! The authority decides what to change; a [`Change`] is how that decision
+//! reaches the store. It is applied inside one write transaction: it reads
+//! the state as it is at commit time (including earlier changes of the
+//! same batch), asks the state rules ([`super::token`],
+//! [`super::certificate`], [`super::agent`], [`super::admin`],
+//! [`super::retention`]) whether it still holds, and writes only if it
+//! does. That is what makes a single-use token usable once under any
+//! concurrency, and a certificate renewable once. No rule is decided here:
+//! only which records a change reads and writes.
+
+use agentca::identity::InstanceId;
+use agentca::wire::{AuditEvent, Serial};
+use time::OffsetDateTime;
+
+use super::records::{
+    AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, Renewal, RevocationEvent, TokenHash,
+    TokenRecord,
+};
+use super::writes::{self, get, put};
+use super::{admin, agent, certificate, token};
+use crate::store::{Job, StoreError, Table, WriteTxn};
+
+/// One state change. Applying one depends only on the state before it.
+/// (Write-ahead logs of earlier versions hold changes as JSON: replaying
+/// them is why changes deserialize.)
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Change {
+    /// Register a new agent. Conflicts if it exists.
+    RegisterAgent(AgentRecord),
+    /// Enable or disable a registered agent.
+    SetAgentEnabled {
+        /// `tenant/env/agent`.
+        key: String,
+        /// The new state.
+        enabled: bool,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// Store a new bootstrap token for a registered, enabled agent.
+    CreateToken {
+        /// SHA-256 of the token.
+        hash: TokenHash,
+        /// The token's record.
+        token: TokenRecord,
+    },
+    /// Use the token once and record the certificate it enrolled.
+    Enroll {
+        /// SHA-256 of the presented token.
+        token_hash: TokenHash,
+        /// The time the token's expiry is checked against.
+        at: OffsetDateTime,
+        /// The new certificate.
+        cert: CertRecord,
+    },
+    /// Record the one renewal of `from` and the certificate it issued.
+    Renew {
+        /// The certificate presented for renewal.
+        from: Serial,
+        /// When.
+        at: OffsetDateTime,
+        /// The new certificate.
+        cert: CertRecord,
+    },
+    /// Record a clone alert.
+    RecordCloneAlert(CloneAlertRecord),
+    /// Store an admin token.
+    PutAdmin {
+        /// SHA-256 of the admin token.
+        hash: TokenHash,
+        /// The admin.
+        admin: AdminRecord,
+    },
+    /// Revoke certificates. Revoking agents also disables them and voids
+    /// their unused tokens.
+    Revoke {
+        /// What to revoke.
+        target: RevokeTarget,
+        /// RFC 5280 reason code.
+        reason: u8,
+        /// When; certificates that expired before it are left alone.
+        at: OffsetDateTime,
+    },
+    /// Delete certificates that expired, and tokens that expired, before
+    /// `before`: at most `limit` of each.
+    Prune {
+        /// The cut-off.
+        before: OffsetDateTime,
+        /// Most records of each kind removed by this change.
+        limit: usize,
+    },
+    /// Add one to a counter and return its new value.
+    BumpCounter(String),
+    /// Append an event to the audit trail (its sequence number and hashes
+    /// are set here, in commit order).
+    Audit(AuditEvent),
+    /// Apply `change` and, if it applies, append `audit` in the same
+    /// commit: the event is durable exactly when the change is.
+    Audited {
+        /// The change.
+        change: Box<Change>,
+        /// Its audit event.
+        audit: Box<AuditEvent>,
+    },
+    /// Remove an admin by name. Conflicts if there is none.
+    DeleteAdmin(String),
+}
+
+/// What a [`Change::Revoke`] revokes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RevokeTarget {
+    /// One certificate.
+    Serial(Serial),
+    /// Every live certificate of one instance.
+    Instance(InstanceId),
+    /// Every agent whose key starts with this prefix: `tenant/env/agent`
+    /// exactly (with `exact`), or `tenant/` or `tenant/env/`.
+    Agents {
+        /// The key or key prefix.
+        prefix: String,
+        /// Whether `prefix` is one whole key.
+        exact: bool,
+    },
+}
+
+/// What an applied change did, when more than "done".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Applied {
+    /// Done.
+    #[default]
+    Done,
+    /// What a revocation did.
+    Revoked(RevokeSummary),
+    /// What pruning removed.
+    Pruned {
+        /// Certificate records removed.
+        certs: usize,
+        /// Token records removed.
+        tokens: usize,
+    },
+    /// A counter's new value.
+    Counter(u64),
+}
+
+/// What a revocation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevokeSummary {
+    /// One event per certificate revoked by this change (none for ones
+    /// revoked before: revoking is idempotent).
+    pub events: Vec<RevocationEvent>,
+    /// Agents this change disabled.
+    pub agents_disabled: usize,
+    /// Unused tokens this change voided.
+    pub tokens_voided: usize,
+    /// Agents the target matched.
+    pub agents_matched: usize,
+}
+
+/// Why a change was not applied. Nothing was written for it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// The agent is already registered.
+    #[error("the agent is already registered")]
+    AgentExists,
+    /// No such agent.
+    #[error("no such agent")]
+    AgentNotFound,
+    /// The agent is disabled.
+    #[error("the agent is disabled")]
+    AgentDisabled,
+    /// No such token.
+    #[error("no such token")]
+    TokenNotFound,
+    /// The token has expired.
+    #[error("the token has expired")]
+    TokenExpired,
+    /// The token has no uses left.
+    #[error("the token has no uses left")]
+    TokenUsed,
+    /// The token was voided.
+    #[error("the token was voided")]
+    TokenVoided,
+    /// The certificate expired before the change committed.
+    #[error("the certificate has expired")]
+    CertificateExpired,
+    /// The token is for another agent than the certificate.
+    #[error("the token is for another agent")]
+    TokenAgentMismatch,
+    /// No such certificate.
+    #[error("no such certificate")]
+    CertificateNotFound,
+    /// The certificate is revoked.
+    #[error("the certificate is revoked")]
+    CertificateRevoked,
+    /// The certificate was already renewed.
+    #[error("the certificate was already renewed")]
+    AlreadyRenewed(Renewal),
+    /// The renewal asks for the key the certificate already has.
+    #[error("the renewal reuses the certificate's key")]
+    KeyReused,
+    /// A certificate with this serial exists.
+    #[error("a certificate with this serial exists")]
+    SerialExists,
+    /// No certificate of this instance is on record.
+    #[error("no such instance")]
+    InstanceNotFound,
+    /// An admin with this name exists.
+    #[error("an admin with this name exists")]
+    AdminExists,
+    /// No admin with this name.
+    #[error("no such admin")]
+    AdminNotFound,
+    /// Removing this admin would leave no admin of every tenant.
+    #[error("this is the last global admin")]
+    LastGlobalAdmin,
+}
+
+/// The result of one change.
+pub type Outcome = Result<Applied, Conflict>;
+
+impl From<token::TokenRefusal> for Conflict {
+    fn from(r: token::TokenRefusal) -> Self {
+        match r {
+            token::TokenRefusal::Voided => Conflict::TokenVoided,
+            token::TokenRefusal::Expired => Conflict::TokenExpired,
+            token::TokenRefusal::UsedUp => Conflict::TokenUsed,
+        }
+    }
+}
+
+impl From<agent::AgentRefusal> for Conflict {
+    fn from(r: agent::AgentRefusal) -> Self {
+        match r {
+            agent::AgentRefusal::Disabled => Conflict::AgentDisabled,
+        }
+    }
+}
+
+/// Returns the conflict from the enclosing apply when `$check` refuses.
+macro_rules! refuse_unless {
+    ($check:expr) => {
+        if let Err(refusal) = $check {
+            return Ok(Err(refusal.into()));
+        }
+    };
+}
+
+/// The agent under `key`, if it may be issued certificates and tokens.
+fn issuable_agent(
+    txn: &mut dyn WriteTxn,
+    key: &str,
+) -> Result<Result<AgentRecord, Conflict>, StoreError> {
+    let Some(agent) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
+        return Ok(Err(Conflict::AgentNotFound));
+    };
+    Ok(agent::may_be_issued(&agent)
+        .map(|()| agent)
+        .map_err(Conflict::from))
+}
+
+impl Job for Change {
+    type Outcome = Outcome;
+    fn apply(&self, txn: &mut dyn WriteTxn) -> Result<Outcome, StoreError> {
+        apply(txn, self)
+    }
+}
+
+/// Applies one change inside a write transaction: checks, then writes.
+pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreError> {
+    match change {
+        Change::RegisterAgent(agent) => {
+            let key = agent.key();
+            if !txn.insert_new(
+                Table::Agents,
+                key.as_bytes(),
+                &super::records::encode(agent),
+            )? {
+                return Ok(Err(Conflict::AgentExists));
+            }
+        }
+        Change::SetAgentEnabled { key, enabled, at } => {
+            let Some(mut record) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
+                return Ok(Err(Conflict::AgentNotFound));
+            };
+            if agent::set_enabled(&mut record, *enabled, *at) {
+                put(txn, Table::Agents, key.as_bytes(), &record)?;
+            }
+        }
+        Change::CreateToken { hash, token } => {
+            refuse_unless!(issuable_agent(txn, &token.agent_key)?);
+            writes::insert_token(txn, hash, token)?;
+        }
+        Change::Enroll {
+            token_hash,
+            at,
+            cert,
+        } => {
+            let Some(mut record) = get::<TokenRecord>(txn, Table::Tokens, token_hash)? else {
+                return Ok(Err(Conflict::TokenNotFound));
+            };
+            refuse_unless!(token::redeem(&mut record, *at));
+            if record.agent_key != cert.agent_key {
+                return Ok(Err(Conflict::TokenAgentMismatch));
+            }
+            let agent = match issuable_agent(txn, &cert.agent_key)? {
+                Ok(a) => a,
+                Err(c) => return Ok(Err(c)),
+            };
+            if txn.get(Table::Certs, cert.serial.as_bytes())?.is_some() {
+                return Ok(Err(Conflict::SerialExists));
+            }
+            put(txn, Table::Tokens, token_hash, &record)?;
+            writes::insert_cert(txn, agent, cert)?;
+        }
+        Change::Renew { from, at, cert } => {
+            let Some(mut old) = get::<CertRecord>(txn, Table::Certs, from.as_bytes())? else {
+                return Ok(Err(Conflict::CertificateNotFound));
+            };
+            match certificate::renewable(&old, *at) {
+                Err(certificate::CertRefusal::Revoked) => {
+                    return Ok(Err(Conflict::CertificateRevoked))
+                }
+                Err(_) => return Ok(Err(Conflict::CertificateExpired)),
+                Ok(()) => {}
+            }
+            match certificate::renewal(&old, &cert.key_sha256) {
+                Ok(certificate::RenewalVerdict::First) => {}
+                Ok(
+                    certificate::RenewalVerdict::Retry(renewal)
+                    | certificate::RenewalVerdict::Clone(renewal),
+                ) => return Ok(Err(Conflict::AlreadyRenewed(renewal.clone()))),
+                Err(_) => return Ok(Err(Conflict::KeyReused)),
+            }
+            let agent = match issuable_agent(txn, &old.agent_key)? {
+                Ok(a) => a,
+                Err(c) => return Ok(Err(c)),
+            };
+            if txn.get(Table::Certs, cert.serial.as_bytes())?.is_some() {
+                return Ok(Err(Conflict::SerialExists));
+            }
+            old.renewed_by = Some(Renewal {
+                serial: cert.serial.clone(),
+                key_sha256: cert.key_sha256.clone(),
+                at: *at,
+            });
+            put(txn, Table::Certs, from.as_bytes(), &old)?;
+            writes::insert_cert(txn, agent, cert)?;
+        }
+        Change::RecordCloneAlert(alert) => writes::insert_alert(txn, alert)?,
+        Change::PutAdmin { hash, admin } => {
+            if !txn.insert_new(Table::AdminNames, admin.name.as_bytes(), hash)? {
+                return Ok(Err(Conflict::AdminExists));
+            }
+            put(txn, Table::Admins, hash, admin)?;
+        }
+        Change::DeleteAdmin(name) => {
+            let Some(hash) = txn.get(Table::AdminNames, name.as_bytes())? else {
+                return Ok(Err(Conflict::AdminNotFound));
+            };
+            if let Some(target) = get::<AdminRecord>(txn, Table::Admins, &hash)? {
+                let mut others = 0;
+                for (key, value) in txn.scan_prefix(Table::Admins, b"", usize::MAX)? {
+                    let other: AdminRecord = super::records::decode(Table::Admins, &value)?;
+                    if key != hash && admin::is_global(&other) {
+                        others += 1;
+                    }
+                }
+                if admin::may_remove(&target, others).is_err() {
+                    return Ok(Err(Conflict::LastGlobalAdmin));
+                }
+            }
+            txn.delete(Table::Admins, &hash)?;
+            txn.delete(Table::AdminNames, name.as_bytes())?;
+        }
+        Change::Audit(event) => {
+            crate::audit::append(txn, event.clone())?;
+        }
+        Change::Audited { change, audit } => {
+            let outcome = apply(txn, change)?;
+            if let Ok(applied) = &outcome {
+                let mut event = (**audit).clone();
+                if let Applied::Revoked(summary) = applied {
+                    // What the revocation did, in the event itself.
+                    let did = format!(
+                        "{} certificate(s) revoked, {} agent(s) disabled, {} token(s) voided",
+                        summary.events.len(),
+                        summary.agents_disabled,
+                        summary.tokens_voided
+                    );
+                    event.reason = Some(match event.reason {
+                        Some(r) => format!("{r}: {did}"),
+                        None => did,
+                    });
+                }
+                crate::audit::append(txn, event)?;
+            }
+            return Ok(outcome);
+        }
+        Change::Revoke { target, reason, at } => return writes::revoke(txn, target, *reason, *at),
+        Change::Prune { before, limit } => return writes::prune(txn, *before, *limit),
+        Change::BumpCounter(name) => return Ok(Ok(Applied::Counter(txn.next_in_sequence(name)?))),
+    }
+    Ok(Ok(Applied::Done))
+}
+
+/// Name of the sequence of revocation events.
+pub const REVOCATION_SEQ: &str = "revocation_seq";
+
+/// Applies `changes` in order in one durable commit, returning one outcome
+/// per change. A store error fails the whole batch and writes nothing.
+pub fn commit(
+    store: &dyn crate::store::Store,
+    changes: &[Change],
+) -> Result<Vec<Outcome>, StoreError> {
+    crate::store::writer::commit(store, changes)
+}

@@ -1,0 +1,120 @@
+//! The CA's state: what it keeps, and the rules of each thing's life.
+//!
+//! - The rules, pure functions of a record and the time, with their unit
+//!   tests: [`token`] (may it be redeemed, how many uses remain),
+//!   [`certificate`] (is it live, may it renew, is a second renewal a
+//!   clone), [`agent`] (enabled or disabled, what revoking it implies),
+//!   [`admin`] (who may act on which tenant, the last global admin), and
+//!   [`retention`] (what may be pruned when).
+//! - The records ([`records`]), read with [`Records`] and changed with
+//!   [`Change`]s through the [`Ledger`]: a change turns a decision of the
+//!   authority into conditional writes, asking the rules again at commit
+//!   time.
+//!
+//! This module depends on the store (below it) and the audit trail; it
+//! must not depend on the authority, HTTP or the command line.
+
+pub mod admin;
+pub mod agent;
+pub mod certificate;
+pub mod change;
+pub mod ledger;
+pub mod reads;
+pub mod records;
+pub mod retention;
+pub mod token;
+mod writes;
+
+#[cfg(test)]
+pub(crate) mod suite;
+
+pub use change::{Applied, Change, Conflict, Outcome, RevokeSummary, RevokeTarget};
+pub use ledger::{EventSink, Ledger};
+pub use reads::Records;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::store::{Backend, Store, StoreError, Table, WriteTxn};
+
+/// Opens the CA's store in the data directory `dir` and checks its format
+/// ([`check_schema`]). A write-ahead log left by an earlier version, whose
+/// records are changes rather than writes, is replayed by applying them.
+pub fn open_store(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    let store = crate::store::open_with(backend, dir, Some(&replay_changes))?;
+    check_schema(&*store)?;
+    Ok(store)
+}
+
+fn replay_changes(payload: &[u8], txn: &mut dyn WriteTxn) -> Result<(), String> {
+    let changes: Vec<Change> = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    for change in &changes {
+        // A change refused the first time is refused again (same state,
+        // same change): its outcome was already answered.
+        let _outcome = change::apply(txn, change).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The version of the records' format this build reads and writes.
+/// Bumped with a migration when a record changes incompatibly.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Meta key of the records' format version.
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// Checks that `store` holds records of a format this build reads, and
+/// records the format in a store that has none yet (new, or written before
+/// versions were recorded, which is version 1).
+pub fn check_schema(store: &dyn Store) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: Table::Meta.name(),
+        detail,
+    };
+    match store.get(Table::Meta, SCHEMA_KEY)? {
+        None => store.write(&mut |txn| {
+            txn.insert_new(Table::Meta, SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            Ok(())
+        }),
+        Some(bytes) => {
+            let version = <[u8; 8]>::try_from(bytes.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt("the schema version is not 8 bytes".into()))?;
+            if version > SCHEMA_VERSION {
+                return Err(corrupt(format!(
+                    "the store holds records of format {version}, written by a newer agentca; \
+                     this one reads format {SCHEMA_VERSION} and older"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use time::OffsetDateTime;
+
+    /// A fixed time for the rules' tests.
+    pub(crate) fn t0() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    #[test]
+    fn a_store_records_its_format_and_a_newer_one_is_refused() {
+        use super::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(crate::store::Backend::Redb, dir.path()).unwrap();
+        check_schema(&*store).unwrap();
+        assert_eq!(
+            store.get(Table::Meta, SCHEMA_KEY).unwrap(),
+            Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+        );
+        check_schema(&*store).unwrap();
+        store
+            .write(&mut |txn| txn.put(Table::Meta, SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes()))
+            .unwrap();
+        let err = check_schema(&*store).unwrap_err().to_string();
+        assert!(err.contains("newer agentca"), "{err}");
+    }
+}
