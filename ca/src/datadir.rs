@@ -25,8 +25,8 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::keys::{self, KeyError, Passphrase};
-use crate::profile;
+use crate::issuance::keys::{self, KeyError, Passphrase};
+use crate::issuance::profile;
 use crate::state::{self, change, Change};
 use crate::store::{Backend, StoreError};
 use crate::token;
@@ -217,7 +217,7 @@ impl DataDir {
         // The first event of the audit trail: the CA itself creates the
         // first admin.
         let mut created = agentca::wire::AuditEvent::new(
-            crate::profile::whole_seconds(opts.now),
+            crate::issuance::profile::whole_seconds(opts.now),
             agentca::wire::Actor::System,
             "admin.create",
             Some("admin".into()),

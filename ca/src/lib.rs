@@ -13,19 +13,17 @@
 pub mod audit;
 pub mod authority;
 pub mod cli;
-pub mod crl;
-pub mod csr;
 pub mod datadir;
 pub mod http;
-pub mod issuer;
-pub mod keys;
+pub mod issuance;
 pub mod metrics;
-pub mod ocsp;
-pub mod profile;
 pub mod revocation;
 pub mod state;
 pub mod store;
-pub mod tls;
 pub mod token;
+
+// Old paths, until the authority moves to the new ones.
+pub(crate) use issuance::{csr, issuer, profile};
+pub(crate) use revocation::crl;
 
 pub(crate) use agentca::hex;

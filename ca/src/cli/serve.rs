@@ -14,14 +14,14 @@ use super::{default_data_dir, default_home, parse_duration};
 use crate::authority::{Authority, Policy};
 use crate::datadir::{self, DataDir, InitOptions};
 use crate::http::server::Limits;
-use crate::issuer::{Distribution, IssuingCa};
-use crate::keys::Passphrase;
+use crate::http::tls::{self, RenewalClientCert, ServerIdentity};
+use crate::issuance::issuer::{Distribution, IssuingCa};
+use crate::issuance::keys::Passphrase;
+use crate::issuance::profile::ServerName;
 use crate::metrics::Metrics;
-use crate::profile::ServerName;
 use crate::revocation::{RevocationConfig, Revocations, RootCrlSource, RootSigner};
 use crate::state::{Ledger, Records};
 use crate::store::Backend;
-use crate::tls::{self, RenewalClientCert, ServerIdentity};
 
 /// Trust domain of a CA created by `serve` for local use.
 const LOCAL_TRUST_DOMAIN: &str = "agentca.local";

@@ -26,6 +26,7 @@
 
 pub mod error;
 pub mod server;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -593,7 +594,7 @@ struct CrlQuery {
 }
 
 fn crl_response(
-    crl: Option<Arc<crate::crl::SignedCrl>>,
+    crl: Option<Arc<crate::revocation::crl::SignedCrl>>,
     query: Result<Query<CrlQuery>, QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
@@ -618,7 +619,7 @@ fn crl_response(
         }
     };
     // Caches may keep it until it is due to be replaced, not beyond.
-    let fresh_for = (crate::crl::refresh_at(&crl) - now())
+    let fresh_for = (crate::revocation::crl::refresh_at(&crl) - now())
         .whole_seconds()
         .max(0);
     let cache = format!("public, max-age={fresh_for}");
@@ -659,7 +660,7 @@ async fn root_crl(
     crl_response(ca.revocations().root_crl(), query, &headers)
 }
 
-fn ocsp_response(answer: crate::ocsp::Answer) -> axum::response::Response {
+fn ocsp_response(answer: crate::revocation::ocsp::Answer) -> axum::response::Response {
     let status =
         StatusCode::from_u16(answer.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
@@ -676,9 +677,9 @@ async fn ocsp_post(
 ) -> axum::response::Response {
     match body {
         Ok(body) => ocsp_response(ca.revocations().ocsp(&body, now())),
-        Err(rejection) => ocsp_response(crate::ocsp::Answer {
+        Err(rejection) => ocsp_response(crate::revocation::ocsp::Answer {
             http_status: rejection.status().as_u16(),
-            der: crate::ocsp::malformed(),
+            der: crate::revocation::ocsp::malformed(),
         }),
     }
 }
@@ -689,9 +690,9 @@ async fn ocsp_get(
 ) -> axum::response::Response {
     use base64::Engine;
     if request.len() > MAX_OCSP_GET_LEN {
-        return ocsp_response(crate::ocsp::Answer {
+        return ocsp_response(crate::revocation::ocsp::Answer {
             http_status: StatusCode::URI_TOO_LONG.as_u16(),
-            der: crate::ocsp::malformed(),
+            der: crate::revocation::ocsp::malformed(),
         });
     }
     // RFC 6960 appendix A.1: base64 of the DER request, URL-encoded (the
@@ -699,9 +700,9 @@ async fn ocsp_get(
     let trimmed = request.trim_end_matches('=');
     match base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed) {
         Ok(der) => ocsp_response(ca.revocations().ocsp(&der, now())),
-        Err(_) => ocsp_response(crate::ocsp::Answer {
+        Err(_) => ocsp_response(crate::revocation::ocsp::Answer {
             http_status: StatusCode::BAD_REQUEST.as_u16(),
-            der: crate::ocsp::malformed(),
+            der: crate::revocation::ocsp::malformed(),
         }),
     }
 }

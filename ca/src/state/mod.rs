@@ -19,6 +19,7 @@ pub mod agent;
 pub mod certificate;
 pub mod change;
 pub mod ledger;
+mod outcome;
 pub mod reads;
 pub mod records;
 pub mod retention;

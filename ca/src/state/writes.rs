@@ -3,13 +3,16 @@
 
 use time::OffsetDateTime;
 
-use super::change::{Applied, Conflict, Outcome, RevokeSummary, RevokeTarget, REVOCATION_SEQ};
+use super::outcome::{Applied, Conflict, Outcome, RevokeSummary, RevokeTarget};
 use super::records::{
     decode, encode, index_key, time_key, AgentRecord, CertRecord, CloneAlertRecord, Revocation,
     RevocationEvent, TokenHash, TokenRecord,
 };
 use super::{agent, certificate, retention};
 use crate::store::{StoreError, Table, WriteTxn};
+
+/// Name of the sequence of revocation events.
+pub const REVOCATION_SEQ: &str = "revocation_seq";
 
 /// The record under `key` in `table`, decoded.
 pub(super) fn get<T: serde::de::DeserializeOwned>(

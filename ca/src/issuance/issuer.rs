@@ -7,32 +7,7 @@ use rustls_pki_types::{CertificateDer, TrustAnchor};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// Where verifiers fetch revocation data: the URLs put in every leaf's CRL
-/// distribution point and Authority Information Access extensions.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Distribution {
-    /// URLs of the issuing CA's CRL (`…/v1/crl`).
-    pub crl: Vec<String>,
-    /// URLs of the OCSP responder (`…/v1/ocsp`).
-    pub ocsp: Vec<String>,
-}
-
-impl Distribution {
-    /// The URLs under each base URL (`http://host:port`), in order.
-    pub fn under(bases: &[String]) -> Self {
-        let base = |b: &String| b.trim_end_matches('/').to_owned();
-        Self {
-            crl: bases
-                .iter()
-                .map(|b| format!("{}/v1/crl", base(b)))
-                .collect(),
-            ocsp: bases
-                .iter()
-                .map(|b| format!("{}/v1/ocsp", base(b)))
-                .collect(),
-        }
-    }
-}
+pub use super::profile::Distribution;
 
 /// The hashes that identify an issuer in an OCSP request (RFC 6960 CertID).
 #[derive(Clone, Debug)]
@@ -54,7 +29,7 @@ pub struct IssuerError(String);
 
 /// The intermediate's key as it signs agent leaves: it signs the
 /// to-be-signed bytes with the scopes OID in place of its stand-in (see
-/// [`crate::profile::swap_scopes_oid`]).
+/// [`crate::issuance::profile::swap_scopes_oid`]).
 pub struct LeafKey(KeyPair);
 
 impl rcgen::PublicKeyData for LeafKey {
@@ -69,7 +44,7 @@ impl rcgen::PublicKeyData for LeafKey {
 
 impl rcgen::SigningKey for LeafKey {
     fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        match crate::profile::swap_scopes_oid(tbs).map_err(rcgen::Error::X509)? {
+        match crate::issuance::profile::swap_scopes_oid(tbs).map_err(rcgen::Error::X509)? {
             Some(swapped) => self.0.sign(&swapped),
             None => self.0.sign(tbs),
         }
@@ -163,13 +138,13 @@ impl IssuingCa {
         params: &rcgen::CertificateParams,
         key: &impl rcgen::PublicKeyData,
     ) -> Result<Vec<u8>, rcgen::Error> {
-        if !crate::profile::has_scopes(params) {
+        if !crate::issuance::profile::has_scopes(params) {
             return Ok(params.signed_by(key, &self.issuer)?.der().to_vec());
         }
         let cert = params.signed_by(key, &self.leaf_issuer)?;
         // The signature covers the swapped bytes; make the certificate
         // say what was signed.
-        Ok(crate::profile::swap_scopes_oid(cert.der())
+        Ok(crate::issuance::profile::swap_scopes_oid(cert.der())
             .map_err(rcgen::Error::X509)?
             .unwrap_or_else(|| cert.der().to_vec()))
     }
@@ -250,36 +225,6 @@ fn signature_oid(alg: &'static rcgen::SignatureAlgorithm) -> Option<spki::Object
     spki::ObjectIdentifier::new(oid).ok()
 }
 
-/// The DER of an Authority Information Access extension value listing
-/// OCSP responders (RFC 5280 §4.2.2.1).
-pub fn aia_ocsp_der(urls: &[String]) -> Vec<u8> {
-    // id-ad-ocsp, 1.3.6.1.5.5.7.48.1
-    const OCSP_OID: [u8; 10] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
-    let mut descriptions = Vec::new();
-    for url in urls {
-        let mut description = OCSP_OID.to_vec();
-        // accessLocation: GeneralName uniformResourceIdentifier, [6] IMPLICIT IA5String
-        description.extend(tlv(0x86, url.as_bytes()));
-        descriptions.extend(tlv(0x30, &description));
-    }
-    tlv(0x30, &descriptions)
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,11 +234,11 @@ mod tests {
         let td: TrustDomain = "example.org".parse().unwrap();
         let now = OffsetDateTime::now_utc();
         let root_key = KeyPair::generate_for(alg).unwrap();
-        let root_params = crate::profile::root(&td, now, now + time::Duration::days(1));
+        let root_params = crate::issuance::profile::root(&td, now, now + time::Duration::days(1));
         let root = root_params.self_signed(&root_key).unwrap();
         let root_issuer = Issuer::new(root_params, &root_key);
         let int_key = KeyPair::generate_for(alg).unwrap();
-        let int = crate::profile::intermediate(&td, now, now + time::Duration::days(1))
+        let int = crate::issuance::profile::intermediate(&td, now, now + time::Duration::days(1))
             .signed_by(&int_key, &root_issuer)
             .unwrap();
         IssuingCa::new(
@@ -313,10 +258,10 @@ mod tests {
             .parse()
             .unwrap();
         let now = OffsetDateTime::now_utc();
-        let params = crate::profile::agent_leaf(
+        let params = crate::issuance::profile::agent_leaf(
             &id,
             &agentca::identity::InstanceId::random(),
-            &crate::profile::random_serial(),
+            &crate::issuance::profile::random_serial(),
             now,
             now + time::Duration::minutes(5),
             &Distribution::default(),
@@ -350,7 +295,9 @@ mod tests {
             assert!(!ext.critical);
             assert_eq!(agentca::scopes::decode(ext.value).unwrap(), scopes);
             assert!(
-                crate::profile::swap_scopes_oid(&der).unwrap().is_none(),
+                crate::issuance::profile::swap_scopes_oid(&der)
+                    .unwrap()
+                    .is_none(),
                 "no stand-in left"
             );
         }
@@ -368,33 +315,5 @@ mod tests {
             .extensions()
             .iter()
             .all(|e| e.oid.as_bytes() != agentca::scopes::SCOPES_OID_DER));
-    }
-
-    #[test]
-    fn the_aia_extension_parses_back_to_its_urls() {
-        let urls = vec![
-            "http://127.0.0.1:8080/v1/ocsp".to_owned(),
-            format!("https://{}/v1/ocsp", "a".repeat(200)),
-        ];
-        let der = aia_ocsp_der(&urls);
-        let (rest, aia) = x509_parser::extensions::AuthorityInfoAccess::from_der(&der)
-            .expect("valid AuthorityInfoAccess");
-        assert!(rest.is_empty());
-        let parsed: Vec<String> = aia
-            .accessdescs
-            .iter()
-            .map(|d| match &d.access_location {
-                x509_parser::extensions::GeneralName::URI(u) => u.to_string(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        assert_eq!(parsed, urls);
-    }
-
-    #[test]
-    fn distribution_urls_sit_under_each_base() {
-        let d = Distribution::under(&["http://a:1/".into(), "https://b:2".into()]);
-        assert_eq!(d.crl, ["http://a:1/v1/crl", "https://b:2/v1/crl"]);
-        assert_eq!(d.ocsp, ["http://a:1/v1/ocsp", "https://b:2/v1/ocsp"]);
     }
 }

@@ -8,6 +8,9 @@
 //! and the root's CRL covering the intermediate (re-signed while the root key
 //! is available).
 
+pub mod crl;
+pub mod ocsp;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -18,12 +21,12 @@ use rcgen::{Issuer, KeyPair};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::crl::{self, SignedCrl};
-use crate::issuer::IssuingCa;
-use crate::ocsp::{self, Responder};
+use crate::issuance::issuer::IssuingCa;
 use crate::state::records::RevocationEvent;
 use crate::state::{retention, Applied, Change, Ledger, Records};
 use crate::store::StoreError;
+use crl::SignedCrl;
+use ocsp::Responder;
 
 /// Counter of the intermediate's CRL numbers.
 const CRL_NUMBER: &str = "crl_number";

@@ -115,7 +115,7 @@ pub fn sign(
     validity: Duration,
     idp_urls: Option<&[String]>,
 ) -> Result<SignedCrl, rcgen::Error> {
-    let this_update = crate::profile::whole_seconds(now);
+    let this_update = crate::issuance::profile::whole_seconds(now);
     let next_update = this_update + validity;
     let params = CertificateRevocationListParams {
         this_update,
@@ -184,10 +184,10 @@ mod tests {
 
     #[test]
     fn a_signed_crl_lists_its_entries_and_number() {
-        let key = crate::keys::generate(agentca::client::KeyAlgorithm::P256).unwrap();
+        let key = crate::issuance::keys::generate(agentca::client::KeyAlgorithm::P256).unwrap();
         let td = agentca::identity::TrustDomain::new("example.org").unwrap();
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let params = crate::profile::intermediate(&td, now, now + Duration::days(1));
+        let params = crate::issuance::profile::intermediate(&td, now, now + Duration::days(1));
         let issuer = Issuer::new(params, key);
         let serial = Serial::from_bytes(&[0x41, 2, 3]).unwrap();
         let entries = [Entry {

@@ -17,7 +17,7 @@ use x509_ocsp::{
     ResponseData, RevokedInfo, SingleResponse, Version,
 };
 
-use crate::issuer::IssuingCa;
+use crate::issuance::issuer::IssuingCa;
 
 /// Largest OCSP request accepted, in bytes of DER.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;

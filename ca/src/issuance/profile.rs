@@ -20,7 +20,7 @@
 //! a 128-bit arc. The leaf is therefore built with a stand-in OID whose DER
 //! is exactly as long ([`SCOPES_STAND_IN`]); the issuing key swaps it for
 //! the real OID in the to-be-signed bytes before signing
-//! ([`crate::issuer::LeafKey`]), and [`swap_scopes_oid`] does the same in
+//! ([`super::issuer::LeafKey`]), and [`swap_scopes_oid`] does the same in
 //! the finished certificate. Lengths do not change, so the DER stays valid
 //! and the signature covers the real OID.
 
@@ -122,7 +122,7 @@ pub fn agent_leaf(
     serial: &[u8; 16],
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
-    distribution: &crate::issuer::Distribution,
+    distribution: &Distribution,
     scopes: &[String],
 ) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::default();
@@ -156,7 +156,7 @@ pub fn agent_leaf(
             .custom_extensions
             .push(rcgen::CustomExtension::from_oid_content(
                 OID_AUTHORITY_INFO_ACCESS,
-                crate::issuer::aia_ocsp_der(&distribution.ocsp),
+                aia_ocsp_der(&distribution.ocsp),
             ));
     }
     if !scopes.is_empty() {
@@ -275,6 +275,63 @@ pub fn server(
     Ok(params)
 }
 
+/// Where verifiers fetch revocation data: the URLs put in every leaf's CRL
+/// distribution point and Authority Information Access extensions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Distribution {
+    /// URLs of the issuing CA's CRL (`…/v1/crl`).
+    pub crl: Vec<String>,
+    /// URLs of the OCSP responder (`…/v1/ocsp`).
+    pub ocsp: Vec<String>,
+}
+
+impl Distribution {
+    /// The URLs under each base URL (`http://host:port`), in order.
+    pub fn under(bases: &[String]) -> Self {
+        let base = |b: &String| b.trim_end_matches('/').to_owned();
+        Self {
+            crl: bases
+                .iter()
+                .map(|b| format!("{}/v1/crl", base(b)))
+                .collect(),
+            ocsp: bases
+                .iter()
+                .map(|b| format!("{}/v1/ocsp", base(b)))
+                .collect(),
+        }
+    }
+}
+
+/// The DER of an Authority Information Access extension value listing
+/// OCSP responders (RFC 5280 §4.2.2.1).
+pub fn aia_ocsp_der(urls: &[String]) -> Vec<u8> {
+    // id-ad-ocsp, 1.3.6.1.5.5.7.48.1
+    const OCSP_OID: [u8; 10] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+    let mut descriptions = Vec::new();
+    for url in urls {
+        let mut description = OCSP_OID.to_vec();
+        // accessLocation: GeneralName uniformResourceIdentifier, [6] IMPLICIT IA5String
+        description.extend(tlv(0x86, url.as_bytes()));
+        descriptions.extend(tlv(0x30, &description));
+    }
+    tlv(0x30, &descriptions)
+}
+
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +396,34 @@ mod tests {
         assert_eq!(na, issuer_end);
         let (_, na) = leaf_validity(now, Duration::seconds(60), issuer_end);
         assert_eq!(na.unix_timestamp(), 1_800_000_060);
+    }
+
+    #[test]
+    fn the_aia_extension_parses_back_to_its_urls() {
+        use x509_parser::prelude::FromDer;
+        let urls = vec![
+            "http://127.0.0.1:8080/v1/ocsp".to_owned(),
+            format!("https://{}/v1/ocsp", "a".repeat(200)),
+        ];
+        let der = aia_ocsp_der(&urls);
+        let (rest, aia) = x509_parser::extensions::AuthorityInfoAccess::from_der(&der)
+            .expect("valid AuthorityInfoAccess");
+        assert!(rest.is_empty());
+        let parsed: Vec<String> = aia
+            .accessdescs
+            .iter()
+            .map(|d| match &d.access_location {
+                x509_parser::extensions::GeneralName::URI(u) => u.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(parsed, urls);
+    }
+
+    #[test]
+    fn distribution_urls_sit_under_each_base() {
+        let d = Distribution::under(&["http://a:1/".into(), "https://b:2".into()]);
+        assert_eq!(d.crl, ["http://a:1/v1/crl", "https://b:2/v1/crl"]);
+        assert_eq!(d.ocsp, ["http://a:1/v1/ocsp", "https://b:2/v1/ocsp"]);
     }
 }
