@@ -74,31 +74,15 @@ mod tests {
     use crate::state::tests::t0;
 
     fn agent() -> AgentRecord {
-        AgentRecord {
-            tenant: "acme".into(),
-            env: "prod".into(),
-            agent: "bot".into(),
-            owner: "team".into(),
-            purpose: "tests".into(),
-            ttl_secs: 300,
-            enabled: true,
-            created_at: t0(),
-            updated_at: t0(),
-            last_issued_at: None,
-            scopes: Vec::new(),
-        }
+        crate::state::tests::agent("acme", "bot")
     }
 
+    /// A single-use token expiring `expires_in` seconds after t0, `used` times.
     fn token(expires_in: i64, used: u32) -> TokenRecord {
-        TokenRecord {
-            token_id: "t".into(),
-            agent_key: "acme/prod/bot".into(),
-            created_at: t0(),
-            expires_at: t0() + Duration::seconds(expires_in),
-            max_uses: 1,
-            used,
-            voided: false,
-        }
+        let mut t = crate::state::tests::token("acme/prod/bot", 1);
+        t.expires_at = t0() + Duration::seconds(expires_in);
+        t.used = used;
+        t
     }
 
     #[test]

@@ -82,30 +82,18 @@ pub fn revoked_by(cert: &CertRecord, at: OffsetDateTime, named_by_serial: bool) 
 
 #[cfg(test)]
 mod tests {
-    use agentca::identity::InstanceId;
     use agentca::wire::Serial;
     use time::Duration;
 
     use super::*;
-    use crate::state::records::{Origin, Revocation};
+    use crate::state::records::Revocation;
     use crate::state::tests::t0;
 
+    /// A live certificate whose key is `old`.
     fn cert() -> CertRecord {
-        CertRecord {
-            serial: Serial::from_bytes(&[0x40, 1]).unwrap(),
-            agent_key: "acme/prod/bot".into(),
-            instance_id: InstanceId::random(),
-            not_before: t0(),
-            not_after: t0() + Duration::minutes(5),
-            issued_at: t0(),
-            key_sha256: "old".into(),
-            der: vec![0x30],
-            origin: Origin::Enroll {
-                token_id: "t".into(),
-            },
-            renewed_by: None,
-            revoked: None,
-        }
+        let mut c = crate::state::tests::cert("acme/prod/bot", 1);
+        c.key_sha256 = "old".into();
+        c
     }
 
     fn revoked(mut c: CertRecord) -> CertRecord {

@@ -109,7 +109,7 @@ mod tests {
     use super::*;
     use crate::metrics::tests::event;
     use crate::metrics::Snapshot;
-    use crate::state::suite::{cert, t0};
+    use crate::state::tests::{cert, t0};
     use crate::state::Conflict;
     use crate::token::{generate, hash, BOOTSTRAP_PREFIX};
 

@@ -5,62 +5,13 @@ use std::sync::Arc;
 
 use agentca::identity::InstanceId;
 use agentca::wire::Serial;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use super::change::{commit, Applied, Change, Conflict, RevokeSummary, RevokeTarget};
 use super::records::*;
+use super::tests::{agent, cert, t0, token};
 use super::Records;
 use crate::store::{Backend, Store};
-
-pub(crate) fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
-}
-
-fn agent(tenant: &str, name: &str) -> AgentRecord {
-    AgentRecord {
-        tenant: tenant.into(),
-        env: "prod".into(),
-        agent: name.into(),
-        owner: "team-a".into(),
-        purpose: "tests".into(),
-        ttl_secs: 300,
-        enabled: true,
-        created_at: t0(),
-        updated_at: t0(),
-        last_issued_at: None,
-        scopes: Vec::new(),
-    }
-}
-
-fn token(agent_key: &str, uses: u32) -> TokenRecord {
-    TokenRecord {
-        token_id: "t1".into(),
-        agent_key: agent_key.into(),
-        created_at: t0(),
-        expires_at: t0() + Duration::minutes(10),
-        max_uses: uses,
-        used: 0,
-        voided: false,
-    }
-}
-
-pub(crate) fn cert(agent_key: &str, serial: u8) -> CertRecord {
-    CertRecord {
-        serial: Serial::from_bytes(&[0x40, serial]).unwrap(),
-        agent_key: agent_key.into(),
-        instance_id: InstanceId::random(),
-        not_before: t0(),
-        not_after: t0() + Duration::minutes(5),
-        issued_at: t0(),
-        key_sha256: format!("key{serial}"),
-        der: vec![0x30, serial],
-        origin: Origin::Enroll {
-            token_id: "t1".into(),
-        },
-        renewed_by: None,
-        revoked: None,
-    }
-}
 
 /// Registers `acme/prod/bot` with a token of `uses` under `hash`; returns
 /// the agent's key.

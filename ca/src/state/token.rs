@@ -71,15 +71,7 @@ mod tests {
     use crate::state::tests::t0;
 
     fn token(uses: u32) -> TokenRecord {
-        TokenRecord {
-            token_id: "t".into(),
-            agent_key: "acme/prod/bot".into(),
-            created_at: t0(),
-            expires_at: t0() + Duration::minutes(10),
-            max_uses: uses,
-            used: 0,
-            voided: false,
-        }
+        crate::state::tests::token("acme/prod/bot", uses)
     }
 
     #[test]
