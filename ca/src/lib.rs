@@ -22,8 +22,4 @@ pub mod state;
 pub mod store;
 pub mod token;
 
-// Old paths, until the authority moves to the new ones.
-pub(crate) use issuance::{csr, issuer, profile};
-pub(crate) use revocation::crl;
-
 pub(crate) use agentca::hex;

@@ -12,7 +12,7 @@ use agentca::wire::{CreateTokenRequest, RegisterAgentRequest, RevokeRequest};
 
 use super::extract::*;
 use super::{ApiError, AppState, MAX_FEED_WAIT};
-use crate::authority::RequestContext;
+use crate::authority::{AgentName, RequestContext};
 
 pub(super) async fn register(
     State(ca): State<AppState>,
@@ -97,6 +97,11 @@ pub(super) async fn list_agents(
 
 type AgentPath = (String, String, String);
 
+/// The agent named by a `{tenant}/{env}/{agent}` path.
+fn agent_name((tenant, env, agent): AgentPath) -> AgentName {
+    AgentName { tenant, env, agent }
+}
+
 pub(super) async fn show_agent(
     State(ca): State<AppState>,
     Ctx(ctx): Ctx,
@@ -104,8 +109,8 @@ pub(super) async fn show_agent(
     p: Result<Path<AgentPath>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    let (t, e, a) = checked(&ca, &ctx, admin.actor(), "agents.show", path(p)).await?;
-    Ok(Json(ca.show_agent(&ctx, &admin, &t, &e, &a, now()).await?))
+    let name = agent_name(checked(&ca, &ctx, admin.actor(), "agents.show", path(p)).await?);
+    Ok(Json(ca.show_agent(&ctx, &admin, &name, now()).await?))
 }
 
 pub(super) async fn create_token(
@@ -117,14 +122,9 @@ pub(super) async fn create_token(
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
     let req = body(&ca, &ctx, admin.actor(), "token.create", req).await?;
-    let (t, e, a) = checked(&ca, &ctx, admin.actor(), "token.create", path(p)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            ca.create_token(&ctx, &admin, &t, &e, &a, req, now())
-                .await?,
-        ),
-    ))
+    let name = agent_name(checked(&ca, &ctx, admin.actor(), "token.create", path(p)).await?);
+    let created = ca.create_token(&ctx, &admin, &name, req, now()).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 pub(super) async fn set_enabled(
@@ -136,10 +136,9 @@ pub(super) async fn set_enabled(
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
     let action = if enabled { "enable" } else { "disable" };
-    let (t, e, a) = checked(&ca, &ctx, admin.actor(), action, path(p)).await?;
+    let name = agent_name(checked(&ca, &ctx, admin.actor(), action, path(p)).await?);
     Ok(Json(
-        ca.set_enabled(&ctx, &admin, &t, &e, &a, enabled, now())
-            .await?,
+        ca.set_enabled(&ctx, &admin, &name, enabled, now()).await?,
     ))
 }
 

@@ -67,9 +67,19 @@ pub fn renewal<'a>(
     }
     Ok(match &cert.renewed_by {
         None => RenewalVerdict::First,
-        Some(r) if r.key_sha256 == requested_key => RenewalVerdict::Retry(r),
-        Some(r) => RenewalVerdict::Clone(r),
+        Some(done) => again(done, requested_key),
     })
+}
+
+/// Judges a renewal of a certificate already renewed by `done`, asking for
+/// the key with SHA-256 `requested_key`: the same key is a retry, another
+/// is a clone.
+pub fn again<'a>(done: &'a Renewal, requested_key: &str) -> RenewalVerdict<'a> {
+    if done.key_sha256 == requested_key {
+        RenewalVerdict::Retry(done)
+    } else {
+        RenewalVerdict::Clone(done)
+    }
 }
 
 /// Whether a revocation at `at` revokes `cert`: a certificate named by its

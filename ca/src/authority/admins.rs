@@ -1,0 +1,157 @@
+//! Admins: authenticating the admin behind a request, and the named admin
+//! tokens (created, listed and revoked by global admins; the last global
+//! admin stays, see [`crate::state::admin::may_remove`]).
+
+use agentca::identity::{Name, Part};
+use agentca::wire::{Actor, AdminInfo, CreateAdminRequest, CreateAdminResponse};
+use time::OffsetDateTime;
+
+use super::error::Named;
+use super::{Admin, Authority, AuthorityError, RequestContext};
+use crate::issuance::profile;
+use crate::state::records::AdminRecord;
+use crate::state::Change;
+use crate::token;
+
+/// Longest admin name.
+pub const MAX_ADMIN_NAME: usize = 64;
+
+impl Authority {
+    /// Authenticates an admin by the bearer token of the request; a refusal
+    /// is audited.
+    pub async fn admin(
+        &self,
+        ctx: &RequestContext,
+        bearer: Option<&str>,
+    ) -> Result<Admin, AuthorityError> {
+        let event = self.event(
+            ctx,
+            Actor::Anonymous,
+            "admin.auth",
+            None,
+            OffsetDateTime::now_utc(),
+        );
+        self.audited(event, async |_| {
+            let hash = bearer
+                .and_then(token::hash)
+                .ok_or(AuthorityError::Unauthorized)?;
+            self.records
+                .admin(&hash)?
+                .map(Admin)
+                .ok_or(AuthorityError::Unauthorized)
+        })
+        .await
+    }
+
+    /// Creates a named admin token; global admins only.
+    pub async fn create_admin(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        req: CreateAdminRequest,
+        now: OffsetDateTime,
+    ) -> Result<CreateAdminResponse, AuthorityError> {
+        let mut event = self.event(
+            ctx,
+            admin.actor(),
+            "admin.create",
+            Some(req.name.clone()),
+            now,
+        );
+        event.reason = Some(match &req.tenant {
+            Some(t) => format!("tenant {t}"),
+            None => "every tenant".into(),
+        });
+        self.audited(event, async |event| {
+            admin.may_act_globally()?;
+            check_admin_name(&req.name)?;
+            if let Some(t) = &req.tenant {
+                Name::new(Part::Tenant, t)?;
+            }
+            let secret = token::generate(token::ADMIN_PREFIX);
+            let hash = token::hash(&secret).expect("generated tokens are well-formed");
+            let record = AdminRecord {
+                name: req.name.clone(),
+                tenant: req.tenant.clone(),
+                created_at: profile::whole_seconds(now),
+            };
+            let change = Change::PutAdmin {
+                hash,
+                admin: record.clone(),
+            };
+            self.commit(change, event.clone(), Named::Admin(&req.name))
+                .await?;
+            tracing::info!(admin = admin.name(), name = %record.name, tenant = ?record.tenant, "admin created");
+            Ok(CreateAdminResponse {
+                admin: admin_info(&record),
+                token: secret,
+            })
+        })
+        .await
+    }
+
+    /// The named admins; global admins only.
+    pub async fn list_admins(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+    ) -> Result<Vec<AdminInfo>, AuthorityError> {
+        let now = OffsetDateTime::now_utc();
+        let event = self.event(ctx, admin.actor(), "admin.list", None, now);
+        self.audited(event, async |_| {
+            admin.may_act_globally()?;
+            Ok(self.records.admins()?.iter().map(admin_info).collect())
+        })
+        .await
+    }
+
+    /// Revokes a named admin's token; global admins only. The last global
+    /// admin cannot be revoked.
+    pub async fn delete_admin(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "admin.revoke",
+            Some(name.to_owned()),
+            now,
+        );
+        self.audited(event, async |event| {
+            admin.may_act_globally()?;
+            let change = Change::DeleteAdmin(name.to_owned());
+            self.commit(change, event.clone(), Named::Admin(name))
+                .await?;
+            tracing::info!(admin = admin.name(), name, "admin revoked");
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn admin_info(record: &AdminRecord) -> AdminInfo {
+    AdminInfo {
+        name: record.name.clone(),
+        tenant: record.tenant.clone(),
+        created_at: record.created_at,
+    }
+}
+
+fn check_admin_name(name: &str) -> Result<(), AuthorityError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_ADMIN_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthorityError::InvalidRequest(format!(
+            "admin names are 1 to {MAX_ADMIN_NAME} characters of a-z, 0-9, '-', '_', '.', '@'"
+        )))
+    }
+}

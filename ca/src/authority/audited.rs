@@ -1,0 +1,148 @@
+//! Every action leaves an audit event: what the HTTP layer knows of a
+//! request, who the admin is, and the one combinator that runs an action
+//! and records its event (committed with its change, in the same
+//! transaction) or its refusal's.
+
+use std::net::SocketAddr;
+
+use agentca::wire::{Actor, AuditEvent};
+use time::OffsetDateTime;
+
+use super::error::{refused, Named};
+use super::{Authority, AuthorityError};
+use crate::issuance::profile;
+use crate::state::records::AdminRecord;
+use crate::state::{admin, Applied, Change};
+
+/// What the HTTP layer knows of a request, for the audit trail.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    /// The request's id (also in the response's `x-request-id`).
+    pub request_id: Option<String>,
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+}
+
+/// The admin behind a request, once authenticated.
+#[derive(Clone, Debug)]
+pub struct Admin(pub(super) AdminRecord);
+
+impl Admin {
+    /// The admin's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The admin as the actor of an audited action.
+    pub fn actor(&self) -> Actor {
+        Actor::Admin {
+            name: self.0.name.clone(),
+        }
+    }
+
+    /// Whether it may act on `tenant` ([`admin::may_act_on`]).
+    pub(super) fn may_act_on(&self, tenant: &str) -> Result<(), AuthorityError> {
+        Ok(admin::may_act_on(&self.0, tenant)?)
+    }
+
+    /// Whether it may act on every tenant ([`admin::may_act_globally`]).
+    pub(super) fn may_act_globally(&self) -> Result<(), AuthorityError> {
+        Ok(admin::may_act_globally(&self.0)?)
+    }
+
+    /// The tenant its listing is limited to ([`admin::visible_tenant`]).
+    pub(super) fn visible_tenant<'a>(
+        &'a self,
+        asked: Option<&'a str>,
+    ) -> Result<Option<&'a str>, AuthorityError> {
+        Ok(admin::visible_tenant(&self.0, asked)?)
+    }
+}
+
+impl Authority {
+    /// An audit event of `action` by `actor` on `subject`, outcome ok.
+    pub(super) fn event(
+        &self,
+        ctx: &RequestContext,
+        actor: Actor,
+        action: &str,
+        subject: Option<String>,
+        now: OffsetDateTime,
+    ) -> AuditEvent {
+        let mut event = AuditEvent::new(profile::whole_seconds(now), actor, action, subject);
+        event.remote_addr = ctx.remote.map(|a| a.to_string());
+        event.request_id = ctx.request_id.clone();
+        event
+    }
+
+    /// Runs `action`, which fills in `event` with what it learns (the
+    /// subject, the certificate, the actor once proven) and commits it with
+    /// its change ([`Authority::commit`]). When the action is refused, the
+    /// event is appended as `refused` with the refusal's code. Failures of
+    /// the CA itself are in its log, not the trail (a store that fails could
+    /// not record them anyway), and a clone alert is audited in the same
+    /// commit as the alert.
+    pub(super) async fn audited<T>(
+        &self,
+        mut event: AuditEvent,
+        action: impl AsyncFnOnce(&mut AuditEvent) -> Result<T, AuthorityError>,
+    ) -> Result<T, AuthorityError> {
+        let result = action(&mut event).await;
+        if let Err(e) = &result {
+            if !e.is_failure() && !matches!(e, AuthorityError::CloneDetected(_)) {
+                self.refusal(event, e.code()).await;
+            }
+        }
+        result
+    }
+
+    /// Appends `event` as refused with `code`.
+    pub(super) async fn refusal(&self, mut event: AuditEvent, code: &str) {
+        event.outcome = "refused".into();
+        event.reason = Some(code.to_owned());
+        if let Err(e) = self.writer.apply(Change::Audit(event)).await {
+            tracing::error!(error = %e, "could not record a refusal in the audit trail");
+        }
+    }
+
+    /// Commits `change` and its audit `event` in one transaction: the event
+    /// is durable exactly when the change is. A conflict at commit is the
+    /// refusal [`refused`] names for what the change was about.
+    pub(super) async fn commit(
+        &self,
+        change: Change,
+        event: AuditEvent,
+        named: Named<'_>,
+    ) -> Result<Applied, AuthorityError> {
+        let audited = Change::Audited {
+            change: Box::new(change),
+            audit: Box::new(event),
+        };
+        self.writer
+            .apply(audited)
+            .await?
+            .map_err(|conflict| refused(conflict, named))
+    }
+
+    /// Appends an event that changes nothing else.
+    pub(super) async fn append(&self, event: AuditEvent) -> Result<(), AuthorityError> {
+        self.writer
+            .apply(Change::Audit(event))
+            .await?
+            .map_err(|c| AuthorityError::Internal(format!("unexpected store conflict: {c}")))?;
+        Ok(())
+    }
+
+    /// Records a request refused before it reached its operation (a
+    /// malformed body): the audit trail shows every refusal.
+    pub async fn audit_rejected(
+        &self,
+        ctx: &RequestContext,
+        actor: Actor,
+        action: &str,
+        code: &str,
+    ) {
+        let event = self.event(ctx, actor, action, None, OffsetDateTime::now_utc());
+        self.refusal(event, code).await;
+    }
+}

@@ -1,0 +1,113 @@
+//! The issuance policy an operator sets when starting the CA: the
+//! lifetimes a registration and a token may ask for, and how many uses a
+//! token may have.
+
+use time::Duration;
+
+use super::AuthorityError;
+
+/// The issuance rules an operator sets when starting the CA.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Shortest certificate lifetime a registration may ask for.
+    pub min_ttl: Duration,
+    /// Longest certificate lifetime a registration may ask for.
+    pub max_ttl: Duration,
+    /// Lifetime for registrations that do not ask.
+    pub default_ttl: Duration,
+    /// Lifetime of a bootstrap token when not asked.
+    pub default_token_ttl: Duration,
+    /// Longest bootstrap token lifetime.
+    pub max_token_ttl: Duration,
+    /// Most uses of one bootstrap token.
+    pub max_token_uses: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_ttl: Duration::minutes(1),
+            max_ttl: Duration::hours(24),
+            default_ttl: Duration::minutes(5),
+            default_token_ttl: Duration::minutes(10),
+            max_token_ttl: Duration::days(7),
+            max_token_uses: 1_000_000,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks that the policy is coherent.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_ttl < Duration::seconds(1) {
+            return Err("the minimum certificate lifetime must be at least 1 second".into());
+        }
+        if self.min_ttl > self.max_ttl {
+            return Err("the minimum certificate lifetime is longer than the maximum".into());
+        }
+        if self.default_ttl < self.min_ttl || self.default_ttl > self.max_ttl {
+            return Err("the default certificate lifetime is outside the allowed range".into());
+        }
+        Ok(())
+    }
+
+    /// `secs` as a lifetime, if it is within `min`–`max`.
+    pub(super) fn check_ttl(
+        what: &'static str,
+        secs: u64,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, AuthorityError> {
+        let out_of_range = || AuthorityError::TtlOutOfRange {
+            what,
+            requested: secs,
+            min: min.whole_seconds(),
+            max: max.whole_seconds(),
+        };
+        let ttl = i64::try_from(secs)
+            .map(Duration::seconds)
+            .map_err(|_| out_of_range())?;
+        if ttl < min || ttl > max {
+            return Err(out_of_range());
+        }
+        Ok(ttl)
+    }
+
+    /// The lifetime of certificates for a registration asking for `secs`
+    /// (the default when it does not ask).
+    pub(super) fn certificate_ttl(&self, secs: Option<u64>) -> Result<Duration, AuthorityError> {
+        match secs {
+            Some(secs) => {
+                Self::check_ttl("the certificate lifetime", secs, self.min_ttl, self.max_ttl)
+            }
+            None => Ok(self.default_ttl),
+        }
+    }
+
+    /// The lifetime of a bootstrap token asking for `secs` (the default when
+    /// it does not ask).
+    pub(super) fn token_ttl(&self, secs: Option<u64>) -> Result<Duration, AuthorityError> {
+        match secs {
+            Some(secs) => Self::check_ttl(
+                "the token lifetime",
+                secs,
+                Duration::seconds(1),
+                self.max_token_ttl,
+            ),
+            None => Ok(self.default_token_ttl),
+        }
+    }
+
+    /// The number of uses of a bootstrap token asking for `uses` (one when
+    /// it does not ask).
+    pub(super) fn token_uses(&self, uses: Option<u32>) -> Result<u32, AuthorityError> {
+        let uses = uses.unwrap_or(1);
+        if uses == 0 || uses > self.max_token_uses {
+            return Err(AuthorityError::InvalidRequest(format!(
+                "uses must be between 1 and {}",
+                self.max_token_uses
+            )));
+        }
+        Ok(uses)
+    }
+}

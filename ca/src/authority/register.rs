@@ -1,0 +1,133 @@
+//! Registering agents (nothing unregistered can get a certificate), and
+//! enabling and disabling them.
+
+use agentca::identity::AgentId;
+use agentca::wire::{AgentInfo, RegisterAgentRequest};
+use time::OffsetDateTime;
+
+use super::error::Named;
+use super::{Admin, Authority, AuthorityError, RequestContext};
+use crate::issuance::profile;
+use crate::state::records::AgentRecord;
+use crate::state::Change;
+
+/// Longest owner field accepted, in bytes.
+pub const MAX_OWNER_LEN: usize = 256;
+/// Longest purpose field accepted, in bytes.
+pub const MAX_PURPOSE_LEN: usize = 1024;
+
+/// An agent as a request names it: its tenant, environment and name, not
+/// yet checked against the identity rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentName {
+    /// The tenant.
+    pub tenant: String,
+    /// The environment.
+    pub env: String,
+    /// The agent.
+    pub agent: String,
+}
+
+impl Authority {
+    /// The identity `name` stands for, if it keeps the identity rules.
+    pub(super) fn id_of_name(&self, name: &AgentName) -> Result<AgentId, AuthorityError> {
+        self.agent_id(&name.tenant, &name.env, &name.agent)
+    }
+
+    /// `name` as the subject of an audit event.
+    pub(super) fn subject_of(&self, name: &AgentName) -> Option<String> {
+        Some(self.subject(&name.tenant, &name.env, &name.agent))
+    }
+
+    /// Registers an agent. Nothing unregistered can get a certificate.
+    pub async fn register(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        req: RegisterAgentRequest,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let subject = Some(self.subject(&req.tenant, &req.env, &req.agent));
+        let event = self.event(ctx, admin.actor(), "register", subject, now);
+        self.audited(event, async |event| {
+            let id = self.agent_id(&req.tenant, &req.env, &req.agent)?;
+            admin.may_act_on(&req.tenant)?;
+            check_text("owner", &req.owner, MAX_OWNER_LEN)?;
+            check_text("purpose", &req.purpose, MAX_PURPOSE_LEN)?;
+            let scopes = agentca::scopes::normalize(&req.scopes)
+                .map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
+            let ttl = self.policy.certificate_ttl(req.ttl_seconds)?;
+            let now = profile::whole_seconds(now);
+            let record = AgentRecord {
+                tenant: req.tenant.clone(),
+                env: req.env.clone(),
+                agent: req.agent.clone(),
+                owner: req.owner.clone(),
+                purpose: req.purpose.clone(),
+                ttl_secs: ttl.whole_seconds() as u64,
+                enabled: true,
+                created_at: now,
+                updated_at: now,
+                last_issued_at: None,
+                scopes,
+            };
+            let mut done = event.clone();
+            if !record.scopes.is_empty() {
+                done.reason = Some(format!("scopes {}", record.scopes.join(" ")));
+            }
+            let change = Change::RegisterAgent(record.clone());
+            self.commit(change, done, Named::Agent(&id)).await?;
+            tracing::info!(admin = admin.name(), agent = %id, "agent registered");
+            self.info(&record)
+        })
+        .await
+    }
+
+    /// Enables or disables an agent. A disabled agent can neither enroll
+    /// nor renew, and gets no new tokens.
+    pub async fn set_enabled(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        name: &AgentName,
+        enabled: bool,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let action = if enabled { "enable" } else { "disable" };
+        let event = self.event(ctx, admin.actor(), action, self.subject_of(name), now);
+        self.audited(event, async |event| {
+            let id = self.id_of_name(name)?;
+            admin.may_act_on(&name.tenant)?;
+            let change = Change::SetAgentEnabled {
+                key: id.path_key(),
+                enabled,
+                at: profile::whole_seconds(now),
+            };
+            self.commit(change, event.clone(), Named::Agent(&id))
+                .await?;
+            tracing::info!(admin = admin.name(), agent = %id, enabled, "agent state changed");
+            self.info(&self.registered(&id)?)
+        })
+        .await
+    }
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), AuthorityError> {
+    if value.trim().is_empty() {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "{field} must not be empty"
+        )));
+    }
+    if value.len() > max {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "{field} is {} bytes; the limit is {max}",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Revocation: by serial, by instance, by agent, environment or tenant;
+//! and the feed that tells verifiers. What revoking an agent also does is
+//! [`crate::state::agent::revoke`]; which certificates a revocation reaches
+//! is [`crate::state::certificate::revoked_by`].
+
+use agentca::identity::{Name, Part};
+use agentca::wire::{
+    RevocationEvent as WireRevocationEvent, RevocationPage, RevokeRequest, RevokeResponse, Serial,
+};
+use time::OffsetDateTime;
+
+use super::error::Named;
+use super::{Admin, Authority, AuthorityError, RequestContext};
+use crate::issuance::profile;
+use crate::revocation::crl;
+use crate::state::{Applied, Change, RevokeTarget};
+
+impl Authority {
+    /// Revokes certificates: one by serial, every live one of an instance,
+    /// or every live one of an agent, an environment or a tenant. Revoking
+    /// agents also disables them and voids their unused tokens, so that they
+    /// can neither renew nor enroll until an admin enables them again.
+    /// Returns once the revocations are durable and listed in the CRL.
+    pub async fn revoke(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        req: RevokeRequest,
+        now: OffsetDateTime,
+    ) -> Result<RevokeResponse, AuthorityError> {
+        let subject = match (&req.tenant, &req.env, &req.agent) {
+            (Some(t), Some(e), Some(a)) => self.subject(t, e, a),
+            _ => describe_target(&req),
+        };
+        let mut event = self.event(ctx, admin.actor(), "revoke", Some(subject), now);
+        event.serial = req.serial.clone();
+        // The action fills in what it learns (the agent of a serial), for
+        // the refusal too.
+        self.audited(event, async |event| {
+            let reason = match &req.reason {
+                Some(r) => crl::parse_reason(r).map_err(AuthorityError::InvalidRequest)?,
+                None => 0,
+            };
+            // The audit event's subject is the agent's SPIFFE ID when the
+            // target is one agent's certificate or instance.
+            let (target, what) = match (&req.serial, &req.instance_id, &req.tenant) {
+                (Some(serial), None, None) if req.env.is_none() && req.agent.is_none() => {
+                    let cert = self
+                        .records
+                        .cert(serial)?
+                        .ok_or_else(|| AuthorityError::CertificateNotFound(serial.clone()))?;
+                    let id = self.id_of_key(&cert.agent_key)?;
+                    event.subject = Some(id.to_string());
+                    event.not_after = Some(cert.not_after);
+                    admin.may_act_on(id.tenant().as_str())?;
+                    (
+                        RevokeTarget::Serial(serial.clone()),
+                        format!("certificate {serial}"),
+                    )
+                }
+                (None, Some(instance), None) if req.env.is_none() && req.agent.is_none() => {
+                    let certs = self.records.instance_certs(instance, 1)?;
+                    let cert = certs
+                        .first()
+                        .ok_or_else(|| AuthorityError::InstanceNotFound(instance.clone()))?;
+                    let id = self.id_of_key(&cert.agent_key)?;
+                    event.subject = Some(id.to_string());
+                    admin.may_act_on(id.tenant().as_str())?;
+                    (
+                        RevokeTarget::Instance(instance.clone()),
+                        format!("instance {instance}"),
+                    )
+                }
+                (None, None, Some(tenant)) => {
+                    Name::new(Part::Tenant, tenant)?;
+                    admin.may_act_on(tenant)?;
+                    let (prefix, exact) = match (&req.env, &req.agent) {
+                        (Some(env), Some(agent)) => {
+                            (self.agent_id(tenant, env, agent)?.path_key(), true)
+                        }
+                        (Some(env), None) => {
+                            Name::new(Part::Env, env)?;
+                            (format!("{tenant}/{env}/"), false)
+                        }
+                        (None, None) => (format!("{tenant}/"), false),
+                        (None, Some(_)) => {
+                            return Err(AuthorityError::InvalidRequest(
+                                "revoking an agent needs its tenant, env and agent".into(),
+                            ))
+                        }
+                    };
+                    let what = prefix.trim_end_matches('/').to_owned();
+                    (RevokeTarget::Agents { prefix, exact }, what)
+                }
+                _ => {
+                    return Err(AuthorityError::InvalidRequest(
+                        "give exactly one target: serial, instance_id, or tenant with optional env and agent".into(),
+                    ))
+                }
+            };
+            event.reason = Some(match event.serial {
+                Some(_) => crl::reason_name(reason).to_owned(),
+                None => format!("{what}: {}", crl::reason_name(reason)),
+            });
+            let change = Change::Revoke {
+                target,
+                reason,
+                at: profile::whole_seconds(now),
+            };
+            let named = Named::Revocation {
+                what: &what,
+                serial: req.serial.as_ref(),
+                instance: req.instance_id.as_ref(),
+            };
+            let summary = match self.commit(change, event.clone(), named).await? {
+                Applied::Revoked(summary) => summary,
+                other => {
+                    return Err(AuthorityError::Internal(format!(
+                        "revocation applied as {other:?}"
+                    )))
+                }
+            };
+            let serials: Vec<Serial> = summary.events.iter().map(|e| e.serial.clone()).collect();
+            tracing::info!(
+                admin = admin.name(),
+                target = %what,
+                reason = crl::reason_name(reason),
+                revoked = serials.len(),
+                agents_disabled = summary.agents_disabled,
+                tokens_voided = summary.tokens_voided,
+                "revoked"
+            );
+            // The ledger publishes committed revocations itself, in order,
+            // even if this request is gone; here we only wait for the CRL to
+            // list them.
+            if let Some(max) = summary.events.iter().map(|e| e.seq).max() {
+                if !self
+                    .revocations
+                    .wait_listed(max, std::time::Duration::from_secs(5))
+                    .await
+                {
+                    tracing::warn!(seq = max, "the CRL did not list the revocation within 5 s");
+                }
+            }
+            Ok(RevokeResponse {
+                revoked: serials.len(),
+                serials,
+                agents_disabled: summary.agents_disabled,
+                tokens_voided: summary.tokens_voided,
+            })
+        })
+        .await
+    }
+
+    /// A page of the revocation feed after `since`; waits up to `wait` for
+    /// news when there is none.
+    pub async fn revocation_feed(
+        &self,
+        since: u64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> RevocationPage {
+        let page = self.revocations.feed_since(since, limit, wait).await;
+        let events = page
+            .events
+            .into_iter()
+            .filter_map(|e| {
+                Some(WireRevocationEvent {
+                    spiffe_id: self.id_of_key(&e.agent_key).ok()?,
+                    seq: e.seq,
+                    serial: e.serial,
+                    instance_id: e.instance_id,
+                    not_after: e.not_after,
+                    reason: crl::reason_name(e.reason).to_owned(),
+                    revoked_at: e.revoked_at,
+                })
+            })
+            .collect();
+        RevocationPage {
+            events,
+            latest: page.latest,
+        }
+    }
+}
+
+/// What a revocation request names, for the audit trail.
+fn describe_target(req: &RevokeRequest) -> String {
+    if let Some(serial) = &req.serial {
+        return format!("serial {serial}");
+    }
+    if let Some(instance) = &req.instance_id {
+        return format!("instance {instance}");
+    }
+    [
+        req.tenant.as_deref(),
+        req.env.as_deref(),
+        req.agent.as_deref(),
+    ]
+    .iter()
+    .flatten()
+    .copied()
+    .collect::<Vec<_>>()
+    .join("/")
+}
