@@ -1,12 +1,12 @@
 //! The authority: who may have a certificate, and what it contains.
 //!
-//! Every decision of the CA is made here, one file per flow: [`register`]
-//! (registering agents, enabling and disabling them), [`tokens`]
-//! (bootstrap tokens), [`enroll`], [`renew`], [`revoke`], [`admins`], and
-//! [`queries`] (what admins read); [`issue`] signs what they decided to
+//! Every decision of the CA is made here, one file per flow: `register`
+//! (registering agents, enabling and disabling them), `tokens`
+//! (bootstrap tokens), `enroll`, `renew`, `revoke`, `admins`, and
+//! `queries` (what admins read); `issue` signs what they decided to
 //! issue. The rules of each thing's life are asked of [`crate::state`],
-//! never decided again here; [`audited`] runs each action and records its
-//! audit event or its refusal's; [`error`] says what each refusal is.
+//! never decided again here; `audited` runs each action and records its
+//! audit event or its refusal's; `error` says what each refusal is.
 //!
 //! The HTTP layer turns requests into calls on [`Authority`] and its
 //! results into answers; the authority knows nothing of HTTP (nor axum, nor

@@ -85,8 +85,8 @@ impl FromStr for Backend {
     }
 }
 
-/// The tables of the store. Keys and values are bytes; [`records`] says
-/// what each holds.
+/// The tables of the store. Keys and values are bytes; what each holds is
+/// decided above the store (`state/records.rs`, `audit/record.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     /// Counters and settings.

@@ -1,0 +1,156 @@
+//! The verifier itself: chain, SPIFFE rules, revocation and policy, in
+//! that order, for a client or a server certificate.
+
+use super::*;
+
+/// Verifies agents' certificates for one trust domain.
+pub struct Verifier {
+    pub(super) trust_domain: TrustDomain,
+    pub(super) bundle: TrustBundle,
+    pub(super) anchors: Vec<TrustAnchor<'static>>,
+    pub(super) hints: Vec<DistinguishedName>,
+    pub(super) policy: Policy,
+    pub(super) revocation: Revocation,
+    pub(super) provider: Arc<CryptoProvider>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// The trust domain this verifier accepts.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The trust bundle.
+    pub fn bundle(&self) -> &TrustBundle {
+        &self.bundle
+    }
+
+    /// Verifies a peer's chain (leaf first) for `usage` at `now`: every
+    /// rule, revocation and policy: the checks the rustls integrations
+    /// run. Call it yourself on a connection's peer certificates.
+    pub fn verify_peer(
+        &self,
+        chain: &[CertificateDer<'_>],
+        usage: Usage,
+        now: OffsetDateTime,
+    ) -> Result<PeerIdentity, VerifyError> {
+        let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::NoCertificate)?;
+        self.verify_parts(leaf, intermediates, usage, now)
+    }
+
+    /// [`Verifier::verify_peer`] with the leaf apart, as rustls hands it.
+    pub(super) fn verify_parts(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        usage: Usage,
+        now: OffsetDateTime,
+    ) -> Result<PeerIdentity, VerifyError> {
+        let peer = svid::check_leaf(leaf, &self.trust_domain, usage, now)?;
+        self.check_chain(leaf, intermediates, usage, now)?;
+        self.check_current(&peer, now)?;
+        Ok(peer)
+    }
+
+    /// Re-checks an identity verified earlier, as time passes on a long
+    /// connection: expiry, revocation (and its staleness) and policy. Cheap
+    /// enough for every request.
+    pub fn check_current(
+        &self,
+        peer: &PeerIdentity,
+        now: OffsetDateTime,
+    ) -> Result<(), VerifyError> {
+        if now > peer.not_after {
+            return Err(VerifyError::Expired(peer.not_after));
+        }
+        if let Revocation::Checked {
+            cache,
+            max_staleness,
+            fail_open,
+        } = &self.revocation
+        {
+            if cache.is_revoked(&peer.serial) {
+                return Err(VerifyError::Revoked(peer.serial.clone()));
+            }
+            if let Some(stale) = cache.staleness(now, *max_staleness) {
+                if !fail_open {
+                    return Err(VerifyError::RevocationStale(stale));
+                }
+            }
+        }
+        if !self.policy.allows(peer) {
+            return Err(VerifyError::PolicyDenied(peer.spiffe_id.clone()));
+        }
+        Ok(())
+    }
+
+    fn check_chain(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        usage: Usage,
+        now: OffsetDateTime,
+    ) -> Result<(), VerifyError> {
+        let cert = webpki::EndEntityCert::try_from(leaf)
+            .map_err(|e| VerifyError::Malformed(format!("{e:?}")))?;
+        let eku = match usage {
+            Usage::Client => webpki::KeyUsage::client_auth(),
+            Usage::Server => webpki::KeyUsage::server_auth(),
+        };
+        let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            now.unix_timestamp().max(0) as u64,
+        ));
+        cert.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.anchors,
+            intermediates,
+            time,
+            eku,
+            None,
+            None,
+        )
+        .map(|_| ())
+        .map_err(|e| VerifyError::UntrustedChain(format!("{e:?}")))
+    }
+
+    /// A rustls server configuration for a service that requires agents'
+    /// client certificates, verified by this verifier, presenting
+    /// `chain`/`key` (for example the files `agentca enroll` writes).
+    pub fn server_config(
+        self: &Arc<Self>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<rustls::ServerConfig, rustls::Error> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(self.clone())
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// A rustls client configuration for an agent calling a peer that
+    /// presents an agentca certificate, verified by this verifier (the
+    /// SPIFFE identity, not the DNS name), presenting `chain`/`key`.
+    pub fn client_config(
+        self: &Arc<Self>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<rustls::ClientConfig, rustls::Error> {
+        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(self.clone())
+            .with_client_auth_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}

@@ -1,0 +1,147 @@
+//! The audit trail as the API shows it (`GET /v1/admin/audit`), and the
+//! admins who act in it. How events are chained and verified is the CA's
+//! (`agentca-ca`'s `audit` module); these are plain data.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Serial;
+use crate::identity::{AgentId, InstanceId};
+
+/// Who performed an audited action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    /// An admin, by name (never by token).
+    Admin {
+        /// The admin's name.
+        name: String,
+    },
+    /// An agent, by the certificate it presented.
+    Agent {
+        /// Its identity.
+        spiffe_id: AgentId,
+        /// Its instance.
+        instance_id: InstanceId,
+    },
+    /// The holder of a bootstrap token, by the token's public id.
+    Token {
+        /// The token's id (not the token).
+        token_id: String,
+    },
+    /// Nobody authenticated.
+    Anonymous,
+    /// The CA itself.
+    System,
+}
+
+/// One event of the audit trail (`GET /v1/admin/audit`, `agentca audit`).
+///
+/// Each event carries the SHA-256 of the one before it (`prev_hash`) and
+/// its own (`hash`, over all the other fields as serialized, in order), so
+/// that a changed, removed or reordered event breaks the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the trail, from 1, without gaps.
+    pub seq: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who.
+    pub actor: Actor,
+    /// What: `enroll`, `renew`, `revoke`, `register`, `enable`, `disable`,
+    /// `token.create`, `admin.create`, `admin.revoke`, `admin.auth`, ….
+    pub action: String,
+    /// On what: a SPIFFE ID, a tenant or environment, an admin name.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The certificate concerned.
+    #[serde(default)]
+    pub serial: Option<Serial>,
+    /// Its end of validity.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    /// `ok` or `refused`.
+    pub outcome: String,
+    /// Why it was refused (the API's error code), or what it did.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The peer's address.
+    #[serde(default)]
+    pub remote_addr: Option<String>,
+    /// The request's id (also in the `x-request-id` response header and the
+    /// CA's log).
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// SHA-256 of the previous event, hex (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 of this event, hex.
+    pub hash: String,
+}
+
+impl AuditEvent {
+    /// An event of `action` by `actor` on `subject` at `at`, outcome `ok`;
+    /// the store sets its sequence number and hashes.
+    pub fn new(at: OffsetDateTime, actor: Actor, action: &str, subject: Option<String>) -> Self {
+        Self {
+            seq: 0,
+            at,
+            actor,
+            action: action.to_owned(),
+            subject,
+            serial: None,
+            not_after: None,
+            outcome: "ok".into(),
+            reason: None,
+            remote_addr: None,
+            request_id: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// One page of the audit trail (`GET /v1/admin/audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Events after the requested sequence number, in order.
+    pub events: Vec<AuditEvent>,
+    /// The CA's record of the trail's last event: its sequence number…
+    pub head_seq: u64,
+    /// …and hash (64 zeros while the trail is empty).
+    pub head_hash: String,
+}
+
+/// `POST /v1/admin/admins`: a named admin token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminRequest {
+    /// Its name, as the audit trail will show it: 1 to 64 characters of
+    /// `a-z`, `0-9`, `-`, `_`, `.`, `@`.
+    pub name: String,
+    /// The one tenant it may act on; every tenant when absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// A named admin, as listed (never with its token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminInfo {
+    /// Its name.
+    pub name: String,
+    /// The one tenant it may act on; every tenant when absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The answer to [`CreateAdminRequest`]: the token, shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAdminResponse {
+    /// The admin.
+    pub admin: AdminInfo,
+    /// Its bearer token. The CA keeps only its hash.
+    pub token: String,
+}
