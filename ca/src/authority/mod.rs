@@ -23,6 +23,8 @@ mod queries;
 mod register;
 mod renew;
 mod revoke;
+#[cfg(test)]
+mod tests;
 mod tokens;
 
 use std::sync::Arc;

@@ -225,30 +225,36 @@ fn signature_oid(alg: &'static rcgen::SignatureAlgorithm) -> Option<spki::Object
     spki::ObjectIdentifier::new(oid).ok()
 }
 
+/// An issuing CA made in memory, for `alg`, valid for a day from now:
+/// for tests.
+#[cfg(test)]
+pub(crate) fn test_ca(alg: &'static rcgen::SignatureAlgorithm) -> IssuingCa {
+    let td: TrustDomain = "example.org".parse().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let root_key = KeyPair::generate_for(alg).unwrap();
+    let root_params = super::profile::root(&td, now, now + time::Duration::days(1));
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, &root_key);
+    let int_key = KeyPair::generate_for(alg).unwrap();
+    let int = super::profile::intermediate(&td, now, now + time::Duration::days(1))
+        .signed_by(&int_key, &root_issuer)
+        .unwrap();
+    IssuingCa::new(
+        td,
+        root.der().clone(),
+        int.der().clone(),
+        int_key,
+        Distribution::default(),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// An issuing CA made in memory, for `alg`.
     fn issuing_ca(alg: &'static rcgen::SignatureAlgorithm) -> IssuingCa {
-        let td: TrustDomain = "example.org".parse().unwrap();
-        let now = OffsetDateTime::now_utc();
-        let root_key = KeyPair::generate_for(alg).unwrap();
-        let root_params = crate::issuance::profile::root(&td, now, now + time::Duration::days(1));
-        let root = root_params.self_signed(&root_key).unwrap();
-        let root_issuer = Issuer::new(root_params, &root_key);
-        let int_key = KeyPair::generate_for(alg).unwrap();
-        let int = crate::issuance::profile::intermediate(&td, now, now + time::Duration::days(1))
-            .signed_by(&int_key, &root_issuer)
-            .unwrap();
-        IssuingCa::new(
-            td,
-            root.der().clone(),
-            int.der().clone(),
-            int_key,
-            Distribution::default(),
-        )
-        .unwrap()
+        test_ca(alg)
     }
 
     /// A five-minute leaf of agent acme/prod/a1 with `scopes`, signed by
