@@ -43,7 +43,7 @@ pub use admins::MAX_ADMIN_NAME;
 pub use audited::{Admin, RequestContext};
 pub use error::{AuthorityError, ErrorKind};
 pub use issue::ServerCertificate;
-pub use policy::Policy;
+pub use policy::{Policy, PolicyError};
 pub use queries::{AgentFilter, AgentPage, MAX_AUDIT_PAGE, MAX_LIST};
 pub use register::{AgentName, MAX_OWNER_LEN, MAX_PURPOSE_LEN};
 
@@ -67,7 +67,7 @@ impl Authority {
         writer: Ledger,
         revocations: Arc<Revocations>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PolicyError> {
         policy.validate()?;
         Ok(Self {
             ca,

@@ -36,17 +36,31 @@ impl Default for Policy {
     }
 }
 
+/// Why a policy is incoherent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Certificates would live less than a second.
+    #[error("the minimum certificate lifetime must be at least 1 second")]
+    MinimumTooShort,
+    /// The range is empty.
+    #[error("the minimum certificate lifetime is longer than the maximum")]
+    MinimumAboveMaximum,
+    /// The default is outside the range.
+    #[error("the default certificate lifetime is outside the allowed range")]
+    DefaultOutOfRange,
+}
+
 impl Policy {
     /// Checks that the policy is coherent.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PolicyError> {
         if self.min_ttl < Duration::seconds(1) {
-            return Err("the minimum certificate lifetime must be at least 1 second".into());
+            return Err(PolicyError::MinimumTooShort);
         }
         if self.min_ttl > self.max_ttl {
-            return Err("the minimum certificate lifetime is longer than the maximum".into());
+            return Err(PolicyError::MinimumAboveMaximum);
         }
         if self.default_ttl < self.min_ttl || self.default_ttl > self.max_ttl {
-            return Err("the default certificate lifetime is outside the allowed range".into());
+            return Err(PolicyError::DefaultOutOfRange);
         }
         Ok(())
     }

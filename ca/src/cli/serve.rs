@@ -192,7 +192,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_ttl: args.default_ttl,
         ..Policy::default()
     };
-    policy.validate().map_err(anyhow::Error::msg)?;
+    policy.validate()?;
     anyhow::ensure!(
         args.crl_validity >= Duration::seconds(10),
         "--crl-validity must be at least 10s"
@@ -272,10 +272,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         OffsetDateTime::now_utc(),
     )
     .await?;
-    let authority = Arc::new(
-        Authority::new(ca, policy, records, writer, revocations, metrics)
-            .map_err(anyhow::Error::msg)?,
-    );
+    let authority = Arc::new(Authority::new(
+        ca,
+        policy,
+        records,
+        writer,
+        revocations,
+        metrics,
+    )?);
 
     let mut names = vec![
         ServerName::Dns("localhost".into()),
