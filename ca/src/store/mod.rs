@@ -24,6 +24,8 @@ pub mod wal;
 pub mod writer;
 
 #[cfg(test)]
+pub(crate) mod contract;
+#[cfg(test)]
 pub(crate) mod suite;
 
 use std::fmt;
@@ -187,7 +189,12 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 ///   it had run alone, in one total commit order (both backends run one
 ///   transaction at a time). Both call `f` once per `write`; a backend
 ///   that retries conflicting transactions may call it again, so `f` must
-///   start over on each call rather than keep what an earlier call found.
+///   start over on each call rather than keep what an earlier call found;
+/// - each read outside a transaction (`get`, `scan_prefix`, `scan_from`)
+///   sees one committed state: a scan never shows part of a write. Two
+///   reads may see different states.
+///
+/// The contract suite (`store/contract.rs`) tests this on every backend.
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
