@@ -163,10 +163,7 @@ impl Records {
 
     /// The last number of a sequence (0 if none was taken).
     pub fn sequence(&self, name: &str) -> Result<u64, StoreError> {
-        crate::store::sequence_value(
-            self.store.get(Table::Meta, name.as_bytes())?.as_deref(),
-            name,
-        )
+        self.store.sequence(name)
     }
 
     /// How many issued certificates expire at each second (Unix) after

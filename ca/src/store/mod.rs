@@ -20,6 +20,9 @@ pub mod sled;
 pub mod wal;
 pub mod writer;
 
+#[cfg(test)]
+pub(crate) mod contract;
+
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -171,6 +174,20 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// Implementations guarantee that when [`Store::write`] returns `Ok`, every
 /// write made in it is on disk (as far as the backend can promise: see
 /// [`crate::store::sled`]) and that a failed `write` changed nothing.
+///
+/// A store is shared between threads, and guarantees:
+///
+/// - concurrent `write` calls are serializable: each transaction sees every
+///   write committed before it and none of the others', and commits as if
+///   it had run alone, in one total commit order (both backends run one
+///   transaction at a time). Both call `f` once per `write`; a backend
+///   that retries conflicting transactions may call it again, so `f` must
+///   start over on each call rather than keep what an earlier call found;
+/// - each read outside a transaction (`get`, `scan_prefix`, `scan_from`)
+///   sees one committed state: a scan never shows part of a write. Two
+///   reads may see different states.
+///
+/// The contract suite (`store/contract.rs`) tests this on every backend.
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
@@ -200,6 +217,30 @@ pub trait Store: Send + Sync + 'static {
         &self,
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// The last value [`WriteTxn::next_in_sequence`] handed out for `name`
+    /// in a committed write, 0 if none did (format errors as there). As
+    /// long as nothing else writes the key, a later read never returns
+    /// less.
+    fn sequence(&self, name: &str) -> Result<u64, StoreError> {
+        sequence_value(name, self.get(Table::Meta, name.as_bytes())?)
+    }
+}
+
+/// The value of sequence `name` as stored in [`Table::Meta`]: 8 bytes,
+/// big-endian; 0 if absent.
+fn sequence_value(name: &str, stored: Option<Vec<u8>>) -> Result<u64, StoreError> {
+    let Some(bytes) = stored else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt {
+            table: Table::Meta.name(),
+            detail: format!("counter {name} is not 8 bytes"),
+        })?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// The view of the store inside [`Store::write`]: reads see the
@@ -220,8 +261,20 @@ pub trait WriteTxn {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
-    /// Writes `value` under `key` only if the key is absent; returns
-    /// whether it wrote.
+    // Conditional writes and sequences. They are provided, built on the
+    // four methods above, so every backend has them; a backend may override
+    // them with a native form (e.g. `INSERT … ON CONFLICT DO NOTHING`) that
+    // keeps the same results. Their guarantee under concurrency is that of
+    // `Store::write` (see [`Store`]): transactions are serializable, so
+    // what one of them checks still holds when it commits. What they return
+    // counts only if the write they ran in returns `Ok`.
+
+    /// Writes `value` under `key` only if `key` is absent (this
+    /// transaction's own writes included); returns whether it wrote.
+    ///
+    /// Of several concurrent `Store::write` calls that insert the same key,
+    /// exactly one that commits gets `true`; the others get `false` and
+    /// write nothing.
     fn insert_new(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
         if self.get(table, key)?.is_some() {
             return Ok(false);
@@ -230,27 +283,51 @@ pub trait WriteTxn {
         Ok(true)
     }
 
-    /// Appends to the sequence `name` (8 big-endian bytes in
-    /// [`Table::Meta`]): returns its new last number, 1 for the first.
+    /// If the value under `key` is `expected` (`None`: absent), sets it to
+    /// `new` (`None`: deletes it) and returns `Ok(Ok(()))`; otherwise
+    /// writes nothing and returns `Ok(Err(current))` with the value found.
+    ///
+    /// The comparison and the write are one step of the transaction: under
+    /// concurrent `Store::write` calls, no other commit comes between them,
+    /// so a read-compute-swap loop that retries with the value returned by
+    /// a failed swap loses no update.
+    fn compare_and_swap(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
+        let current = self.get(table, key)?;
+        if current.as_deref() != expected {
+            return Ok(Err(current));
+        }
+        match new {
+            Some(value) => self.put(table, key, value)?,
+            None => self.delete(table, key)?,
+        }
+        Ok(Ok(()))
+    }
+
+    /// Appends to the sequence `name` and returns the new value: 1 for the
+    /// first. The sequence is kept in [`Table::Meta`] under the key `name`,
+    /// as 8 bytes big-endian; any other stored value is
+    /// [`StoreError::Corrupt`], as is a sequence at `u64::MAX`.
+    ///
+    /// Under concurrent `Store::write` calls, the values handed out by
+    /// committed writes are unique and, in commit order, 1, 2, 3… with no
+    /// gap: a write that fails hands out nothing (the next one gets the
+    /// same value again). Called twice in one transaction, it returns two
+    /// consecutive values. Sequences share [`Table::Meta`] with other
+    /// keys: their names must not collide with those.
     fn next_in_sequence(&mut self, name: &str) -> Result<u64, StoreError> {
-        let next = sequence_value(self.get(Table::Meta, name.as_bytes())?.as_deref(), name)? + 1;
+        let current = sequence_value(name, self.get(Table::Meta, name.as_bytes())?)?;
+        let next = current.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+            table: Table::Meta.name(),
+            detail: format!("counter {name} is at its maximum"),
+        })?;
         self.put(Table::Meta, name.as_bytes(), &next.to_be_bytes())?;
         Ok(next)
-    }
-}
-
-/// The last number of the sequence `name` stored as `bytes` (0 if none).
-pub fn sequence_value(bytes: Option<&[u8]>, name: &str) -> Result<u64, StoreError> {
-    match bytes {
-        None => Ok(0),
-        Some(b) => {
-            <[u8; 8]>::try_from(b)
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    table: Table::Meta.name(),
-                    detail: format!("sequence {name} is not 8 bytes"),
-                })
-        }
     }
 }
 

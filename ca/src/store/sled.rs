@@ -13,10 +13,17 @@
 //!
 //! All tables live in sled's default tree, each under a one-byte key
 //! prefix, so that a multi-table write is one atomic `apply_batch`.
+//!
+//! Concurrency: writes run one at a time (`write_lock`), each closure once,
+//! without sled's transactions (which may run it again). A `get` sees a
+//! batch whole or not at all, and so does each step of an iterator, but a
+//! scan takes many steps and sled's iterators copy the tree one leaf (16
+//! keys) at a time: a batch applied in between would show in part. So
+//! scans and batches exclude each other (`scan_lock`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use super::{Backend, Entry, Store, StoreError, Table, WriteTxn};
 
@@ -40,6 +47,9 @@ pub struct SledStore {
     // The read-check-write inside one `write` is atomic only if writes do
     // not interleave: sled's batch is atomic, its reads are not transactional.
     write_lock: Mutex<()>,
+    // Held to read while a scan iterates, to write while a batch is
+    // applied: a scan sees one committed state.
+    scan_lock: RwLock<()>,
 }
 
 impl SledStore {
@@ -64,6 +74,7 @@ impl SledStore {
         Ok(Self {
             db,
             write_lock: Mutex::new(()),
+            scan_lock: RwLock::new(()),
         })
     }
 }
@@ -103,6 +114,7 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
+        let _batches_wait = self.scan_lock.read().unwrap_or_else(|p| p.into_inner());
         for entry in self.db.scan_prefix(full_key(table, prefix)).take(limit) {
             let (k, v) = entry.map_err(err)?;
             out.push((k[1..].to_vec(), v.to_vec()));
@@ -118,6 +130,7 @@ impl Store for SledStore {
     ) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         let prefix = [table.index() as u8];
+        let _batches_wait = self.scan_lock.read().unwrap_or_else(|p| p.into_inner());
         for entry in self.db.range(full_key(table, start)..) {
             let (k, v) = entry.map_err(err)?;
             if !k.starts_with(&prefix) || out.len() >= limit {
@@ -148,7 +161,10 @@ impl Store for SledStore {
                 None => batch.remove(k),
             }
         }
-        self.db.apply_batch(batch).map_err(err)?;
+        {
+            let _scans_wait = self.scan_lock.write().unwrap_or_else(|p| p.into_inner());
+            self.db.apply_batch(batch).map_err(err)?;
+        }
         self.db.flush().map_err(err)?;
         Ok(())
     }
