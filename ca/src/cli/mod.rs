@@ -175,14 +175,31 @@ fn init_logging(filter: &str, json: bool, quiet_default: bool) {
 /// Where a local CA lives when no directory is given: `$AGENTCA_HOME`, or
 /// `$XDG_DATA_HOME/agentca`, or `~/.local/share/agentca`.
 pub fn default_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("AGENTCA_HOME") {
-        return PathBuf::from(home);
+    home_from(
+        std::env::var_os("AGENTCA_HOME"),
+        std::env::var_os("XDG_DATA_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+/// [`default_home`] from the values of `AGENTCA_HOME`, `XDG_DATA_HOME` and
+/// `HOME`. An empty variable counts as unset, and so does a relative
+/// `XDG_DATA_HOME`, as the XDG base directory specification says: a CA
+/// must not land in whatever directory the command happened to run in.
+fn home_from(
+    agentca_home: Option<std::ffi::OsString>,
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(home) = set(agentca_home) {
+        return home;
     }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(xdg).join("agentca");
+    if let Some(xdg) = set(xdg_data_home).filter(|p| p.is_absolute()) {
+        return xdg.join("agentca");
     }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".local/share/agentca"),
+    match set(home) {
+        Some(home) => home.join(".local/share/agentca"),
         None => PathBuf::from(".agentca"),
     }
 }
@@ -268,6 +285,24 @@ impl CaConnection {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_empty_or_relative_xdg_data_home_is_ignored() {
+        use std::ffi::OsString;
+        let v = |s: &str| Some(OsString::from(s));
+        let home = |a, x, h| super::home_from(a, x, h);
+        assert_eq!(home(v("/ca"), v("/x"), v("/h")), PathBuf::from("/ca"));
+        assert_eq!(home(v(""), v("/x"), v("/h")), PathBuf::from("/x/agentca"));
+        assert_eq!(
+            home(None, v(""), v("/h")),
+            PathBuf::from("/h/.local/share/agentca")
+        );
+        assert_eq!(
+            home(None, v("rel"), v("/h")),
+            PathBuf::from("/h/.local/share/agentca")
+        );
+        assert_eq!(home(None, None, None), PathBuf::from(".agentca"));
+    }
+
     use super::*;
 
     #[test]
