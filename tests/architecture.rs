@@ -207,6 +207,15 @@ fn each_part_uses_only_what_is_below_it() {
 }
 
 #[test]
+fn the_agent_side_and_the_service_side_of_the_library_stand_apart() {
+    let graph = arrows(&workspace().join("src"), 1);
+    for (part, other) in [("client", "verify"), ("verify", "client")] {
+        let uses = graph.get(part).cloned().unwrap_or_default();
+        assert!(!uses.contains(other), "{part} must not use {other}");
+    }
+}
+
+#[test]
 fn the_library_and_the_authority_know_nothing_of_what_sits_above_them() {
     let ws = workspace();
     for file in rust_files(&ws.join("src")) {

@@ -133,6 +133,7 @@ mod instance;
 mod names;
 #[cfg(test)]
 mod tests;
+pub(crate) mod x509;
 
 pub use agent_id::AgentId;
 pub use instance::{InstanceId, InvalidInstanceId};

@@ -42,7 +42,7 @@ mod builder;
 mod error;
 mod peer;
 mod revocation;
-pub(crate) mod svid;
+mod svid;
 mod tls;
 mod verifier;
 

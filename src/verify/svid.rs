@@ -3,36 +3,12 @@
 
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
-use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{PeerIdentity, Usage, VerifyError};
-use crate::identity::{AgentId, IdError, InstanceId, TrustDomain};
+use crate::identity::x509::{instance_id, uri_sans};
+use crate::identity::{AgentId, IdError, TrustDomain};
 use crate::wire::Serial;
-
-/// The URIs among `cert`'s subject alternative names.
-pub(crate) fn uri_sans<'a>(
-    cert: &'a X509Certificate<'_>,
-) -> Result<Vec<&'a str>, x509_parser::error::X509Error> {
-    Ok(cert
-        .subject_alternative_name()?
-        .iter()
-        .flat_map(|s| s.value.general_names.iter())
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        })
-        .collect())
-}
-
-/// The instance id in `cert`'s subject serialNumber attribute, if any.
-pub(crate) fn instance_id(cert: &X509Certificate<'_>) -> Option<InstanceId> {
-    cert.subject()
-        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .and_then(|s| InstanceId::parse(s).ok())
-}
 
 /// Checks `leaf` against the X.509-SVID rules for a peer of `trust_domain`
 /// used for `usage`, and its validity at `now`. The signature chain is

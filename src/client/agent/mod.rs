@@ -183,13 +183,13 @@ impl Identity {
         use x509_parser::prelude::FromDer;
         let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&chain[0])
             .map_err(|e| ClientError::Certificate(e.to_string()))?;
-        let uri = crate::verify::svid::uri_sans(&leaf)
+        let uri = crate::identity::x509::uri_sans(&leaf)
             .ok()
             .and_then(|uris| uris.first().map(|u| u.to_string()))
             .ok_or_else(|| {
                 ClientError::Certificate("the stored certificate has no URI SAN".into())
             })?;
-        let instance = crate::verify::svid::instance_id(&leaf).ok_or_else(|| {
+        let instance = crate::identity::x509::instance_id(&leaf).ok_or_else(|| {
             ClientError::Certificate("the stored certificate has no instance id".into())
         })?;
         let issued = IssuedCertificate {
