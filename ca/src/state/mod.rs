@@ -47,12 +47,16 @@ pub fn open_store(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreE
     Ok(store)
 }
 
-fn replay_changes(payload: &[u8], txn: &mut dyn WriteTxn) -> Result<(), String> {
-    let changes: Vec<Change> = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+fn replay_changes(payload: &[u8], txn: &mut dyn WriteTxn) -> Result<(), StoreError> {
+    let changes: Vec<Change> =
+        serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+            table: "write-ahead log",
+            detail: format!("a record of an earlier version: {e}"),
+        })?;
     for change in &changes {
         // A change refused the first time is refused again (same state,
         // same change): its outcome was already answered.
-        let _outcome = change::apply(txn, change).map_err(|e| e.to_string())?;
+        let _outcome = change::apply(txn, change)?;
     }
     Ok(())
 }

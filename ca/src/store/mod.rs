@@ -333,7 +333,9 @@ pub trait WriteTxn {
 
 /// Replays one write-ahead log record of an earlier version (whose records
 /// held the layer above's changes, not writes) inside a transaction.
-pub type LegacyReplay<'a> = &'a dyn Fn(&[u8], &mut dyn WriteTxn) -> Result<(), String>;
+/// A record that does not parse is [`StoreError::Corrupt`]; the store's own
+/// errors while applying it pass through unchanged.
+pub type LegacyReplay<'a> = &'a dyn Fn(&[u8], &mut dyn WriteTxn) -> Result<(), StoreError>;
 
 /// Opens (creating if needed) the store of `backend` under the data
 /// directory `dir`. A log of an earlier version cannot be replayed here:
@@ -384,9 +386,7 @@ pub fn open_with(
                         &"a log record of an earlier version, and no way to replay it",
                     ));
                 };
-                store.replay(record.seq, &mut |txn| {
-                    replay(&record.payload, txn).map_err(|e| corrupt(record.seq, &e))
-                })?;
+                store.replay(record.seq, &mut |txn| replay(&record.payload, txn))?;
             }
             store.checkpoint()?;
             Arc::new(store)
