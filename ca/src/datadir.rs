@@ -27,7 +27,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::issuance::keys::{self, KeyError, Passphrase};
 use crate::issuance::profile;
-use crate::state::{self, change, Change};
+use crate::state::{self, Change};
 use crate::store::{Backend, StoreError};
 use crate::token;
 
@@ -226,7 +226,7 @@ impl DataDir {
             "every tenant; created by init for {}",
             opts.trust_domain
         ));
-        change::commit(
+        crate::store::writer::commit(
             &*store,
             &[Change::Audited {
                 change: Box::new(Change::PutAdmin {

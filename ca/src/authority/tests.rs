@@ -83,6 +83,16 @@ fn register_bot() -> RegisterAgentRequest {
     }
 }
 
+/// Registers acme/prod/bot as the setup's admin.
+async fn register(s: &Setup) {
+    let now = OffsetDateTime::now_utc();
+    let ctx = RequestContext::default();
+    s.authority
+        .register(&ctx, &s.admin, register_bot(), now)
+        .await
+        .unwrap();
+}
+
 fn outcomes(events: &[AuditEvent]) -> Vec<(String, String, Option<String>)> {
     events
         .iter()
@@ -117,10 +127,7 @@ async fn an_action_commits_with_its_event_and_a_conflict_at_commit_is_an_audited
     let s = setup().await;
     let ctx = RequestContext::default();
     let now = OffsetDateTime::now_utc();
-    s.authority
-        .register(&ctx, &s.admin, register_bot(), now)
-        .await
-        .unwrap();
+    register(&s).await;
     let again = s
         .authority
         .register(&ctx, &s.admin, register_bot(), now)
@@ -147,10 +154,7 @@ async fn a_single_use_token_enrolls_once_and_the_trail_names_it() {
     let s = setup().await;
     let ctx = RequestContext::default();
     let now = OffsetDateTime::now_utc();
-    s.authority
-        .register(&ctx, &s.admin, register_bot(), now)
-        .await
-        .unwrap();
+    register(&s).await;
     let name = AgentName {
         tenant: "acme".into(),
         env: "prod".into(),

@@ -291,12 +291,3 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
     }
     Ok(Ok(Applied::Done))
 }
-
-/// Applies `changes` in order in one durable commit, returning one outcome
-/// per change. A store error fails the whole batch and writes nothing.
-pub fn commit(
-    store: &dyn crate::store::Store,
-    changes: &[Change],
-) -> Result<Vec<Outcome>, StoreError> {
-    crate::store::writer::commit(store, changes)
-}

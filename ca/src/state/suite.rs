@@ -7,10 +7,11 @@ use agentca::identity::InstanceId;
 use agentca::wire::Serial;
 use time::Duration;
 
-use super::change::{commit, Applied, Change, Conflict, RevokeSummary, RevokeTarget};
+use super::change::{Applied, Change, Conflict, RevokeSummary, RevokeTarget};
 use super::records::*;
 use super::tests::{agent, cert, t0, token};
 use super::Records;
+use crate::store::writer::commit;
 use crate::store::{Backend, Store};
 
 /// Registers `acme/prod/bot` with a token of `uses` under `hash`; returns
