@@ -211,7 +211,10 @@ impl DataDir {
         let int_params = profile::intermediate(td, opts.now - profile::BACKDATE, int_not_after);
         let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
 
-        let store = state::open_store(opts.store, &self.dir)?;
+        let store = state::open_store(&crate::store::Location::Embedded {
+            backend: opts.store,
+            dir: self.dir.clone(),
+        })?;
         let admin_token = token::generate(token::ADMIN_PREFIX);
         let hash = token::hash(&admin_token).expect("generated tokens are well-formed");
         // The first event of the audit trail: the CA itself creates the

@@ -24,7 +24,11 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::state::open_store(Backend::Redb, dir.path()).unwrap();
+    let store = crate::state::open_store(&crate::store::Location::Embedded {
+        backend: Backend::Redb,
+        dir: dir.path().to_owned(),
+    })
+    .unwrap();
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let ledger = Ledger::start(store.clone(), Some(tx), metrics.clone()).unwrap();

@@ -238,8 +238,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         loaded.intermediate_key,
         Distribution::under(&bases),
     )?);
-    let store = crate::state::open_store(loaded.meta.store, dir.path())
-        .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
+    let store = crate::state::open_store(&crate::store::Location::Embedded {
+        backend: loaded.meta.store,
+        dir: dir.path().to_owned(),
+    })
+    .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let writer = Ledger::start(store.clone(), Some(committed_tx), metrics.clone())?;

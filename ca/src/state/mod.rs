@@ -33,16 +33,15 @@ pub use change::{Applied, Change, Conflict, Outcome, RevokeSummary, RevokeTarget
 pub use ledger::{EventSink, Ledger};
 pub use reads::Records;
 
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::store::{Backend, Store, StoreError, Table, WriteTxn};
+use crate::store::{Location, Store, StoreError, Table, WriteTxn};
 
-/// Opens the CA's store in the data directory `dir` and checks its format
+/// Opens the CA's store at `location` and checks its format
 /// ([`check_schema`]). A write-ahead log left by an earlier version, whose
 /// records are changes rather than writes, is replayed by applying them.
-pub fn open_store(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    let store = crate::store::open_with(backend, dir, Some(&replay_changes))?;
+pub fn open_store(location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+    let store = crate::store::open_location(location, Some(&replay_changes))?;
     check_schema(&*store)?;
     Ok(store)
 }

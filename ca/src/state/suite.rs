@@ -11,8 +11,9 @@ use super::change::{Applied, Change, Conflict, RevokeSummary, RevokeTarget};
 use super::records::*;
 use super::tests::{agent, cert, t0, token};
 use super::Records;
+use crate::store::testing::Place;
 use crate::store::writer::commit;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Location, Store};
 
 /// Registers `acme/prod/bot` with a token of `uses` under `hash`; returns
 /// the agent's key.
@@ -37,8 +38,17 @@ fn one(store: &dyn Store, change: Change) -> Result<Applied, Conflict> {
 
 const DONE: Result<Applied, Conflict> = Ok(Applied::Done);
 
-fn open(backend: Backend, dir: &Path) -> Arc<dyn Store> {
-    super::open_store(backend, dir).unwrap()
+fn open(place: &Place) -> Arc<dyn Store> {
+    super::open_store(place.location()).unwrap()
+}
+
+/// The embedded store of `backend` in `dir`.
+fn open_dir(backend: Backend, dir: &Path) -> Arc<dyn Store> {
+    super::open_store(&Location::Embedded {
+        backend,
+        dir: dir.to_owned(),
+    })
+    .unwrap()
 }
 
 macro_rules! suite {
@@ -48,6 +58,9 @@ macro_rules! suite {
         }
         mod sled {
             $( #[test] fn $name() { super::$name(super::Backend::Sled) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(super::Backend::Postgres) } )*
         }
     };
 }
@@ -121,8 +134,8 @@ fn populate(store: &dyn Store, tenant: &str, name: &str, first: u8, certs: u8) -
 fn revoking_an_agent_revokes_its_live_certificates_voids_its_tokens_and_disables_it(
     backend: Backend,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let key = populate(&*store, "acme", "bot", 10, 3);
     let other = populate(&*store, "acme", "other", 20, 1);
     // One certificate of the agent has already expired at revocation time.
@@ -207,8 +220,8 @@ fn revoking_an_agent_revokes_its_live_certificates_voids_its_tokens_and_disables
 }
 
 fn revoking_is_idempotent_and_numbers_events_in_order(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let a = populate(&*store, "acme", "a", 10, 2);
     let b = populate(&*store, "acme", "b", 20, 1);
     let first = summary(one(
@@ -254,8 +267,8 @@ fn revoking_is_idempotent_and_numbers_events_in_order(backend: Backend) {
 }
 
 fn revoking_a_tenant_or_env_reaches_exactly_its_agents(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     populate(&*store, "acme", "a", 10, 1);
     populate(&*store, "acme", "b", 20, 1);
     let other = populate(&*store, "acme2", "c", 30, 1);
@@ -309,8 +322,8 @@ fn revoking_a_tenant_or_env_reaches_exactly_its_agents(backend: Backend) {
 }
 
 fn revoking_a_serial_or_an_instance(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let key = populate(&*store, "acme", "bot", 10, 2);
     let records = Records::new(store.clone());
     let c1 = cert(&key, 10);
@@ -365,8 +378,8 @@ fn revoking_a_serial_or_an_instance(backend: Backend) {
 }
 
 fn pruning_removes_expired_certificates_tokens_and_their_events(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let key = populate(&*store, "acme", "bot", 10, 3);
     let records = Records::new(store.clone());
     let live = {
@@ -461,9 +474,9 @@ fn pruning_removes_expired_certificates_tokens_and_their_events(backend: Backend
 }
 
 fn counters_only_grow_and_survive_reopening(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Place::new(backend);
     {
-        let store = open(backend, dir.path());
+        let store = open(&dir);
         assert_eq!(
             one(&*store, Change::BumpCounter("crl_number".into())),
             Ok(Applied::Counter(1))
@@ -473,7 +486,7 @@ fn counters_only_grow_and_survive_reopening(backend: Backend) {
             Ok(Applied::Counter(2))
         );
     }
-    let store = open(backend, dir.path());
+    let store = open(&dir);
     assert_eq!(
         Records::new(store.clone()).sequence("crl_number").unwrap(),
         2
@@ -484,20 +497,32 @@ fn counters_only_grow_and_survive_reopening(backend: Backend) {
     );
 }
 
+/// An embedded store is one process's: a second open fails until the first
+/// closes. A PostgreSQL store is shared: a second replica opens it at once
+/// and sees what the first committed.
 fn a_store_open_elsewhere_does_not_open_until_closed(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let first = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let first = open(&dir);
     one(&*first, Change::BumpCounter("c".into())).unwrap();
-    assert!(super::open_store(backend, dir.path()).is_err());
+    let second = super::open_store(dir.location());
+    if backend == Backend::Postgres {
+        let second = second.unwrap();
+        assert_eq!(Records::new(second.clone()).sequence("c").unwrap(), 1);
+        one(&*second, Change::BumpCounter("c".into())).unwrap();
+        assert_eq!(Records::new(first.clone()).sequence("c").unwrap(), 2);
+    } else {
+        assert!(second.is_err());
+    }
     drop(first);
     // Straight after closing, as a restart in the same process would.
-    let again = open(backend, dir.path());
-    assert_eq!(Records::new(again).sequence("c").unwrap(), 1);
+    let again = open(&dir);
+    let expected = if backend == Backend::Postgres { 2 } else { 1 };
+    assert_eq!(Records::new(again).sequence("c").unwrap(), expected);
 }
 
 fn an_agent_registers_once(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let a = agent("acme", "bot");
     assert_eq!(one(&*store, Change::RegisterAgent(a.clone())), DONE);
     let mut changed = a.clone();
@@ -512,8 +537,8 @@ fn an_agent_registers_once(backend: Backend) {
 }
 
 fn agents_list_by_prefix_in_key_order(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     for (t, n) in [("acme2", "a"), ("acme", "z"), ("acme", "b"), ("other", "c")] {
         one(&*store, Change::RegisterAgent(agent(t, n))).unwrap();
     }
@@ -558,8 +583,8 @@ fn agents_list_by_prefix_in_key_order(backend: Backend) {
 }
 
 fn a_single_use_token_enrolls_once(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let a = agent("acme", "bot");
     one(&*store, Change::RegisterAgent(a.clone())).unwrap();
     let hash = [7u8; 32];
@@ -605,8 +630,8 @@ fn a_single_use_token_enrolls_once(backend: Backend) {
 }
 
 fn a_pool_token_enrolls_up_to_its_uses(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let a = agent("acme", "pool");
     one(&*store, Change::RegisterAgent(a.clone())).unwrap();
     let hash = [1u8; 32];
@@ -640,8 +665,8 @@ fn a_pool_token_enrolls_up_to_its_uses(backend: Backend) {
 }
 
 fn an_expired_token_enrolls_nothing(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let a = agent("acme", "bot");
     one(&*store, Change::RegisterAgent(a.clone())).unwrap();
     let hash = [2u8; 32];
@@ -663,8 +688,8 @@ fn an_expired_token_enrolls_nothing(backend: Backend) {
 }
 
 fn a_disabled_agent_gets_no_token_and_no_certificate(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let a = agent("acme", "bot");
     let key = a.key();
     one(&*store, Change::RegisterAgent(a)).unwrap();
@@ -748,8 +773,8 @@ fn a_disabled_agent_gets_no_token_and_no_certificate(backend: Backend) {
 }
 
 fn a_refused_change_in_a_batch_writes_nothing_and_the_others_commit(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let a = agent("acme", "bot");
     let key = a.key();
     let outcomes = commit(
@@ -798,8 +823,8 @@ fn enrolled(store: &dyn Store) -> (AgentRecord, CertRecord) {
 }
 
 fn a_certificate_renews_once(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let (a, first) = enrolled(&*store);
     let mut second = cert(&a.key(), 2);
     second.origin = Origin::Renew {
@@ -842,8 +867,8 @@ fn a_certificate_renews_once(backend: Backend) {
 }
 
 fn a_revoked_certificate_does_not_renew(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let (a, first) = enrolled(&*store);
     summary(one(
         &*store,
@@ -871,8 +896,8 @@ fn a_revoked_certificate_does_not_renew(backend: Backend) {
 }
 
 fn clone_alerts_are_kept_in_order(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let (a, first) = enrolled(&*store);
     for i in 0..3 {
         let alert = CloneAlertRecord {
@@ -909,9 +934,9 @@ fn clone_alerts_are_kept_in_order(backend: Backend) {
 }
 
 fn everything_is_there_after_reopening(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Place::new(backend);
     let (a, c) = {
-        let store = open(backend, dir.path());
+        let store = open(&dir);
         let out = enrolled(&*store);
         let admin = AdminRecord {
             name: "admin".into(),
@@ -928,7 +953,7 @@ fn everything_is_there_after_reopening(backend: Backend) {
         .unwrap();
         out
     };
-    let records = Records::new(open(backend, dir.path()));
+    let records = Records::new(open(&dir));
     assert_eq!(
         records.agent(&a.key()).unwrap().unwrap().last_issued_at,
         Some(t0())
@@ -939,8 +964,8 @@ fn everything_is_there_after_reopening(backend: Backend) {
 }
 
 fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let key = bot_with_token(&*store, [5; 32], 1);
     let writer = super::Ledger::start(store.clone(), None, Default::default()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -978,8 +1003,8 @@ fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Ba
 
 fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
     use super::Table;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let t = Table::Alerts;
     let pairs = |entries: Vec<crate::store::Entry>| -> Vec<(String, String)> {
         entries
@@ -1053,7 +1078,7 @@ fn reads_see_the_last_write_of_every_key_in_order(backend: Backend) {
     };
     check(&*store);
     drop(store);
-    check(&*open(backend, dir.path()));
+    check(&*open(&dir));
 }
 
 /// Checkpoints run in the background, alternating the log's two segments:
@@ -1107,7 +1132,7 @@ fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
         pending_batches(crashed.path()) >= 5,
         "the last batches are in the log only"
     );
-    let records = Records::new(open(Backend::Redb, crashed.path()));
+    let records = Records::new(open_dir(Backend::Redb, crashed.path()));
     assert_eq!(records.certs_of(&key, 100).unwrap().len(), 35);
     assert_eq!(records.token(&[6; 32]).unwrap().unwrap().used, 35);
     // Reads of the running store saw every batch all along.
@@ -1151,7 +1176,7 @@ fn redb_a_reopened_store_logs_where_its_batches_can_be_read_back() {
             "nothing is written before the log is replayed"
         );
     }
-    let records = Records::new(open(Backend::Redb, crashed.path()));
+    let records = Records::new(open_dir(Backend::Redb, crashed.path()));
     assert!(records.agent("acme/prod/f").unwrap().is_some());
     assert!(records.agent("acme/prod/g").unwrap().is_none());
     assert_eq!(records.agents("", 100).unwrap().len(), 6);
@@ -1202,7 +1227,7 @@ fn redb_replays_a_log_of_changes_from_an_earlier_version() {
         )
         .unwrap();
     }
-    let records = Records::new(open(Backend::Redb, dir.path()));
+    let records = Records::new(open_dir(Backend::Redb, dir.path()));
     assert!(records.agent(&key).unwrap().is_some());
     assert_eq!(records.token(&[7; 32]).unwrap().unwrap().max_uses, 2);
 }
@@ -1247,7 +1272,7 @@ fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
         6,
         "every batch is in the log, none in redb's durable state"
     );
-    let records = Records::new(open(Backend::Redb, crashed.path()));
+    let records = Records::new(open_dir(Backend::Redb, crashed.path()));
     assert_eq!(
         records.token(&[5; 32]).unwrap().unwrap().used,
         3,
@@ -1264,7 +1289,7 @@ fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
 
     // The original, closed normally, reopens with the same state.
     drop(store);
-    let records = Records::new(open(Backend::Redb, dir.path()));
+    let records = Records::new(open_dir(Backend::Redb, dir.path()));
     assert_eq!(records.token(&[5; 32]).unwrap().unwrap().used, 3);
     assert_eq!(records.revocation_events().unwrap().len(), 1);
 }

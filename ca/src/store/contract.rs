@@ -10,10 +10,10 @@
 //!
 //! It must not depend on the records or changes built on the store.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
+use super::testing::Place;
 use super::{Backend, Entry, Store, StoreError, Table, WriteTxn};
 
 /// A table the tests keep their data in.
@@ -31,6 +31,9 @@ macro_rules! contract {
         mod sled {
             $( #[test] fn $name() { super::$name(super::Backend::Sled) } )*
         }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(super::Backend::Postgres) } )*
+        }
     };
 }
 
@@ -46,8 +49,8 @@ contract!(
     a_sequence_that_is_not_8_bytes_is_corrupt,
 );
 
-fn open(backend: Backend, dir: &Path) -> Arc<dyn Store> {
-    super::open(backend, dir).unwrap()
+fn open(place: &Place) -> Arc<dyn Store> {
+    super::open_location(place.location(), None).unwrap()
 }
 
 fn bytes(s: &str) -> Vec<u8> {
@@ -129,8 +132,8 @@ impl Drop for SetOnDrop<'_> {
 }
 
 fn a_failed_write_leaves_nothing_and_a_committed_one_is_seen_whole(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     put(&*store, DATA, "k/kept", b"old");
     put(&*store, DATA, "k/gone", b"old");
     let before = entries(&[("k/gone", "old"), ("k/kept", "old")]);
@@ -177,8 +180,8 @@ fn a_failed_write_leaves_nothing_and_a_committed_one_is_seen_whole(backend: Back
 }
 
 fn a_transaction_reads_its_own_writes_and_deletes(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     for (k, v) in [("k/1", "a"), ("k/2", "b"), ("k/3", "c"), ("l/1", "l")] {
         put(&*store, DATA, k, v.as_bytes());
     }
@@ -248,8 +251,8 @@ fn a_transaction_reads_its_own_writes_and_deletes(backend: Backend) {
 }
 
 fn conditional_writes_compare_with_the_committed_value(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let store = &*store;
     let insert = |value: &[u8]| write_returning(store, |txn| txn.insert_new(DATA, b"c", value));
     let swap = |expected: Option<&[u8]>, new: Option<&[u8]>| {
@@ -283,8 +286,8 @@ fn conditional_writes_compare_with_the_committed_value(backend: Backend) {
 
 fn concurrent_inserts_of_one_key_succeed_once(backend: Backend) {
     const KEYS: usize = 10;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let key = |k: usize| format!("once/{k}").into_bytes();
     // Every thread tries every key, in the same order, at the same time.
     let won = on_threads(&store, |store, thread| {
@@ -309,8 +312,8 @@ fn concurrent_inserts_of_one_key_succeed_once(backend: Backend) {
 
 fn concurrent_compare_and_swap_increments_lose_no_update(backend: Backend) {
     const INCREMENTS: u64 = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let count = |value: &Option<Vec<u8>>| {
         value
             .as_ref()
@@ -357,8 +360,8 @@ fn concurrent_compare_and_swap_increments_lose_no_update(backend: Backend) {
 fn concurrent_sequences_hand_out_every_number_once_without_gaps(backend: Backend) {
     const EACH: usize = 25;
     const TOTAL: u64 = (EACH * THREADS) as u64;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let writers_done = AtomicBool::new(false);
     let (handed_out, reads) = std::thread::scope(|s| {
         // A reader alongside: the committed value only grows.
@@ -407,8 +410,8 @@ fn concurrent_transfers_keep_the_sum_in_every_scan(backend: Backend) {
     const START: u64 = 1000;
     const MOVES: usize = 12;
     const SUM: u64 = START * ACCOUNTS as u64;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let key = |a: usize| format!("acct/{a:02}").into_bytes();
     let balance = |v: &[u8]| u64::from_be_bytes(v.try_into().unwrap());
     store
@@ -473,9 +476,9 @@ fn concurrent_transfers_keep_the_sum_in_every_scan(backend: Backend) {
 }
 
 fn data_and_sequences_survive_reopening(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Place::new(backend);
     {
-        let store = open(backend, dir.path());
+        let store = open(&dir);
         put(&*store, DATA, "d/1", b"one");
         put(&*store, DATA, "d/2", b"two");
         put(&*store, OTHER, "d/3", b"three");
@@ -497,7 +500,7 @@ fn data_and_sequences_survive_reopening(backend: Backend) {
         assert!(failed.is_err());
     }
     for round in 0..2u64 {
-        let store = open(backend, dir.path());
+        let store = open(&dir);
         assert_eq!(
             store.scan_prefix(DATA, b"d/", 100).unwrap(),
             entries(&[("d/1", "one"), ("d/4", "four")]),
@@ -513,8 +516,8 @@ fn data_and_sequences_survive_reopening(backend: Backend) {
 }
 
 fn a_sequence_that_is_not_8_bytes_is_corrupt(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(backend, dir.path());
+    let dir = Place::new(backend);
+    let store = open(&dir);
     let corrupt = |r: &Result<u64, StoreError>| matches!(r, Err(StoreError::Corrupt { table, .. }) if *table == Table::Meta.name());
     for bad in [
         &[][..],

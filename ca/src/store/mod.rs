@@ -15,6 +15,7 @@
 //! Reads go straight to the store and see the last committed (for redb:
 //! logged) state.
 
+pub mod postgres;
 pub mod redb;
 pub mod sled;
 pub mod wal;
@@ -22,6 +23,8 @@ pub mod writer;
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::fmt;
 use std::path::Path;
@@ -66,6 +69,8 @@ pub enum Backend {
     /// sled 0.34.7: see the module docs of [`crate::store::sled`] for what
     /// it does not guarantee.
     Sled,
+    /// PostgreSQL, shared by several replicas: see [`crate::store::postgres`].
+    Postgres,
 }
 
 impl fmt::Display for Backend {
@@ -73,6 +78,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Redb => "redb",
             Backend::Sled => "sled",
+            Backend::Postgres => "postgres",
         })
     }
 }
@@ -225,6 +231,15 @@ pub trait Store: Send + Sync + 'static {
     fn sequence(&self, name: &str) -> Result<u64, StoreError> {
         sequence_value(name, self.get(Table::Meta, name.as_bytes())?)
     }
+
+    /// For a store that other processes write too (other replicas): a
+    /// counter that moves after they commit, and whenever their commits
+    /// may have gone unheard. Whoever keeps state derived from the store
+    /// reads it again when it moves. `None` for a store only this process
+    /// writes.
+    fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// The value of sequence `name` as stored in [`Table::Meta`]: 8 bytes,
@@ -337,6 +352,54 @@ pub trait WriteTxn {
 /// errors while applying it pass through unchanged.
 pub type LegacyReplay<'a> = &'a dyn Fn(&[u8], &mut dyn WriteTxn) -> Result<(), StoreError>;
 
+/// Where a store is: files in a data directory, or a database.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// An embedded store (redb or sled) in the data directory `dir`.
+    Embedded {
+        /// Which backend.
+        backend: Backend,
+        /// The data directory.
+        dir: std::path::PathBuf,
+    },
+    /// A PostgreSQL database that several replicas may share.
+    Postgres(Box<postgres::PostgresUrl>),
+}
+
+impl Location {
+    /// Which backend the store there is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Location::Embedded { backend, .. } => *backend,
+            Location::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Embedded { backend, dir } => write!(f, "{backend} in {}", dir.display()),
+            Location::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// Opens (creating if needed) the store at `location`, replaying the
+/// records of an earlier version's log with `legacy` (embedded stores).
+pub fn open_location(
+    location: &Location,
+    legacy: Option<LegacyReplay<'_>>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match location {
+        Location::Embedded { backend, dir } => open_with(*backend, dir, legacy),
+        Location::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(
+            url,
+            postgres::Timeouts::default(),
+        )?)),
+    }
+}
+
 /// Opens (creating if needed) the store of `backend` under the data
 /// directory `dir`. A log of an earlier version cannot be replayed here:
 /// see [`open_with`].
@@ -392,5 +455,11 @@ pub fn open_with(
             Arc::new(store)
         }
         Backend::Sled => Arc::new(self::sled::SledStore::open(&dir.join("store.sled"))?),
+        Backend::Postgres => {
+            return Err(StoreError::Backend {
+                backend,
+                detail: "a PostgreSQL store is opened from its URL, not a directory".into(),
+            })
+        }
     })
 }

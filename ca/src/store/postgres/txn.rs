@@ -1,0 +1,168 @@
+//! One write transaction on PostgreSQL: the write lock, reads that see the
+//! transaction's own writes first, and the writes sent in two statements
+//! at commit.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use deadpool_postgres::Object;
+
+use super::{err, get_on, scan_on, tbl, PostgresStore, COMMIT_CHANNEL, WRITE_LOCK};
+use crate::store::{Entry, StoreError, Table, WriteTxn};
+
+/// One table's values as this transaction knows them: a value, or `None`
+/// for a key that is absent (deleted here, or read as absent).
+type Known = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Runs `f` in one transaction under the write lock and commits it.
+pub(super) fn write(
+    store: &PostgresStore,
+    f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let client = store.run(async {
+        let client = store.connection().await?;
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            ))
+            .await
+            .map_err(err)?;
+        Ok::<_, StoreError>(client)
+    });
+    let client = client?;
+    let mut txn = PgTxn {
+        store,
+        client: &client,
+        writes: empty(),
+        read: empty(),
+    };
+    let result = f(&mut txn).and_then(|()| txn.commit());
+    if result.is_err() {
+        let rolled_back = store.run(async { client.batch_execute("ROLLBACK").await.map_err(err) });
+        if rolled_back.is_err() {
+            // Never hand a connection in an unknown state back to the pool.
+            let _ = Object::take(client);
+        }
+    }
+    result
+}
+
+fn empty() -> Vec<Known> {
+    Table::ALL.iter().map(|_| BTreeMap::new()).collect()
+}
+
+struct PgTxn<'a> {
+    store: &'a PostgresStore,
+    client: &'a Object,
+    /// This transaction's writes.
+    writes: Vec<Known>,
+    /// What it read from the database. Under the write lock nothing else
+    /// changes it, so each key is read at most once.
+    read: Vec<Known>,
+}
+
+impl PgTxn<'_> {
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let (mut put_tbl, mut put_key, mut put_value) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut del_tbl, mut del_key) = (Vec::new(), Vec::new());
+        for (table, writes) in Table::ALL.iter().zip(&self.writes) {
+            for (key, value) in writes {
+                match value {
+                    Some(value) => {
+                        put_tbl.push(tbl(*table));
+                        put_key.push(key.as_slice());
+                        put_value.push(value.as_slice());
+                    }
+                    None => {
+                        del_tbl.push(tbl(*table));
+                        del_key.push(key.as_slice());
+                    }
+                }
+            }
+        }
+        let client = self.client;
+        self.store.run(async {
+            if !put_key.is_empty() {
+                let upsert = client
+                    .prepare_cached(
+                        "INSERT INTO agentca_kv (tbl, key, value) \
+                         SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[]) \
+                         ON CONFLICT (tbl, key) DO UPDATE SET value = EXCLUDED.value",
+                    )
+                    .await
+                    .map_err(err)?;
+                client
+                    .execute(&upsert, &[&put_tbl, &put_key, &put_value])
+                    .await
+                    .map_err(err)?;
+            }
+            if !del_key.is_empty() {
+                let delete = client
+                    .prepare_cached(
+                        "DELETE FROM agentca_kv WHERE (tbl, key) IN \
+                         (SELECT * FROM unnest($1::smallint[], $2::bytea[]))",
+                    )
+                    .await
+                    .map_err(err)?;
+                client
+                    .execute(&delete, &[&del_tbl, &del_key])
+                    .await
+                    .map_err(err)?;
+            }
+            client
+                .batch_execute(&format!("NOTIFY {COMMIT_CHANNEL}; COMMIT"))
+                .await
+                .map_err(|e| err(format!("the commit failed: {e}")))
+        })
+    }
+
+    fn fetch(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.run(get_on(self.client, table, key))
+    }
+}
+
+impl WriteTxn for PgTxn<'_> {
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let i = table.index();
+        if let Some(known) = self.writes[i].get(key).or_else(|| self.read[i].get(key)) {
+            return Ok(known.clone());
+        }
+        let value = self.fetch(table, key)?;
+        self.read[i].insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.writes[table.index()].insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), StoreError> {
+        self.writes[table.index()].insert(key.to_vec(), None);
+        Ok(())
+    }
+
+    fn scan_prefix(
+        &mut self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let own: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self.writes[table.index()]
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .collect();
+        // Each of this transaction's writes hides at most one stored entry:
+        // reading that many more makes the first `limit` of the merge exact.
+        let wanted = limit.saturating_add(own.len());
+        let stored = (self.store).run(scan_on(self.client, table, prefix, prefix, wanted))?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (key, value) in own {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+}

@@ -1,0 +1,37 @@
+//! Where a test's store lives: a temporary directory for the embedded
+//! backends, a fresh database of the tests' PostgreSQL cluster for
+//! PostgreSQL.
+
+use super::{Backend, Location};
+
+/// A place for one test's store; an embedded store's directory goes with it.
+pub(crate) struct Place {
+    location: Location,
+    _dir: tempfile::TempDir,
+}
+
+impl Place {
+    /// A new, empty place for a store of `backend`.
+    pub(crate) fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let location = match backend {
+            Backend::Postgres => {
+                let url = super::postgres::cluster::fresh_database();
+                Location::Postgres(Box::new(url.parse().unwrap()))
+            }
+            backend => Location::Embedded {
+                backend,
+                dir: dir.path().to_owned(),
+            },
+        };
+        Self {
+            location,
+            _dir: dir,
+        }
+    }
+
+    /// Where the store is.
+    pub(crate) fn location(&self) -> &Location {
+        &self.location
+    }
+}
