@@ -65,6 +65,9 @@ pub enum DataDirError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The CA kept in a shared store is missing or damaged.
+    #[error("the CA in the database: {0}")]
+    Stored(String),
     /// Certificate generation failed.
     #[error("could not sign a CA certificate: {0}")]
     Sign(#[from] rcgen::Error),
@@ -198,86 +201,53 @@ impl DataDir {
             return Err(DataDirError::AlreadyInitialised(self.dir.clone()));
         }
         create_private_dir(&self.dir)?;
-
-        let td = &opts.trust_domain;
-        let root_key = keys::generate(opts.key_algorithm)?;
-        let root_not_after = opts.now + opts.root_validity;
-        let root_params = profile::root(td, opts.now - profile::BACKDATE, root_not_after);
-        let root_cert = root_params.self_signed(&root_key)?;
-        let root_issuer = Issuer::new(root_params, &root_key);
-
-        let int_key = keys::generate(opts.key_algorithm)?;
-        let int_not_after = (opts.now + opts.intermediate_validity).min(root_not_after);
-        let int_params = profile::intermediate(td, opts.now - profile::BACKDATE, int_not_after);
-        let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
-
+        let created = Created::new(opts)?;
         let store = state::open_store(&crate::store::Location::Embedded {
             backend: opts.store,
             dir: self.dir.clone(),
         })?;
-        let admin_token = token::generate(token::ADMIN_PREFIX);
-        let hash = token::hash(&admin_token).expect("generated tokens are well-formed");
-        // The first event of the audit trail: the CA itself creates the
-        // first admin.
-        let mut created = agentca::wire::AuditEvent::new(
-            crate::issuance::profile::whole_seconds(opts.now),
-            agentca::wire::Actor::System,
-            "admin.create",
-            Some("admin".into()),
-        );
-        created.reason = Some(format!(
-            "every tenant; created by init for {}",
-            opts.trust_domain
-        ));
-        crate::store::writer::commit(
-            &*store,
-            &[Change::Audited {
-                change: Box::new(Change::PutAdmin {
-                    hash,
-                    admin: state::records::AdminRecord {
-                        name: "admin".into(),
-                        tenant: None,
-                        created_at: opts.now,
-                    },
-                }),
-                audit: Box::new(created),
-            }],
-        )?;
+        crate::store::writer::commit(&*store, &[created.first_admin()])?;
         drop(store);
 
         write_file(
             &self.root_key(),
-            keys::encrypt_pem(&root_key, opts.passphrase)?.as_bytes(),
+            keys::encrypt_pem(&created.root_key, opts.passphrase)?.as_bytes(),
             true,
         )?;
         write_file(
             &self.intermediate_key(),
-            keys::encrypt_pem(&int_key, opts.passphrase)?.as_bytes(),
+            keys::encrypt_pem(&created.int_key, opts.passphrase)?.as_bytes(),
             true,
         )?;
-        write_file(&self.root_cert(), root_cert.pem().as_bytes(), false)?;
-        write_file(&self.intermediate_cert(), int_cert.pem().as_bytes(), false)?;
-        write_file(&self.bundle(), root_cert.pem().as_bytes(), false)?;
+        write_file(&self.root_cert(), created.root_cert.pem().as_bytes(), false)?;
         write_file(
-            &self.admin_token(),
-            format!("{admin_token}\n").as_bytes(),
-            true,
+            &self.intermediate_cert(),
+            created.int_cert.pem().as_bytes(),
+            false,
         )?;
-        let meta = CaMeta {
-            version: LAYOUT_VERSION,
-            trust_domain: td.to_string(),
-            key_algorithm: opts.key_algorithm.to_string(),
-            store: opts.store,
-            created_at: opts.now,
-        };
+        self.write_outputs(&created)?;
+        let meta = created.meta(opts);
         // ca.json goes last: its presence means the CA is complete.
         let meta_json = serde_json::to_vec_pretty(&meta).expect("CaMeta serializes");
         write_file(&self.meta(), &meta_json, false)?;
 
         Ok(InitReport {
-            root_fingerprint: Fingerprint::of(root_cert.der()),
+            root_fingerprint: created.root_fingerprint(),
             admin_token_path: self.admin_token(),
         })
+    }
+
+    /// Writes what an operator takes from `init`: the trust bundle and the
+    /// first admin token (for a CA kept in a shared store, all it writes
+    /// here).
+    pub fn write_outputs(&self, created: &Created) -> Result<(), DataDirError> {
+        create_private_dir(&self.dir)?;
+        write_file(&self.bundle(), created.root_cert.pem().as_bytes(), false)?;
+        write_file(
+            &self.admin_token(),
+            format!("{}\n", created.admin_token).as_bytes(),
+            true,
+        )
     }
 
     /// Reads `ca.json`.
@@ -328,6 +298,92 @@ impl DataDir {
     }
 }
 
+/// A new CA: its keys and certificates, and its first admin token.
+pub struct Created {
+    /// The root key.
+    pub root_key: KeyPair,
+    /// The issuing key.
+    pub int_key: KeyPair,
+    /// The root certificate.
+    pub root_cert: rcgen::Certificate,
+    /// The issuing certificate.
+    pub int_cert: rcgen::Certificate,
+    /// The first admin's token.
+    pub admin_token: String,
+    trust_domain: TrustDomain,
+    now: OffsetDateTime,
+}
+
+impl Created {
+    /// Generates the keys, signs the root and the intermediate, and draws
+    /// the first admin token.
+    pub fn new(opts: &InitOptions<'_>) -> Result<Self, DataDirError> {
+        let td = &opts.trust_domain;
+        let root_key = keys::generate(opts.key_algorithm)?;
+        let root_not_after = opts.now + opts.root_validity;
+        let root_params = profile::root(td, opts.now - profile::BACKDATE, root_not_after);
+        let root_cert = root_params.self_signed(&root_key)?;
+        let root_issuer = Issuer::new(root_params, &root_key);
+
+        let int_key = keys::generate(opts.key_algorithm)?;
+        let int_not_after = (opts.now + opts.intermediate_validity).min(root_not_after);
+        let int_params = profile::intermediate(td, opts.now - profile::BACKDATE, int_not_after);
+        let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
+        Ok(Self {
+            root_key,
+            int_key,
+            root_cert,
+            int_cert,
+            admin_token: token::generate(token::ADMIN_PREFIX),
+            trust_domain: td.clone(),
+            now: opts.now,
+        })
+    }
+
+    /// The settings of the new CA.
+    pub fn meta(&self, opts: &InitOptions<'_>) -> CaMeta {
+        CaMeta {
+            version: LAYOUT_VERSION,
+            trust_domain: self.trust_domain.to_string(),
+            key_algorithm: opts.key_algorithm.to_string(),
+            store: opts.store,
+            created_at: self.now,
+        }
+    }
+
+    /// The SHA-256 fingerprint of the root: the pin for agents.
+    pub fn root_fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.root_cert.der())
+    }
+
+    /// The first event of the audit trail: the CA itself creates the first
+    /// admin.
+    pub fn first_admin(&self) -> Change {
+        let hash = token::hash(&self.admin_token).expect("generated tokens are well-formed");
+        let mut created = agentca::wire::AuditEvent::new(
+            crate::issuance::profile::whole_seconds(self.now),
+            agentca::wire::Actor::System,
+            "admin.create",
+            Some("admin".into()),
+        );
+        created.reason = Some(format!(
+            "every tenant; created by init for {}",
+            self.trust_domain
+        ));
+        Change::Audited {
+            change: Box::new(Change::PutAdmin {
+                hash,
+                admin: state::records::AdminRecord {
+                    name: "admin".into(),
+                    tenant: None,
+                    created_at: self.now,
+                },
+            }),
+            audit: Box::new(created),
+        }
+    }
+}
+
 /// A loaded CA.
 pub struct LoadedCa {
     /// The settings.
@@ -357,7 +413,7 @@ fn read_cert(path: &Path) -> Result<CertificateDer<'static>, DataDirError> {
     Ok(CertificateDer::from(block.into_contents()))
 }
 
-fn check_key_matches(
+pub(crate) fn check_key_matches(
     cert: &CertificateDer<'_>,
     key: &KeyPair,
     path: &Path,

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod revocation;
 pub mod state;
 pub mod store;
+pub mod stored_ca;
 pub mod token;
 
 pub(crate) use agentca::hex;

@@ -33,6 +33,8 @@ pub struct TestCa {
     /// The plain-HTTP listener's URL, when started with `--http-listen`.
     pub http_url: Option<String>,
     serve_args: Vec<String>,
+    /// The database of a replica of a CA kept in PostgreSQL.
+    pub store: Option<String>,
     child: Option<Child>,
 }
 
@@ -72,10 +74,66 @@ impl TestCa {
             url: String::new(),
             http_url: None,
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            store: None,
             child: None,
         };
         ca.launch();
         ca
+    }
+
+    /// `n` replicas of one CA created in the PostgreSQL database `url`,
+    /// each served with extra `serve` arguments on its own port. Each has
+    /// its own directory (log, passphrase) holding copies of the bundle
+    /// and first admin token that `init` wrote.
+    pub fn start_replicas(url: &str, n: usize, serve_args: &[&str]) -> Vec<Self> {
+        let first = tempfile::tempdir().expect("tempdir");
+        let outputs = first.path().join("ca");
+        let passphrase_file = first.path().join("passphrase");
+        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+        let out = Command::new(agentca_bin())
+            .arg("init")
+            .args(["--store", url, "--trust-domain", TRUST_DOMAIN])
+            .arg("--data-dir")
+            .arg(&outputs)
+            .arg("--passphrase-file")
+            .arg(&passphrase_file)
+            .env("HOME", first.path())
+            .output()
+            .expect("run agentca init");
+        assert!(
+            out.status.success(),
+            "agentca init --store failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut replicas = Vec::with_capacity(n);
+        let mut roots = vec![first];
+        while roots.len() < n {
+            roots.push(tempfile::tempdir().expect("tempdir"));
+        }
+        for root in roots {
+            let data_dir = root.path().join("ca");
+            std::fs::create_dir_all(&data_dir).unwrap();
+            for file in ["bundle.pem", "admin.token"] {
+                if !data_dir.join(file).exists() {
+                    std::fs::copy(outputs.join(file), data_dir.join(file)).unwrap();
+                }
+            }
+            let passphrase_file = root.path().join("passphrase");
+            std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+            let mut ca = Self {
+                root,
+                data_dir,
+                passphrase_file,
+                url: String::new(),
+                http_url: None,
+                serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+                store: Some(url.to_owned()),
+                child: None,
+            };
+            ca.launch();
+            replicas.push(ca);
+        }
+        replicas
     }
 
     fn launch(&mut self) {
@@ -89,15 +147,19 @@ impl TestCa {
             Some((_, port)) => format!("127.0.0.1:{port}"),
             None => "127.0.0.1:0".to_owned(),
         };
-        let mut child = Command::new(agentca_bin())
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
+        let mut command = Command::new(agentca_bin());
+        command.arg("serve");
+        match &self.store {
+            Some(url) => command.args(["--store", url]),
+            None => command.arg("--data-dir").arg(&self.data_dir),
+        };
+        let mut child = command
             .arg("--passphrase-file")
             .arg(&self.passphrase_file)
             .args(["--listen", &listen])
             .args(&self.serve_args)
             .env("HOME", self.root.path())
+            .env_remove("AGENTCA_STORE")
             .env("AGENTCA_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)

@@ -10,6 +10,7 @@ mod admin;
 mod agent;
 mod audit;
 mod config;
+mod init;
 mod serve;
 mod verify;
 
@@ -46,7 +47,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a CA: root, issuing intermediate, encrypted keys, first admin token.
-    Init(serve::InitArgs),
+    Init(init::InitArgs),
     /// Run the CA's HTTPS API (initialising a local CA on first run).
     Serve(serve::ServeArgs),
     /// Register an agent (admin).
@@ -100,7 +101,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Init(args) => serve::init(args),
+            Command::Init(args) => init::init(args),
             Command::Serve(args) => serve::serve(args).await,
             Command::Register(args) => admin::register(args).await,
             Command::Agents(args) => admin::list(args).await,

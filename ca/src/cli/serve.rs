@@ -1,4 +1,4 @@
-//! `agentca init` and `agentca serve`.
+//! `agentca serve`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use crate::issuance::profile::ServerName;
 use crate::metrics::Metrics;
 use crate::revocation::{RevocationConfig, Revocations, RootCrlSource, RootSigner};
 use crate::state::{Ledger, Records};
-use crate::store::Backend;
+use crate::store::{Backend, Location, Store, StoreChoice};
 
 /// Trust domain of a CA created by `serve` for local use.
 const LOCAL_TRUST_DOMAIN: &str = "agentca.local";
@@ -36,7 +36,7 @@ pub struct PassphraseSource {
 }
 
 impl PassphraseSource {
-    fn explicit(&self) -> anyhow::Result<Option<Passphrase>> {
+    pub(super) fn explicit(&self) -> anyhow::Result<Option<Passphrase>> {
         if let Some(path) = &self.passphrase_file {
             return Ok(Some(Passphrase::from_file(path)?));
         }
@@ -46,69 +46,6 @@ impl PassphraseSource {
         }
         Ok(None)
     }
-}
-
-/// `agentca init`.
-#[derive(Args, Debug)]
-pub struct InitArgs {
-    /// Directory to create the CA in.
-    #[arg(long, env = "AGENTCA_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// The SPIFFE trust domain, e.g. `agents.example.com`.
-    #[arg(long)]
-    trust_domain: String,
-    /// CA key algorithm.
-    #[arg(long, default_value = "p256")]
-    key_alg: KeyAlgorithm,
-    /// Store backend: redb (default; syncs every commit) or sled.
-    #[arg(long, default_value = "redb")]
-    store: Backend,
-    /// Root CA lifetime.
-    #[arg(long, default_value = "3650d", value_parser = parse_duration)]
-    root_validity: Duration,
-    /// Issuing CA lifetime.
-    #[arg(long, default_value = "365d", value_parser = parse_duration)]
-    intermediate_validity: Duration,
-    #[command(flatten)]
-    passphrase: PassphraseSource,
-}
-
-pub fn init(args: InitArgs) -> anyhow::Result<()> {
-    let dir = DataDir::new(args.data_dir.unwrap_or_else(default_data_dir));
-    let trust_domain = TrustDomain::new(&args.trust_domain).context("invalid --trust-domain")?;
-    let passphrase = args.passphrase.explicit()?.context(
-        "the CA keys need a passphrase: give --passphrase-file <file> or set AGENTCA_PASSPHRASE",
-    )?;
-    anyhow::ensure!(
-        args.root_validity > Duration::days(1),
-        "--root-validity must be longer than a day"
-    );
-    anyhow::ensure!(
-        args.intermediate_validity > Duration::hours(1),
-        "--intermediate-validity must be longer than an hour"
-    );
-    let report = dir.init(&InitOptions {
-        dir: dir.path(),
-        trust_domain: trust_domain.clone(),
-        key_algorithm: args.key_alg,
-        store: args.store,
-        passphrase: &passphrase,
-        root_validity: args.root_validity,
-        intermediate_validity: args.intermediate_validity,
-        now: OffsetDateTime::now_utc(),
-    })?;
-    println!(
-        "Created a CA for trust domain {trust_domain} in {}",
-        dir.path().display()
-    );
-    println!("  root fingerprint (SHA-256): {}", report.root_fingerprint);
-    println!("  trust bundle:               {}", dir.bundle().display());
-    println!(
-        "  first admin token:          {} (keep it secret)",
-        report.admin_token_path.display()
-    );
-    println!("  store:                      {}", args.store);
-    Ok(())
 }
 
 /// `agentca serve`.
@@ -123,6 +60,12 @@ pub struct ServeArgs {
     /// location is used, and created on first run.
     #[arg(long, env = "AGENTCA_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A PostgreSQL database that holds the CA (`postgres://…`, created by
+    /// `agentca init --store <url>`): every replica given the same URL and
+    /// passphrase serves the same CA. Without it, the CA in the data
+    /// directory is served. Alternatively set AGENTCA_STORE.
+    #[arg(long, env = "AGENTCA_STORE", hide_env_values = true)]
+    store: Option<StoreChoice>,
     /// Address to listen on.
     #[arg(long, env = "AGENTCA_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -181,11 +124,84 @@ pub struct ServeArgs {
     passphrase: PassphraseSource,
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (dir, passphrase, created) = open_or_create(&args)?;
+/// The CA `serve` serves: from its data directory, or from a shared store.
+struct Opened {
+    loaded: datadir::LoadedCa,
+    store: Arc<dyn Store>,
+    root_crl: RootCrlSource,
+    /// Where, for the log.
+    place: String,
+    /// The new root's fingerprint, when this run created a local CA.
+    created: Option<String>,
+}
+
+fn open_ca(args: &ServeArgs) -> anyhow::Result<Opened> {
+    if let Some(StoreChoice::Postgres(url)) = &args.store {
+        anyhow::ensure!(
+            args.data_dir.is_none(),
+            "--data-dir and a postgres:// --store name two different CAs: give one"
+        );
+        let passphrase = args.passphrase.explicit()?.context(
+            "the CA keys need their passphrase: give --passphrase-file <file> or set AGENTCA_PASSPHRASE",
+        )?;
+        let store = crate::state::open_store(&Location::Postgres(url.clone()))
+            .with_context(|| format!("cannot open the database {url}"))?;
+        let (loaded, root_key) = crate::stored_ca::load(&*store, &passphrase)?;
+        let signer = RootSigner::new(&loaded.root, root_key, None).map_err(anyhow::Error::msg)?;
+        return Ok(Opened {
+            loaded,
+            store,
+            root_crl: RootCrlSource::Signer(Box::new(signer)),
+            place: url.to_string(),
+            created: None,
+        });
+    }
+    let (dir, passphrase, created) = open_or_create(args)?;
     let loaded = dir.load(&passphrase)?;
+    if let Some(StoreChoice::Embedded(backend)) = &args.store {
+        anyhow::ensure!(
+            *backend == loaded.meta.store,
+            "the CA in {} keeps its state in {}, not {backend}",
+            dir.path().display(),
+            loaded.meta.store
+        );
+    }
     let root_key = dir.load_root_key(&passphrase)?;
     drop(passphrase);
+    let store = crate::state::open_store(&Location::Embedded {
+        backend: loaded.meta.store,
+        dir: dir.path().to_owned(),
+    })
+    .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
+    let root_crl = match root_key {
+        Some(key) => RootCrlSource::Signer(Box::new(
+            RootSigner::new(&loaded.root, key, Some(dir.root_crl())).map_err(anyhow::Error::msg)?,
+        )),
+        None => {
+            tracing::warn!(
+                "the root key is not in the data directory: the root CRL is served from root.crl \
+                 and must be re-signed where the root key is kept"
+            );
+            RootCrlSource::File(dir.root_crl())
+        }
+    };
+    Ok(Opened {
+        place: format!("{} ({})", dir.path().display(), loaded.meta.store),
+        loaded,
+        store,
+        root_crl,
+        created,
+    })
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let Opened {
+        loaded,
+        store,
+        root_crl,
+        place,
+        created,
+    } = open_ca(&args)?;
     let policy = Policy {
         min_ttl: args.min_ttl,
         max_ttl: args.max_ttl,
@@ -238,28 +254,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         loaded.intermediate_key,
         Distribution::under(&bases),
     )?);
-    let store = crate::state::open_store(&crate::store::Location::Embedded {
-        backend: loaded.meta.store,
-        dir: dir.path().to_owned(),
-    })
-    .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let writer = Ledger::start(store.clone(), Some(committed_tx), metrics.clone())?;
     let records = Records::new(store);
     metrics.load_unexpired(records.unexpired_by_second(OffsetDateTime::now_utc())?);
-    let root_crl = match root_key {
-        Some(key) => RootCrlSource::Signer(Box::new(
-            RootSigner::new(&loaded.root, key, dir.root_crl()).map_err(anyhow::Error::msg)?,
-        )),
-        None => {
-            tracing::warn!(
-                "the root key is not in the data directory: the root CRL is served from root.crl \
-                 and must be re-signed where the root key is kept"
-            );
-            RootCrlSource::File(dir.root_crl())
-        }
-    };
     let revocations = Revocations::start(
         ca.clone(),
         records.clone(),
@@ -368,8 +367,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen = %local,
         http_listen = ?http_local,
         trust_domain = %authority.trust_domain(),
-        data_dir = %dir.path().display(),
-        store = %loaded.meta.store,
+        ca = %place,
         crl = ?authority.ca().distribution().crl,
         "agentca is serving"
     );

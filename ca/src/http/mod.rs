@@ -3,7 +3,8 @@
 //!
 //! | method and path | who | what |
 //! |---|---|---|
-//! | `GET /healthz` | anyone | health |
+//! | `GET /healthz` | anyone | liveness: always 200, with health |
+//! | `GET /readyz` | anyone | readiness: 200 while the store answers and the issuer is valid, else 503 |
 //! | `GET /v1/bundle` | anyone | the trust bundle (PEM) |
 //! | `GET /v1/intermediates` | anyone | the issuing CA certificate (PEM), to check CRL signatures |
 //! | `POST /v1/enroll` | agent with a bootstrap token | first certificate |
@@ -19,7 +20,7 @@
 //! | `GET /v1/crl`, `GET /v1/crl/root` | anyone | CRLs (DER; `?format=pem` for PEM) |
 //! | `POST /v1/ocsp`, `GET /v1/ocsp/{base64}` | anyone | OCSP |
 //!
-//! CRLs, OCSP and `/healthz` are also served by [`public_router`] for the
+//! CRLs, OCSP, `/healthz` and `/readyz` are also served by [`public_router`] for the
 //! optional plain-HTTP listener: they are signed objects, and fetching them
 //! over plain HTTP is the usual practice (it avoids a TLS check inside a
 //! revocation check). The feed is not: it is not signed.
@@ -78,6 +79,7 @@ pub const MAX_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(25
 fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/crl", get(crl))
         .route("/v1/crl/root", get(root_crl))
         .route("/v1/intermediates", get(intermediates))

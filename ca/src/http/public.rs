@@ -14,14 +14,24 @@ use serde::Deserialize;
 use super::extract::*;
 use super::{ApiError, AppState, MAX_FEED_WAIT, MAX_OCSP_GET_LEN};
 
+/// Liveness: the process answers. Always 200, with what is wrong, if
+/// anything, in `status`: restarting a replica does not bring its database
+/// back.
 pub(super) async fn healthz(State(ca): State<AppState>) -> impl IntoResponse {
+    Json(ca.health(now()))
+}
+
+/// Readiness, for a load balancer: 200 only while the CA can issue (its
+/// store answers and its issuing certificate is valid), else 503.
+pub(super) async fn readyz(State(ca): State<AppState>) -> impl IntoResponse {
     let health = ca.health(now());
-    let status = if health.status == "ok" {
-        StatusCode::OK
+    if health.status == "ok" {
+        (StatusCode::OK, HeaderMap::new(), Json(health))
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(health))
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        (StatusCode::SERVICE_UNAVAILABLE, headers, Json(health))
+    }
 }
 
 pub(super) async fn intermediates(State(ca): State<AppState>) -> impl IntoResponse {

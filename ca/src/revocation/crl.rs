@@ -96,6 +96,31 @@ pub fn refresh_at(crl: &SignedCrl) -> OffsetDateTime {
     crl.this_update + (crl.next_update - crl.this_update) / 2
 }
 
+impl SignedCrl {
+    /// A CRL signed earlier (by another replica, an earlier run, or the
+    /// root's keeper), read back from its DER.
+    pub fn from_der(der: Vec<u8>) -> Result<Self, String> {
+        let (_, parsed) = x509_parser::parse_x509_crl(&der).map_err(|e| e.to_string())?;
+        let next_update = parsed
+            .next_update()
+            .map(|t| t.to_datetime())
+            .ok_or("it has no nextUpdate")?;
+        let number = match parsed.crl_number().map(|n| n.to_u64_digits()) {
+            Some(digits) if digits.len() <= 1 => digits.first().copied().unwrap_or(0),
+            Some(_) => return Err("its CRL number is larger than 64 bits".into()),
+            None => 0,
+        };
+        Ok(Self {
+            entries: parsed.iter_revoked_certificates().count(),
+            this_update: parsed.last_update().to_datetime(),
+            next_update,
+            number,
+            pem: pem_of(&der),
+            der,
+        })
+    }
+}
+
 /// A DER CRL as PEM (`X509 CRL`, LF line endings).
 pub fn pem_of(der: &[u8]) -> String {
     pem::encode_config(
@@ -220,5 +245,17 @@ mod tests {
             Some(1_800_000_300)
         );
         assert!(crl.pem.starts_with("-----BEGIN X509 CRL-----"));
+        let back = SignedCrl::from_der(crl.der.clone()).unwrap();
+        assert_eq!(
+            (
+                back.number,
+                back.entries,
+                back.this_update,
+                back.next_update
+            ),
+            (42, 1, crl.this_update, crl.next_update)
+        );
+        assert_eq!(back.pem, crl.pem);
+        assert!(SignedCrl::from_der(vec![0x30, 0]).is_err());
     }
 }

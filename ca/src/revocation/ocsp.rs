@@ -83,13 +83,18 @@ impl Responder {
         })
     }
 
-    /// Answers the DER `request`, asking `status` about each serial.
+    /// Answers the DER `request`, asking `status` about each serial: its
+    /// status, and the time it is known to have been correct (now, or
+    /// earlier when the store is unreachable and the responder answers
+    /// from what it last knew). That time is the response's thisUpdate; a
+    /// status known so long ago that the response would already be stale
+    /// is `tryLater`.
     pub fn respond(
         &self,
         ca: &IssuingCa,
         request: &[u8],
         now: OffsetDateTime,
-        status: impl Fn(&Serial) -> Result<Status, crate::store::StoreError>,
+        status: impl Fn(&Serial) -> Result<(Status, OffsetDateTime), crate::store::StoreError>,
     ) -> Answer {
         let malformed = || Answer {
             http_status: 400,
@@ -105,12 +110,12 @@ impl Responder {
         if list.is_empty() || list.len() > MAX_SINGLE_REQUESTS {
             return malformed();
         }
-        let this_update = match generalized(now) {
-            Some(t) => t,
-            None => return internal_error(),
-        };
-        let Some(next_update) = generalized(now + self.validity) else {
+        let Some(produced_at) = generalized(now) else {
             return internal_error();
+        };
+        let try_later = || Answer {
+            http_status: 503,
+            der: encode(OcspResponse::try_later()),
         };
         let mut responses = Vec::with_capacity(list.len());
         for single in list {
@@ -122,26 +127,34 @@ impl Responder {
                     der: encode(OcspResponse::unauthorized()),
                 };
             }
-            let cert_status = match Serial::from_bytes(id.serial_number.as_bytes()) {
-                Err(_) => CertStatus::unknown(),
+            let (cert_status, known_at) = match Serial::from_bytes(id.serial_number.as_bytes()) {
+                Err(_) => (CertStatus::unknown(), now),
                 Ok(serial) => match status(&serial) {
-                    Ok(Status::Good) => CertStatus::good(),
-                    Ok(Status::Unknown) => CertStatus::unknown(),
-                    Ok(Status::Revoked { at, reason }) => match generalized(at) {
-                        Some(t) => CertStatus::revoked(RevokedInfo {
-                            revocation_time: t,
-                            revocation_reason: crl_reason(reason),
-                        }),
+                    Ok((Status::Good, at)) => (CertStatus::good(), at),
+                    Ok((Status::Unknown, at)) => (CertStatus::unknown(), at),
+                    Ok((Status::Revoked { at, reason }, known_at)) => match generalized(at) {
+                        Some(t) => (
+                            CertStatus::revoked(RevokedInfo {
+                                revocation_time: t,
+                                revocation_reason: crl_reason(reason),
+                            }),
+                            known_at,
+                        ),
                         None => return internal_error(),
                     },
                     Err(e) => {
                         tracing::error!(error = %e, "OCSP status lookup failed");
-                        return Answer {
-                            http_status: 503,
-                            der: encode(OcspResponse::try_later()),
-                        };
+                        return try_later();
                     }
                 },
+            };
+            if known_at + self.validity <= now {
+                return try_later();
+            }
+            let (Some(this_update), Some(next_update)) =
+                (generalized(known_at), generalized(known_at + self.validity))
+            else {
+                return internal_error();
             };
             responses.push(SingleResponse {
                 cert_id: id.clone(),
@@ -162,7 +175,7 @@ impl Responder {
         let tbs = ResponseData {
             version: Version::default(),
             responder_id: self.responder_id.clone(),
-            produced_at: this_update,
+            produced_at,
             responses,
             response_extensions: nonce.map(|n| {
                 vec![x509_cert::ext::Extension {

@@ -15,11 +15,12 @@ use time::OffsetDateTime;
 
 pub use super::outcome::{Applied, Conflict, Outcome, RevokeSummary, RevokeTarget};
 use super::records::{
-    AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, Renewal, TokenHash, TokenRecord,
+    AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, CrlIssuer, PublishedCrl, Renewal,
+    TokenHash, TokenRecord, PRUNED_AT_KEY,
 };
 pub use super::writes::REVOCATION_SEQ;
 use super::writes::{self, get, put};
-use super::{admin, agent, certificate, token};
+use super::{admin, agent, certificate, crl, retention, token};
 use crate::store::{Job, StoreError, Table, WriteTxn};
 
 /// One state change. Applying one depends only on the state before it.
@@ -105,6 +106,24 @@ pub enum Change {
     },
     /// Remove an admin by name. Conflicts if there is none.
     DeleteAdmin(String),
+    /// Publish a signed CRL for every replica to serve, if it supersedes
+    /// the published one ([`crl::supersedes`]); either way, the outcome is
+    /// the one published after the change.
+    PublishCrl {
+        /// Whose CRL.
+        issuer: CrlIssuer,
+        /// The CRL.
+        crl: PublishedCrl,
+    },
+    /// Take the turn of pruning at `at`: refused unless a pass is due
+    /// ([`retention::pruning_due`]), so that of several replicas one
+    /// prunes per `period`.
+    ClaimPruning {
+        /// Now.
+        at: OffsetDateTime,
+        /// How often a pass runs.
+        period: time::Duration,
+    },
 }
 
 impl From<token::TokenRefusal> for Conflict {
@@ -288,6 +307,28 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
         Change::Revoke { target, reason, at } => return writes::revoke(txn, target, *reason, *at),
         Change::Prune { before, limit } => return writes::prune(txn, *before, *limit),
         Change::BumpCounter(name) => return Ok(Ok(Applied::Counter(txn.next_in_sequence(name)?))),
+        Change::PublishCrl { issuer, crl } => {
+            let published = get::<PublishedCrl>(txn, Table::Meta, issuer.key())?;
+            if crl::supersedes(crl.coverage(), published.as_ref().map(|p| p.coverage())) {
+                put(txn, Table::Meta, issuer.key(), crl)?;
+                return Ok(Ok(Applied::Crl(Some(crl.clone()))));
+            }
+            return Ok(Ok(Applied::Crl(published)));
+        }
+        Change::ClaimPruning { at, period } => {
+            let last = match txn.get(Table::Meta, PRUNED_AT_KEY)? {
+                None => None,
+                Some(bytes) => Some(writes::time_of(Table::Meta, &bytes)?),
+            };
+            if !retention::pruning_due(last, *at, *period) {
+                return Ok(Err(Conflict::PruningNotDue));
+            }
+            txn.put(
+                Table::Meta,
+                PRUNED_AT_KEY,
+                &super::records::time_key(*at, &[]),
+            )?;
+        }
     }
     Ok(Ok(Applied::Done))
 }

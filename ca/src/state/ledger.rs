@@ -35,6 +35,7 @@ impl Ledger {
         let head = crate::audit::head(&*store)?.seq;
         let backend = store.backend();
         let audit = Arc::new(watch::Sender::new(head));
+        follow_audit_head(&store, &audit);
         let sender = audit.clone();
         let observer = Box::new(move |changes: &[Change], outcomes: &[Outcome]| {
             observe(changes, outcomes, &sender, revocations.as_ref(), &metrics)
@@ -56,6 +57,32 @@ impl Ledger {
     pub async fn apply(&self, change: Change) -> Result<Outcome, StoreError> {
         self.writer.apply(change).await
     }
+}
+
+/// On a store other replicas write too, moves `audit` when they append to
+/// the trail (as soon as the store says they committed).
+fn follow_audit_head(store: &Arc<dyn Store>, audit: &Arc<watch::Sender<u64>>) {
+    let (Some(mut commits), Ok(runtime)) = (store.commits(), tokio::runtime::Handle::try_current())
+    else {
+        return;
+    };
+    let store = Arc::downgrade(store);
+    let audit = audit.clone();
+    runtime.spawn(async move {
+        while commits.changed().await.is_ok() {
+            let Some(store) = store.upgrade() else { return };
+            match crate::audit::head(&*store) {
+                Ok(head) => {
+                    audit.send_if_modified(|seq| {
+                        let newer = head.seq > *seq;
+                        *seq = (*seq).max(head.seq);
+                        newer
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "could not read the audit head"),
+            }
+        }
+    });
 }
 
 /// What one commit tells the rest of the CA. The writer thread appends

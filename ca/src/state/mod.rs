@@ -4,8 +4,9 @@
 //!   tests: [`token`] (may it be redeemed, how many uses remain),
 //!   [`certificate`] (is it live, may it renew, is a second renewal a
 //!   clone), [`agent`] (enabled or disabled, what revoking it implies),
-//!   [`admin`] (who may act on which tenant, the last global admin), and
-//!   [`retention`] (what may be pruned when).
+//!   [`admin`] (who may act on which tenant, the last global admin),
+//!   [`retention`] (what may be pruned when, and when a pass is due), and
+//!   [`crl`] (which published CRL replicas serve).
 //! - The records ([`records`]), read with [`Records`] and changed with
 //!   [`Change`]s through the [`Ledger`]: a change turns a decision of the
 //!   authority into conditional writes, asking the rules again at commit
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod agent;
 pub mod certificate;
 pub mod change;
+pub mod crl;
 pub mod ledger;
 mod outcome;
 pub mod reads;

@@ -40,6 +40,9 @@ pub enum Applied {
     },
     /// A counter's new value.
     Counter(u64),
+    /// The published CRL of an issuer, after the change: the one it
+    /// published, or a newer one that another replica published first.
+    Crl(Option<super::records::PublishedCrl>),
 }
 
 /// What a revocation did.
@@ -113,6 +116,9 @@ pub enum Conflict {
     /// Removing this admin would leave no admin of every tenant.
     #[error("this is the last global admin")]
     LastGlobalAdmin,
+    /// A pruning pass began less than a period ago (on any replica).
+    #[error("a pruning pass is not due")]
+    PruningNotDue,
 }
 
 /// The result of one change.

@@ -161,6 +161,30 @@ impl Records {
             .collect()
     }
 
+    /// Up to `limit` revocation events after `seq`, in order.
+    pub fn revocation_events_after(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        let Some(start) = seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.store
+            .scan_from(Table::Revocations, &start.to_be_bytes(), limit)?
+            .iter()
+            .map(|(_, v)| decode(Table::Revocations, v))
+            .collect()
+    }
+
+    /// The CRL of `issuer` that replicas serve, as last published.
+    pub fn published_crl(
+        &self,
+        issuer: super::records::CrlIssuer,
+    ) -> Result<Option<super::records::PublishedCrl>, StoreError> {
+        self.get(Table::Meta, issuer.key())
+    }
+
     /// The last number of a sequence (0 if none was taken).
     pub fn sequence(&self, name: &str) -> Result<u64, StoreError> {
         self.store.sequence(name)

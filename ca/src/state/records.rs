@@ -202,6 +202,52 @@ pub struct CloneAlertRecord {
     pub remote_addr: Option<String>,
 }
 
+/// Which issuer a published CRL is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlIssuer {
+    /// The issuing (intermediate) CA: the CRL of agents' certificates.
+    Intermediate,
+    /// The root: the CRL covering the intermediate.
+    Root,
+}
+
+impl CrlIssuer {
+    /// Its key in [`Table::Meta`].
+    pub fn key(self) -> &'static [u8] {
+        match self {
+            CrlIssuer::Intermediate => b"crl/intermediate",
+            CrlIssuer::Root => b"crl/root",
+        }
+    }
+}
+
+/// The CRL every replica serves, as published. Key: [`CrlIssuer::key`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedCrl {
+    /// Its CRL number.
+    pub number: u64,
+    /// It lists every revocation up to this feed sequence number.
+    pub covers: u64,
+    /// The signed CRL.
+    #[serde(with = "base64_bytes")]
+    pub der: Vec<u8>,
+}
+
+impl PublishedCrl {
+    /// What [`super::crl::supersedes`] compares.
+    pub fn coverage(&self) -> super::crl::Coverage {
+        super::crl::Coverage {
+            number: self.number,
+            covers: self.covers,
+        }
+    }
+}
+
+/// Meta key of when the last pruning pass began (8 bytes, big-endian Unix
+/// seconds).
+pub const PRUNED_AT_KEY: &[u8] = b"pruned_at";
+
 mod base64_bytes {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;

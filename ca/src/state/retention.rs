@@ -21,10 +21,37 @@ pub fn prunable(ended: OffsetDateTime, cutoff: OffsetDateTime) -> bool {
     ended.unix_timestamp() < cutoff.unix_timestamp()
 }
 
+/// Whether a pruning pass is due at `now`, when the last one (by any
+/// replica) began at `last`: once every `period`, whichever replica asks.
+pub fn pruning_due(last: Option<OffsetDateTime>, now: OffsetDateTime, period: Duration) -> bool {
+    last.is_none_or(|last| now - last >= period || last > now + period)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::tests::t0;
+
+    #[test]
+    fn pruning_is_due_once_per_period_whoever_asks() {
+        let minute = Duration::minutes(1);
+        assert!(pruning_due(None, t0(), minute));
+        assert!(!pruning_due(Some(t0()), t0(), minute));
+        assert!(!pruning_due(
+            Some(t0()),
+            t0() + Duration::seconds(59),
+            minute
+        ));
+        assert!(pruning_due(Some(t0()), t0() + minute, minute));
+        // A turn taken far in the future (a clock that was wrong) does not
+        // stop pruning forever.
+        assert!(!pruning_due(
+            Some(t0() + Duration::seconds(30)),
+            t0(),
+            minute
+        ));
+        assert!(pruning_due(Some(t0() + Duration::hours(1)), t0(), minute));
+    }
 
     #[test]
     fn records_go_once_they_ended_before_the_cutoffs_second() {

@@ -260,15 +260,25 @@ pub(super) fn prune(
 
 /// The time at the front of a time index key (see [`time_key`]).
 fn time_of_key(table: Table, key: &[u8]) -> Result<OffsetDateTime, StoreError> {
+    if key.len() <= 8 {
+        return Err(StoreError::Corrupt {
+            table: table.name(),
+            detail: "index key shorter than its time prefix".into(),
+        });
+    }
+    time_of(table, &key[..8])
+}
+
+/// A time stored as [`time_key`] without a suffix: 8 bytes, big-endian
+/// Unix seconds.
+pub(super) fn time_of(table: Table, bytes: &[u8]) -> Result<OffsetDateTime, StoreError> {
     let corrupt = |detail: &str| StoreError::Corrupt {
         table: table.name(),
         detail: detail.into(),
     };
-    let secs: [u8; 8] = key
-        .get(..8)
-        .filter(|_| key.len() > 8)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| corrupt("index key shorter than its time prefix"))?;
+    let secs: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt("a stored time is not 8 bytes"))?;
     let secs =
         i64::try_from(u64::from_be_bytes(secs)).map_err(|_| corrupt("index time out of range"))?;
     OffsetDateTime::from_unix_timestamp(secs).map_err(|_| corrupt("index time out of range"))

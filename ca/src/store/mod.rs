@@ -385,6 +385,40 @@ impl fmt::Display for Location {
     }
 }
 
+/// What `--store` names: an embedded backend, kept in the data directory,
+/// or a PostgreSQL database by its URL.
+#[derive(Clone, Debug)]
+pub enum StoreChoice {
+    /// `redb` or `sled`.
+    Embedded(Backend),
+    /// `postgres://…`.
+    Postgres(Box<postgres::PostgresUrl>),
+}
+
+impl FromStr for StoreChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return s.parse().map(|url| StoreChoice::Postgres(Box::new(url)));
+        }
+        match s.parse::<Backend>() {
+            Ok(Backend::Postgres) | Err(_) => Err(format!(
+                "unknown store {s:?}; use redb, sled or a postgres:// URL"
+            )),
+            Ok(backend) => Ok(StoreChoice::Embedded(backend)),
+        }
+    }
+}
+
+impl fmt::Display for StoreChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreChoice::Embedded(backend) => write!(f, "{backend}"),
+            StoreChoice::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
 /// Opens (creating if needed) the store at `location`, replaying the
 /// records of an earlier version's log with `legacy` (embedded stores).
 pub fn open_location(

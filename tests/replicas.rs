@@ -1,0 +1,447 @@
+//! Several replicas of one CA on one PostgreSQL database: the real
+//! `agentca` binary, three times on loopback ports, against a throwaway
+//! cluster. Whatever replica a request reaches, a token is redeemed as
+//! often as it allows, a certificate renews once, a revocation reaches
+//! every replica's OCSP, CRL and feed, and the audit trail is one chain.
+
+mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use agentca::client::{ClientError, KeyAlgorithm, PrivateKey};
+use agentca::wire::{AgentInfo, RevokeRequest};
+use common::*;
+use reqwest::Method;
+
+/// Table number of the audit trail in `agentca_kv` (its place in the
+/// store's table list).
+const AUDIT_TABLE: u32 = 12;
+
+fn replicas(n: usize) -> (Vec<TestCa>, String) {
+    let url = postgres::fresh_database();
+    let replicas = TestCa::start_replicas(&url, n, &["--http-listen", "127.0.0.1:0"]);
+    (replicas, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_use_token_enrolls_once_whichever_replicas_the_attempts_reach() {
+    let (cas, _) = replicas(3);
+    cas[0].register("acme", "prod", "bot").await;
+    let token = cas[1].token("acme", "prod", "bot", 1).await;
+    let attempts = (0..64).map(|i| {
+        let ca = &cas[i % 3];
+        let token = token.clone();
+        async move { ca.enroll(&token).await }
+    });
+    let results = futures_join_all(attempts).await;
+    let issued: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(issued.len(), 1, "exactly one enrollment: {results:?}");
+    for refused in results.into_iter().filter(|r| r.is_err()) {
+        let (status, code) = refusal(refused);
+        assert_eq!((status, code.as_str()), (401, "token_used"));
+    }
+    let agent: AgentInfo = cas[2].show("acme", "prod", "bot").await;
+    assert_eq!(
+        agent.live_certificates.len(),
+        1,
+        "one certificate on record"
+    );
+
+    // An N-use token: N enrollments, spread over the replicas.
+    let token = cas[2].token("acme", "prod", "bot", 5).await;
+    let attempts = (0..30).map(|i| {
+        let ca = &cas[i % 3];
+        let token = token.clone();
+        async move { ca.enroll(&token).await }
+    });
+    let results = futures_join_all(attempts).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    let serials: BTreeSet<String> = results
+        .iter()
+        .flatten()
+        .map(|(issued, _)| issued.serial.to_string())
+        .collect();
+    assert_eq!(serials.len(), 5, "serials are unique");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_renewals_on_two_replicas_give_one_certificate_and_one_clone_alert() {
+    let (cas, _) = replicas(3);
+    let (issued, key) = cas[0].enrolled("acme", "prod", "bot").await;
+    let renew = |ca: &TestCa| {
+        let next = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+        let client = ca.client_with(&issued.certificate_chain, &key);
+        async move { client.renew(&next.csr_pem().unwrap()).await }
+    };
+    let (a, b) = tokio::join!(renew(&cas[1]), renew(&cas[2]));
+    let (renewed, refused): (Vec<_>, Vec<_>) = [a, b].into_iter().partition(|r| r.is_ok());
+    assert_eq!(renewed.len(), 1, "one renewal: {renewed:?} {refused:?}");
+    let (status, code) = refusal(refused.into_iter().next().unwrap());
+    assert_eq!((status, code.as_str()), (409, "clone_detected"));
+    let agent = cas[0].show("acme", "prod", "bot").await;
+    assert_eq!(
+        agent.live_certificates.len(),
+        2,
+        "the first and its one renewal"
+    );
+    assert_eq!(agent.clone_alerts.len(), 1, "{agent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_on_one_replica_reaches_the_others_ocsp_crl_and_feed_within_a_second() {
+    let (cas, _) = replicas(3);
+    let (issued, _) = cas[0].enrolled("acme", "prod", "bot").await;
+    let serial = issued.serial.to_string();
+    // A subscriber of replica 2 waits for the next event.
+    let since = cas[2].feed(0, 0).await.latest;
+    let subscriber = {
+        let http = cas[2].http();
+        let url = format!("{}/v1/revocations?since={since}&wait=20", cas[2].url);
+        tokio::spawn(async move {
+            let page: agentca::wire::RevocationPage =
+                http.get(url).send().await.unwrap().json().await.unwrap();
+            (page, Instant::now())
+        })
+    };
+    cas[2].wait_feed_subscribers(1).await;
+    let crl_before = crl_serials(&cas[1].crl().await).1;
+
+    let revoked_at = Instant::now();
+    cas[0]
+        .revoke(&RevokeRequest {
+            serial: Some(issued.serial.clone()),
+            reason: Some("keyCompromise".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let (page, heard_at) = subscriber.await.unwrap();
+    assert_eq!(page.events.len(), 1, "{page:?}");
+    assert_eq!(page.events[0].serial.to_string(), serial);
+    assert!(
+        heard_at - revoked_at < Duration::from_secs(1),
+        "replica 2's subscriber heard it after {:?}",
+        heard_at - revoked_at
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write_leaf(dir.path(), "leaf", &issued);
+    for ca in &cas[1..] {
+        // The CRL lists it, with a number above the one before.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let (serials, number) = crl_serials(&ca.crl().await);
+            if serials.contains(&serial) {
+                assert!(number > crl_before, "{number} after {crl_before}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not in {}'s CRL within 1 s",
+                ca.url
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // OCSP says revoked, checked by openssl.
+        let text = ocsp(ca, dir.path(), "leaf.pem");
+        assert!(
+            text.contains("Response verify OK") && text.contains("leaf.pem: revoked"),
+            "{text}"
+        );
+    }
+}
+
+/// Writes the leaf and intermediate of `issued` as `<name>.pem` and
+/// `intermediate.pem` in `dir`.
+fn write_leaf(dir: &std::path::Path, name: &str, issued: &agentca::wire::IssuedCertificate) {
+    write(dir, &format!("{name}.pem"), &issued.certificate_chain);
+    let intermediate = pem::encode(&pem::parse_many(&issued.certificate_chain).unwrap()[1]);
+    write(dir, "intermediate.pem", &intermediate);
+}
+
+/// What `openssl ocsp` says of `leaf` (a file in `dir`, beside
+/// `intermediate.pem`) when it asks `ca`'s plain-HTTP responder.
+fn ocsp(ca: &TestCa, dir: &std::path::Path, leaf: &str) -> String {
+    let url = format!("{}/v1/ocsp", ca.http_url.as_ref().expect("--http-listen"));
+    let out = std::process::Command::new("openssl")
+        .args(["ocsp", "-issuer", "intermediate.pem", "-cert", leaf])
+        .arg("-CAfile")
+        .arg(ca.bundle_path())
+        .args(["-url", &url])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl ocsp");
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crl_numbers_only_grow_whichever_replica_is_asked() {
+    let (cas, _) = replicas(3);
+    let mut last = 0;
+    for round in 0..6 {
+        let (issued, _) = cas[round % 3]
+            .enrolled("acme", "prod", &format!("bot{round}"))
+            .await;
+        cas[(round + 1) % 3]
+            .revoke(&RevokeRequest {
+                serial: Some(issued.serial.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for ca in &cas {
+            let (_, number) = crl_serials(&ca.crl().await);
+            assert!(number >= last, "CRL {number} after {last} (round {round})");
+            last = number;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_trail_of_every_replica_is_one_chain_and_a_changed_event_is_found() {
+    let (cas, url) = replicas(3);
+    for (i, ca) in cas.iter().enumerate() {
+        ca.enrolled("acme", "prod", &format!("bot{i}")).await;
+    }
+    let wrong = cas[1]
+        .client()
+        .call::<(), Vec<AgentInfo>>(Method::GET, "/v1/admin/agents", Some("wrong"), None)
+        .await;
+    assert!(matches!(
+        wrong,
+        Err(ClientError::Refused { status: 401, .. })
+    ));
+    for ca in &cas {
+        let out = ca.command().args(["audit", "verify"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.starts_with("audit trail intact"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Someone with the database's password makes the refusal look fine.
+    let db = url.rsplit('/').next().unwrap();
+    let cluster = postgres::cluster();
+    let changed = cluster.psql(
+        db,
+        &format!(
+            "UPDATE agentca_kv SET value = convert_to(replace(convert_from(value, 'UTF8'), \
+             '\"outcome\":\"refused\"', '\"outcome\":\"ok\"'), 'UTF8') \
+             WHERE tbl = {AUDIT_TABLE} AND convert_from(value, 'UTF8') LIKE '%\"outcome\":\"refused\"%' \
+             RETURNING 1"
+        ),
+    );
+    assert_eq!(changed, "1");
+    let out = cas[2].command().args(["audit", "verify"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("was changed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_refuses_a_database_without_a_ca_and_init_refuses_one_with() {
+    let url = postgres::fresh_database();
+    let root = tempfile::tempdir().unwrap();
+    let passphrase = write(root.path(), "passphrase", PASSPHRASE);
+    let serve = std::process::Command::new(agentca_bin())
+        .args(["serve", "--store", &url, "--listen", "127.0.0.1:0"])
+        .arg("--passphrase-file")
+        .arg(&passphrase)
+        .env("HOME", root.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(!serve.status.success());
+    assert!(err.contains("holds no CA"), "{err}");
+
+    let cas = TestCa::start_replicas(&url, 1, &[]);
+    let again = std::process::Command::new(agentca_bin())
+        .args(["init", "--store", &url, "--trust-domain", "other.org"])
+        .arg("--data-dir")
+        .arg(root.path().join("other"))
+        .arg("--passphrase-file")
+        .arg(&passphrase)
+        .env("HOME", root.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(err.contains("already holds a CA"), "{err}");
+    // The CA is untouched: still serving its trust domain.
+    let (issued, _) = cas[0].enrolled("acme", "prod", "bot").await;
+    assert!(issued
+        .spiffe_id
+        .to_string()
+        .starts_with("spiffe://example.org/"));
+
+    // A wrong passphrase opens nothing.
+    let wrong = write(root.path(), "wrong", "not the passphrase at all");
+    let serve = std::process::Command::new(agentca_bin())
+        .args(["serve", "--store", &url, "--listen", "127.0.0.1:0"])
+        .arg("--passphrase-file")
+        .arg(&wrong)
+        .env("HOME", root.path())
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+}
+
+/// Runs `futures` concurrently on this task; their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (f, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *result = Some(v),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().map(|r| r.expect("ready")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_going_away_is_a_quick_503_and_its_return_needs_no_restart() {
+    // A cluster of this test's own: it stops the database.
+    let cluster = postgres::own_cluster();
+    let url = cluster.database();
+    let cas = TestCa::start_replicas(&url, 2, &["--http-listen", "127.0.0.1:0"]);
+    // A live certificate and a revoked one, both known to replica 1.
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = cas[0].enrolled("acme", "prod", "live").await;
+    let (gone, _) = cas[0].enrolled("acme", "prod", "gone").await;
+    write_leaf(dir.path(), "live", &live);
+    write_leaf(dir.path(), "gone", &gone);
+    cas[0]
+        .revoke_agent("acme", "prod", "gone", "keyCompromise")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while cas[1].feed(0, 0).await.events.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "replica 1 never heard of the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cas[0].register("acme", "prod", "bot").await;
+    let token = cas[0].token("acme", "prod", "bot", 1000).await;
+    let crl_before = cas[1].crl().await;
+
+    // Enrollments keep coming, on both replicas, through the outage.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let clients: Vec<_> = cas.iter().map(|ca| ca.client()).collect();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let (mut acknowledged, mut unavailable) = (Vec::new(), 0);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+                match clients[i % 2].enroll(&token, &key.csr_pem().unwrap()).await {
+                    Ok(issued) => acknowledged.push(issued.serial),
+                    Err(ClientError::Refused {
+                        status: 503, error, ..
+                    }) => {
+                        assert_eq!(error, "store_unavailable");
+                        unavailable += 1;
+                    }
+                    // The connection to the CA itself is fine; anything else
+                    // is a failure of this test.
+                    Err(other) => panic!("unexpected: {other:?}"),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acknowledged, unavailable)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    cluster.stop();
+    for ca in &cas {
+        let began = Instant::now();
+        let (status, _) = ca.get("/readyz").await;
+        assert_eq!(status, 503, "{} is not ready without its database", ca.url);
+        assert!(
+            began.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            began.elapsed()
+        );
+        assert_eq!(ca.get("/healthz").await.0, 200, "it is alive all the same");
+        // A refused enrollment is quick and says why.
+        let began = Instant::now();
+        let (status, code) = refusal(ca.enroll(&token).await);
+        assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+        assert!(
+            began.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            began.elapsed()
+        );
+        // What was signed before is still served, and OCSP answers from
+        // what the replica last knew.
+        assert_eq!(ca.get("/v1/crl").await.0, 200);
+        let text = ocsp(ca, dir.path(), "live.pem");
+        assert!(
+            text.contains("Response verify OK") && text.contains("live.pem: good"),
+            "{text}"
+        );
+        let text = ocsp(ca, dir.path(), "gone.pem");
+        assert!(
+            text.contains("Response verify OK") && text.contains("gone.pem: revoked"),
+            "{text}"
+        );
+    }
+    assert!(crl_serials(&crl_before).1 > 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    cluster.start();
+    for ca in &cas {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ca.get("/readyz").await.0 != 200 {
+            assert!(Instant::now() < deadline, "{} did not come back", ca.url);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acknowledged, unavailable) = load.await.unwrap();
+    assert!(unavailable > 0, "the load saw the outage");
+    assert!(acknowledged.len() > 5, "{acknowledged:?}");
+    // Every certificate a client was given is on record.
+    let agent = cas[1].show("acme", "prod", "bot").await;
+    let on_record: BTreeSet<_> = agent
+        .live_certificates
+        .iter()
+        .map(|c| c.serial.clone())
+        .collect();
+    for serial in &acknowledged {
+        assert!(
+            on_record.contains(serial),
+            "{serial} was acknowledged but is not on record"
+        );
+    }
+    let out = cas[0].command().args(["audit", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
