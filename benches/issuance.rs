@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo bench -p agentca-ca --bench issuance -- [--duration SECS]
-//!     [--concurrency 1,8,32] [--renew-concurrency 8,32] [--store redb|sled] [--quick]
+//!     [--concurrency 1,8,32] [--renew-concurrency 8,32] [--quick]
+//!     [--store redb|sled|postgres|postgres://…[,…]] [--replicas 1,2,3]
 //!     [--binary PATH]... [--rounds N]
 //! ```
 //!
@@ -23,6 +24,13 @@
 //!    mutual-TLS connection with a full handshake (no session resumption),
 //!    as an agent renewing on its own would. Latency includes the TCP
 //!    connect and the handshake.
+//!
+//! With `--store postgres` the bench starts a throwaway PostgreSQL cluster
+//! on this machine (as the tests do) and also reports the database's CPU
+//! per request; with `--store postgres://user@host/db` it uses that server
+//! (the role must be allowed to create databases). Each PostgreSQL setup
+//! runs once per `--replicas` count: that many CA replicas on one fresh
+//! database, the load's connections spread over them in turn.
 //!
 //! Keys and CSRs are generated before any clock starts. Each run begins
 //! with a warm-up whose requests are not counted; a request counts when it
@@ -66,7 +74,9 @@ usage: cargo bench -p agentca-ca --bench issuance -- [options]
   --duration SECS            measured time of each run (default 5, at most 600)
   --concurrency LIST         enrollment concurrencies (default 1,8,32)
   --renew-concurrency LIST   renewal concurrencies (default 8,32; 0 to skip)
-  --store redb|sled          the CA's store backend (default redb)
+  --store LIST               the CA's stores, comma-separated: redb (default), sled, postgres
+                             (a throwaway cluster on this machine) or a postgres:// server URL
+  --replicas LIST            CA replicas on each PostgreSQL store (default 1)
   --quick                    1-second runs and smaller key pools, to check that it works
   --binary PATH              an agentca binary to measure (repeat to compare; default: this build's)
   --rounds N                 with several binaries, measure each N times, interleaved (default 1)";
@@ -113,8 +123,8 @@ struct Options {
     /// Certificates issued in the enroll phase kept for renewal (each
     /// renews once), with as many fresh keys for the renewal CSRs.
     renew_certs: usize,
-    /// The CA's store backend.
-    store: String,
+    /// What the CA runs on, in the order measured.
+    setups: Vec<Setup>,
     /// The binaries measured, in order.
     binaries: Vec<PathBuf>,
     /// How many times each binary is measured.
@@ -127,7 +137,8 @@ impl Options {
         let mut concurrency = vec![1, 8, 32];
         let mut renew_concurrency = vec![8, 32];
         let mut quick = false;
-        let mut store = "redb".to_owned();
+        let mut stores = vec!["redb".to_owned()];
+        let mut replicas = vec![1];
         let mut binaries = Vec::new();
         let mut rounds = 1;
         let mut args = args.iter();
@@ -171,11 +182,19 @@ impl Options {
                         .ok_or_else(|| anyhow!("--rounds {v:?} is not between 1 and 10"))?;
                 }
                 "--store" => {
-                    store = value()?;
-                    ensure!(
-                        store == "redb" || store == "sled",
-                        "--store is redb or sled"
-                    );
+                    stores = value()?.split(',').map(|s| s.trim().to_owned()).collect();
+                    for store in &stores {
+                        ensure!(
+                            ["redb", "sled", "postgres"].contains(&store.as_str())
+                                || store.starts_with("postgres://")
+                                || store.starts_with("postgresql://"),
+                            "--store {store:?}: use redb, sled, postgres or a postgres:// URL"
+                        );
+                    }
+                }
+                "--replicas" => {
+                    replicas = parse_list(&value()?, 1)?;
+                    ensure!(replicas.iter().all(|&n| n <= 16), "--replicas: at most 16");
                 }
                 "--renew-concurrency" => {
                     renew_concurrency = parse_list(&value()?, 0)?;
@@ -195,7 +214,7 @@ impl Options {
             renew_concurrency,
             enroll_keys: 20_000,
             renew_certs: 0,
-            store,
+            setups: Setup::all(&stores, &replicas),
             binaries,
             rounds,
         };
@@ -282,20 +301,46 @@ fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Measures `binary`: a fresh CA, every run of `options`.
+/// Measures `binary`: a fresh CA on each setup, every run of `options`.
 fn run_one(binary: &std::path::Path, options: &Options) -> anyhow::Result<Vec<RunResult>> {
-    // Declared first so that it is dropped last: the CA process is killed
-    // on every way out of this function, panics included.
-    let ca = Ca::start(binary, &options.store)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let result = runtime.block_on(bench(&ca, options));
-    if result.is_err() {
-        eprintln!("\nlast lines of the CA's log:\n{}", ca.log_tail(20));
+    let mut all = Vec::new();
+    // A throwaway cluster, started once for every setup that asks for one.
+    let mut cluster = None;
+    for setup in &options.setups {
+        eprintln!("=== store {}", setup.label());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?;
+        let database = match &setup.store {
+            Store::Embedded(_) => None,
+            Store::Postgres(server) => {
+                let server = match server {
+                    Some(url) => url.clone(),
+                    None => cluster.get_or_insert_with(pg::own_cluster).url("postgres"),
+                };
+                Some(runtime.block_on(Database::create(&server))?)
+            }
+        };
+        // Declared after the database so that it is dropped first: the CA
+        // processes are killed on every way out, panics included.
+        let ca = Ca::start(binary, setup, database.as_ref(), cluster.as_ref())?;
+        let result = runtime.block_on(bench(&ca, options));
+        if result.is_err() {
+            eprintln!("\nlast lines of the CA's log:\n{}", ca.log_tail(20));
+        }
+        let mut results = result?;
+        for r in &mut results {
+            r.setup = setup.label();
+        }
+        print_report(&results, options, setup);
+        all.extend(results);
+        drop(ca);
+        if let Some(database) = database {
+            runtime.block_on(database.drop_it());
+        }
     }
-    result
+    Ok(all)
 }
 
 /// The best round of each binary, run by run, side by side.
@@ -308,7 +353,7 @@ fn print_comparison(measured: &[(usize, Vec<RunResult>)], options: &Options) {
         println!("  binary {}: {}", index + 1, binary.display());
     }
     let first = &measured[0].1;
-    print!("{:<8} {:>5}", "phase", "conc");
+    print!("{:<12} {:<8} {:>5}", "store", "phase", "conc");
     for index in 0..options.binaries.len() {
         print!(" {:>26}", format!("binary {}", index + 1));
     }
@@ -317,7 +362,7 @@ fn print_comparison(measured: &[(usize, Vec<RunResult>)], options: &Options) {
     }
     println!();
     for (row, run) in first.iter().enumerate() {
-        print!("{:<8} {:>5}", run.phase, run.concurrency);
+        print!("{:<12} {:<8} {:>5}", run.setup, run.phase, run.concurrency);
         let mut best = Vec::new();
         for index in 0..options.binaries.len() {
             let fastest = measured
@@ -356,7 +401,11 @@ fn print_comparison(measured: &[(usize, Vec<RunResult>)], options: &Options) {
 async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
     let bundle = ca.bundle()?;
     let (agent, token) = ca.register_agent(&bundle).await?;
-    let target = Arc::new(Target::new(&ca.url)?);
+    let targets = ca
+        .urls
+        .iter()
+        .map(|url| Target::new(url).map(Arc::new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     eprintln!(
         "generating {} enrollment and {} renewal keys and CSRs (P-256)...",
@@ -398,7 +447,7 @@ async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
         eprintln!("enroll, concurrency {concurrency}...");
         let cpu_before = ca.cpu_time();
         let (mut result, mut issued) = enroll_run(
-            &target,
+            &targets,
             &issuance_tls,
             &enrollments,
             &next,
@@ -433,7 +482,7 @@ async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
             eprintln!("renew, concurrency {concurrency}...");
             let pool: Vec<Renewal> = renewals.drain(..share).collect();
             let cpu_before = ca.cpu_time();
-            let mut result = renew_run(&target, pool, concurrency, options).await?;
+            let mut result = renew_run(&targets, pool, concurrency, options).await?;
             result.set_cpu(cpu_before, ca.cpu_time());
             let failed = result.failures > MAX_FAILURES;
             results.push(result);
@@ -443,7 +492,7 @@ async fn bench(ca: &Ca, options: &Options) -> anyhow::Result<Vec<RunResult>> {
         }
     }
 
-    print_report(&results, options, issued_total);
+    eprintln!("{issued_total} certificates issued by enrollment (warm-ups included)");
     Ok(results)
 }
 
@@ -462,22 +511,143 @@ fn failure<T>(results: &[RunResult]) -> anyhow::Result<T> {
 // ---------------------------------------------------------------------------
 // The CA under test
 
-/// The `agentca` binary, initialised in a temporary directory and serving
-/// on a free loopback port. Dropping it kills the process.
+#[path = "../tests/support/postgres.rs"]
+mod pg;
+
+/// What one setup runs on: a store, and for PostgreSQL how many replicas.
+#[derive(Clone, Debug)]
+struct Setup {
+    store: Store,
+    replicas: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Store {
+    /// `redb` or `sled`, in the data directory.
+    Embedded(String),
+    /// PostgreSQL: a server URL, or `None` for a throwaway cluster here.
+    Postgres(Option<String>),
+}
+
+impl Setup {
+    /// Every setup of `--store` and `--replicas`, in order.
+    fn all(stores: &[String], replicas: &[usize]) -> Vec<Self> {
+        let mut setups = Vec::new();
+        for store in stores {
+            match store.as_str() {
+                "redb" | "sled" => setups.push(Setup {
+                    store: Store::Embedded(store.clone()),
+                    replicas: 1,
+                }),
+                _ => {
+                    let server = (store != "postgres").then(|| store.clone());
+                    for &n in replicas {
+                        setups.push(Setup {
+                            store: Store::Postgres(server.clone()),
+                            replicas: n,
+                        });
+                    }
+                }
+            }
+        }
+        setups
+    }
+
+    /// `redb`, `sled`, or `pg x N`.
+    fn label(&self) -> String {
+        match &self.store {
+            Store::Embedded(name) => name.clone(),
+            Store::Postgres(_) => format!("pg x {}", self.replicas),
+        }
+    }
+}
+
+/// A fresh database for one setup, dropped afterwards.
+struct Database {
+    /// The server's maintenance database, to drop this one from.
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(server: &str) -> anyhow::Result<Self> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "agentca_bench_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self::execute(server, &format!("CREATE DATABASE {name}")).await?;
+        let mut url = reqwest::Url::parse(server).context("the --store URL")?;
+        url.set_path(&format!("/{name}"));
+        Ok(Self {
+            server: server.to_owned(),
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    async fn drop_it(self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = Self::execute(&self.server, &sql).await {
+            eprintln!("could not drop the database {}: {e:#}", self.name);
+        }
+    }
+
+    async fn execute(server: &str, sql: &str) -> anyhow::Result<()> {
+        let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("cannot connect to {server}"))?;
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(sql)
+            .await
+            .with_context(|| sql.to_owned())?;
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    }
+}
+
+/// CPU time used so far by the CA's processes and the database's.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuTimes {
+    ca: Option<Duration>,
+    db: Option<Duration>,
+}
+
+/// The `agentca` binary, initialised in a temporary directory (or a
+/// database) and serving on free loopback ports, once per replica.
+/// Dropping it kills the processes.
 struct Ca {
     root: tempfile::TempDir,
     data_dir: PathBuf,
+    /// Each replica's URL.
+    urls: Vec<String>,
     url: String,
-    child: Option<Child>,
+    children: Vec<Child>,
+    /// The postmaster of a database on this machine.
+    db_pid: Option<u32>,
 }
 
 impl Ca {
-    fn start(bin: &std::path::Path, store: &str) -> anyhow::Result<Self> {
+    fn start(
+        bin: &std::path::Path,
+        setup: &Setup,
+        database: Option<&Database>,
+        cluster: Option<&pg::Cluster>,
+    ) -> anyhow::Result<Self> {
         let bin = bin.display().to_string();
         let root = tempfile::tempdir().context("cannot create a temporary directory")?;
         let data_dir = root.path().join("ca");
         let passphrase_file = root.path().join("passphrase");
         std::fs::write(&passphrase_file, PASSPHRASE).context("cannot write the passphrase")?;
+        let store = match (&setup.store, database) {
+            (Store::Embedded(name), _) => name.clone(),
+            (Store::Postgres(_), Some(db)) => db.url.clone(),
+            (Store::Postgres(_), None) => bail!("a PostgreSQL setup without a database"),
+        };
         let out = Command::new(&bin)
             .arg("init")
             .arg("--data-dir")
@@ -487,7 +657,7 @@ impl Ca {
             .arg(&passphrase_file)
             // Named even for the default, so that the report's durability
             // claim cannot silently change with it.
-            .args(["--store", store])
+            .args(["--store", &store])
             .env("HOME", root.path())
             .output()
             .with_context(|| format!("cannot run {bin} init"))?;
@@ -496,66 +666,91 @@ impl Ca {
             "agentca init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-
-        let log_path = root.path().join("serve.log");
-        let log = std::fs::File::create(&log_path).context("cannot create the CA's log file")?;
+        let db_pid = match (&setup.store, cluster) {
+            (Store::Postgres(None), Some(cluster)) => {
+                std::fs::read_to_string(cluster.dir.join("data/postmaster.pid"))
+                    .ok()
+                    .and_then(|text| text.lines().next()?.trim().parse().ok())
+            }
+            _ => None,
+        };
         let mut ca = Self {
             root,
             data_dir,
+            urls: Vec::new(),
             url: String::new(),
-            child: None,
+            children: Vec::new(),
+            db_pid,
         };
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&ca.data_dir)
-            .arg("--passphrase-file")
-            .arg(&passphrase_file)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("HOME", ca.root.path())
-            .env("AGENTCA_LOG", "info")
-            // A log file, not a terminal: no colour escapes.
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot run {bin} serve"))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        // From here on, Drop kills the process whatever happens.
-        ca.child = Some(child);
-
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Reads to the end, so that the CA never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("agentca listening on ") {
-                    let _ = tx.send(url.to_owned());
+        for replica in 0..setup.replicas {
+            let log_path = ca.root.path().join(format!("serve-{replica}.log"));
+            let log =
+                std::fs::File::create(&log_path).context("cannot create the CA's log file")?;
+            let mut command = Command::new(&bin);
+            command.arg("serve");
+            match &setup.store {
+                Store::Embedded(_) => command.arg("--data-dir").arg(&ca.data_dir),
+                Store::Postgres(_) => command.args(["--store", &store]),
+            };
+            let mut child = command
+                .arg("--passphrase-file")
+                .arg(&passphrase_file)
+                .args(["--listen", "127.0.0.1:0"])
+                .env("HOME", ca.root.path())
+                .env("AGENTCA_LOG", "info")
+                // A log file, not a terminal: no colour escapes.
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot run {bin} serve"))?;
+            let stdout = child.stdout.take().expect("stdout is piped");
+            // From here on, Drop kills the process whatever happens.
+            ca.children.push(child);
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                // Reads to the end, so that the CA never blocks on a full pipe.
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(url) = line.strip_prefix("agentca listening on ") {
+                        let _ = tx.send(url.to_owned());
+                    }
                 }
+            });
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(url) => ca.urls.push(url),
+                Err(_) => bail!("the CA did not start:\n{}", ca.log_tail(40)),
             }
-        });
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => ca.url = url,
-            Err(_) => bail!("the CA did not start:\n{}", ca.log_tail(40)),
         }
+        ca.url = ca.urls[0].clone();
         Ok(ca)
     }
 
     fn log_path(&self) -> PathBuf {
-        self.root.path().join("serve.log")
+        self.root.path().join("serve-0.log")
     }
 
-    /// CPU time the CA process has used so far, all threads, user and
-    /// system (from /proc, in 10 ms ticks); `None` off Linux.
-    fn cpu_time(&self) -> Option<Duration> {
-        let pid = self.child.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // /proc reports in USER_HZ, 100 on Linux.
-        Some(Duration::from_millis(ticks * 10))
+    /// CPU time the CA's processes and the database have used so far.
+    fn cpu_time(&self) -> CpuTimes {
+        let ca = self
+            .children
+            .iter()
+            .map(|c| process_cpu(c.id()))
+            .sum::<Option<Duration>>();
+        let db = self.db_pid.and_then(|postmaster| {
+            // The postmaster and its children: the backends serving the
+            // replicas' connections, the WAL writer, the checkpointer.
+            let mut total = process_cpu(postmaster)?;
+            for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                if parent_of(pid) == Some(postmaster) {
+                    total += process_cpu(pid).unwrap_or_default();
+                }
+            }
+            Some(total)
+        });
+        CpuTimes { ca, db }
     }
 
     /// The last `lines` lines of the CA's log.
@@ -617,11 +812,39 @@ impl Ca {
 
 impl Drop for Ca {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// CPU time process `pid` has used so far, all threads, user and system
+/// (from /proc, in 10 ms ticks); `None` off Linux.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let fields = stat_fields(pid)?;
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc reports in USER_HZ, 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -819,6 +1042,8 @@ impl WorkerReport {
 
 /// The figures of one run.
 struct RunResult {
+    /// The store (and replicas) it ran on.
+    setup: String,
     phase: &'static str,
     concurrency: usize,
     /// Length of the measured window (shorter than asked if the renewal
@@ -832,8 +1057,10 @@ struct RunResult {
     errors: Vec<String>,
     note: Option<String>,
     /// CPU time of the CA during the run (warm-up included), per request
-    /// it answered 200 (warm-up included).
+    /// it answered 200 (warm-up included); all replicas together.
     ca_cpu_per_request: Option<Duration>,
+    /// The same for the database, when it runs on this machine.
+    db_cpu_per_request: Option<Duration>,
 }
 
 impl RunResult {
@@ -845,6 +1072,7 @@ impl RunResult {
         options: &Options,
     ) -> (Self, Vec<(usize, Bytes)>) {
         let mut result = Self {
+            setup: String::new(),
             phase,
             concurrency,
             window: options.duration,
@@ -854,6 +1082,7 @@ impl RunResult {
             errors: Vec::new(),
             note: None,
             ca_cpu_per_request: None,
+            db_cpu_per_request: None,
         };
         let mut kept = Vec::new();
         let mut exhausted = false;
@@ -881,14 +1110,16 @@ impl RunResult {
         (result, kept)
     }
 
-    fn set_cpu(&mut self, before: Option<Duration>, after: Option<Duration>) {
-        if let (Some(before), Some(after)) = (before, after) {
-            if self.succeeded > 0 {
-                self.ca_cpu_per_request = Some(
-                    (after.saturating_sub(before)) / self.succeeded.min(u32::MAX as u64) as u32,
-                );
-            }
-        }
+    /// Sets the CPU per request from the CA's and the database's CPU times
+    /// before and after the run.
+    fn set_cpu(&mut self, before: CpuTimes, after: CpuTimes) {
+        let per_request = |before: Option<Duration>, after: Option<Duration>| {
+            let (before, after) = (before?, after?);
+            (self.succeeded > 0)
+                .then(|| after.saturating_sub(before) / self.succeeded.min(u32::MAX as u64) as u32)
+        };
+        self.ca_cpu_per_request = per_request(before.ca, after.ca);
+        self.db_cpu_per_request = per_request(before.db, after.db);
     }
 
     fn per_second(&self) -> f64 {
@@ -921,7 +1152,7 @@ struct Enrollment {
 /// One enroll run at `concurrency`; also returns up to `keep` of the
 /// certificates issued (pool index and answer).
 async fn enroll_run(
-    target: &Arc<Target>,
+    targets: &[Arc<Target>],
     tls: &TlsConnector,
     enrollments: &Arc<Vec<Enrollment>>,
     next: &Arc<AtomicUsize>,
@@ -930,22 +1161,23 @@ async fn enroll_run(
     options: &Options,
 ) -> anyhow::Result<(RunResult, Vec<(usize, Bytes)>)> {
     // Connections are open before the clock starts.
+    // Spread over the replicas in turn.
     let mut senders = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        senders.push(
-            connect(target, tls)
-                .await
-                .context("cannot connect to the CA")?,
-        );
+    for i in 0..concurrency {
+        let target = targets[i % targets.len()].clone();
+        let sender = connect(&target, tls)
+            .await
+            .context("cannot connect to the CA")?;
+        senders.push((sender, target));
     }
     let kept = Arc::new(AtomicUsize::new(0));
     let window = Window::start(options);
     let tasks: Vec<_> = senders
         .into_iter()
-        .map(|sender| {
+        .map(|(sender, target)| {
             tokio::spawn(enroll_worker(
                 sender,
-                target.clone(),
+                target,
                 tls.clone(),
                 enrollments.clone(),
                 next.clone(),
@@ -1070,7 +1302,7 @@ fn der(key: &PrivateKey) -> anyhow::Result<PrivateKeyDer<'static>> {
 /// One renew run at `concurrency`, each renewal consuming one certificate
 /// of `pool`.
 async fn renew_run(
-    target: &Arc<Target>,
+    targets: &[Arc<Target>],
     pool: Vec<Renewal>,
     concurrency: usize,
     options: &Options,
@@ -1079,9 +1311,9 @@ async fn renew_run(
     let next = Arc::new(AtomicUsize::new(0));
     let window = Window::start(options);
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|i| {
             tokio::spawn(renew_worker(
-                target.clone(),
+                targets[i % targets.len()].clone(),
                 pool.clone(),
                 next.clone(),
                 window,
@@ -1134,44 +1366,64 @@ async fn renew_worker(
 // ---------------------------------------------------------------------------
 // Report
 
-fn print_report(results: &[RunResult], options: &Options, issued_total: u64) {
+fn print_report(results: &[RunResult], options: &Options, setup: &Setup) {
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     println!();
     println!("agentca issuance benchmark");
-    println!("  machine:    {cores} cores, shared by the CA and this load generator (loopback)");
+    println!("  machine:    {cores} cores, shared by the CA, the database and this load generator (loopback)");
     println!(
         "  runs:       {:.1} s measured after {:.2} s of warm-up; P-256 keys and CSRs made beforehand",
         options.duration.as_secs_f64(),
         options.warmup.as_secs_f64()
     );
-    let durability = if options.store == "redb" {
-        "every certificate is durable before its answer: its batch is synced to the write-ahead log (fdatasync, group commit); redb is written behind, once a second"
-    } else {
-        "every certificate is flushed by sled before its answer (sled 0.34.7 does not fsync on flush: see the store docs)"
+    let durability = match &setup.store {
+        Store::Embedded(name) if name == "redb" => "every certificate is durable before its answer: its batch is synced to the write-ahead log (fdatasync, group commit); redb is written behind, once a second".to_owned(),
+        Store::Embedded(_) => "every certificate is flushed by sled before its answer (sled 0.34.7 does not fsync on flush: see the store docs)".to_owned(),
+        Store::Postgres(server) => format!(
+            "every certificate is committed to PostgreSQL before its answer (synchronous_commit on: WAL flushed); {} replica(s) on one database{}",
+            setup.replicas,
+            if server.is_none() { ", a throwaway cluster on this machine" } else { "" }
+        ),
     };
-    println!("  store:      {} ({durability})", options.store);
+    println!("  store:      {} ({durability})", setup.label());
     println!(
-        "  enroll:     POST /v1/enroll on C keep-alive HTTPS/1.1 connections; latency per request"
+        "  enroll:     POST /v1/enroll on C keep-alive HTTPS/1.1 connections, spread over the replicas; latency per request"
     );
     println!("  renew:      POST /v1/renew, each on a new mutual-TLS connection (full handshake, no resumption); latency includes connect and handshake");
     println!(
         "  keys:       {} distinct enrollment keys, used in turn (the CA's work is the same for a key it has seen)",
         options.enroll_keys
     );
-    println!("  issued:     {issued_total} certificates by enrollment (warm-ups included)");
     println!();
     print_table(results);
 }
 
 fn print_table(results: &[RunResult]) {
     println!(
-        "{:<8} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>11}",
-        "phase", "conc", "requests", "failed", "per sec", "p50 ms", "p99 ms", "max ms", "CA cpu µs"
+        "{:<12} {:<8} {:>5} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>11} {:>11}",
+        "store",
+        "phase",
+        "conc",
+        "requests",
+        "failed",
+        "per sec",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "CA cpu µs",
+        "DB cpu µs"
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    let us = |d: Option<Duration>| {
+        d.map_or_else(
+            || "-".to_owned(),
+            |d| format!("{:.0}", d.as_secs_f64() * 1e6),
+        )
+    };
     for r in results {
         println!(
-            "{:<8} {:>5} {:>9} {:>7} {:>9.0} {:>8} {:>8} {:>8} {:>11}",
+            "{:<12} {:<8} {:>5} {:>9} {:>7} {:>9.0} {:>8} {:>8} {:>8} {:>11} {:>11}",
+            r.setup,
             r.phase,
             r.concurrency,
             r.latencies.len(),
@@ -1180,10 +1432,8 @@ fn print_table(results: &[RunResult]) {
             ms(r.percentile_ms(50.0)),
             ms(r.percentile_ms(99.0)),
             ms(r.percentile_ms(100.0)),
-            r.ca_cpu_per_request.map_or_else(
-                || "-".to_owned(),
-                |d| format!("{:.0}", d.as_secs_f64() * 1e6)
-            ),
+            us(r.ca_cpu_per_request),
+            us(r.db_cpu_per_request),
         );
         if let Some(note) = &r.note {
             println!("         note: {note}");

@@ -73,6 +73,8 @@ mod ca_tls;
 pub use ca_tls::{CaTrust, TlsConfigError};
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(any(feature = "client", feature = "feed"))]
+pub mod endpoints;
 pub mod identity;
 pub mod scopes;
 pub mod verify;

@@ -445,3 +445,180 @@ async fn the_database_going_away_is_a_quick_503_and_its_return_needs_no_restart(
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What the load of the replica-loss test saw acknowledged.
+#[derive(Default)]
+struct Acknowledged {
+    issued: Vec<String>,
+    revoked: Vec<String>,
+    failures: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_replicas_under_load_loses_nothing_acknowledged_and_clients_fail_over() {
+    const CYCLES: usize = 20;
+    let (mut cas, url) = replicas(3);
+    let all = cas
+        .iter()
+        .map(|ca| ca.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let bundle = cas[0].bundle();
+    let admin_token = cas[0].admin_token();
+    cas[0].register("acme", "prod", "bot").await;
+    let token = cas[0].token("acme", "prod", "bot", 100_000).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Acknowledged::default()));
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let (stop, seen, all, bundle, token, admin_token) = (
+            stop.clone(),
+            seen.clone(),
+            all.clone(),
+            bundle.clone(),
+            token.clone(),
+            admin_token.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            use agentca::client::{CaClient, CaTrust, Credentials};
+            let client = CaClient::new(&all, CaTrust::Bundle(bundle.clone()), None).unwrap();
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+                let issued = match client.enroll(&token, &key.csr_pem().unwrap()).await {
+                    Ok(issued) => issued,
+                    Err(e) => {
+                        seen.lock().unwrap().failures.push(format!("enroll: {e}"));
+                        continue;
+                    }
+                };
+                seen.lock().unwrap().issued.push(issued.serial.to_string());
+                if round.is_multiple_of(3) {
+                    // A renewal, over mutual TLS, through the list.
+                    let creds = Credentials::from_pem(&issued.certificate_chain, key).unwrap();
+                    let renewing =
+                        CaClient::new(&all, CaTrust::Bundle(bundle.clone()), Some(creds)).unwrap();
+                    let next = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+                    match renewing.renew(&next.csr_pem().unwrap()).await {
+                        Ok(renewed) => seen.lock().unwrap().issued.push(renewed.serial.to_string()),
+                        Err(e) => seen.lock().unwrap().failures.push(format!("renew: {e}")),
+                    }
+                } else if (round + worker).is_multiple_of(4) {
+                    let revoked = client
+                        .call::<_, agentca::wire::RevokeResponse>(
+                            Method::POST,
+                            "/v1/admin/revoke",
+                            Some(&admin_token),
+                            Some(&RevokeRequest {
+                                serial: Some(issued.serial.clone()),
+                                ..Default::default()
+                            }),
+                        )
+                        .await;
+                    match revoked {
+                        Ok(_) => seen.lock().unwrap().revoked.push(issued.serial.to_string()),
+                        Err(e) => seen.lock().unwrap().failures.push(format!("revoke: {e}")),
+                    }
+                }
+            }
+        }));
+    }
+
+    // Kill -9 a replica, bring it back, twenty times.
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("replica-loss seed {state}");
+    let mut kills = Vec::new();
+    for _ in 0..CYCLES {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let victim = (state >> 33) as usize % 3;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cas[victim].kill();
+        kills.push(victim);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cas[victim].restart();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cas[victim].get("/readyz").await.0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "replica {victim} did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    eprintln!(
+        "replica loss: {CYCLES} kills {kills:?}; {} certificates and {} revocations acknowledged; \
+         {} failures",
+        seen.issued.len(),
+        seen.revoked.len(),
+        seen.failures.len()
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "clients saw failures: {:?}",
+        seen.failures
+    );
+    assert!(seen.issued.len() > 50 && !seen.revoked.is_empty());
+
+    // Everything acknowledged is in the database.
+    let db = url.rsplit('/').next().unwrap();
+    let cluster = postgres::cluster();
+    let stored: BTreeSet<String> = cluster
+        .psql(
+            db,
+            "SELECT encode(key, 'hex') FROM agentca_kv WHERE tbl = 3",
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let revoked: BTreeSet<String> = cluster
+        .psql(
+            db,
+            "SELECT encode(key, 'hex') FROM agentca_kv WHERE tbl = 3 \
+             AND convert_from(value, 'UTF8') LIKE '%\"revoked\":{%'",
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let lost: Vec<_> = seen
+        .issued
+        .iter()
+        .filter(|s| !stored.contains(*s))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let lost: Vec<_> = seen
+        .revoked
+        .iter()
+        .filter(|s| !revoked.contains(*s))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "revocations acknowledged but not stored: {lost:?}"
+    );
+    // One audit chain, verified through the list of replicas.
+    let out = cas[0]
+        .command()
+        .env("AGENTCA_URL", &all)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No renewal was taken for a clone.
+    let agent = cas[1].show("acme", "prod", "bot").await;
+    assert!(agent.clone_alerts.is_empty(), "{:?}", agent.clone_alerts);
+}

@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bundle::{BundleError, Fingerprint, TrustBundle};
+use crate::endpoints::{worth_another_replica, Endpoints};
 use crate::wire::{EnrollRequest, ErrorBody, Health, IssuedCertificate, RenewRequest};
 
 pub use crate::ca_tls::{client_config, CaTrust};
@@ -45,7 +46,7 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The CA URL is not a valid `https://` URL.
+    /// A CA URL is not a valid `https://` URL.
     #[error("the CA URL {0:?} is not a valid https:// URL")]
     InvalidUrl(String),
     /// A key could not be generated, parsed or used.
@@ -242,18 +243,18 @@ fn leaf_public_key(der: &[u8]) -> Result<Vec<u8>, ClientError> {
     Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
-/// A client of one CA's HTTP API.
+/// A client of one CA's HTTP API, on one or several of its replicas.
 #[derive(Clone)]
 pub struct CaClient {
     http: reqwest::Client,
-    base: String,
+    endpoints: Arc<Endpoints>,
     trust: Arc<CaTrust>,
 }
 
 impl fmt::Debug for CaClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaClient")
-            .field("base", &self.base)
+            .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }
 }
@@ -261,16 +262,16 @@ impl fmt::Debug for CaClient {
 impl CaClient {
     /// A client of the CA at `url` (`https://host:port`), trusting it as
     /// `trust` says, presenting `credentials` when given (for renewal).
+    ///
+    /// `url` may list several replicas of the CA, separated by commas: a
+    /// request that cannot reach one, or gets a 5xx from it, goes to the
+    /// next ([`crate::endpoints`]).
     pub fn new(
         url: &str,
         trust: CaTrust,
         credentials: Option<Credentials>,
     ) -> Result<Self, ClientError> {
-        let base = url.trim_end_matches('/').to_owned();
-        let parsed = reqwest::Url::parse(&base).map_err(|_| ClientError::InvalidUrl(url.into()))?;
-        if parsed.scheme() != "https" || parsed.host().is_none() {
-            return Err(ClientError::InvalidUrl(url.into()));
-        }
+        let endpoints = Endpoints::parse(url).map_err(ClientError::InvalidUrl)?;
         let tls = client_config(&trust, credentials.map(|c| (c.chain, c.key.der())))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -281,30 +282,28 @@ impl CaClient {
             .map_err(transport)?;
         Ok(Self {
             http,
-            base,
+            endpoints: Arc::new(endpoints),
             trust: Arc::new(trust),
         })
     }
 
-    /// The CA's base URL.
+    /// The CA's base URL: of the replica that answered last.
     pub fn url(&self) -> &str {
-        &self.base
+        self.endpoints.preferred()
     }
 
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        self.send(self.http.get(self.endpoint("/healthz"))).await
+        self.send(|base| self.http.get(format!("{base}/healthz")))
+            .await
     }
 
     /// `GET /v1/bundle`: the CA's trust bundle. With a pinned client, the
     /// bundle must contain the pinned root.
     pub async fn bundle(&self) -> Result<TrustBundle, ClientError> {
         let resp = self
-            .http
-            .get(self.endpoint("/v1/bundle"))
-            .send()
-            .await
-            .map_err(transport)?;
+            .exchange(|base| self.http.get(format!("{base}/v1/bundle")))
+            .await?;
         let status = resp.status();
         let retry_after = retry_after(&resp);
         let body = read_limited(resp).await?;
@@ -331,7 +330,7 @@ impl CaClient {
             token: token.to_owned(),
             csr: csr_pem.to_owned(),
         };
-        self.send(self.http.post(self.endpoint("/v1/enroll")).json(&body))
+        self.send(|base| self.http.post(format!("{base}/v1/enroll")).json(&body))
             .await
     }
 
@@ -341,7 +340,7 @@ impl CaClient {
         let body = RenewRequest {
             csr: csr_pem.to_owned(),
         };
-        self.send(self.http.post(self.endpoint("/v1/renew")).json(&body))
+        self.send(|base| self.http.post(format!("{base}/v1/renew")).json(&body))
             .await
     }
 
@@ -355,14 +354,17 @@ impl CaClient {
         bearer: Option<&str>,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let mut req = self.http.request(method, self.endpoint(path));
-        if let Some(token) = bearer {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        self.send(req).await
+        self.send(|base| {
+            let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(token) = bearer {
+                req = req.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            req
+        })
+        .await
     }
 
     /// `GET /v1/admin/agents?{query}`: one page of the agent listing, and
@@ -373,11 +375,13 @@ impl CaClient {
         admin_token: &str,
         query: &str,
     ) -> Result<(Vec<crate::wire::AgentInfo>, Option<String>), ClientError> {
-        let req = self
-            .http
-            .get(self.endpoint(&format!("/v1/admin/agents?{query}")))
-            .bearer_auth(admin_token);
-        let resp = req.send().await.map_err(transport)?;
+        let resp = self
+            .exchange(|base| {
+                self.http
+                    .get(format!("{base}/v1/admin/agents?{query}"))
+                    .bearer_auth(admin_token)
+            })
+            .await?;
         let next = resp.headers().get(crate::wire::NEXT_AFTER_HEADER).cloned();
         // A refusal is reported as such before the header is judged.
         let agents = self.parse(resp).await?;
@@ -393,15 +397,43 @@ impl CaClient {
         Ok((agents, next))
     }
 
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+    /// Sends the request `build` makes for a replica's base URL, to each
+    /// replica in turn until one answers with something other than a 5xx;
+    /// that answer, or the last failure.
+    async fn exchange(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut last = None;
+        let replicas = self.endpoints.len();
+        for (tried, (index, base)) in self.endpoints.in_order().enumerate() {
+            let outcome = build(base).send().await;
+            let another = tried + 1 < replicas
+                && worth_another_replica(&outcome.as_ref().map(|r| r.status()));
+            match outcome {
+                Ok(resp) if !another => {
+                    self.endpoints.answered(index);
+                    return Ok(resp);
+                }
+                Ok(resp) => {
+                    tracing::debug!(replica = base, status = %resp.status(), "trying another CA replica");
+                    last = Some(Ok(resp));
+                }
+                Err(e) if !another => return Err(transport(e)),
+                Err(e) => {
+                    tracing::debug!(replica = base, error = %e, "trying another CA replica");
+                    last = Some(Err(transport(e)));
+                }
+            }
+        }
+        last.expect("at least one replica")
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
-        req: reqwest::RequestBuilder,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = req.send().await.map_err(transport)?;
+        let resp = self.exchange(build).await?;
         self.parse(resp).await
     }
 

@@ -29,6 +29,7 @@ use time::OffsetDateTime;
 use super::RevocationCache;
 use crate::bundle::TrustBundle;
 use crate::ca_tls::{client_config, CaTrust};
+use crate::endpoints::{worth_another_replica, Endpoints};
 use crate::wire::RevocationPage;
 
 /// How long each poll asks the CA to wait for news.
@@ -43,7 +44,7 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Why the subscription could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    /// The CA URL is not a valid `https://` URL.
+    /// A CA URL is not a valid `https://` URL.
     #[error("the CA URL {0:?} is not a valid https:// URL")]
     InvalidUrl(String),
     /// The TLS configuration could not be built.
@@ -90,16 +91,18 @@ impl Drop for Subscription {
 
 /// Starts keeping `cache` current from the CA at `ca_url`, trusting it by
 /// `bundle`. Needs a tokio runtime.
+///
+/// `ca_url` may list several replicas of the CA, separated by commas: when
+/// one cannot be reached or answers a 5xx, the subscription moves to the
+/// next and resumes from the last sequence number it has, so that it
+/// misses nothing and sees nothing twice (every replica numbers the feed
+/// the same).
 pub fn subscribe(
     ca_url: &str,
     bundle: TrustBundle,
     cache: Arc<RevocationCache>,
 ) -> Result<Subscription, FeedError> {
-    let base = ca_url.trim_end_matches('/').to_owned();
-    let parsed = reqwest::Url::parse(&base).map_err(|_| FeedError::InvalidUrl(ca_url.into()))?;
-    if parsed.scheme() != "https" || parsed.host().is_none() {
-        return Err(FeedError::InvalidUrl(ca_url.into()));
-    }
+    let endpoints = Endpoints::parse(ca_url).map_err(FeedError::InvalidUrl)?;
     let tls = client_config(&CaTrust::Bundle(bundle.clone()), None)?;
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
@@ -110,7 +113,7 @@ pub fn subscribe(
         .map_err(|e| FeedError::Http(e.to_string()))?;
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let feed = Feed {
-        base,
+        endpoints,
         http,
         bundle,
         cache,
@@ -123,7 +126,7 @@ pub fn subscribe(
 }
 
 struct Feed {
-    base: String,
+    endpoints: Endpoints,
     http: reqwest::Client,
     bundle: TrustBundle,
     cache: Arc<RevocationCache>,
@@ -182,13 +185,26 @@ impl Feed {
         }
     }
 
+    /// `GET path` from the first replica that answers it.
     async fn get(&self, path: &str) -> Result<Vec<u8>, String> {
-        let mut resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut failure = String::new();
+        for (index, base) in self.endpoints.in_order() {
+            let outcome = self.http.get(format!("{base}{path}")).send().await;
+            if !worth_another_replica(&outcome.as_ref().map(|r| r.status())) {
+                let resp = outcome.map_err(|e| format!("{base}: {e}"))?;
+                self.endpoints.answered(index);
+                return Self::read(path, resp).await;
+            }
+            failure = match outcome {
+                Ok(resp) => format!("{base}{path}: HTTP {}", resp.status()),
+                Err(e) => format!("{base}: {e}"),
+            };
+            tracing::debug!(%failure, "trying another CA replica");
+        }
+        Err(failure)
+    }
+
+    async fn read(path: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
         if !resp.status().is_success() {
             return Err(format!("{path}: HTTP {}", resp.status()));
         }

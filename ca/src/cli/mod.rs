@@ -248,9 +248,16 @@ fn read_secret_file(path: &Path) -> anyhow::Result<String> {
 /// How to reach and trust the CA.
 #[derive(Args, Debug, Clone)]
 struct CaConnection {
-    /// The CA's URL.
-    #[arg(long, env = "AGENTCA_URL", default_value = "https://127.0.0.1:8443")]
-    ca_url: String,
+    /// The CA's URL. Repeatable, or a comma-separated list in AGENTCA_URL,
+    /// for several replicas of one CA: a request moves to the next when
+    /// one cannot be reached or answers with a 5xx.
+    #[arg(
+        long = "ca-url",
+        env = "AGENTCA_URL",
+        value_delimiter = ',',
+        default_value = "https://127.0.0.1:8443"
+    )]
+    ca_url: Vec<String>,
     /// PEM trust bundle of the CA (default: bundle.pem of the local CA, if any).
     #[arg(long, env = "AGENTCA_BUNDLE", conflicts_with = "fingerprint")]
     bundle: Option<PathBuf>,

@@ -171,6 +171,34 @@ impl Job for Change {
     fn apply(&self, txn: &mut dyn WriteTxn) -> Result<Outcome, StoreError> {
         apply(txn, self)
     }
+
+    fn reads(&self, keys: &mut Vec<(Table, Vec<u8>)>) {
+        let mut read = |table, key: &[u8]| keys.push((table, key.to_vec()));
+        match self {
+            Change::RegisterAgent(agent) => read(Table::Agents, agent.key().as_bytes()),
+            Change::SetAgentEnabled { key, .. } => read(Table::Agents, key.as_bytes()),
+            Change::CreateToken { token, .. } => read(Table::Agents, token.agent_key.as_bytes()),
+            Change::Enroll {
+                token_hash, cert, ..
+            } => {
+                read(Table::Tokens, token_hash);
+                read(Table::Agents, cert.agent_key.as_bytes());
+                read(Table::Certs, cert.serial.as_bytes());
+            }
+            Change::Renew { from, cert, .. } => {
+                read(Table::Certs, from.as_bytes());
+                read(Table::Agents, cert.agent_key.as_bytes());
+                read(Table::Certs, cert.serial.as_bytes());
+            }
+            Change::BumpCounter(name) => read(Table::Meta, name.as_bytes()),
+            Change::Audit(_) => read(Table::Meta, crate::audit::HEAD_KEY.as_bytes()),
+            Change::Audited { change, .. } => {
+                change.reads(keys);
+                keys.push((Table::Meta, crate::audit::HEAD_KEY.as_bytes().to_vec()));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Applies one change inside a write transaction: checks, then writes.

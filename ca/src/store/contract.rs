@@ -40,6 +40,7 @@ macro_rules! contract {
 contract!(
     a_failed_write_leaves_nothing_and_a_committed_one_is_seen_whole,
     a_transaction_reads_its_own_writes_and_deletes,
+    a_prefetch_changes_no_result,
     conditional_writes_compare_with_the_committed_value,
     concurrent_inserts_of_one_key_succeed_once,
     concurrent_compare_and_swap_increments_lose_no_update,
@@ -248,6 +249,39 @@ fn a_transaction_reads_its_own_writes_and_deletes(backend: Backend) {
     );
     assert_eq!(store.get(DATA, b"k/4").unwrap(), None);
     assert_eq!(store.sequence("own").unwrap(), 2);
+}
+
+fn a_prefetch_changes_no_result(backend: Backend) {
+    let dir = Place::new(backend);
+    let store = open(&dir);
+    put(&*store, DATA, "stored", b"1");
+    put(&*store, DATA, "gone", b"2");
+    let seen = write_returning(&*store, |txn| {
+        txn.put(DATA, b"own", b"3")?;
+        txn.prefetch(&[
+            (DATA, bytes("stored")),
+            (DATA, bytes("own")),
+            (DATA, bytes("absent")),
+            (DATA, bytes("gone")),
+            (OTHER, bytes("stored")),
+        ])?;
+        txn.delete(DATA, b"gone")?;
+        // A second prefetch of what is known changes nothing either.
+        txn.prefetch(&[(DATA, bytes("own")), (DATA, bytes("gone"))])?;
+        Ok([
+            txn.get(DATA, b"stored")?,
+            txn.get(DATA, b"own")?,
+            txn.get(DATA, b"absent")?,
+            txn.get(DATA, b"gone")?,
+            txn.get(OTHER, b"stored")?,
+        ])
+    })
+    .unwrap();
+    assert_eq!(seen, [Some(bytes("1")), Some(bytes("3")), None, None, None]);
+    assert_eq!(
+        store.scan_prefix(DATA, b"", 10).unwrap(),
+        entries(&[("own", "3"), ("stored", "1")])
+    );
 }
 
 fn conditional_writes_compare_with_the_committed_value(backend: Backend) {

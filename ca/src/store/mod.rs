@@ -276,6 +276,16 @@ pub trait WriteTxn {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
+    /// A hint that this transaction is about to read `keys`: a backend
+    /// whose reads are round trips (PostgreSQL) reads them all at once, so
+    /// that the reads that follow find them. It changes no result: a key
+    /// left out is read when asked for, and one never asked for costs only
+    /// its share of the one read. The embedded backends ignore it.
+    fn prefetch(&mut self, keys: &[(Table, Vec<u8>)]) -> Result<(), StoreError> {
+        let _ = keys;
+        Ok(())
+    }
+
     // Conditional writes and sequences. They are provided, built on the
     // four methods above, so every backend has them; a backend may override
     // them with a native form (e.g. `INSERT … ON CONFLICT DO NOTHING`) that

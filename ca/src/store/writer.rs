@@ -29,6 +29,11 @@ pub trait Job: Send + 'static {
     type Outcome: Send + 'static;
     /// Reads and writes through `txn`.
     fn apply(&self, txn: &mut dyn WriteTxn) -> Result<Self::Outcome, StoreError>;
+    /// The keys `apply` will read, as far as known before reading anything:
+    /// a hint ([`WriteTxn::prefetch`]) that lets a batch read them at once.
+    fn reads(&self, keys: &mut Vec<(super::Table, Vec<u8>)>) {
+        let _ = keys;
+    }
 }
 
 /// Sees each committed batch, in commit order, before its senders are
@@ -87,8 +92,13 @@ impl<J: Job> Writer<J> {
 /// per job. A store error fails the whole batch and writes nothing.
 pub fn commit<J: Job>(store: &dyn Store, jobs: &[J]) -> Result<Vec<J::Outcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut reads = Vec::new();
+    for job in jobs {
+        job.reads(&mut reads);
+    }
     store.write(&mut |txn| {
         outcomes.clear();
+        txn.prefetch(&reads)?;
         for job in jobs {
             outcomes.push(job.apply(txn)?);
         }

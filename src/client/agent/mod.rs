@@ -44,7 +44,9 @@ use renewal::*;
 /// How to reach the CA and where to keep the certificate.
 #[derive(Clone)]
 pub struct AgentConfig {
-    /// The CA's URL.
+    /// The CA's URL; for several replicas of one CA, their URLs separated
+    /// by commas (each request moves to the next when one cannot be
+    /// reached or answers with a 5xx).
     pub ca_url: String,
     /// How to trust the CA on first contact (a root fingerprint pin, or a
     /// bundle). Afterwards the CA's bundle is used.

@@ -122,6 +122,43 @@ impl PgTxn<'_> {
 }
 
 impl WriteTxn for PgTxn<'_> {
+    fn prefetch(&mut self, keys: &[(Table, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut wanted = std::collections::BTreeSet::new();
+        for (table, key) in keys {
+            let i = table.index();
+            if !self.writes[i].contains_key(key) && !self.read[i].contains_key(key) {
+                wanted.insert((tbl(*table), key.as_slice()));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let (tbls, keys): (Vec<i16>, Vec<&[u8]>) = wanted.iter().copied().unzip();
+        let client = self.client;
+        let rows = self.store.run(async {
+            let statement = client
+                .prepare_cached(
+                    "SELECT tbl, key, value FROM agentca_kv WHERE (tbl, key) IN \
+                     (SELECT * FROM unnest($1::smallint[], $2::bytea[]))",
+                )
+                .await
+                .map_err(err)?;
+            client.query(&statement, &[&tbls, &keys]).await.map_err(err)
+        })?;
+        let mut found = std::collections::BTreeMap::new();
+        for row in rows {
+            found.insert(
+                (row.get::<_, i16>(0), row.get::<_, Vec<u8>>(1)),
+                row.get::<_, Vec<u8>>(2),
+            );
+        }
+        for (t, key) in wanted {
+            let value = found.remove(&(t, key.to_vec()));
+            self.read[t as usize].insert(key.to_vec(), value);
+        }
+        Ok(())
+    }
+
     fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let i = table.index();
         if let Some(known) = self.writes[i].get(key).or_else(|| self.read[i].get(key)) {
