@@ -182,6 +182,8 @@ fn each_part_uses_only_what_is_below_it() {
         ("issuance", &[]),
         ("state", &["store", "audit", "metrics"]),
         ("revocation", &["store", "state", "issuance", "datadir"]),
+        ("stored_ca", &["datadir", "issuance", "state", "store"]),
+        ("backup", &["audit", "store", "stored_ca"]),
         (
             "authority",
             &[
@@ -192,6 +194,8 @@ fn each_part_uses_only_what_is_below_it() {
                 "revocation",
                 "metrics",
                 "token",
+                "backup",
+                "stored_ca",
             ],
         ),
         ("http", &["authority", "revocation", "metrics"]),

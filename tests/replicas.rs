@@ -128,6 +128,15 @@ async fn a_revocation_on_one_replica_reaches_the_others_ocsp_crl_and_feed_within
         heard_at - revoked_at
     );
 
+    // One numbering for all: a subscriber moving between replicas with its
+    // `since=` sees the same events, once.
+    let pages: Vec<_> = futures_join_all(cas.iter().map(|ca| ca.feed(since, 2))).await;
+    for page in &pages {
+        assert_eq!(page.events, pages[2].events);
+        assert_eq!(page.latest, pages[2].latest);
+    }
+    assert!(cas[0].feed(pages[0].latest, 0).await.events.is_empty());
+
     let dir = tempfile::tempdir().unwrap();
     write_leaf(dir.path(), "leaf", &issued);
     for ca in &cas[1..] {

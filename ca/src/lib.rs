@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod authority;
+pub mod backup;
 pub mod cli;
 pub mod datadir;
 pub mod http;

@@ -367,6 +367,33 @@ impl CaClient {
         .await
     }
 
+    /// `GET path` with an optional bearer token: the raw answer, at most
+    /// `max_bytes` of it (for downloads larger than an API answer, such as
+    /// a backup).
+    pub async fn download(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, ClientError> {
+        let resp = self
+            .exchange(|base| {
+                let req = self.http.get(format!("{base}{path}"));
+                match bearer {
+                    Some(token) => req.bearer_auth(token),
+                    None => req,
+                }
+            })
+            .await?;
+        let status = resp.status();
+        let retry_after = retry_after(&resp);
+        let body = read_up_to(resp, max_bytes).await?;
+        if !status.is_success() {
+            return Err(refused(status.as_u16(), &body, retry_after));
+        }
+        Ok(body)
+    }
+
     /// `GET /v1/admin/agents?{query}`: one page of the agent listing, and
     /// the `after=` of the next page when there is one
     /// ([`crate::wire::NEXT_AFTER_HEADER`]).
@@ -475,12 +502,16 @@ fn refused(status: u16, body: &[u8], retry_after: Option<u64>) -> ClientError {
     }
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+async fn read_limited(resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+    read_up_to(resp, MAX_RESPONSE_BYTES).await
+}
+
+async fn read_up_to(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, ClientError> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        if body.len() + chunk.len() > max {
             return Err(ClientError::InvalidResponse(format!(
-                "the response is larger than {MAX_RESPONSE_BYTES} bytes"
+                "the response is larger than {max} bytes"
             )));
         }
         body.extend_from_slice(&chunk);

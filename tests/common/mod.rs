@@ -81,6 +81,62 @@ impl TestCa {
         ca
     }
 
+    /// Serves the CA already in `data_dir` (restored, migrated), with the
+    /// test passphrase, extra `serve` arguments, and `admin_token` as its
+    /// admin's token.
+    pub fn serve_dir(data_dir: &Path, admin_token: &str, serve_args: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let passphrase_file = root.path().join("passphrase");
+        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+        std::fs::write(data_dir.join("admin.token"), admin_token).unwrap();
+        let mut ca = Self {
+            root,
+            data_dir: data_dir.to_owned(),
+            passphrase_file,
+            url: String::new(),
+            http_url: None,
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            store: None,
+            child: None,
+        };
+        ca.launch();
+        ca
+    }
+
+    /// `n` replicas of the CA already in the PostgreSQL database `url`,
+    /// with `bundle` and `admin_token` for the tests to use.
+    pub fn serve_replicas(
+        url: &str,
+        n: usize,
+        bundle: &[u8],
+        admin_token: &str,
+        serve_args: &[&str],
+    ) -> Vec<Self> {
+        (0..n)
+            .map(|_| {
+                let root = tempfile::tempdir().expect("tempdir");
+                let data_dir = root.path().join("ca");
+                std::fs::create_dir_all(&data_dir).unwrap();
+                std::fs::write(data_dir.join("bundle.pem"), bundle).unwrap();
+                std::fs::write(data_dir.join("admin.token"), admin_token).unwrap();
+                let passphrase_file = root.path().join("passphrase");
+                std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+                let mut ca = Self {
+                    root,
+                    data_dir,
+                    passphrase_file,
+                    url: String::new(),
+                    http_url: None,
+                    serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+                    store: Some(url.to_owned()),
+                    child: None,
+                };
+                ca.launch();
+                ca
+            })
+            .collect()
+    }
+
     /// `n` replicas of one CA created in the PostgreSQL database `url`,
     /// each served with extra `serve` arguments on its own port. Each has
     /// its own directory (log, passphrase) holding copies of the bundle

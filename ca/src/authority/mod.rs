@@ -15,6 +15,7 @@
 
 mod admins;
 mod audited;
+mod backup;
 mod enroll;
 mod error;
 mod issue;
@@ -55,6 +56,8 @@ pub struct Authority {
     writer: Ledger,
     revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
+    /// The CA's settings, certificates and encrypted keys, for backups.
+    material: Option<crate::stored_ca::CaMaterial>,
 }
 
 impl Authority {
@@ -76,7 +79,14 @@ impl Authority {
             writer,
             revocations,
             metrics,
+            material: None,
         })
+    }
+
+    /// This authority, with the CA's material that backups carry.
+    pub fn with_material(mut self, material: crate::stored_ca::CaMaterial) -> Self {
+        self.material = Some(material);
+        self
     }
 
     /// The CA's metrics.

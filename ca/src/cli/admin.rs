@@ -45,6 +45,12 @@ impl AdminConnection {
         Ok((client, token))
     }
 
+    /// `GET path` as an admin: the raw answer, at most `max_bytes`.
+    pub(super) async fn download(&self, path: &str, max_bytes: usize) -> anyhow::Result<Vec<u8>> {
+        let (client, token) = self.connect()?;
+        Ok(client.download(path, Some(&token), max_bytes).await?)
+    }
+
     pub(super) async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
         &self,
         method: Method,

@@ -1,6 +1,7 @@
 //! The `agentca` command.
 //!
-//! One binary for the three users: the operator (`init`, `serve`), the
+//! One binary for the three users: the operator (`init`, `serve`,
+//! `backup`, `restore`, `store migrate`), the
 //! admin (`register`, `agents`, `agent`, `token`, `enable`, `disable`,
 //! `revoke`, which
 //! talk to the running CA over its API, since the store belongs to one
@@ -9,6 +10,7 @@
 mod admin;
 mod agent;
 mod audit;
+mod backup;
 mod config;
 mod init;
 mod serve;
@@ -76,6 +78,12 @@ enum Command {
     Run(agent::RunArgs),
     /// Check a certificate chain offline as a service would; print the identity.
     Verify(verify::VerifyArgs),
+    /// Write a backup of the running CA to a file (global admin).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data directory or an empty database.
+    Restore(backup::RestoreArgs),
+    /// Move a stopped CA's store onto PostgreSQL (`agentca store migrate`).
+    Store(backup::StoreArgs),
 }
 
 /// Runs the command line; the process's exit code.
@@ -116,6 +124,9 @@ pub fn main() -> ExitCode {
             Command::Renew(args) => agent::renew(args).await,
             Command::Run(args) => agent::run(args).await,
             Command::Verify(args) => verify::verify(args),
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args),
+            Command::Store(args) => backup::store(args),
         }
     });
     match result {

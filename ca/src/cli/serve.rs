@@ -127,6 +127,7 @@ pub struct ServeArgs {
 /// The CA `serve` serves: from its data directory, or from a shared store.
 struct Opened {
     loaded: datadir::LoadedCa,
+    material: crate::stored_ca::CaMaterial,
     store: Arc<dyn Store>,
     root_crl: RootCrlSource,
     /// Where, for the log.
@@ -146,18 +147,32 @@ fn open_ca(args: &ServeArgs) -> anyhow::Result<Opened> {
         )?;
         let store = crate::state::open_store(&Location::Postgres(url.clone()))
             .with_context(|| format!("cannot open the database {url}"))?;
-        let (loaded, root_key) = crate::stored_ca::load(&*store, &passphrase)?;
-        let signer = RootSigner::new(&loaded.root, root_key, None).map_err(anyhow::Error::msg)?;
+        let material = crate::stored_ca::get(&*store)?.ok_or_else(|| {
+            datadir::DataDirError::Stored(
+                "it holds no CA; run `agentca init --store <url>` first".into(),
+            )
+        })?;
+        let (loaded, root_key) = material.load(&passphrase)?;
+        let root_crl = match root_key {
+            Some(key) => RootCrlSource::Signer(Box::new(
+                RootSigner::new(&loaded.root, key, None).map_err(anyhow::Error::msg)?,
+            )),
+            // The published one, if any, is served; it is re-signed where
+            // the root key is kept.
+            None => RootCrlSource::None,
+        };
         return Ok(Opened {
             loaded,
+            material,
             store,
-            root_crl: RootCrlSource::Signer(Box::new(signer)),
+            root_crl,
             place: url.to_string(),
             created: None,
         });
     }
     let (dir, passphrase, created) = open_or_create(args)?;
     let loaded = dir.load(&passphrase)?;
+    let material = crate::stored_ca::CaMaterial::read_dir(&dir)?;
     if let Some(StoreChoice::Embedded(backend)) = &args.store {
         anyhow::ensure!(
             *backend == loaded.meta.store,
@@ -188,6 +203,7 @@ fn open_ca(args: &ServeArgs) -> anyhow::Result<Opened> {
     Ok(Opened {
         place: format!("{} ({})", dir.path().display(), loaded.meta.store),
         loaded,
+        material,
         store,
         root_crl,
         created,
@@ -197,6 +213,7 @@ fn open_ca(args: &ServeArgs) -> anyhow::Result<Opened> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let Opened {
         loaded,
+        material,
         store,
         root_crl,
         place,
@@ -274,14 +291,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         OffsetDateTime::now_utc(),
     )
     .await?;
-    let authority = Arc::new(Authority::new(
-        ca,
-        policy,
-        records,
-        writer,
-        revocations,
-        metrics,
-    )?);
+    let authority = Arc::new(
+        Authority::new(ca, policy, records, writer, revocations, metrics)?.with_material(material),
+    );
 
     let mut names = vec![
         ServerName::Dns("localhost".into()),

@@ -199,6 +199,23 @@ pub(super) async fn audit(
     ))
 }
 
+/// `GET /v1/admin/backup`: a backup of the running CA.
+pub(super) async fn backup(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let bytes = ca.backup(&ctx, &admin, now()).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/vnd.agentca.backup",
+        )],
+        bytes,
+    ))
+}
+
 pub(super) async fn create_admin(
     State(ca): State<AppState>,
     Ctx(ctx): Ctx,

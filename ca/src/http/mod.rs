@@ -16,6 +16,7 @@
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/enable` | admin | enable |
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/disable` | admin | disable |
 //! | `POST /v1/admin/revoke` | admin | revoke by serial, instance, agent, env or tenant |
+//! | `GET /v1/admin/backup` | global admin | a backup of the CA (see `backup.rs`) |
 //! | `GET /v1/revocations?since=&limit=&wait=` | anyone | the revocation feed (long poll) |
 //! | `GET /v1/crl`, `GET /v1/crl/root` | anyone | CRLs (DER; `?format=pem` for PEM) |
 //! | `POST /v1/ocsp`, `GET /v1/ocsp/{base64}` | anyone | OCSP |
@@ -142,6 +143,7 @@ pub fn router(authority: Arc<Authority>, issuing: IssuanceLimit) -> Router {
             post(disable),
         )
         .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/backup", get(backup))
         .route("/v1/admin/admins", post(create_admin).get(list_admins))
         .route(
             "/v1/admin/admins/{name}",

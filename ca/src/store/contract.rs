@@ -41,6 +41,7 @@ contract!(
     a_failed_write_leaves_nothing_and_a_committed_one_is_seen_whole,
     a_transaction_reads_its_own_writes_and_deletes,
     a_prefetch_changes_no_result,
+    a_snapshot_loads_into_every_backend_and_reads_the_same,
     conditional_writes_compare_with_the_committed_value,
     concurrent_inserts_of_one_key_succeed_once,
     concurrent_compare_and_swap_increments_lose_no_update,
@@ -282,6 +283,38 @@ fn a_prefetch_changes_no_result(backend: Backend) {
         store.scan_prefix(DATA, b"", 10).unwrap(),
         entries(&[("own", "3"), ("stored", "1")])
     );
+}
+
+fn a_snapshot_loads_into_every_backend_and_reads_the_same(backend: Backend) {
+    let dir = Place::new(backend);
+    {
+        let store = open(&dir);
+        put(&*store, DATA, "a", b"1");
+        put(&*store, DATA, "b", b"");
+        put(&*store, OTHER, "c", &[0, 255]);
+        next_in_sequence(&*store, "n");
+        next_in_sequence(&*store, "n");
+    }
+    // Reopened: the embedded stores' own bookkeeping is written by now,
+    // and is not part of the snapshot.
+    let store = open(&dir);
+    let snapshot = store.snapshot().unwrap();
+    let count: usize = snapshot.iter().map(|(_, e)| e.len()).sum();
+    assert_eq!(count, 4, "{snapshot:?}");
+    for target in [Backend::Redb, Backend::Sled, Backend::Postgres] {
+        let place = Place::new(target);
+        let copy = open(&place);
+        super::load(&*copy, &snapshot).unwrap();
+        assert_eq!(
+            copy.snapshot().unwrap(),
+            snapshot,
+            "{backend} into {target}"
+        );
+        assert_eq!(copy.sequence("n").unwrap(), 2);
+        // Only into an empty store.
+        let again = super::load(&*copy, &snapshot).unwrap_err().to_string();
+        assert!(again.contains("not empty"), "{again}");
+    }
 }
 
 fn conditional_writes_compare_with_the_committed_value(backend: Backend) {

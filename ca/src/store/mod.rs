@@ -15,6 +15,7 @@
 //! Reads go straight to the store and see the last committed (for redb:
 //! logged) state.
 
+pub mod frames;
 pub mod postgres;
 pub mod redb;
 pub mod sled;
@@ -167,7 +168,7 @@ impl Table {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -232,6 +233,22 @@ pub trait Store: Send + Sync + 'static {
         sequence_value(name, self.get(Table::Meta, name.as_bytes())?)
     }
 
+    /// A consistent copy of every table's entries, in key order, without
+    /// the backend's own bookkeeping: what a backup holds. It is read in
+    /// one write transaction, so it sees one committed state, and writes
+    /// wait while it reads.
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut tables = Vec::with_capacity(Table::ALL.len());
+        self.write(&mut |txn| {
+            tables.clear();
+            for table in Table::ALL {
+                tables.push((table, txn.scan_prefix(table, &[], usize::MAX)?));
+            }
+            Ok(())
+        })?;
+        Ok(tables)
+    }
+
     /// For a store that other processes write too (other replicas): a
     /// counter that moves after they commit, and whenever their commits
     /// may have gone unheard. Whoever keeps state derived from the store
@@ -240,6 +257,31 @@ pub trait Store: Send + Sync + 'static {
     fn commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+}
+
+/// Every table's entries, in table and key order.
+pub type Snapshot = Vec<(Table, Vec<Entry>)>;
+
+/// Writes `snapshot` into `store`, which must be empty (of anything but
+/// its backend's own bookkeeping), in one transaction.
+pub fn load(store: &dyn Store, snapshot: &Snapshot) -> Result<(), StoreError> {
+    if let Some((table, _)) = store.snapshot()?.iter().find(|(_, e)| !e.is_empty()) {
+        return Err(StoreError::Backend {
+            backend: store.backend(),
+            detail: format!(
+                "the store is not empty (table {}): restore into a new one",
+                table.name()
+            ),
+        });
+    }
+    store.write(&mut |txn| {
+        for (table, entries) in snapshot {
+            for (key, value) in entries {
+                txn.put(*table, key, value)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The value of sequence `name` as stored in [`Table::Meta`]: 8 bytes,

@@ -363,6 +363,23 @@ impl Store for RedbStore {
         self.scan(table, start, b"", limit)
     }
 
+    fn snapshot(&self) -> Result<crate::store::Snapshot, StoreError> {
+        let mut tables = Vec::with_capacity(Table::ALL.len());
+        self.write(&mut |txn| {
+            tables.clear();
+            for table in Table::ALL {
+                let mut entries = txn.scan_prefix(table, &[], usize::MAX)?;
+                if table == Table::Meta {
+                    // The log's bookkeeping, not the CA's state.
+                    entries.retain(|(key, _)| key != WAL_APPLIED);
+                }
+                tables.push((table, entries));
+            }
+            Ok(())
+        })?;
+        Ok(tables)
+    }
+
     fn write(
         &self,
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,

@@ -1,0 +1,303 @@
+//! Backup, restore and migration round trips, with the real binary: the
+//! CA that comes back serves the same revocations (its CRL lists them,
+//! OCSP answers the same, checked by openssl), its audit trail verifies,
+//! and what was issued after the backup is not there.
+
+mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::path::Path;
+use std::process::Command;
+
+use agentca::wire::IssuedCertificate;
+use common::*;
+
+/// A CA's state to find again: one live certificate, one revoked.
+struct Known {
+    live: IssuedCertificate,
+    gone: IssuedCertificate,
+    dir: tempfile::TempDir,
+}
+
+async fn issue_and_revoke(ca: &TestCa) -> Known {
+    let (live, _) = ca.enrolled("acme", "prod", "live").await;
+    let (gone, _) = ca.enrolled("acme", "prod", "gone").await;
+    ca.revoke_agent("acme", "prod", "gone", "keyCompromise")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, issued) in [("live", &live), ("gone", &gone)] {
+        write(
+            dir.path(),
+            &format!("{name}.pem"),
+            &issued.certificate_chain,
+        );
+    }
+    let intermediate = pem::encode(&pem::parse_many(&live.certificate_chain).unwrap()[1]);
+    write(dir.path(), "intermediate.pem", &intermediate);
+    Known { live, gone, dir }
+}
+
+/// What `openssl ocsp` says of `leaf` (a file in `dir`) when it asks `ca`.
+fn ocsp(ca: &TestCa, dir: &Path, leaf: &str) -> String {
+    let url = format!("{}/v1/ocsp", ca.http_url.as_ref().expect("--http-listen"));
+    let out = Command::new("openssl")
+        .args(["ocsp", "-issuer", "intermediate.pem", "-cert", leaf])
+        .arg("-CAfile")
+        .arg(ca.bundle_path())
+        .args(["-url", &url])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl ocsp");
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// `ca` serves what `known` says: the revoked certificate on its CRL and
+/// revoked by OCSP, the live one good, and its audit trail verifies.
+async fn serves_the_same(ca: &TestCa, known: &Known) {
+    let (serials, _) = crl_serials(&ca.crl().await);
+    assert!(
+        serials.contains(&known.gone.serial.to_string()),
+        "{serials:?}"
+    );
+    assert!(!serials.contains(&known.live.serial.to_string()));
+    let text = ocsp(ca, known.dir.path(), "gone.pem");
+    assert!(
+        text.contains("Response verify OK") && text.contains("gone.pem: revoked"),
+        "{text}"
+    );
+    let text = ocsp(ca, known.dir.path(), "live.pem");
+    assert!(
+        text.contains("Response verify OK") && text.contains("live.pem: good"),
+        "{text}"
+    );
+    let out = ca.command().args(["audit", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run agentca");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const HTTP: &[&str] = &["--http-listen", "127.0.0.1:0"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_of_a_running_ca_restores_into_a_new_directory_and_into_postgres() {
+    let mut ca = TestCa::start_with(&[], HTTP);
+    let known = issue_and_revoke(&ca).await;
+    let file = ca.root.path().join("ca.backup");
+    let out = run_ok(ca.command().arg("backup").arg("--out").arg(&file));
+    assert!(out.contains("backup written"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Issued after the backup: the restored CA never heard of it.
+    let (after, _) = ca.enrolled("acme", "prod", "after").await;
+    write(known.dir.path(), "after.pem", &after.certificate_chain);
+    let admin_token = ca.admin_token();
+    ca.kill();
+
+    let restored = ca.root.path().join("restored");
+    let out = run_ok(
+        Command::new(agentca_bin())
+            .arg("restore")
+            .arg("--in")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&restored),
+    );
+    assert!(out.contains("restored"), "{out}");
+    let back = TestCa::serve_dir(&restored, &admin_token, HTTP);
+    serves_the_same(&back, &known).await;
+    let text = ocsp(&back, known.dir.path(), "after.pem");
+    assert!(text.contains("after.pem: unknown"), "{text}");
+    // It carries on: the agents it knew renew and enroll.
+    back.enrolled("acme", "prod", "next").await;
+
+    // The same backup into an empty PostgreSQL database.
+    let url = postgres::fresh_database();
+    run_ok(
+        Command::new(agentca_bin())
+            .arg("restore")
+            .arg("--in")
+            .arg(&file)
+            .args(["--store", &url]),
+    );
+    let bundle = std::fs::read(back.bundle_path()).unwrap();
+    let replicas = TestCa::serve_replicas(&url, 2, &bundle, &admin_token, HTTP);
+    for replica in &replicas {
+        serves_the_same(replica, &known).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_single_node_ca_moves_onto_postgres_with_its_history() {
+    let mut ca = TestCa::start_with(&[], HTTP);
+    let known = issue_and_revoke(&ca).await;
+    let (issued, key) = ca.enrolled("acme", "prod", "renewer").await;
+    let admin_token = ca.admin_token();
+    let bundle = std::fs::read(ca.bundle_path()).unwrap();
+    let url = postgres::fresh_database();
+
+    // Not while it runs: the store is the running CA's.
+    let out = Command::new(agentca_bin())
+        .args(["store", "migrate", "--to", &url])
+        .arg("--data-dir")
+        .arg(&ca.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop the CA first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ca.kill();
+    let out = run_ok(
+        Command::new(agentca_bin())
+            .args(["store", "migrate", "--to", &url])
+            .arg("--data-dir")
+            .arg(&ca.data_dir),
+    );
+    assert!(out.contains("moved"), "{out}");
+
+    let replicas = TestCa::serve_replicas(&url, 2, &bundle, &admin_token, HTTP);
+    for replica in &replicas {
+        serves_the_same(replica, &known).await;
+    }
+    // A certificate issued before the move renews after it, once.
+    replicas[1].renewed(&issued, &key).await;
+    // Into a database that is not empty: refused.
+    let again = Command::new(agentca_bin())
+        .args(["store", "migrate", "--to", &url])
+        .arg("--data-dir")
+        .arg(&ca.data_dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_dump_and_pg_restore_bring_back_a_ca_kept_in_postgres() {
+    let url = postgres::fresh_database();
+    let replicas = TestCa::start_replicas(&url, 1, HTTP);
+    let known = issue_and_revoke(&replicas[0]).await;
+    let admin_token = replicas[0].admin_token();
+    let bundle = std::fs::read(replicas[0].bundle_path()).unwrap();
+    let cluster = postgres::cluster();
+    let db = url.rsplit('/').next().unwrap();
+    let dump = known.dir.path().join("ca.dump");
+    let port = cluster.port.to_string();
+    let out = Command::new(cluster.bin.join("pg_dump"))
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", postgres::SUPERUSER])
+        .args(["-Fc", "-f"])
+        .arg(&dump)
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(replicas);
+
+    let restored_url = postgres::fresh_database();
+    let out = Command::new(cluster.bin.join("pg_restore"))
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", postgres::SUPERUSER])
+        .args(["--no-owner", "-d", restored_url.rsplit('/').next().unwrap()])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = TestCa::serve_replicas(&restored_url, 1, &bundle, &admin_token, HTTP);
+    serves_the_same(&back[0], &known).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_backup_is_refused_and_nothing_is_written() {
+    let ca = TestCa::start();
+    issue_and_revoke(&ca).await;
+    let file = ca.root.path().join("ca.backup");
+    run_ok(ca.command().arg("backup").arg("--out").arg(&file));
+    // Not over an existing file.
+    let out = ca
+        .command()
+        .arg("backup")
+        .arg("--out")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let good = std::fs::read(&file).unwrap();
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 1;
+    for (name, bytes, why) in [
+        ("flipped", flipped, "checksum"),
+        ("truncated", good[..good.len() - 10].to_vec(), "checksum"),
+        ("other", b"not a backup at all".to_vec(), "does not start"),
+    ] {
+        let bad = ca.root.path().join(name);
+        std::fs::write(&bad, bytes).unwrap();
+        let target = ca.root.path().join(format!("restored-{name}"));
+        let out = Command::new(agentca_bin())
+            .arg("restore")
+            .arg("--in")
+            .arg(&bad)
+            .arg("--data-dir")
+            .arg(&target)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{name}: {err}");
+        assert!(!target.exists(), "{name}: something was written");
+    }
+    // A scoped admin may not take one.
+    let scoped: agentca::wire::CreateAdminResponse = ca
+        .admin(
+            reqwest::Method::POST,
+            "/v1/admin/admins",
+            Some(&agentca::wire::CreateAdminRequest {
+                name: "acme-ops".into(),
+                tenant: Some("acme".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    let token_file = write(ca.root.path(), "scoped.token", &scoped.token);
+    let out = ca
+        .command()
+        .env("AGENTCA_ADMIN_TOKEN_FILE", &token_file)
+        .arg("backup")
+        .arg("--out")
+        .arg(ca.root.path().join("scoped.backup"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
