@@ -32,6 +32,8 @@ pub struct Cluster {
     pub bin: PathBuf,
     /// Whether commands run as the `postgres` user.
     as_postgres: bool,
+    /// More server options.
+    options: String,
 }
 
 /// The superuser the cluster is created with.
@@ -54,6 +56,104 @@ pub fn cluster() -> &'static Cluster {
 /// test that stops and starts the database.
 pub fn own_cluster() -> Cluster {
     start().unwrap_or_else(|e| unavailable(&e))
+}
+
+/// A cluster of the caller's own that accepts TLS: its server certificate
+/// is for `localhost`, issued by a CA whose certificate is
+/// `<dir>/tls-ca.pem`; `<dir>/other-ca.pem` is a CA that issued nothing.
+/// Made with the `openssl` binary.
+pub fn own_tls_cluster() -> Cluster {
+    let mut cluster = own_cluster();
+    cluster.stop();
+    let dir = cluster.dir.clone();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca in ["tls-ca", "other-ca"] {
+        let mut args = vec!["req", "-x509"];
+        args.extend(new_key);
+        let (key, pem, subject) = (
+            format!("{ca}.key"),
+            format!("{ca}.pem"),
+            format!("/CN=agentca test {ca}"),
+        );
+        args.extend([
+            "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
+        ]);
+        openssl(&args);
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let mut args = vec!["req"];
+    args.extend(new_key);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&args);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "tls-ca.pem",
+        "-CAkey",
+        "tls-ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    if cluster.as_postgres {
+        let owned = Command::new("chown")
+            .args(["postgres:postgres", "server.key", "server.crt"])
+            .current_dir(&dir)
+            .status()
+            .expect("chown");
+        assert!(owned.success());
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    cluster.options = format!(
+        "-c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+        dir.display()
+    );
+    cluster.start();
+    cluster
 }
 
 fn unavailable(e: &str) -> ! {
@@ -135,9 +235,10 @@ impl Cluster {
     fn launch(&self) -> bool {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} \
-             -c max_connections=400 -c shared_buffers=64MB",
+             -c max_connections=400 -c shared_buffers=64MB {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options
         );
         let log = self.log();
         self.pg_ctl(&[
@@ -278,6 +379,7 @@ fn start() -> Result<Cluster, String> {
         dir,
         bin,
         as_postgres,
+        options: String::new(),
     };
     if !cluster.launch() {
         let log = std::fs::read_to_string(cluster.log()).unwrap_or_default();

@@ -140,3 +140,92 @@ fn a_url_is_checked_and_its_password_never_shown() {
     let long = format!("postgres://db/{}", "x".repeat(5000));
     assert!(long.parse::<PostgresUrl>().is_err());
 }
+
+#[test]
+fn replicas_starting_together_apply_the_migrations_once() {
+    let url = fresh_database();
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                PostgresStore::open(&url.parse().unwrap(), Timeouts::default()).map(|_| ())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    let store = open(&url);
+    let versions = store
+        .pooled(|client| async move {
+            let rows = client
+                .query("SELECT version FROM agentca_schema ORDER BY version", &[])
+                .await
+                .map_err(err)?;
+            Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>())
+        })
+        .unwrap();
+    let expected: Vec<i32> = (1..=migrations::MIGRATIONS.len() as i32).collect();
+    assert_eq!(versions, expected);
+}
+
+#[test]
+fn a_database_of_a_newer_schema_is_refused() {
+    let url = fresh_database();
+    let store = open(&url);
+    store
+        .pooled(|client| async move {
+            client
+                .execute("INSERT INTO agentca_schema (version) VALUES (1000)", &[])
+                .await
+                .map_err(err)
+        })
+        .unwrap();
+    drop(store);
+    let Err(e) = PostgresStore::open(&url.parse().unwrap(), Timeouts::default()) else {
+        panic!("a newer schema was opened");
+    };
+    assert!(e.to_string().contains("newer agentca"), "{e}");
+}
+
+#[test]
+fn tls_to_the_database_is_rustls_and_verifies_the_server() {
+    let cluster = super::cluster::own_tls_cluster();
+    let db = cluster.database();
+    // The server's certificate is for localhost, issued by a CA of the test.
+    let ca = cluster.dir.join("tls-ca.pem");
+    let name = db.rsplit('/').next().unwrap();
+    let url = format!(
+        "postgres://agentca@localhost:{}/{name}?sslrootcert={}",
+        cluster.port,
+        ca.display()
+    );
+    let store = open(&url);
+    let ssl = store
+        .pooled(|client| async move {
+            let row = client
+                .query_one(
+                    "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .map_err(err)?;
+            Ok((row.get::<_, bool>(0), row.get::<_, Option<String>>(1)))
+        })
+        .unwrap();
+    assert_eq!(ssl.0, true, "the connection is TLS");
+    assert_eq!(ssl.1.as_deref(), Some("TLSv1.3"));
+    store
+        .write(&mut |txn| txn.put(Table::Meta, b"over", b"tls"))
+        .unwrap();
+    // Another name than the certificate's: refused.
+    let by_ip = url.replace("localhost", "127.0.0.1");
+    let Err(e) = PostgresStore::open(&by_ip.parse().unwrap(), Timeouts::default()) else {
+        panic!("a server certificate for another name was accepted");
+    };
+    assert!(e.to_string().contains("no connection"), "{e}");
+    // Roots that the server's certificate does not chain to: refused.
+    let other = cluster.dir.join("other-ca.pem");
+    let wrong = url.replace(&ca.display().to_string(), &other.display().to_string());
+    assert!(PostgresStore::open(&wrong.parse().unwrap(), Timeouts::default()).is_err());
+}
