@@ -213,7 +213,7 @@ fn tls_to_the_database_is_rustls_and_verifies_the_server() {
             Ok((row.get::<_, bool>(0), row.get::<_, Option<String>>(1)))
         })
         .unwrap();
-    assert_eq!(ssl.0, true, "the connection is TLS");
+    assert!(ssl.0, "the connection is TLS");
     assert_eq!(ssl.1.as_deref(), Some("TLSv1.3"));
     store
         .write(&mut |txn| txn.put(Table::Meta, b"over", b"tls"))
