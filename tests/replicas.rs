@@ -631,3 +631,104 @@ async fn killing_replicas_under_load_loses_nothing_acknowledged_and_clients_fail
     let agent = cas[1].show("acme", "prod", "bot").await;
     assert!(agent.clone_alerts.is_empty(), "{:?}", agent.clone_alerts);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_commands_take_several_ca_urls_and_move_past_one_that_is_down() {
+    let (cas, _) = replicas(2);
+    cas[0].register("acme", "prod", "bot").await;
+    let token = cas[0].token("acme", "prod", "bot", 2).await;
+    // Nothing listens on the first URL.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://{}", listener.local_addr().unwrap())
+    };
+    let out_dir = cas[0].root.path().join("agent");
+    let enrolled = cas[0]
+        .command()
+        .env("AGENTCA_TOKEN", &token)
+        .args([
+            "enroll",
+            "--ca-url",
+            &dead,
+            "--ca-url",
+            &cas[1].url,
+            "--out-dir",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    // A comma-separated list in AGENTCA_URL, the live replica last.
+    let renewed = cas[0]
+        .command()
+        .env("AGENTCA_URL", format!("{dead},{}", cas[0].url))
+        .arg("renew")
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        renewed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renewed.stderr)
+    );
+    // Every replica down: the failure says so.
+    let failed = cas[0]
+        .command()
+        .env("AGENTCA_TOKEN", &token)
+        .env("AGENTCA_URL", &dead)
+        .args(["enroll", "--out-dir"])
+        .arg(cas[0].root.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verifiers_feed_moves_to_another_replica_and_resumes_where_it_was() {
+    use agentca::verify::{feed, RevocationCache};
+    let (mut cas, _) = replicas(2);
+    let list = format!("{},{}", cas[0].url, cas[1].url);
+    let cache = RevocationCache::new();
+    let subscription = feed::subscribe(&list, cas[0].bundle(), cache.clone()).unwrap();
+    assert!(subscription.synced(Duration::from_secs(10)).await);
+    let wait_for = |serial: agentca::wire::Serial| {
+        let cache = cache.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !cache.is_revoked(&serial) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the verifier never heard of {serial}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let (first, _) = cas[1].enrolled("acme", "prod", "first").await;
+    cas[1]
+        .revoke_agent("acme", "prod", "first", "keyCompromise")
+        .await;
+    wait_for(first.serial.clone()).await;
+    let position = cache.feed_position();
+
+    // The replica it listens to goes away; the next revocation reaches it
+    // through the other one.
+    cas[0].kill();
+    let (second, _) = cas[1].enrolled("acme", "prod", "second").await;
+    cas[1]
+        .revoke_agent("acme", "prod", "second", "keyCompromise")
+        .await;
+    wait_for(second.serial.clone()).await;
+    assert_eq!(
+        cache.feed_position(),
+        position + 1,
+        "resumed, nothing twice"
+    );
+    assert!(cache.is_revoked(&first.serial));
+    drop(subscription);
+}
