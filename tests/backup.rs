@@ -7,7 +7,6 @@ mod common;
 #[path = "support/postgres.rs"]
 mod postgres;
 
-use std::path::Path;
 use std::process::Command;
 
 use agentca::wire::IssuedCertificate;
@@ -38,20 +37,6 @@ async fn issue_and_revoke(ca: &TestCa) -> Known {
     Known { live, gone, dir }
 }
 
-/// What `openssl ocsp` says of `leaf` (a file in `dir`) when it asks `ca`.
-fn ocsp(ca: &TestCa, dir: &Path, leaf: &str) -> String {
-    let url = format!("{}/v1/ocsp", ca.http_url.as_ref().expect("--http-listen"));
-    let out = Command::new("openssl")
-        .args(["ocsp", "-issuer", "intermediate.pem", "-cert", leaf])
-        .arg("-CAfile")
-        .arg(ca.bundle_path())
-        .args(["-url", &url])
-        .current_dir(dir)
-        .output()
-        .expect("run openssl ocsp");
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-}
-
 /// `ca` serves what `known` says: the revoked certificate on its CRL and
 /// revoked by OCSP, the live one good, and its audit trail verifies.
 async fn serves_the_same(ca: &TestCa, known: &Known) {
@@ -61,12 +46,12 @@ async fn serves_the_same(ca: &TestCa, known: &Known) {
         "{serials:?}"
     );
     assert!(!serials.contains(&known.live.serial.to_string()));
-    let text = ocsp(ca, known.dir.path(), "gone.pem");
+    let text = openssl_ocsp(ca, known.dir.path(), "gone.pem");
     assert!(
         text.contains("Response verify OK") && text.contains("gone.pem: revoked"),
         "{text}"
     );
-    let text = ocsp(ca, known.dir.path(), "live.pem");
+    let text = openssl_ocsp(ca, known.dir.path(), "live.pem");
     assert!(
         text.contains("Response verify OK") && text.contains("live.pem: good"),
         "{text}"
@@ -124,7 +109,7 @@ async fn a_backup_of_a_running_ca_restores_into_a_new_directory_and_into_postgre
     assert!(out.contains("restored"), "{out}");
     let back = TestCa::serve_dir(&restored, &admin_token, HTTP);
     serves_the_same(&back, &known).await;
-    let text = ocsp(&back, known.dir.path(), "after.pem");
+    let text = openssl_ocsp(&back, known.dir.path(), "after.pem");
     assert!(text.contains("after.pem: unknown"), "{text}");
     // It carries on: the agents it knew renew and enroll.
     back.enrolled("acme", "prod", "next").await;

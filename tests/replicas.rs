@@ -156,35 +156,12 @@ async fn a_revocation_on_one_replica_reaches_the_others_ocsp_crl_and_feed_within
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // OCSP says revoked, checked by openssl.
-        let text = ocsp(ca, dir.path(), "leaf.pem");
+        let text = openssl_ocsp(ca, dir.path(), "leaf.pem");
         assert!(
             text.contains("Response verify OK") && text.contains("leaf.pem: revoked"),
             "{text}"
         );
     }
-}
-
-/// Writes the leaf and intermediate of `issued` as `<name>.pem` and
-/// `intermediate.pem` in `dir`.
-fn write_leaf(dir: &std::path::Path, name: &str, issued: &agentca::wire::IssuedCertificate) {
-    write(dir, &format!("{name}.pem"), &issued.certificate_chain);
-    let intermediate = pem::encode(&pem::parse_many(&issued.certificate_chain).unwrap()[1]);
-    write(dir, "intermediate.pem", &intermediate);
-}
-
-/// What `openssl ocsp` says of `leaf` (a file in `dir`, beside
-/// `intermediate.pem`) when it asks `ca`'s plain-HTTP responder.
-fn ocsp(ca: &TestCa, dir: &std::path::Path, leaf: &str) -> String {
-    let url = format!("{}/v1/ocsp", ca.http_url.as_ref().expect("--http-listen"));
-    let out = std::process::Command::new("openssl")
-        .args(["ocsp", "-issuer", "intermediate.pem", "-cert", leaf])
-        .arg("-CAfile")
-        .arg(ca.bundle_path())
-        .args(["-url", &url])
-        .current_dir(dir)
-        .output()
-        .expect("run openssl ocsp");
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -407,12 +384,12 @@ async fn the_database_going_away_is_a_quick_503_and_its_return_needs_no_restart(
         // What was signed before is still served, and OCSP answers from
         // what the replica last knew.
         assert_eq!(ca.get("/v1/crl").await.0, 200);
-        let text = ocsp(ca, dir.path(), "live.pem");
+        let text = openssl_ocsp(ca, dir.path(), "live.pem");
         assert!(
             text.contains("Response verify OK") && text.contains("live.pem: good"),
             "{text}"
         );
-        let text = ocsp(ca, dir.path(), "gone.pem");
+        let text = openssl_ocsp(ca, dir.path(), "gone.pem");
         assert!(
             text.contains("Response verify OK") && text.contains("gone.pem: revoked"),
             "{text}"

@@ -67,40 +67,16 @@ impl TestCa {
             "agentca init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut ca = Self {
-            root,
-            data_dir,
-            passphrase_file,
-            url: String::new(),
-            http_url: None,
-            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
-            store: None,
-            child: None,
-        };
-        ca.launch();
-        ca
+        Self::launched(root, data_dir, None, serve_args)
     }
 
     /// Serves the CA already in `data_dir` (restored, migrated), with the
     /// test passphrase, extra `serve` arguments, and `admin_token` as its
     /// admin's token.
     pub fn serve_dir(data_dir: &Path, admin_token: &str, serve_args: &[&str]) -> Self {
-        let root = tempfile::tempdir().expect("tempdir");
-        let passphrase_file = root.path().join("passphrase");
-        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
         std::fs::write(data_dir.join("admin.token"), admin_token).unwrap();
-        let mut ca = Self {
-            root,
-            data_dir: data_dir.to_owned(),
-            passphrase_file,
-            url: String::new(),
-            http_url: None,
-            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
-            store: None,
-            child: None,
-        };
-        ca.launch();
-        ca
+        let root = tempfile::tempdir().expect("tempdir");
+        Self::launched(root, data_dir.to_owned(), None, serve_args)
     }
 
     /// `n` replicas of the CA already in the PostgreSQL database `url`,
@@ -119,20 +95,7 @@ impl TestCa {
                 std::fs::create_dir_all(&data_dir).unwrap();
                 std::fs::write(data_dir.join("bundle.pem"), bundle).unwrap();
                 std::fs::write(data_dir.join("admin.token"), admin_token).unwrap();
-                let passphrase_file = root.path().join("passphrase");
-                std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
-                let mut ca = Self {
-                    root,
-                    data_dir,
-                    passphrase_file,
-                    url: String::new(),
-                    http_url: None,
-                    serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
-                    store: Some(url.to_owned()),
-                    child: None,
-                };
-                ca.launch();
-                ca
+                Self::launched(root, data_dir, Some(url), serve_args)
             })
             .collect()
     }
@@ -161,35 +124,41 @@ impl TestCa {
             "agentca init --store failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut replicas = Vec::with_capacity(n);
-        let mut roots = vec![first];
-        while roots.len() < n {
-            roots.push(tempfile::tempdir().expect("tempdir"));
-        }
-        for root in roots {
-            let data_dir = root.path().join("ca");
-            std::fs::create_dir_all(&data_dir).unwrap();
-            for file in ["bundle.pem", "admin.token"] {
-                if !data_dir.join(file).exists() {
-                    std::fs::copy(outputs.join(file), data_dir.join(file)).unwrap();
-                }
-            }
-            let passphrase_file = root.path().join("passphrase");
-            std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
-            let mut ca = Self {
-                root,
-                data_dir,
-                passphrase_file,
-                url: String::new(),
-                http_url: None,
-                serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
-                store: Some(url.to_owned()),
-                child: None,
-            };
-            ca.launch();
-            replicas.push(ca);
-        }
+        let bundle = std::fs::read(outputs.join("bundle.pem")).unwrap();
+        let admin_token = std::fs::read_to_string(outputs.join("admin.token")).unwrap();
+        let mut replicas = vec![Self::launched(first, outputs, Some(url), serve_args)];
+        replicas.extend(Self::serve_replicas(
+            url,
+            n.saturating_sub(1),
+            &bundle,
+            admin_token.trim(),
+            serve_args,
+        ));
         replicas
+    }
+
+    /// A CA served from `data_dir` (or the database `store`), with its log
+    /// and the test passphrase in `root`.
+    fn launched(
+        root: tempfile::TempDir,
+        data_dir: PathBuf,
+        store: Option<&str>,
+        serve_args: &[&str],
+    ) -> Self {
+        let passphrase_file = root.path().join("passphrase");
+        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+        let mut ca = Self {
+            root,
+            data_dir,
+            passphrase_file,
+            url: String::new(),
+            http_url: None,
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            store: store.map(str::to_owned),
+            child: None,
+        };
+        ca.launch();
+        ca
     }
 
     fn launch(&mut self) {
@@ -547,6 +516,29 @@ pub fn crl_serials(der: &[u8]) -> (Vec<String>, u64) {
         .and_then(|n| n.to_u64_digits().first().copied())
         .unwrap_or(0);
     (serials, number)
+}
+
+/// Writes the leaf of `issued` as `<name>.pem` in `dir`, and its issuer
+/// as `intermediate.pem`.
+pub fn write_leaf(dir: &Path, name: &str, issued: &IssuedCertificate) {
+    write(dir, &format!("{name}.pem"), &issued.certificate_chain);
+    let intermediate = pem::encode(&pem::parse_many(&issued.certificate_chain).unwrap()[1]);
+    write(dir, "intermediate.pem", &intermediate);
+}
+
+/// What `openssl ocsp` says of `leaf` (a file in `dir`, beside
+/// `intermediate.pem`) when it asks `ca`'s plain-HTTP responder.
+pub fn openssl_ocsp(ca: &TestCa, dir: &Path, leaf: &str) -> String {
+    let url = format!("{}/v1/ocsp", ca.http_url.as_ref().expect("--http-listen"));
+    let out = Command::new("openssl")
+        .args(["ocsp", "-issuer", "intermediate.pem", "-cert", leaf])
+        .arg("-CAfile")
+        .arg(ca.bundle_path())
+        .args(["-url", &url])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl ocsp");
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
 /// Writes `contents` to `dir/name` and returns the path.
