@@ -41,7 +41,7 @@ impl AdminConnection {
             );
             read_secret_file(&local)?
         };
-        let client = CaClient::new(&self.ca.ca_url.join(","), self.ca.trust()?, None)?;
+        let client = CaClient::new(&self.ca.urls.list(), self.ca.trust()?, None)?;
         Ok((client, token))
     }
 

@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::{read_secret_file, CaConnection};
+use super::{read_secret_file, CaConnection, CaUrls};
 
 /// Exit code of `agentca run` when renewal failed for good (revoked,
 /// disabled, token spent): a human must act.
@@ -65,7 +65,7 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         .token
         .get()?
         .context("no bootstrap token: give --token-file <file> or set AGENTCA_TOKEN")?;
-    let client = CaClient::new(&args.ca.ca_url.join(","), args.ca.trust()?, None)?;
+    let client = CaClient::new(&args.ca.urls.list(), args.ca.trust()?, None)?;
     let bundle = client
         .bundle()
         .await
@@ -89,16 +89,8 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
 /// `agentca renew`.
 #[derive(Args, Debug)]
 pub struct RenewArgs {
-    /// The CA's URL. Repeatable, or a comma-separated list in AGENTCA_URL,
-    /// for several replicas of one CA: a request moves to the next when
-    /// one cannot be reached or answers with a 5xx.
-    #[arg(
-        long = "ca-url",
-        env = "AGENTCA_URL",
-        value_delimiter = ',',
-        default_value = "https://127.0.0.1:8443"
-    )]
-    ca_url: Vec<String>,
+    #[command(flatten)]
+    ca: CaUrls,
     /// Directory holding the certificate; its files are replaced.
     #[arg(long, default_value = ".")]
     out_dir: PathBuf,
@@ -115,7 +107,7 @@ pub async fn renew(args: RenewArgs) -> anyhow::Result<()> {
     let bundle_pem = std::fs::read(args.out_dir.join("bundle.pem"))
         .with_context(|| format!("cannot read {}/bundle.pem", args.out_dir.display()))?;
     let bundle = agentca::bundle::TrustBundle::from_pem(&bundle_pem)?;
-    let mut config = AgentConfig::new(args.ca_url.join(","), CaTrust::Bundle(bundle));
+    let mut config = AgentConfig::new(args.ca.list(), CaTrust::Bundle(bundle));
     config.dir = Some(args.out_dir.clone());
     config.key_algorithm = args.key_alg;
     match Agent::renew_now(config).await {
@@ -169,7 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--signal takes a signal name or number, such as HUP"
         );
     }
-    let mut config = AgentConfig::new(args.ca.ca_url.join(","), args.ca.trust()?);
+    let mut config = AgentConfig::new(args.ca.urls.list(), args.ca.trust()?);
     config.token = args.token.get()?;
     config.dir = Some(args.out_dir.clone());
     config.key_algorithm = args.key_alg;

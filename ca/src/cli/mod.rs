@@ -256,9 +256,9 @@ fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     Ok(text.trim().to_owned())
 }
 
-/// How to reach and trust the CA.
+/// Where the CA is.
 #[derive(Args, Debug, Clone)]
-struct CaConnection {
+struct CaUrls {
     /// The CA's URL. Repeatable, or a comma-separated list in AGENTCA_URL,
     /// for several replicas of one CA: a request moves to the next when
     /// one cannot be reached or answers with a 5xx.
@@ -269,6 +269,20 @@ struct CaConnection {
         default_value = "https://127.0.0.1:8443"
     )]
     ca_url: Vec<String>,
+}
+
+impl CaUrls {
+    /// The URLs as the client takes them: comma-separated.
+    fn list(&self) -> String {
+        self.ca_url.join(",")
+    }
+}
+
+/// How to reach and trust the CA.
+#[derive(Args, Debug, Clone)]
+struct CaConnection {
+    #[command(flatten)]
+    urls: CaUrls,
     /// PEM trust bundle of the CA (default: bundle.pem of the local CA, if any).
     #[arg(long, env = "AGENTCA_BUNDLE", conflicts_with = "fingerprint")]
     bundle: Option<PathBuf>,
