@@ -328,6 +328,12 @@ pub trait WriteTxn {
         Ok(())
     }
 
+    /// Whether [`WriteTxn::prefetch`] does anything here: when it does not,
+    /// callers need not gather the keys.
+    fn prefetches(&self) -> bool {
+        false
+    }
+
     // Conditional writes and sequences. They are provided, built on the
     // four methods above, so every backend has them; a backend may override
     // them with a native form (e.g. `INSERT … ON CONFLICT DO NOTHING`) that

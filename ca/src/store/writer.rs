@@ -92,13 +92,15 @@ impl<J: Job> Writer<J> {
 /// per job. A store error fails the whole batch and writes nothing.
 pub fn commit<J: Job>(store: &dyn Store, jobs: &[J]) -> Result<Vec<J::Outcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut reads = Vec::new();
-    for job in jobs {
-        job.reads(&mut reads);
-    }
     store.write(&mut |txn| {
         outcomes.clear();
-        txn.prefetch(&reads)?;
+        if txn.prefetches() {
+            let mut reads = Vec::new();
+            for job in jobs {
+                job.reads(&mut reads);
+            }
+            txn.prefetch(&reads)?;
+        }
         for job in jobs {
             outcomes.push(job.apply(txn)?);
         }

@@ -122,6 +122,10 @@ impl PgTxn<'_> {
 }
 
 impl WriteTxn for PgTxn<'_> {
+    fn prefetches(&self) -> bool {
+        true
+    }
+
     fn prefetch(&mut self, keys: &[(Table, Vec<u8>)]) -> Result<(), StoreError> {
         let mut wanted = std::collections::BTreeSet::new();
         for (table, key) in keys {
