@@ -709,3 +709,24 @@ async fn a_verifiers_feed_moves_to_another_replica_and_resumes_where_it_was() {
     assert!(cache.is_revoked(&first.serial));
     drop(subscription);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_with_several_addresses_reaches_the_ca_at_the_one_that_answers() {
+    use std::net::ToSocketAddrs;
+    // The CA listens on 127.0.0.1 only; `localhost` often also names ::1,
+    // where nothing listens: the connector tries the addresses in turn.
+    let ca = TestCa::start();
+    let port = ca.url.rsplit(':').next().unwrap().to_owned();
+    let addresses: Vec<_> = ("localhost", port.parse::<u16>().unwrap())
+        .to_socket_addrs()
+        .unwrap()
+        .collect();
+    if addresses.len() < 2 {
+        eprintln!("localhost has one address here ({addresses:?}): only the plain case runs");
+    }
+    let url = format!("https://localhost:{port}");
+    let client =
+        agentca::client::CaClient::new(&url, agentca::client::CaTrust::Bundle(ca.bundle()), None)
+            .unwrap();
+    assert_eq!(client.health().await.unwrap().status, "ok");
+}
