@@ -409,6 +409,10 @@ async fn the_database_going_away_is_a_quick_503_and_its_return_needs_no_restart(
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acknowledged, unavailable) = load.await.unwrap();
+    eprintln!(
+        "database loss: {} enrollments acknowledged, {unavailable} refused with 503 during the outage",
+        acknowledged.len()
+    );
     assert!(unavailable > 0, "the load saw the outage");
     assert!(acknowledged.len() > 5, "{acknowledged:?}");
     // Every certificate a client was given is on record.
