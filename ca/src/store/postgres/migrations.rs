@@ -10,7 +10,7 @@
 
 use deadpool_postgres::Object;
 
-use super::{err, MIGRATION_LOCK};
+use super::{db, MIGRATION_LOCK};
 use crate::store::StoreError;
 
 /// The migrations, by version: 1, 2, 3…
@@ -36,10 +36,10 @@ pub(super) async fn apply(client: &Object) -> Result<(), StoreError> {
              )"
         ))
         .await
-        .map_err(err)?;
+        .map_err(db)?;
     let result = apply_locked(client).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    let ended = client.batch_execute(end).await.map_err(err);
+    let ended = client.batch_execute(end).await.map_err(db);
     result.and(ended)
 }
 
@@ -47,7 +47,7 @@ async fn apply_locked(client: &Object) -> Result<(), StoreError> {
     let row = client
         .query_one("SELECT coalesce(max(version), 0) FROM agentca_schema", &[])
         .await
-        .map_err(err)?;
+        .map_err(db)?;
     let current = usize::try_from(row.get::<_, i32>(0)).unwrap_or(0);
     if current > MIGRATIONS.len() {
         return Err(StoreError::Corrupt {
@@ -62,14 +62,14 @@ async fn apply_locked(client: &Object) -> Result<(), StoreError> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let version = i32::try_from(index + 1).expect("few migrations");
         tracing::info!(version, "applying a schema migration");
-        client.batch_execute(sql).await.map_err(err)?;
+        client.batch_execute(sql).await.map_err(db)?;
         client
             .execute(
                 "INSERT INTO agentca_schema (version) VALUES ($1)",
                 &[&version],
             )
             .await
-            .map_err(err)?;
+            .map_err(db)?;
     }
     Ok(())
 }

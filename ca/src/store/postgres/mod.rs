@@ -92,6 +92,27 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// An error of the database or its driver, with its causes: tokio-postgres
+/// says only "db error" and keeps what PostgreSQL said in the source.
+fn db(e: impl std::error::Error) -> StoreError {
+    err(chain(&e))
+}
+
+/// `e` and its sources, each once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A [`Table`]'s number in `agentca_kv.tbl`: its place in [`Table::ALL`],
 /// as in the embedded store's log.
 fn tbl(table: Table) -> i16 {
@@ -142,7 +163,7 @@ impl PostgresStore {
             .create_timeout(Some(timeouts.connect))
             .recycle_timeout(Some(timeouts.statement))
             .build()
-            .map_err(err)?;
+            .map_err(db)?;
         let commits = notify::listen(runtime.handle(), config, tls);
         let store = Self {
             runtime: Some(runtime),
@@ -199,7 +220,7 @@ impl PostgresStore {
         self.pool
             .get()
             .await
-            .map_err(|e| err(format!("no connection to the database: {e}")))
+            .map_err(|e| err(format!("no connection to the database: {}", chain(&e))))
     }
 
     /// `work` on a pooled connection, bounded by the timeouts.
@@ -217,11 +238,11 @@ async fn get_on(client: &Object, table: Table, key: &[u8]) -> Result<Option<Vec<
     let statement = client
         .prepare_cached("SELECT value FROM agentca_kv WHERE tbl = $1 AND key = $2")
         .await
-        .map_err(err)?;
+        .map_err(db)?;
     let rows = client
         .query(&statement, &[&tbl(table), &key])
         .await
-        .map_err(err)?;
+        .map_err(db)?;
     Ok(rows.first().map(|row| row.get(0)))
 }
 
@@ -243,7 +264,7 @@ async fn scan_on(
                      WHERE tbl = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4",
                 )
                 .await
-                .map_err(err)?;
+                .map_err(db)?;
             client
                 .query(&statement, &[&tbl(table), &start, &end, &limit])
                 .await
@@ -255,13 +276,13 @@ async fn scan_on(
                      WHERE tbl = $1 AND key >= $2 ORDER BY key LIMIT $3",
                 )
                 .await
-                .map_err(err)?;
+                .map_err(db)?;
             client
                 .query(&statement, &[&tbl(table), &start, &limit])
                 .await
         }
     }
-    .map_err(err)?;
+    .map_err(db)?;
     Ok(rows
         .into_iter()
         .map(|row| (row.get(0), row.get(1)))
@@ -301,7 +322,7 @@ impl Store for PostgresStore {
             let row = client
                 .query_one("SELECT pg_total_relation_size('agentca_kv')::bigint", &[])
                 .await
-                .map_err(err)?;
+                .map_err(db)?;
             Ok(row.get::<_, i64>(0))
         });
         size.ok().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)

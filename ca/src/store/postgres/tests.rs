@@ -161,7 +161,7 @@ fn replicas_starting_together_apply_the_migrations_once() {
             let rows = client
                 .query("SELECT version FROM agentca_schema ORDER BY version", &[])
                 .await
-                .map_err(err)?;
+                .map_err(db)?;
             Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>())
         })
         .unwrap();
@@ -178,7 +178,7 @@ fn a_database_of_a_newer_schema_is_refused() {
             client
                 .execute("INSERT INTO agentca_schema (version) VALUES (1000)", &[])
                 .await
-                .map_err(err)
+                .map_err(db)
         })
         .unwrap();
     drop(store);
@@ -191,10 +191,10 @@ fn a_database_of_a_newer_schema_is_refused() {
 #[test]
 fn tls_to_the_database_is_rustls_and_verifies_the_server() {
     let cluster = super::cluster::own_tls_cluster();
-    let db = cluster.database();
+    let database = cluster.database();
     // The server's certificate is for localhost, issued by a CA of the test.
     let ca = cluster.dir.join("tls-ca.pem");
-    let name = db.rsplit('/').next().unwrap();
+    let name = database.rsplit('/').next().unwrap();
     let url = format!(
         "postgres://agentca@localhost:{}/{name}?sslrootcert={}",
         cluster.port,
@@ -209,7 +209,7 @@ fn tls_to_the_database_is_rustls_and_verifies_the_server() {
                     &[],
                 )
                 .await
-                .map_err(err)?;
+                .map_err(db)?;
             Ok((row.get::<_, bool>(0), row.get::<_, Option<String>>(1)))
         })
         .unwrap();
@@ -228,4 +228,48 @@ fn tls_to_the_database_is_rustls_and_verifies_the_server() {
     let other = cluster.dir.join("other-ca.pem");
     let wrong = url.replace(&ca.display().to_string(), &other.display().to_string());
     assert!(PostgresStore::open(&wrong.parse().unwrap(), Timeouts::default()).is_err());
+}
+
+#[test]
+fn a_write_that_waited_too_long_for_the_lock_leaves_no_transaction_behind() {
+    let url = fresh_database();
+    let timeouts = Timeouts {
+        statement: Duration::from_millis(500),
+        ..Timeouts::default()
+    };
+    let store = PostgresStore::open(&url.parse().unwrap(), timeouts).unwrap();
+    // Another session holds the write lock.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let holder = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            ))
+            .await
+            .unwrap();
+        client
+    });
+    let e = store
+        .write(&mut |txn| txn.put(Table::Meta, b"k", b"1"))
+        .unwrap_err();
+    assert!(e.to_string().contains("timeout"), "{e}");
+    runtime.block_on(holder.batch_execute("COMMIT")).unwrap();
+    // Every pooled connection is usable again: none is stuck in the
+    // aborted transaction.
+    for i in 0..(2 * POOL_SIZE as u8) {
+        store
+            .write(&mut |txn| txn.put(Table::Meta, b"k", &[i]))
+            .unwrap();
+    }
+    assert_eq!(
+        store.get(Table::Meta, b"k").unwrap(),
+        Some(vec![2 * POOL_SIZE as u8 - 1])
+    );
 }

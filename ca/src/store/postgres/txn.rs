@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use deadpool_postgres::Object;
 
-use super::{err, get_on, scan_on, tbl, PostgresStore, COMMIT_CHANNEL, WRITE_LOCK};
+use super::{db, err, get_on, scan_on, tbl, PostgresStore, COMMIT_CHANNEL, WRITE_LOCK};
 use crate::store::{Entry, StoreError, Table, WriteTxn};
 
 /// One table's values as this transaction knows them: a value, or `None`
@@ -19,26 +19,23 @@ pub(super) fn write(
     store: &PostgresStore,
     f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let client = store.run(async {
-        let client = store.connection().await?;
-        client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-            ))
-            .await
-            .map_err(err)?;
-        Ok::<_, StoreError>(client)
-    });
-    let client = client?;
-    let mut txn = PgTxn {
-        store,
-        client: &client,
-        writes: empty(),
-        read: empty(),
-    };
-    let result = f(&mut txn).and_then(|()| txn.commit());
+    let client = store.run(store.connection())?;
+    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
+    let result = store
+        .run(async { client.batch_execute(&begin).await.map_err(db) })
+        .and_then(|()| {
+            let mut txn = PgTxn {
+                store,
+                client: &client,
+                writes: empty(),
+                read: empty(),
+            };
+            f(&mut txn).and_then(|()| txn.commit())
+        });
     if result.is_err() {
-        let rolled_back = store.run(async { client.batch_execute("ROLLBACK").await.map_err(err) });
+        // Whatever failed (a statement, the lock's wait, a timeout with a
+        // statement still in flight), the transaction must not outlive it.
+        let rolled_back = store.run(async { client.batch_execute("ROLLBACK").await.map_err(db) });
         if rolled_back.is_err() {
             // Never hand a connection in an unknown state back to the pool.
             let _ = Object::take(client);
@@ -90,11 +87,11 @@ impl PgTxn<'_> {
                          ON CONFLICT (tbl, key) DO UPDATE SET value = EXCLUDED.value",
                     )
                     .await
-                    .map_err(err)?;
+                    .map_err(db)?;
                 client
                     .execute(&upsert, &[&put_tbl, &put_key, &put_value])
                     .await
-                    .map_err(err)?;
+                    .map_err(db)?;
             }
             if !del_key.is_empty() {
                 let delete = client
@@ -103,11 +100,11 @@ impl PgTxn<'_> {
                          (SELECT * FROM unnest($1::smallint[], $2::bytea[]))",
                     )
                     .await
-                    .map_err(err)?;
+                    .map_err(db)?;
                 client
                     .execute(&delete, &[&del_tbl, &del_key])
                     .await
-                    .map_err(err)?;
+                    .map_err(db)?;
             }
             client
                 .batch_execute(&format!("NOTIFY {COMMIT_CHANNEL}; COMMIT"))
@@ -146,8 +143,8 @@ impl WriteTxn for PgTxn<'_> {
                      (SELECT * FROM unnest($1::smallint[], $2::bytea[]))",
                 )
                 .await
-                .map_err(err)?;
-            client.query(&statement, &[&tbls, &keys]).await.map_err(err)
+                .map_err(db)?;
+            client.query(&statement, &[&tbls, &keys]).await.map_err(db)
         })?;
         let mut found = std::collections::BTreeMap::new();
         for row in rows {

@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use tokio_postgres::config::SslMode;
 
-use super::err;
+use super::{db, err};
 use crate::store::StoreError;
 
 /// Most bytes of a URL.
@@ -50,7 +50,7 @@ impl PostgresUrl {
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(err)?
+            .map_err(db)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
