@@ -71,8 +71,24 @@ impl Revocations {
     }
 
     fn catch_up_logged(&self) {
-        if let Err(e) = self.catch_up() {
-            tracing::warn!(error = %e, "could not read new revocations from the store");
+        use std::sync::atomic::Ordering;
+        match self.catch_up() {
+            Ok(()) => {
+                let failed = self.catch_up_failures.swap(0, Ordering::Relaxed);
+                if failed > 0 {
+                    tracing::info!(
+                        after = failed,
+                        "reading new revocations from the store again"
+                    );
+                }
+            }
+            Err(e) => {
+                // Polled twice a second: say it once, then once a minute.
+                let failed = self.catch_up_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failed == 1 || failed.is_multiple_of(120) {
+                    tracing::warn!(error = %e, failed, "could not read new revocations from the store");
+                }
+            }
         }
     }
 

@@ -95,6 +95,8 @@ pub struct Revocations {
     shared: bool,
     /// When the feed last caught up with a shared store.
     synced: std::sync::Mutex<Option<OffsetDateTime>>,
+    /// Reads of the store for new revocations that failed in a row.
+    catch_up_failures: std::sync::atomic::AtomicU32,
 }
 
 /// Why the service could not start or work.
@@ -170,6 +172,7 @@ impl Revocations {
             dirty: Notify::new(),
             shared: commits.is_some(),
             synced: std::sync::Mutex::new(Some(now)),
+            catch_up_failures: std::sync::atomic::AtomicU32::new(0),
         });
         tokio::spawn(service.clone().follow(committed, commits));
         tokio::spawn(service.clone().keep_crls_current());

@@ -134,6 +134,7 @@ impl Revocations {
     /// Rebuilds the CRL after revocations and before it gets old; re-signs
     /// the root CRL before it expires.
     pub(super) async fn keep_crls_current(self: Arc<Self>) {
+        let mut failures: u32 = 0;
         loop {
             let now = OffsetDateTime::now_utc();
             let mut next = crl::refresh_at(&self.crl.load());
@@ -149,10 +150,18 @@ impl Revocations {
             }
             let now = OffsetDateTime::now_utc();
             if let Err(e) = self.rebuild_crl(now).await {
-                tracing::error!(error = %e, "could not rebuild the CRL; retrying in a second");
+                // Retried every second: said once, then once a minute.
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(60) {
+                    tracing::error!(error = %e, failures, "could not rebuild the CRL; retrying every second");
+                }
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 self.dirty.notify_one();
                 continue;
+            }
+            if failures > 0 {
+                tracing::info!(after = failures, "the CRL is rebuilt again");
+                failures = 0;
             }
             if let (Some(signer), Some(root_crl)) = (&self.root, self.root_crl()) {
                 if now >= crl::refresh_at(&root_crl) {
