@@ -734,3 +734,59 @@ async fn a_name_with_several_addresses_reaches_the_ca_at_the_one_that_answers() 
             .unwrap();
     assert_eq!(client.health().await.unwrap().status, "ok");
 }
+
+/// Lets a frozen cluster go on, however the test ends.
+struct Thaw<'a>(&'a postgres::Cluster);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        self.0.thaw();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_hangs_gets_a_bounded_503_and_answers_from_memory() {
+    let cluster = postgres::own_cluster();
+    let url = cluster.database();
+    let cas = TestCa::start_replicas(&url, 1, &["--http-listen", "127.0.0.1:0"]);
+    let ca = &cas[0];
+    let (live, _) = ca.enrolled("acme", "prod", "live").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_leaf(dir.path(), "live", &live);
+    let token = ca.token("acme", "prod", "live", 5).await;
+
+    // Every process of the database stops answering; connections stay open.
+    cluster.freeze();
+    let thaw = Thaw(&cluster);
+    let bound = Duration::from_secs(10);
+    let began = Instant::now();
+    let (status, code) = refusal(ca.enroll(&token).await);
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    assert!(began.elapsed() < bound, "enroll took {:?}", began.elapsed());
+    let began = Instant::now();
+    assert_eq!(ca.get("/readyz").await.0, 503);
+    assert!(began.elapsed() < bound, "readyz took {:?}", began.elapsed());
+    // Once the replica knows its store is not answering, OCSP and the CRL
+    // answer from memory without waiting on it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let began = Instant::now();
+    let text = openssl_ocsp(ca, dir.path(), "live.pem");
+    assert!(
+        text.contains("Response verify OK") && text.contains("live.pem: good"),
+        "{text}"
+    );
+    assert_eq!(ca.get("/v1/crl").await.0, 200);
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        began.elapsed()
+    );
+
+    drop(thaw);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ca.get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "the replica did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ca.enroll(&token).await.expect("enrolls again");
+}

@@ -253,9 +253,17 @@ impl Revocations {
         serial: &Serial,
         now: OffsetDateTime,
     ) -> Result<(ocsp::Status, OffsetDateTime), StoreError> {
-        let stored = match self.status(serial) {
-            Ok(status) => return Ok((status, now)),
-            Err(e) => e,
+        // While reads of the store fail, do not wait on it for every answer.
+        let stored = if self.store_failing() {
+            StoreError::Backend {
+                backend: self.records.store().backend(),
+                detail: "the store did not answer the last read".into(),
+            }
+        } else {
+            match self.status(serial) {
+                Ok(status) => return Ok((status, now)),
+                Err(e) => e,
+            }
         };
         let Some(synced) = self.synced_at(now) else {
             return Err(stored);
@@ -270,6 +278,17 @@ impl Revocations {
             None => ocsp::Status::Good,
         };
         Ok((status, synced))
+    }
+
+    /// Whether the last read of a shared store for new revocations failed
+    /// (it is tried twice a second): then answers come from memory at once
+    /// rather than after the store's timeout.
+    fn store_failing(&self) -> bool {
+        self.shared
+            && self
+                .catch_up_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
     }
 
     /// Until when the feed is known to hold every revocation committed: for

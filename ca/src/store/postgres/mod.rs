@@ -207,7 +207,15 @@ impl PostgresStore {
         &self,
         fut: impl Future<Output = Result<T, StoreError>> + Send,
     ) -> Result<T, StoreError> {
-        let bound = self.timeouts.statement + self.timeouts.pool_wait;
+        self.run_within(self.timeouts.statement + self.timeouts.pool_wait, fut)
+    }
+
+    /// Runs `fut` as [`Self::block_on`] does, for at most `bound`.
+    fn run_within<T: Send>(
+        &self,
+        bound: Duration,
+        fut: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
         self.block_on(async {
             tokio::time::timeout(bound, fut)
                 .await

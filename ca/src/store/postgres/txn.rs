@@ -14,6 +14,10 @@ use crate::store::{Entry, StoreError, Table, WriteTxn};
 /// for a key that is absent (deleted here, or read as absent).
 type Known = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// Longest wait for a `ROLLBACK` after a failure; the connection is
+/// dropped when it takes longer.
+const ROLLBACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs `f` in one transaction under the write lock and commits it.
 pub(super) fn write(
     store: &PostgresStore,
@@ -35,7 +39,10 @@ pub(super) fn write(
     if result.is_err() {
         // Whatever failed (a statement, the lock's wait, a timeout with a
         // statement still in flight), the transaction must not outlive it.
-        let rolled_back = store.run(async { client.batch_execute("ROLLBACK").await.map_err(db) });
+        // Briefly: after a timeout the database may not answer this either.
+        let rolled_back = store.run_within(ROLLBACK_WAIT, async {
+            client.batch_execute("ROLLBACK").await.map_err(db)
+        });
         if rolled_back.is_err() {
             // Never hand a connection in an unknown state back to the pool.
             let _ = Object::take(client);
