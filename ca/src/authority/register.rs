@@ -129,5 +129,49 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), AuthorityError
             "{field} must not contain control characters"
         )));
     }
+    if let Some(c) = value.chars().find(|c| is_bidi_format(*c)) {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "{field} must not contain bidirectional formatting characters (found U+{:04X}): \
+             they make text print differently from what it is",
+            c as u32
+        )));
+    }
     Ok(())
+}
+
+/// The characters that change the direction text is shown in (Unicode's
+/// bidirectional formatting characters: marks, embeddings, overrides,
+/// isolates). Stored in an owner or a purpose, they make an audit export
+/// or a listing print something else than what is there.
+fn is_bidi_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_text_refuses_control_and_bidirectional_characters() {
+        assert!(check_text("owner", "team-a@example.com", 64).is_ok());
+        assert!(check_text("purpose", "résumé triage — 日本語 ok", 64).is_ok());
+        for bad in [
+            "",
+            "   ",
+            "nul\u{0}",
+            "bell\u{7}",
+            "line\nbreak",
+            "esc\u{1b}[31m",
+            "evil\u{202E}gpj.exe",
+            "isolate\u{2066}x\u{2069}",
+            "mark\u{200F}",
+            "arabic mark\u{061C}",
+        ] {
+            assert!(check_text("owner", bad, 64).is_err(), "{bad:?}");
+        }
+        assert!(check_text("owner", &"x".repeat(65), 64).is_err());
+    }
 }
