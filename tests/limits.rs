@@ -67,9 +67,34 @@ async fn connections_from_one_address_are_capped() {
         refused,
         "a third connection from the same address got through"
     );
+    // A client that keeps opening connections at the limit: counted each
+    // time, said in the log a few times only.
+    for _ in 0..40 {
+        if let Ok(mut s) = idle_connection(&ca).await {
+            closed_by_peer(&mut s, Duration::from_secs(2)).await;
+        }
+    }
     drop(_a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     ca.client().health().await.expect("a slot is free again");
+    drop(_b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, metrics) = ca.get("/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("agentca_connections_refused_total{limit=\"per_address\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("the refusals are counted");
+    assert!(refused >= 41, "{refused} refusals counted");
+    let said = ca
+        .log()
+        .matches("per-address connection limit reached")
+        .count();
+    assert!(
+        (1..=5).contains(&said),
+        "{said} log lines for {refused} refusals"
+    );
 }
 
 #[tokio::test]

@@ -115,6 +115,10 @@ impl Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
     feed_waiting: AtomicI64,
+    /// Connections closed at once: at the overall limit, at the
+    /// per-address limit.
+    refused_total: std::sync::atomic::AtomicU64,
+    refused_per_address: std::sync::atomic::AtomicU64,
 }
 
 /// Stored state, read at scrape time.
@@ -211,6 +215,17 @@ impl Metrics {
         inner.unexpired.values().sum()
     }
 
+    /// Counts a connection closed at once at `limit`: `total` or
+    /// `per_address`.
+    pub fn observe_refused_connection(&self, limit: &str) {
+        let counter = if limit == "total" {
+            &self.refused_total
+        } else {
+            &self.refused_per_address
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A feed request starts (`+1`) or ends (`-1`) waiting.
     pub fn feed_waiting(&self, delta: i64) {
         self.feed_waiting.fetch_add(delta, Ordering::Relaxed);
@@ -279,6 +294,24 @@ impl Metrics {
                 };
                 sample(&mut out, name, &labels, **count as f64);
             }
+        }
+
+        header(
+            &mut out,
+            "agentca_connections_refused_total",
+            "Connections closed at once, by the limit they met: total (--max-connections) or per_address (--max-connections-per-ip).",
+            "counter",
+        );
+        for (limit, counter) in [
+            ("total", &self.refused_total),
+            ("per_address", &self.refused_per_address),
+        ] {
+            sample(
+                &mut out,
+                "agentca_connections_refused_total",
+                &[("limit", limit)],
+                counter.load(Ordering::Relaxed) as f64,
+            );
         }
 
         header(

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -84,6 +84,10 @@ pub async fn serve(
         .max_buf_size(64 * 1024);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
+    // A client that holds its connections makes every further one a
+    // refusal: say so a few times a minute, not once per connection.
+    let (mut quiet_total, mut quiet_per_ip) =
+        (Quiet::new(Instant::now()), Quiet::new(Instant::now()));
 
     loop {
         let (tcp, remote) = tokio::select! {
@@ -99,11 +103,17 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, max = limits.max_connections, "connection limit reached; closing new connection");
+            metrics.observe_refused_connection("total");
+            if let Some(unsaid) = quiet_total.say(Instant::now()) {
+                tracing::warn!(%remote, max = limits.max_connections, unsaid, "connection limit reached; closing new connections");
+            }
             continue;
         };
         let Some(ip_slot) = per_ip.admit(remote.ip(), limits.max_connections_per_ip) else {
-            tracing::warn!(%remote, max = limits.max_connections_per_ip, "per-address connection limit reached; closing new connection");
+            metrics.observe_refused_connection("per_address");
+            if let Some(unsaid) = quiet_per_ip.say(Instant::now()) {
+                tracing::warn!(%remote, max = limits.max_connections_per_ip, unsaid, "per-address connection limit reached; closing new connections");
+            }
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -210,7 +220,7 @@ impl Conn {
             let path: String = req.uri().path().chars().take(128).collect();
             let app = app.clone();
             let metrics = metrics.clone();
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             async move {
                 let req = req.map(axum::body::Body::new);
                 let mut response = match tokio::time::timeout(timeout, app.oneshot(req)).await {
@@ -262,4 +272,74 @@ fn conn_info(
         .peer_certificates()
         .map(|certs| Arc::new(certs.iter().map(|c| c.clone().into_owned()).collect()));
     ConnInfo { remote, peer_chain }
+}
+
+/// How many times a repeated warning is said in one window, and the window.
+const QUIET_BURST: u32 = 5;
+const QUIET_WINDOW: Duration = Duration::from_secs(60);
+
+/// Says a repeated warning at most [`QUIET_BURST`] times per
+/// [`QUIET_WINDOW`]; the first one said after a window tells how many went
+/// unsaid in it.
+struct Quiet {
+    window_start: Instant,
+    said: u32,
+    unsaid: u64,
+}
+
+impl Quiet {
+    fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            said: 0,
+            unsaid: 0,
+        }
+    }
+
+    /// Whether to say the warning that happens at `now`; if so, how many
+    /// were left unsaid before it.
+    fn say(&mut self, now: Instant) -> Option<u64> {
+        if now.saturating_duration_since(self.window_start) >= QUIET_WINDOW {
+            let unsaid = std::mem::take(&mut self.unsaid);
+            self.window_start = now;
+            self.said = 1;
+            return Some(unsaid);
+        }
+        if self.said < QUIET_BURST {
+            self.said += 1;
+            return Some(0);
+        }
+        self.unsaid += 1;
+        None
+    }
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_said_a_few_times_a_window_then_counted() {
+        let t0 = Instant::now();
+        let mut quiet = Quiet::new(t0);
+        let said: Vec<Option<u64>> = (0..8).map(|_| quiet.say(t0)).collect();
+        assert_eq!(
+            said,
+            [
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                None,
+                None,
+                None
+            ]
+        );
+        let almost = t0 + QUIET_WINDOW - Duration::from_millis(1);
+        assert_eq!(quiet.say(almost), None);
+        // The next window's first says how many went unsaid.
+        assert_eq!(quiet.say(t0 + QUIET_WINDOW), Some(4));
+        assert_eq!(quiet.say(t0 + QUIET_WINDOW), Some(0));
+    }
 }
