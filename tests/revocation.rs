@@ -690,3 +690,48 @@ async fn the_feed_moves_a_client_past_pruned_events_at_once() {
     let page = ca.feed(page.latest, 1).await;
     assert!(page.events.is_empty() && started.elapsed() >= Duration::from_millis(900));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_more_certificates_than_an_answer_lists_says_how_many_and_lists_the_first() {
+    const ISSUED: usize = agentca::wire::MAX_SERIALS_LISTED + 20;
+    let ca = TestCa::start();
+    ca.register("acme", "prod", "fleet").await;
+    let token = ca.token("acme", "prod", "fleet", ISSUED as u32).await;
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, token) = (ca.client(), token.clone());
+            tokio::spawn(async move {
+                for _ in (w..ISSUED).step_by(8) {
+                    client.enroll(&token, &csr()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Through the command, whose answers are read up to 1 MiB.
+    let out = ca
+        .command()
+        .args([
+            "revoke",
+            "--tenant",
+            "acme",
+            "--reason",
+            "cessationOfOperation",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: agentca::wire::RevokeResponse = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer.revoked, ISSUED);
+    assert_eq!(answer.serials.len(), agentca::wire::MAX_SERIALS_LISTED);
+    assert!(answer.serials_truncated);
+    // The CRL lists every one.
+    let (serials, _) = crl_serials(&ca.crl().await);
+    assert_eq!(serials.len(), ISSUED);
+}

@@ -33,14 +33,22 @@ pub struct RevokeRequest {
     pub reason: Option<String>,
 }
 
+/// Most serials a revocation's answer lists: revoking a tenant may reach
+/// hundreds of thousands of certificates, and the answer stays small.
+pub const MAX_SERIALS_LISTED: usize = 1000;
+
 /// What a revocation did. Revoking is idempotent: certificates revoked
 /// before are not counted again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeResponse {
     /// How many certificates this call revoked.
     pub revoked: usize,
-    /// Their serials.
+    /// Their serials: all of them, or the first [`MAX_SERIALS_LISTED`]
+    /// (then `serials_truncated`; the feed and the CRL list every one).
     pub serials: Vec<Serial>,
+    /// Whether `serials` lists only the first of them.
+    #[serde(default)]
+    pub serials_truncated: bool,
     /// How many agents this call disabled (agent and tenant targets).
     pub agents_disabled: usize,
     /// How many unused bootstrap tokens this call voided.

@@ -120,12 +120,18 @@ impl Authority {
                     )))
                 }
             };
-            let serials: Vec<Serial> = summary.events.iter().map(|e| e.serial.clone()).collect();
+            let revoked = summary.events.len();
+            let serials: Vec<Serial> = summary
+                .events
+                .iter()
+                .take(agentca::wire::MAX_SERIALS_LISTED)
+                .map(|e| e.serial.clone())
+                .collect();
             tracing::info!(
                 admin = admin.name(),
                 target = %what,
                 reason = crl::reason_name(reason),
-                revoked = serials.len(),
+                revoked,
                 agents_disabled = summary.agents_disabled,
                 tokens_voided = summary.tokens_voided,
                 "revoked"
@@ -143,7 +149,8 @@ impl Authority {
                 }
             }
             Ok(RevokeResponse {
-                revoked: serials.len(),
+                serials_truncated: revoked > serials.len(),
+                revoked,
                 serials,
                 agents_disabled: summary.agents_disabled,
                 tokens_voided: summary.tokens_voided,
