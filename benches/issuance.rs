@@ -643,6 +643,12 @@ impl Ca {
         let data_dir = root.path().join("ca");
         let passphrase_file = root.path().join("passphrase");
         std::fs::write(&passphrase_file, PASSPHRASE).context("cannot write the passphrase")?;
+        {
+            // The CA refuses a passphrase file that others may read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&passphrase_file, std::fs::Permissions::from_mode(0o600))
+                .context("cannot protect the passphrase")?;
+        }
         let store = match (&setup.store, database) {
             (Store::Embedded(name), _) => name.clone(),
             (Store::Postgres(_), Some(db)) => db.url.clone(),

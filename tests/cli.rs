@@ -229,7 +229,8 @@ fn init_refuses_an_existing_ca_a_short_passphrase_and_a_bad_trust_domain() {
     assert!(err.contains("already holds a CA"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let short = common::write(dir.path(), "short", "abc");
+    let short = dir.path().join("short");
+    common::write_secret(&short, "abc");
     let err = fails(
         Command::new(agentca_bin())
             .args(["init", "--trust-domain", "example.org", "--data-dir"])
@@ -251,9 +252,65 @@ fn init_refuses_an_existing_ca_a_short_passphrase_and_a_bad_trust_domain() {
 }
 
 #[test]
+#[cfg(unix)]
+fn init_and_serve_refuse_secrets_others_may_read_unless_told_to_allow_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let passphrase = dir.path().join("passphrase");
+    common::write_secret(&passphrase, common::PASSPHRASE);
+    set(&passphrase, 0o644);
+    let init = |extra: &[&str]| {
+        let mut cmd = Command::new(agentca_bin());
+        cmd.args(["init", "--trust-domain", "example.org", "--data-dir"])
+            .arg(dir.path().join("ca"))
+            .arg("--passphrase-file")
+            .arg(&passphrase)
+            .args(extra);
+        cmd
+    };
+    let err = fails(&mut init(&[]));
+    assert!(err.contains("chmod 600") && err.contains("0644"), "{err}");
+    assert!(!dir.path().join("ca").exists(), "nothing was created");
+    // A data directory made by hand, open to all.
+    std::fs::create_dir(dir.path().join("ca")).unwrap();
+    set(&dir.path().join("ca"), 0o755);
+    set(&passphrase, 0o600);
+    let err = fails(&mut init(&[]));
+    assert!(err.contains("chmod 700"), "{err}");
+    // Told to allow it, as a platform that mounts secrets so needs.
+    set(&passphrase, 0o644);
+    let out = init(&["--allow-open-permissions"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // serve: the same, and a key file made readable afterwards.
+    set(&dir.path().join("ca"), 0o700);
+    set(&passphrase, 0o600);
+    set(&dir.path().join("ca/intermediate.key.pem"), 0o644);
+    let err = fails(
+        Command::new(agentca_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("ca"))
+            .arg("--passphrase-file")
+            .arg(&passphrase),
+    );
+    assert!(
+        err.contains("intermediate.key.pem") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
+
+#[test]
 fn serve_refuses_a_wrong_passphrase() {
     let ca = TestCa::start();
-    let wrong = common::write(ca.root.path(), "wrong", "this is not the passphrase");
+    let wrong = ca.root.path().join("wrong");
+    common::write_secret(&wrong, "this is not the passphrase");
     let err = fails(
         Command::new(agentca_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

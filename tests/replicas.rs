@@ -233,7 +233,8 @@ async fn the_audit_trail_of_every_replica_is_one_chain_and_a_changed_event_is_fo
 async fn a_replica_refuses_a_database_without_a_ca_and_init_refuses_one_with() {
     let url = postgres::fresh_database();
     let root = tempfile::tempdir().unwrap();
-    let passphrase = write(root.path(), "passphrase", PASSPHRASE);
+    let passphrase = root.path().join("passphrase");
+    write_secret(&passphrase, PASSPHRASE);
     let serve = std::process::Command::new(agentca_bin())
         .args(["serve", "--store", &url, "--listen", "127.0.0.1:0"])
         .arg("--passphrase-file")
@@ -266,7 +267,8 @@ async fn a_replica_refuses_a_database_without_a_ca_and_init_refuses_one_with() {
         .starts_with("spiffe://example.org/"));
 
     // A wrong passphrase opens nothing.
-    let wrong = write(root.path(), "wrong", "not the passphrase at all");
+    let wrong = root.path().join("wrong");
+    write_secret(&wrong, "not the passphrase at all");
     let serve = std::process::Command::new(agentca_bin())
         .args(["serve", "--store", &url, "--listen", "127.0.0.1:0"])
         .arg("--passphrase-file")

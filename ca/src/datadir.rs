@@ -65,6 +65,14 @@ pub enum DataDirError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A secret, or the directory of secrets, that others may read.
+    #[error("{path}: {detail}")]
+    Exposed {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong and the fix.
+        detail: String,
+    },
     /// The CA kept in a shared store is missing or damaged.
     #[error("the CA in the database: {0}")]
     Stored(String),
@@ -435,6 +443,36 @@ pub(crate) fn check_key_matches(
     Ok(())
 }
 
+/// Refuses a secret file (or, with `directory`, a directory of secrets)
+/// that anyone but its owner may read, write or enter: its group and
+/// others must have no permission at all. The error says the `chmod` that
+/// fixes it. Off Unix, nothing is checked.
+pub fn check_private(path: &Path, directory: bool) -> Result<(), DataDirError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path).map_err(io(path))?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            let (what, fix) = if directory {
+                ("a directory of CA keys", "700")
+            } else {
+                ("a secret", "600")
+            };
+            return Err(DataDirError::Exposed {
+                path: path.to_owned(),
+                detail: format!(
+                    "{what} that others may read (mode {mode:04o}): run `chmod {fix} {}`, or give \
+                     --allow-open-permissions where the platform mounts secrets so",
+                    path.display()
+                ),
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, directory);
+    Ok(())
+}
+
 /// Creates `dir` (and its parents) with mode 0700.
 pub fn create_private_dir(dir: &Path) -> Result<(), DataDirError> {
     let mut builder = fs::DirBuilder::new();
@@ -477,4 +515,36 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), Data
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn a_secret_or_key_directory_others_may_read_is_refused_with_its_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passphrase");
+        fs::write(&file, "correct horse battery staple").unwrap();
+        let set = |path: &Path, mode| {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(&file, 0o600);
+        set(dir.path(), 0o700);
+        check_private(&file, false).unwrap();
+        check_private(dir.path(), true).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            set(&file, mode);
+            let e = check_private(&file, false).unwrap_err().to_string();
+            assert!(e.contains("chmod 600"), "{mode:o}: {e}");
+        }
+        set(&file, 0o400);
+        check_private(&file, false).unwrap();
+        set(dir.path(), 0o755);
+        let e = check_private(dir.path(), true).unwrap_err().to_string();
+        assert!(e.contains("chmod 700") && e.contains("0755"), "{e}");
+        set(dir.path(), 0o700);
+    }
 }

@@ -50,7 +50,7 @@ impl TestCa {
         let root = tempfile::tempdir().expect("tempdir");
         let data_dir = root.path().join("ca");
         let passphrase_file = root.path().join("passphrase");
-        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+        write_secret(&passphrase_file, PASSPHRASE);
         let out = Command::new(agentca_bin())
             .arg("init")
             .arg("--data-dir")
@@ -108,7 +108,7 @@ impl TestCa {
         let first = tempfile::tempdir().expect("tempdir");
         let outputs = first.path().join("ca");
         let passphrase_file = first.path().join("passphrase");
-        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+        write_secret(&passphrase_file, PASSPHRASE);
         let out = Command::new(agentca_bin())
             .arg("init")
             .args(["--store", url, "--trust-domain", TRUST_DOMAIN])
@@ -146,7 +146,7 @@ impl TestCa {
         serve_args: &[&str],
     ) -> Self {
         let passphrase_file = root.path().join("passphrase");
-        std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+        write_secret(&passphrase_file, PASSPHRASE);
         let mut ca = Self {
             root,
             data_dir,
@@ -539,6 +539,17 @@ pub fn openssl_ocsp(ca: &TestCa, dir: &Path, leaf: &str) -> String {
         .output()
         .expect("run openssl ocsp");
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Writes a secret file, readable by its owner only (the CA refuses
+/// secrets that others may read).
+pub fn write_secret(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }
 
 /// Writes `contents` to `dir/name` and returns the path.

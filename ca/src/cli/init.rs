@@ -49,6 +49,7 @@ pub struct InitArgs {
 pub fn init(args: InitArgs) -> anyhow::Result<()> {
     let dir = DataDir::new(args.data_dir.unwrap_or_else(default_data_dir));
     let trust_domain = TrustDomain::new(&args.trust_domain).context("invalid --trust-domain")?;
+    args.passphrase.check_data_dir(&dir)?;
     let passphrase = args.passphrase.explicit()?.context(
         "the CA keys need a passphrase: give --passphrase-file <file> or set AGENTCA_PASSPHRASE",
     )?;

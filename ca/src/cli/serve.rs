@@ -33,11 +33,17 @@ pub struct PassphraseSource {
     /// bytes). Alternatively set AGENTCA_PASSPHRASE.
     #[arg(long, env = "AGENTCA_PASSPHRASE_FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Accept a passphrase file, data directory or key file that others
+    /// than its owner may read (refused otherwise), for platforms that
+    /// mount secrets so.
+    #[arg(long, env = "AGENTCA_ALLOW_OPEN_PERMISSIONS")]
+    allow_open_permissions: bool,
 }
 
 impl PassphraseSource {
     pub(super) fn explicit(&self) -> anyhow::Result<Option<Passphrase>> {
         if let Some(path) = &self.passphrase_file {
+            self.check_private(path, false)?;
             return Ok(Some(Passphrase::from_file(path)?));
         }
         if let Some(value) = std::env::var_os("AGENTCA_PASSPHRASE") {
@@ -45,6 +51,29 @@ impl PassphraseSource {
             return Ok(Some(Passphrase::new(bytes)?));
         }
         Ok(None)
+    }
+
+    /// Refuses (unless allowed) a secret that others than its owner may
+    /// read ([`datadir::check_private`]).
+    fn check_private(&self, path: &Path, directory: bool) -> anyhow::Result<()> {
+        if !self.allow_open_permissions {
+            datadir::check_private(path, directory)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses (unless allowed) a data directory, or CA key files in it,
+    /// that others than its owner may read.
+    pub(super) fn check_data_dir(&self, dir: &DataDir) -> anyhow::Result<()> {
+        if dir.path().exists() {
+            self.check_private(dir.path(), true)?;
+        }
+        for key in [dir.root_key(), dir.intermediate_key()] {
+            if key.exists() {
+                self.check_private(&key, false)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -171,6 +200,7 @@ fn open_ca(args: &ServeArgs) -> anyhow::Result<Opened> {
         });
     }
     let (dir, passphrase, created) = open_or_create(args)?;
+    args.passphrase.check_data_dir(&dir)?;
     let loaded = dir.load(&passphrase)?;
     let material = crate::stored_ca::CaMaterial::read_dir(&dir)?;
     if let Some(StoreChoice::Embedded(backend)) = &args.store {
