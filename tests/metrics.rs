@@ -10,18 +10,27 @@ use agentca::wire::RevokeRequest;
 use common::{refusal, TestCa};
 use prometheus_parse::{Sample, Scrape, Value};
 
-/// `curl` on the CA's `/metrics`, parsed.
+/// `curl` on the CA's `/metrics` as its first admin, parsed.
 fn scrape(ca: &TestCa) -> (String, Scrape) {
-    let out = Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--max-time",
-            "10",
-            "--cacert",
-        ])
-        .arg(ca.bundle_path())
+    scrape_as(ca, Some(&ca.admin_token()))
+}
+
+/// `curl` on the CA's `/metrics` with `token` as bearer (or none), parsed.
+fn scrape_as(ca: &TestCa, token: Option<&str>) -> (String, Scrape) {
+    let mut curl = Command::new("curl");
+    curl.args([
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--max-time",
+        "10",
+        "--cacert",
+    ])
+    .arg(ca.bundle_path());
+    if let Some(token) = token {
+        curl.args(["--header", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = curl
         .arg(format!("{}/metrics", ca.url))
         .output()
         .expect("run curl");
@@ -195,6 +204,46 @@ async fn metrics_parse_and_move_with_issuance_revocation_and_refusals() {
     .unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), 200);
     assert_eq!(value(&scrape(&ca).1, "agentca_feed_subscribers", &[]), 0.0);
+
+    // Anyone may scrape, and sees the same counts without a tenant's or an
+    // environment's name.
+    let (text, anonymous) = scrape_as(&ca, None);
+    assert!(
+        !text.contains("acme") && !text.contains("\"prod\""),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &anonymous,
+            "agentca_issuance_total",
+            &[("kind", "enroll"), ("outcome", "issued")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &anonymous,
+            "agentca_revocations_total",
+            &[("outcome", "ok")]
+        ),
+        2.0
+    );
+    // A wrong token is refused, not shown less.
+    let out = Command::new("curl")
+        .args([
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(ca.bundle_path())
+        .args(["--header", "Authorization: Bearer not-a-token"])
+        .arg(format!("{}/metrics", ca.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
 }
 
 #[tokio::test]

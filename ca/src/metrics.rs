@@ -236,13 +236,29 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of everything.
+    /// The Prometheus text exposition (format 0.0.4) of everything, with
+    /// the tenant and env of each series.
     pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.render_for(snapshot, true)
+    }
+
+    /// The exposition; without `by_tenant`, the series that would name a
+    /// tenant or an environment are summed over them and carry neither
+    /// label (what anonymous scrapers see).
+    pub fn render_for(&self, snapshot: &Snapshot, by_tenant: bool) -> String {
         let inner = self.lock();
         let mut out = String::with_capacity(8192);
 
-        let mut events: Vec<_> = inner.events.iter().collect();
-        events.sort();
+        let mut summed: BTreeMap<EventKey, u64> = BTreeMap::new();
+        for (key, count) in &inner.events {
+            let mut key = key.clone();
+            if !by_tenant {
+                key.tenant.clear();
+                key.env.clear();
+            }
+            *summed.entry(key).or_default() += count;
+        }
+        let events: Vec<_> = summed.iter().collect();
         let families: [(&str, &str, &[&str]); 3] = [
             (
                 "agentca_issuance_total",
@@ -276,7 +292,7 @@ impl Metrics {
                     (true, "ok") => "issued",
                     (_, other) => other,
                 };
-                let labels: Vec<(&str, &str)> = if issuance {
+                let mut labels: Vec<(&str, &str)> = if issuance {
                     vec![
                         ("kind", &key.action),
                         ("tenant", &key.tenant),
@@ -292,6 +308,9 @@ impl Metrics {
                         ("outcome", outcome),
                     ]
                 };
+                if !by_tenant {
+                    labels.retain(|(name, _)| !matches!(*name, "tenant" | "env"));
+                }
                 sample(&mut out, name, &labels, **count as f64);
             }
         }

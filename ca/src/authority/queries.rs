@@ -211,6 +211,26 @@ impl Authority {
         .await
     }
 
+    /// What `GET /metrics` shows `admin` (`None`: an anonymous scraper).
+    /// Series by tenant and env name them, so only an admin of every tenant
+    /// sees them; anyone else sees the same counts summed over tenants. A
+    /// scoped admin is refused rather than shown less than it asked for.
+    pub fn metrics_text(
+        &self,
+        admin: Option<&Admin>,
+        now: OffsetDateTime,
+    ) -> Result<String, AuthorityError> {
+        let by_tenant = match admin {
+            Some(admin) => {
+                admin.may_act_globally()?;
+                true
+            }
+            None => false,
+        };
+        let snapshot = self.metrics_snapshot(now)?;
+        Ok(self.metrics.render_for(&snapshot, by_tenant))
+    }
+
     /// The stored state that `GET /metrics` reports.
     pub fn metrics_snapshot(
         &self,

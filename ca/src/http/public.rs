@@ -87,14 +87,21 @@ impl Drop for FeedWaiting {
 
 /// Prometheus text format. Public on the API listener, like `/healthz`:
 /// it shows counts, and tenant and env names, never agents or serials.
-pub(super) async fn metrics(State(ca): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let snapshot = ca.metrics_snapshot(now())?;
+pub(super) async fn metrics(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = match bearer(&headers) {
+        Some(_) => Some(admin(&ca, &ctx, &headers).await?),
+        None => None,
+    };
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ca.metrics().render(&snapshot),
+        ca.metrics_text(admin.as_ref(), now())?,
     ))
 }
 
