@@ -56,24 +56,8 @@ async fn serves_the_same(ca: &TestCa, known: &Known) {
         text.contains("Response verify OK") && text.contains("live.pem: good"),
         "{text}"
     );
-    let out = ca.command().args(["audit", "verify"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run agentca");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let out = ok(ca.command().args(["audit", "verify"]));
+    assert!(out.starts_with("audit trail intact"), "{out}");
 }
 
 const HTTP: &[&str] = &["--http-listen", "127.0.0.1:0"];
@@ -83,7 +67,7 @@ async fn a_backup_of_a_running_ca_restores_into_a_new_directory_and_into_postgre
     let mut ca = TestCa::start_with(&[], HTTP);
     let known = issue_and_revoke(&ca).await;
     let file = ca.root.path().join("ca.backup");
-    let out = run_ok(ca.command().arg("backup").arg("--out").arg(&file));
+    let out = ok(ca.command().arg("backup").arg("--out").arg(&file));
     assert!(out.contains("backup written"), "{out}");
     #[cfg(unix)]
     {
@@ -98,14 +82,12 @@ async fn a_backup_of_a_running_ca_restores_into_a_new_directory_and_into_postgre
     ca.kill();
 
     let restored = ca.root.path().join("restored");
-    let out = run_ok(
-        Command::new(agentca_bin())
-            .arg("restore")
-            .arg("--in")
-            .arg(&file)
-            .arg("--data-dir")
-            .arg(&restored),
-    );
+    let out = ok(Command::new(agentca_bin())
+        .arg("restore")
+        .arg("--in")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&restored));
     assert!(out.contains("restored"), "{out}");
     let back = TestCa::serve_dir(&restored, &admin_token, HTTP);
     serves_the_same(&back, &known).await;
@@ -116,13 +98,11 @@ async fn a_backup_of_a_running_ca_restores_into_a_new_directory_and_into_postgre
 
     // The same backup into an empty PostgreSQL database.
     let url = postgres::fresh_database();
-    run_ok(
-        Command::new(agentca_bin())
-            .arg("restore")
-            .arg("--in")
-            .arg(&file)
-            .args(["--store", &url]),
-    );
+    ok(Command::new(agentca_bin())
+        .arg("restore")
+        .arg("--in")
+        .arg(&file)
+        .args(["--store", &url]));
     let bundle = std::fs::read(back.bundle_path()).unwrap();
     let replicas = TestCa::serve_replicas(&url, 2, &bundle, &admin_token, HTTP);
     for replica in &replicas {
@@ -140,25 +120,18 @@ async fn a_stopped_single_node_ca_moves_onto_postgres_with_its_history() {
     let url = postgres::fresh_database();
 
     // Not while it runs: the store is the running CA's.
-    let out = Command::new(agentca_bin())
-        .args(["store", "migrate", "--to", &url])
-        .arg("--data-dir")
-        .arg(&ca.data_dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("stop the CA first"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ca.kill();
-    let out = run_ok(
-        Command::new(agentca_bin())
-            .args(["store", "migrate", "--to", &url])
+    let data_dir = ca.data_dir.clone();
+    let migrate = || {
+        let mut cmd = Command::new(agentca_bin());
+        cmd.args(["store", "migrate", "--to", &url])
             .arg("--data-dir")
-            .arg(&ca.data_dir),
-    );
+            .arg(&data_dir);
+        cmd
+    };
+    let err = fails(&mut migrate());
+    assert!(err.contains("stop the CA first"), "{err}");
+    ca.kill();
+    let out = ok(&mut migrate());
     assert!(out.contains("moved"), "{out}");
 
     let replicas = TestCa::serve_replicas(&url, 2, &bundle, &admin_token, HTTP);
@@ -168,14 +141,8 @@ async fn a_stopped_single_node_ca_moves_onto_postgres_with_its_history() {
     // A certificate issued before the move renews after it, once.
     replicas[1].renewed(&issued, &key).await;
     // Into a database that is not empty: refused.
-    let again = Command::new(agentca_bin())
-        .args(["store", "migrate", "--to", &url])
-        .arg("--data-dir")
-        .arg(&ca.data_dir)
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    let err = fails(&mut migrate());
+    assert!(err.contains("not empty"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,32 +156,18 @@ async fn pg_dump_and_pg_restore_bring_back_a_ca_kept_in_postgres() {
     let db = url.rsplit('/').next().unwrap();
     let dump = known.dir.path().join("ca.dump");
     let port = cluster.port.to_string();
-    let out = Command::new(cluster.bin.join("pg_dump"))
+    ok(Command::new(cluster.bin.join("pg_dump"))
         .args(["-h", "127.0.0.1", "-p", &port, "-U", postgres::SUPERUSER])
         .args(["-Fc", "-f"])
         .arg(&dump)
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(db));
     drop(replicas);
 
     let restored_url = postgres::fresh_database();
-    let out = Command::new(cluster.bin.join("pg_restore"))
+    ok(Command::new(cluster.bin.join("pg_restore"))
         .args(["-h", "127.0.0.1", "-p", &port, "-U", postgres::SUPERUSER])
         .args(["--no-owner", "-d", restored_url.rsplit('/').next().unwrap()])
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&dump));
     let back = TestCa::serve_replicas(&restored_url, 1, &bundle, &admin_token, HTTP);
     serves_the_same(&back[0], &known).await;
 }
@@ -224,16 +177,10 @@ async fn a_damaged_backup_is_refused_and_nothing_is_written() {
     let ca = TestCa::start();
     issue_and_revoke(&ca).await;
     let file = ca.root.path().join("ca.backup");
-    run_ok(ca.command().arg("backup").arg("--out").arg(&file));
+    ok(ca.command().arg("backup").arg("--out").arg(&file));
     // Not over an existing file.
-    let out = ca
-        .command()
-        .arg("backup")
-        .arg("--out")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let err = fails(ca.command().arg("backup").arg("--out").arg(&file));
+    assert!(err.contains("refusing to overwrite"), "{err}");
     let good = std::fs::read(&file).unwrap();
     let mut flipped = good.clone();
     let middle = flipped.len() / 2;
@@ -246,16 +193,15 @@ async fn a_damaged_backup_is_refused_and_nothing_is_written() {
         let bad = ca.root.path().join(name);
         std::fs::write(&bad, bytes).unwrap();
         let target = ca.root.path().join(format!("restored-{name}"));
-        let out = Command::new(agentca_bin())
-            .arg("restore")
-            .arg("--in")
-            .arg(&bad)
-            .arg("--data-dir")
-            .arg(&target)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(why), "{name}: {err}");
+        let err = fails(
+            Command::new(agentca_bin())
+                .arg("restore")
+                .arg("--in")
+                .arg(&bad)
+                .arg("--data-dir")
+                .arg(&target),
+        );
+        assert!(err.contains(why), "{name}: {err}");
         assert!(!target.exists(), "{name}: something was written");
     }
     // A scoped admin may not take one.
@@ -271,18 +217,13 @@ async fn a_damaged_backup_is_refused_and_nothing_is_written() {
         .await
         .unwrap();
     let token_file = write(ca.root.path(), "scoped.token", &scoped.token);
-    let out = ca
-        .command()
-        .env("AGENTCA_ADMIN_TOKEN_FILE", &token_file)
-        .arg("backup")
-        .arg("--out")
-        .arg(ca.root.path().join("scoped.backup"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("403"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = fails(
+        ca.command()
+            .env("AGENTCA_ADMIN_TOKEN_FILE", &token_file)
+            .arg("backup")
+            .arg("--out")
+            .arg(ca.root.path().join("scoped.backup")),
     );
+    assert!(err.contains("403"), "{err}");
+    assert!(!ca.root.path().join("scoped.backup").exists());
 }

@@ -130,21 +130,22 @@ impl Backup {
             let value = value.ok_or_else(|| bad("it holds a deletion"))?;
             snapshot[table.index()].1.push((key, value));
         }
-        for (table, entries) in &snapshot {
-            if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
-                return Err(BackupError(format!(
-                    "table {} is not in key order",
-                    table.name()
-                )));
-            }
-        }
-        let summary = summarize(&snapshot)?;
+        let summary = check(&snapshot)?;
         Ok((Self { header, snapshot }, summary))
     }
 }
 
-/// Checks the audit chain of `snapshot` against its head.
-fn summarize(snapshot: &Snapshot) -> Result<Summary, BackupError> {
+/// Checks the audit chain of `snapshot` against its head: what a restore
+/// checks before it writes anything.
+pub fn check(snapshot: &Snapshot) -> Result<Summary, BackupError> {
+    for (table, entries) in snapshot {
+        if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(BackupError(format!(
+                "table {} is not in key order",
+                table.name()
+            )));
+        }
+    }
     let table = |t: Table| &snapshot[t.index()].1;
     let head = table(Table::Meta)
         .iter()

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use time::OffsetDateTime;
 
 use super::admin::AdminConnection;
 use crate::backup::{Backup, Summary};
@@ -195,16 +194,12 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     })?;
     let snapshot = source.snapshot()?;
     drop(source);
-    // The copy is checked as a backup's is, before anything is written.
-    let bytes = Backup::encode(&material, &snapshot, OffsetDateTime::now_utc());
-    let (
-        backup,
-        Summary {
-            records,
-            audit_head,
-        },
-    ) = Backup::decode(&bytes)?;
-    let place = restore_into(&backup.header.ca, &backup.snapshot, &args.to, None)?;
+    // Checked as a backup is, before anything is written.
+    let Summary {
+        records,
+        audit_head,
+    } = crate::backup::check(&snapshot)?;
+    let place = restore_into(&material, &snapshot, &args.to, None)?;
     // Read back: the database holds exactly what the directory did.
     let StoreChoice::Postgres(url) = &args.to else {
         unreachable!("checked above")

@@ -59,7 +59,9 @@ impl Revocations {
     /// The intermediate's CRL to serve: the newest published one.
     pub fn crl(&self) -> Arc<SignedCrl> {
         let local = self.crl.load_full();
-        if self.store_failing() {
+        // Only another replica can have published a newer one; and while
+        // the store fails, the last one known is served without waiting.
+        if !self.shared || self.store_failing() {
             return local;
         }
         match self.records.published_crl(CrlIssuer::Intermediate) {

@@ -11,7 +11,7 @@ use super::change::{Applied, Change, Conflict, RevokeSummary, RevokeTarget};
 use super::records::*;
 use super::tests::{agent, cert, t0, token};
 use super::Records;
-use crate::store::testing::Place;
+use crate::store::testing::{on_every_backend, Place};
 use crate::store::writer::commit;
 use crate::store::{Backend, Location, Store};
 
@@ -51,21 +51,7 @@ fn open_dir(backend: Backend, dir: &Path) -> Arc<dyn Store> {
     .unwrap()
 }
 
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod redb {
-            $( #[test] fn $name() { super::$name(super::Backend::Redb) } )*
-        }
-        mod sled {
-            $( #[test] fn $name() { super::$name(super::Backend::Sled) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { super::$name(super::Backend::Postgres) } )*
-        }
-    };
-}
-
-suite!(
+on_every_backend!(
     an_agent_registers_once,
     agents_list_by_prefix_in_key_order,
     a_single_use_token_enrolls_once,
@@ -84,7 +70,7 @@ suite!(
     revoking_a_serial_or_an_instance,
     pruning_removes_expired_certificates_tokens_and_their_events,
     counters_only_grow_and_survive_reopening,
-    a_store_open_elsewhere_does_not_open_until_closed,
+    a_second_open_waits_for_the_first_to_close_unless_the_store_is_shared,
     reads_see_the_last_write_of_every_key_in_order,
 );
 
@@ -500,7 +486,7 @@ fn counters_only_grow_and_survive_reopening(backend: Backend) {
 /// An embedded store is one process's: a second open fails until the first
 /// closes. A PostgreSQL store is shared: a second replica opens it at once
 /// and sees what the first committed.
-fn a_store_open_elsewhere_does_not_open_until_closed(backend: Backend) {
+fn a_second_open_waits_for_the_first_to_close_unless_the_store_is_shared(backend: Backend) {
     let dir = Place::new(backend);
     let first = open(&dir);
     one(&*first, Change::BumpCounter("c".into())).unwrap();

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use super::testing::Place;
+use super::testing::{on_every_backend, Place};
 use super::{Backend, Entry, Store, StoreError, Table, WriteTxn};
 
 /// A table the tests keep their data in.
@@ -23,21 +23,7 @@ const OTHER: Table = Table::Audit;
 /// Threads writing at once.
 const THREADS: usize = 8;
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod redb {
-            $( #[test] fn $name() { super::$name(super::Backend::Redb) } )*
-        }
-        mod sled {
-            $( #[test] fn $name() { super::$name(super::Backend::Sled) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { super::$name(super::Backend::Postgres) } )*
-        }
-    };
-}
-
-contract!(
+on_every_backend!(
     a_failed_write_leaves_nothing_and_a_committed_one_is_seen_whole,
     a_transaction_reads_its_own_writes_and_deletes,
     a_prefetch_changes_no_result,

@@ -16,6 +16,7 @@
 //! logged) state.
 
 pub mod frames;
+pub mod layer;
 pub mod postgres;
 pub mod redb;
 pub mod sled;

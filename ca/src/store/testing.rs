@@ -35,3 +35,20 @@ impl Place {
         &self.location
     }
 }
+
+/// Runs each named test function, which takes a [`Backend`], once per
+/// backend: `mod redb`, `mod sled` and `mod postgres` of `#[test]`s.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $( #[test] fn $name() { super::$name(crate::store::Backend::Redb) } )*
+        }
+        mod sled {
+            $( #[test] fn $name() { super::$name(crate::store::Backend::Sled) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(crate::store::Backend::Postgres) } )*
+        }
+    };
+}
+pub(crate) use on_every_backend;

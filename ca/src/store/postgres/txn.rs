@@ -2,17 +2,14 @@
 //! transaction's own writes first, and the writes sent in two statements
 //! at commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use deadpool_postgres::Object;
 
 use super::{db, err, get_on, scan_on, tbl, PostgresStore, COMMIT_CHANNEL, WRITE_LOCK};
+use crate::store::layer::{self, empty_layer, Layer};
 use crate::store::{Entry, StoreError, Table, WriteTxn};
-
-/// One table's values as this transaction knows them: a value, or `None`
-/// for a key that is absent (deleted here, or read as absent).
-type Known = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Longest wait for a `ROLLBACK` after a failure; the connection is
 /// dropped when it takes longer.
@@ -31,8 +28,8 @@ pub(super) fn write(
             let mut txn = PgTxn {
                 store,
                 client: &client,
-                writes: empty(),
-                read: empty(),
+                writes: empty_layer(),
+                read: empty_layer(),
             };
             f(&mut txn).and_then(|()| txn.commit())
         });
@@ -51,18 +48,14 @@ pub(super) fn write(
     result
 }
 
-fn empty() -> Vec<Known> {
-    Table::ALL.iter().map(|_| BTreeMap::new()).collect()
-}
-
 struct PgTxn<'a> {
     store: &'a PostgresStore,
     client: &'a Object,
     /// This transaction's writes.
-    writes: Vec<Known>,
-    /// What it read from the database. Under the write lock nothing else
-    /// changes it, so each key is read at most once.
-    read: Vec<Known>,
+    writes: Layer,
+    /// What it read from the database (`None`: absent). Under the write
+    /// lock nothing else changes it, so each key is read at most once.
+    read: Layer,
 }
 
 impl PgTxn<'_> {
@@ -131,7 +124,7 @@ impl WriteTxn for PgTxn<'_> {
     }
 
     fn prefetch(&mut self, keys: &[(Table, Vec<u8>)]) -> Result<(), StoreError> {
-        let mut wanted = std::collections::BTreeSet::new();
+        let mut wanted = BTreeSet::new();
         for (table, key) in keys {
             let i = table.index();
             if !self.writes[i].contains_key(key) && !self.read[i].contains_key(key) {
@@ -153,7 +146,7 @@ impl WriteTxn for PgTxn<'_> {
                 .map_err(db)?;
             client.query(&statement, &[&tbls, &keys]).await.map_err(db)
         })?;
-        let mut found = std::collections::BTreeMap::new();
+        let mut found = BTreeMap::new();
         for row in rows {
             found.insert(
                 (row.get::<_, i16>(0), row.get::<_, Vec<u8>>(1)),
@@ -193,21 +186,15 @@ impl WriteTxn for PgTxn<'_> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let own: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self.writes[table.index()]
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .collect();
+        let own = &self.writes[table.index()];
         // Each of this transaction's writes hides at most one stored entry:
         // reading that many more makes the first `limit` of the merge exact.
-        let wanted = limit.saturating_add(own.len());
+        let hidden = own
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count();
+        let wanted = limit.saturating_add(hidden);
         let stored = (self.store).run(scan_on(self.client, table, prefix, prefix, wanted))?;
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-        for (key, value) in own {
-            match value {
-                Some(value) => merged.insert(key.clone(), value.clone()),
-                None => merged.remove(key),
-            };
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        layer::merge(&[own], stored.into_iter().map(Ok), prefix, prefix, limit)
     }
 }

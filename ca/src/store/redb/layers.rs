@@ -7,8 +7,6 @@
 //! is added, handed to redb or dropped is decided by the store
 //! ([`super::RedbStore`]) and its checkpoints ([`super::checkpoint`]).
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -16,15 +14,8 @@ use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use super::{def, err, ReadTable};
 use crate::store::{Entry, StoreError, Table, WriteTxn};
 
-/// One table's writes above redb: a value, or `None` for a deletion.
-pub(super) type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
-/// Writes that are logged but not yet in redb, one map per table.
-pub(super) type Layer = Vec<Writes>;
-
-pub(super) fn empty_layer() -> Layer {
-    Table::ALL.iter().map(|_| BTreeMap::new()).collect()
-}
+use crate::store::layer;
+pub(super) use crate::store::layer::{empty_layer, Layer, Writes};
 
 /// `table`'s writes in each layer above redb, newest first: `own` (a
 /// transaction's own writes), the pending layer, the flushing one.
@@ -67,60 +58,11 @@ pub(super) fn merged_scan(
     prefix: &[u8],
     limit: usize,
 ) -> Result<Vec<Entry>, StoreError> {
-    let mut above: Vec<_> = layers
-        .iter()
-        .map(|layer| {
-            layer
-                .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
-                .peekable()
-        })
-        .collect();
-    let mut below = base.range::<&[u8]>(start..).map_err(err)?;
-    let mut next_below = move || -> Result<Option<Entry>, StoreError> {
-        below
-            .next()
-            .map(|entry| {
-                let (k, v) = entry.map_err(err)?;
-                Ok((k.value().to_vec(), v.value().to_vec()))
-            })
-            .transpose()
-    };
-    let mut below_head = next_below()?;
-    let mut out = Vec::new();
-    while out.len() < limit {
-        // The smallest key at the head of any source.
-        let mut smallest: Option<&[u8]> = below_head.as_ref().map(|(k, _)| k.as_slice());
-        for layer in &mut above {
-            if let Some((k, _)) = layer.peek() {
-                if smallest.is_none_or(|s| k.as_slice() < s) {
-                    smallest = Some(k.as_slice());
-                }
-            }
-        }
-        let Some(key) = smallest.map(<[u8]>::to_vec) else {
-            break;
-        };
-        if !key.starts_with(prefix) {
-            break;
-        }
-        // Every source at that key moves past it; the first decides.
-        let mut value: Option<Option<Vec<u8>>> = None;
-        for layer in &mut above {
-            if layer.peek().is_some_and(|(k, _)| **k == key) {
-                let (_, v) = layer.next().expect("peeked");
-                value.get_or_insert_with(|| v.clone());
-            }
-        }
-        if below_head.as_ref().is_some_and(|(k, _)| *k == key) {
-            let (_, v) = below_head.take().expect("checked");
-            value.get_or_insert(Some(v));
-            below_head = next_below()?;
-        }
-        if let Some(Some(value)) = value {
-            out.push((key, value));
-        }
-    }
-    Ok(out)
+    let below = base.range::<&[u8]>(start..).map_err(err)?.map(|entry| {
+        let (k, v) = entry.map_err(err)?;
+        Ok((k.value().to_vec(), v.value().to_vec()))
+    });
+    layer::merge(layers, below, start, prefix, limit)
 }
 
 /// A logged batch's transaction: its writes stay in memory, above the
