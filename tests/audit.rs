@@ -1213,3 +1213,53 @@ async fn a_renewal_with_a_foreign_certificate_is_recorded_as_anonymous() {
     Want::refused("renew", Actor::Anonymous, None, "certificate_unknown")
         .check(&trail.next().await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_anonymous_refusals_is_a_few_events_and_a_count_not_one_event_each() {
+    let mut ca = TestCa::start();
+    let before = whole_trail(&ca).await.len();
+
+    // 400 enrollments with made-up tokens from one address.
+    let flood = 400;
+    for i in 0..flood {
+        let result = ca.enroll(&format!("agentca-bt-{i:032}")).await;
+        assert_eq!(refusal(result).0, 401);
+    }
+    // What a shutdown writes: the summary of the minute so far.
+    ca.stop();
+    ca.start_again();
+
+    let trail = whole_trail(&ca).await;
+    let new = &trail[before..];
+    let one_by_one: Vec<_> = new
+        .iter()
+        .filter(|e| e.count.is_none() && e.action == "enroll")
+        .collect();
+    let summaries: Vec<_> = new.iter().filter(|e| e.count.is_some()).collect();
+    assert_eq!(
+        one_by_one.len(),
+        agentca_ca::audit::refusals::RECORDED_PER_KEY as usize,
+        "{one_by_one:#?}"
+    );
+    for e in &one_by_one {
+        assert_eq!(
+            (e.action.as_str(), e.outcome.as_str()),
+            ("enroll", "refused"),
+            "{e:?}"
+        );
+    }
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    let summary = summaries[0];
+    assert_eq!(summary.count, Some(flood - one_by_one.len() as u64));
+    assert_eq!(
+        (
+            summary.action.as_str(),
+            summary.outcome.as_str(),
+            summary.reason.as_deref()
+        ),
+        ("enroll", "refused", one_by_one[0].reason.as_deref())
+    );
+    assert_eq!(summary.remote_addr.as_deref(), Some("127.0.0.1"));
+    // The chain holds across the summary, and `verify` says so.
+    ok(ca.command().args(["audit", "verify"]));
+}

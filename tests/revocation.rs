@@ -75,7 +75,8 @@ async fn revoking_an_agent_revokes_every_live_certificate_and_cuts_it_off() {
     assert!(page
         .events
         .iter()
-        .all(|e| e.spiffe_id.agent().as_str() == "bot" && e.reason == "keyCompromise"));
+        .all(|e| e.spiffe_id.as_ref().unwrap().agent().as_str() == "bot"
+            && e.reason.as_deref() == Some("keyCompromise")));
     assert_eq!(page.latest, page.events.last().unwrap().seq);
 
     // The agent can neither renew nor enroll.
@@ -349,12 +350,64 @@ async fn the_feed_long_polls_until_a_revocation_arrives() {
     let (page, waited) = poll.await.unwrap();
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.events[0].serial, cert.serial);
-    assert_eq!(page.events[0].instance_id, cert.instance_id);
     assert_eq!(page.events[0].not_after, cert.not_after);
     assert!(
         waited < Duration::from_secs(10),
         "the poll returned on the revocation, not at its wait"
     );
+    // Anyone learns the serial, not who was caught or why.
+    let anonymous = &page.events[0];
+    assert_eq!(
+        (
+            &anonymous.spiffe_id,
+            &anonymous.instance_id,
+            &anonymous.reason
+        ),
+        (&None, &None, &None),
+        "{anonymous:?}"
+    );
+    let raw = String::from_utf8(ca.get("/v1/revocations?since=0&wait=0").await.1).unwrap();
+    for secret in ["acme", "bot", "keyCompromise", cert.instance_id.as_str()] {
+        assert!(!raw.contains(secret), "{secret} in {raw}");
+    }
+
+    // An admin of the tenant sees everything; one of another tenant and
+    // a wrong token do not.
+    let feed_as = |token: String| {
+        let http = ca.http();
+        let url = format!("{}/v1/revocations?since=0&wait=0", ca.url);
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, body) = feed_as(ca.admin_token()).await;
+    assert_eq!(status, 200, "{body}");
+    let page: agentca::wire::RevocationPage = serde_json::from_str(&body).unwrap();
+    let detailed = &page.events[0];
+    assert_eq!(detailed.spiffe_id, Some(cert.spiffe_id.clone()));
+    assert_eq!(detailed.instance_id, Some(cert.instance_id.clone()));
+    assert_eq!(detailed.reason.as_deref(), Some("keyCompromise"));
+    let other: agentca::wire::CreateAdminResponse = ca
+        .admin(
+            reqwest::Method::POST,
+            "/v1/admin/admins",
+            Some(&agentca::wire::CreateAdminRequest {
+                name: "other-ops".into(),
+                tenant: Some("other".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    let (status, body) = feed_as(other.token.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("keyCompromise") && !body.contains("acme"),
+        "{body}"
+    );
+    let (status, body) = feed_as("not-a-token".into()).await;
+    assert_eq!(status, 401, "{body}");
 
     let (status, _) = ca.get("/v1/revocations?since=abc").await;
     assert_eq!(status, 400);

@@ -106,7 +106,8 @@ impl Inner {
             key.tenant = "_other".into();
             key.env = "_other".into();
         }
-        *self.events.entry(key).or_default() += 1;
+        // A summary of refusals stands for `count` of them.
+        *self.events.entry(key).or_default() += event.count.unwrap_or(1);
     }
 }
 
@@ -500,6 +501,10 @@ pub(crate) mod tests {
             "ok",
         ));
         m.observe_event_own(&event("enroll", None, "refused"));
+        // A summary of 41 refusals counts 41.
+        let mut summary = event("enroll", None, "refused");
+        summary.count = Some(41);
+        m.observe_event_own(&summary);
         m.observe_event_own(&event("revoke", Some("acme/prod"), "ok"));
         m.observe_event_own(&event("revoke", Some("nope/prod"), "refused"));
         m.observe_event_own(&event(
@@ -513,7 +518,7 @@ pub(crate) mod tests {
             "agentca_issuance_total{kind=\"enroll\",tenant=\"acme\",env=\"prod\",outcome=\"issued\"} 1\n"
         ));
         assert!(text.contains(
-            "agentca_issuance_total{kind=\"enroll\",tenant=\"\",env=\"\",outcome=\"refused\"} 1\n"
+            "agentca_issuance_total{kind=\"enroll\",tenant=\"\",env=\"\",outcome=\"refused\"} 42\n"
         ));
         assert!(text.contains(
             "agentca_revocations_total{tenant=\"acme\",env=\"prod\",outcome=\"ok\"} 1\n"

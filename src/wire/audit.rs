@@ -73,6 +73,12 @@ pub struct AuditEvent {
     /// CA's log).
     #[serde(default)]
     pub request_id: Option<String>,
+    /// For a summary of refusals: how many refusals of this kind (actor,
+    /// action, reason, address) it stands for, counted in the minute
+    /// before `at` beyond those recorded one by one. Absent on every other
+    /// event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     /// SHA-256 of the previous event, hex (64 zeros for the first).
     pub prev_hash: String,
     /// SHA-256 of this event, hex.
@@ -95,6 +101,7 @@ impl AuditEvent {
             reason: None,
             remote_addr: None,
             request_id: None,
+            count: None,
             prev_hash: String::new(),
             hash: String::new(),
         }

@@ -56,21 +56,30 @@ pub struct RevokeResponse {
 }
 
 /// One event of the revocation feed (`GET /v1/revocations`).
+///
+/// Anyone may read the feed, so what it tells anyone is what a verifier
+/// needs (the serial and how long it matters). The identity, instance and
+/// reason are there only for an admin's token that may see the tenant: a
+/// `keyCompromise` next to an agent's name tells an attacker which agent
+/// was caught.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationEvent {
     /// Position in the feed; events come in increasing order.
     pub seq: u64,
     /// The revoked certificate.
     pub serial: Serial,
-    /// Its identity.
-    pub spiffe_id: AgentId,
-    /// Its instance.
-    pub instance_id: InstanceId,
+    /// Its identity (admins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<AgentId>,
+    /// Its instance (admins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<InstanceId>,
     /// Its end of validity: after it, the event no longer matters.
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
-    /// RFC 5280 reason name.
-    pub reason: String,
+    /// RFC 5280 reason name (admins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When it was revoked.
     #[serde(with = "time::serde::rfc3339")]
     pub revoked_at: OffsetDateTime,

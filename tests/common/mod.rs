@@ -236,6 +236,29 @@ impl TestCa {
         }
     }
 
+    /// Stops the CA as an operator would (SIGTERM) and waits for it to
+    /// exit: what it writes on the way out is written.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the CA did not stop on SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the CA again after [`TestCa::stop`] or [`TestCa::kill`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the CA is running");
+        self.launch();
+    }
+
     /// Kills and starts the CA again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill();
@@ -407,13 +430,23 @@ impl TestCa {
         body
     }
 
-    /// A page of the revocation feed.
+    /// A page of the revocation feed, as the global admin sees it (with
+    /// who was revoked and why).
     pub async fn feed(&self, since: u64, wait_secs: u64) -> RevocationPage {
-        let (status, body) = self
-            .get(&format!("/v1/revocations?since={since}&wait={wait_secs}"))
-            .await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        serde_json::from_slice(&body).unwrap()
+        let resp = self
+            .http()
+            .get(format!(
+                "{}/v1/revocations?since={since}&wait={wait_secs}",
+                self.url
+            ))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     /// Registers `tenant/env/agent`, creates a single-use token and enrolls

@@ -15,7 +15,9 @@ pub fn genesis() -> String {
 }
 
 /// The hash `event` should carry: SHA-256 over its JSON without the `hash`
-/// field, fields in their order on the wire, times as RFC 3339.
+/// field, fields in their order on the wire, times as RFC 3339; `count`
+/// only where it is set (so that events written before it existed keep
+/// their hashes).
 pub fn hash(event: &AuditEvent) -> String {
     #[derive(Serialize)]
     struct Hashed<'a> {
@@ -32,6 +34,8 @@ pub fn hash(event: &AuditEvent) -> String {
         reason: &'a Option<String>,
         remote_addr: &'a Option<String>,
         request_id: &'a Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
         prev_hash: &'a str,
     }
     let canonical = serde_json::to_vec(&Hashed {
@@ -46,6 +50,7 @@ pub fn hash(event: &AuditEvent) -> String {
         reason: &event.reason,
         remote_addr: &event.remote_addr,
         request_id: &event.request_id,
+        count: event.count,
         prev_hash: &event.prev_hash,
     })
     .expect("audit events serialize");
@@ -216,6 +221,29 @@ mod tests {
                 previous: 2,
                 next: 3
             })
+        );
+    }
+
+    #[test]
+    fn a_count_is_hashed_where_set_and_absent_otherwise() {
+        let c = chain(1);
+        // The hash of an event without a count is what it was before
+        // counts existed: SHA-256 of these exact bytes.
+        let before = br#"{"seq":1,"at":"1970-01-01T00:00:00Z","actor":{"kind":"anonymous"},"action":"enroll","subject":null,"serial":null,"not_after":null,"outcome":"ok","reason":null,"remote_addr":null,"request_id":null,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        assert_eq!(
+            c[0].hash,
+            crate::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, before).as_ref())
+        );
+        let mut counted = c[0].clone();
+        counted.count = Some(5);
+        assert_ne!(
+            hash(&counted),
+            c[0].hash,
+            "the count is covered by the hash"
+        );
+        assert_eq!(
+            verify_chain(&[counted], 1, &genesis()),
+            Err(AuditBreak::Changed(1))
         );
     }
 

@@ -12,6 +12,7 @@
 
 pub mod chain;
 pub mod record;
+pub mod refusals;
 
 use agentca::wire::AuditEvent;
 

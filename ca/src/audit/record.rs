@@ -30,6 +30,8 @@ pub struct AuditRecord {
     remote_addr: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
     prev_hash: String,
     hash: String,
 }
@@ -48,6 +50,7 @@ impl From<AuditEvent> for AuditRecord {
             reason: e.reason,
             remote_addr: e.remote_addr,
             request_id: e.request_id,
+            count: e.count,
             prev_hash: e.prev_hash,
             hash: e.hash,
         }
@@ -64,6 +67,7 @@ impl From<AuditRecord> for AuditEvent {
         e.reason = r.reason;
         e.remote_addr = r.remote_addr;
         e.request_id = r.request_id;
+        e.count = r.count;
         e.prev_hash = r.prev_hash;
         e.hash = r.hash;
         e

@@ -96,12 +96,45 @@ impl Authority {
         result
     }
 
-    /// Appends `event` as refused with `code`.
+    /// Appends `event` as refused with `code`, or counts it into a later
+    /// summary ([`crate::audit::refusals`]): anyone can be refused, and
+    /// refusals must not fill the disk.
     pub(super) async fn refusal(&self, mut event: AuditEvent, code: &str) {
         event.outcome = "refused".into();
         event.reason = Some(code.to_owned());
-        if let Err(e) = self.writer.apply(Change::Audit(event)).await {
-            tracing::error!(error = %e, "could not record a refusal in the audit trail");
+        let (due, recorded) = {
+            let mut fold = self.refusals();
+            let due = fold.due(event.at);
+            (due, fold.note(event))
+        };
+        for event in due.into_iter().chain(recorded) {
+            if let Err(e) = self.writer.apply(Change::Audit(event)).await {
+                tracing::error!(error = %e, "could not record a refusal in the audit trail");
+            }
+        }
+    }
+
+    fn refusals(&self) -> std::sync::MutexGuard<'_, crate::audit::refusals::Fold> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the summaries of refusals counted in a window that ended by
+    /// `now` (all of them when `closing`, at shutdown). The server calls it
+    /// every few seconds.
+    pub async fn write_refusal_summaries(&self, now: OffsetDateTime, closing: bool) {
+        let now = profile::whole_seconds(now);
+        let due = {
+            let mut fold = self.refusals();
+            if closing {
+                fold.close(now)
+            } else {
+                fold.due(now)
+            }
+        };
+        for event in due {
+            if let Err(e) = self.writer.apply(Change::Audit(event)).await {
+                tracing::error!(error = %e, "could not record a summary of refusals in the audit trail");
+            }
         }
     }
 
@@ -134,7 +167,7 @@ impl Authority {
     }
 
     /// Records a request refused before it reached its operation (a
-    /// malformed body): the audit trail shows every refusal.
+    /// malformed body), as every refusal is ([`Authority::refusal`]).
     pub async fn audit_rejected(
         &self,
         ctx: &RequestContext,

@@ -58,6 +58,9 @@ pub struct Authority {
     metrics: Arc<Metrics>,
     /// The CA's settings, certificates and encrypted keys, for backups.
     material: Option<crate::stored_ca::CaMaterial>,
+    /// Refusals counted rather than recorded one by one
+    /// ([`crate::audit::refusals`]).
+    refusals: std::sync::Mutex<crate::audit::refusals::Fold>,
 }
 
 impl Authority {
@@ -80,6 +83,7 @@ impl Authority {
             revocations,
             metrics,
             material: None,
+            refusals: Default::default(),
         })
     }
 

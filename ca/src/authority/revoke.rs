@@ -13,7 +13,7 @@ use super::error::Named;
 use super::{Admin, Authority, AuthorityError, RequestContext};
 use crate::issuance::profile;
 use crate::revocation::crl;
-use crate::state::{Applied, Change, RevokeTarget};
+use crate::state::{admin, Applied, Change, RevokeTarget};
 
 impl Authority {
     /// Revokes certificates: one by serial, every live one of an instance,
@@ -160,27 +160,32 @@ impl Authority {
     }
 
     /// A page of the revocation feed after `since`; waits up to `wait` for
-    /// news when there is none.
+    /// news when there is none. What an event says beyond its serial and
+    /// times is for `reader` only where [`admin::sees_details_of`] lets it.
     pub async fn revocation_feed(
         &self,
+        reader: Option<&Admin>,
         since: u64,
         limit: usize,
         wait: std::time::Duration,
     ) -> RevocationPage {
         let page = self.revocations.feed_since(since, limit, wait).await;
+        let reader = reader.map(|a| &a.0);
         let events = page
             .events
             .into_iter()
-            .filter_map(|e| {
-                Some(WireRevocationEvent {
-                    spiffe_id: self.id_of_key(&e.agent_key).ok()?,
+            .map(|e| {
+                let tenant = e.agent_key.split('/').next().unwrap_or_default();
+                let details = admin::sees_details_of(reader, tenant);
+                WireRevocationEvent {
+                    spiffe_id: details.then(|| self.id_of_key(&e.agent_key).ok()).flatten(),
+                    instance_id: details.then_some(e.instance_id),
+                    reason: details.then(|| crl::reason_name(e.reason).to_owned()),
                     seq: e.seq,
                     serial: e.serial,
-                    instance_id: e.instance_id,
                     not_after: e.not_after,
-                    reason: crl::reason_name(e.reason).to_owned(),
                     revoked_at: e.revoked_at,
-                })
+                }
             })
             .collect();
         RevocationPage {

@@ -385,6 +385,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
+    // Summaries of refusals counted rather than recorded, once their
+    // minute ends (and whatever is counted at shutdown, below).
+    {
+        let authority = authority.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                authority
+                    .write_refusal_summaries(OffsetDateTime::now_utc(), false)
+                    .await;
+            }
+        });
+    }
+
     let limits = Limits {
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
@@ -425,7 +440,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::http::server::serve(
         listener,
         Some(Arc::new(tls_config)),
-        crate::http::router(authority, crate::http::IssuanceLimit::new(args.max_issuing)),
+        crate::http::router(
+            authority.clone(),
+            crate::http::IssuanceLimit::new(args.max_issuing),
+        ),
         limits,
         metrics,
         shutdown_signal(),
@@ -435,6 +453,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(plain) = plain {
         let _ = plain.await;
     }
+    authority
+        .write_refusal_summaries(OffsetDateTime::now_utc(), true)
+        .await;
     tracing::info!("agentca stopped");
     Ok(())
 }

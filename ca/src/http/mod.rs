@@ -17,7 +17,7 @@
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/disable` | admin | disable |
 //! | `POST /v1/admin/revoke` | admin | revoke by serial, instance, agent, env or tenant |
 //! | `GET /v1/admin/backup` | global admin | a backup of the CA (see `backup.rs`) |
-//! | `GET /v1/revocations?since=&limit=&wait=` | anyone | the revocation feed (long poll) |
+//! | `GET /v1/revocations?since=&limit=&wait=` | anyone (an admin token adds who and why) | the revocation feed (long poll) |
 //! | `GET /v1/crl`, `GET /v1/crl/root` | anyone | CRLs (DER; `?format=pem` for PEM) |
 //! | `POST /v1/ocsp`, `GET /v1/ocsp/{base64}` | anyone | OCSP |
 //!

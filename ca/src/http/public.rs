@@ -60,13 +60,24 @@ pub(super) struct FeedQuery {
 
 pub(super) async fn feed(
     State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    // An admin's token shows who was revoked and why; a wrong token is
+    // refused rather than silently answered as anonymous.
+    let reader = match bearer(&headers) {
+        Some(_) => Some(admin(&ca, &ctx, &headers).await?),
+        None => None,
+    };
     let wait = std::time::Duration::from_secs(q.wait.unwrap_or(20)).min(MAX_FEED_WAIT);
     let limit = q.limit.unwrap_or(crate::revocation::MAX_FEED_PAGE);
     let _waiting = FeedWaiting::new(ca.metrics().clone());
-    Ok(Json(ca.revocation_feed(q.since, limit, wait).await))
+    Ok(Json(
+        ca.revocation_feed(reader.as_ref(), q.since, limit, wait)
+            .await,
+    ))
 }
 
 /// Counts a feed request as a subscriber while it is open.

@@ -68,6 +68,14 @@ pub fn may_remove(target: &AdminRecord, other_global_admins: usize) -> Result<()
     Ok(())
 }
 
+/// Whether a reader of public data (the revocation feed) sees what it
+/// says of `tenant`'s agents (who, which instance, why): only an admin
+/// who may act on that tenant. Anyone else (`None`: no admin token) sees
+/// serials and times, what a verifier needs.
+pub fn sees_details_of(reader: Option<&AdminRecord>, tenant: &str) -> bool {
+    reader.is_some_and(|admin| may_act_on(admin, tenant).is_ok())
+}
+
 /// Whether `admin` acts on every tenant (counted by [`may_remove`]).
 pub fn is_global(admin: &AdminRecord) -> bool {
     admin.tenant.is_none()
@@ -95,6 +103,15 @@ mod tests {
         let global = admin(None);
         assert_eq!(may_act_on(&global, "other"), Ok(()));
         assert_eq!(may_act_globally(&global), Ok(()));
+    }
+
+    #[test]
+    fn only_an_admin_of_the_tenant_sees_the_details_of_public_data() {
+        assert!(!sees_details_of(None, "acme"));
+        let acme = admin(Some("acme"));
+        assert!(sees_details_of(Some(&acme), "acme"));
+        assert!(!sees_details_of(Some(&acme), "other"));
+        assert!(sees_details_of(Some(&admin(None)), "other"));
     }
 
     #[test]
