@@ -68,6 +68,27 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+/// The `serve` options that lift the issuance limits of `bin`, for a
+/// binary that has them (earlier ones had none), so that `--binary`
+/// compares builds before and after the limits alike.
+fn no_issuance_limits(bin: &str) -> anyhow::Result<Vec<&'static str>> {
+    let help = Command::new(bin)
+        .args(["serve", "--help"])
+        .output()
+        .with_context(|| format!("cannot run {bin} serve --help"))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    Ok(if help.contains("--max-certs-per-agent") {
+        vec![
+            "--max-certs-per-agent",
+            "4000000000",
+            "--max-renewals-per-instance",
+            "4000000000",
+        ]
+    } else {
+        Vec::new()
+    })
+}
+
 const USAGE: &str = "\
 usage: cargo bench -p agentca-ca --bench issuance -- [options]
 
@@ -694,6 +715,9 @@ impl Ca {
                 std::fs::File::create(&log_path).context("cannot create the CA's log file")?;
             let mut command = Command::new(&bin);
             command.arg("serve");
+            // One agent is issued every certificate of the run: lift the
+            // per-agent limit where the binary has one.
+            command.args(no_issuance_limits(&bin)?);
             match &setup.store {
                 Store::Embedded(_) => command.arg("--data-dir").arg(&ca.data_dir),
                 Store::Postgres(_) => command.args(["--store", &store]),

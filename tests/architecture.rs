@@ -179,6 +179,7 @@ fn each_part_uses_only_what_is_below_it() {
         ("store", &[]),
         ("audit", &["store"]),
         ("metrics", &[]),
+        ("quiet", &[]),
         ("issuance", &[]),
         ("state", &["store", "audit", "metrics"]),
         ("revocation", &["store", "state", "issuance", "datadir"]),
@@ -196,9 +197,10 @@ fn each_part_uses_only_what_is_below_it() {
                 "token",
                 "backup",
                 "stored_ca",
+                "quiet",
             ],
         ),
-        ("http", &["authority", "revocation", "metrics"]),
+        ("http", &["authority", "revocation", "metrics", "quiet"]),
     ];
     for (part, allowed) in may_use {
         let uses = graph.get(*part).cloned().unwrap_or_default();

@@ -1263,3 +1263,134 @@ async fn a_flood_of_anonymous_refusals_is_a_few_events_and_a_count_not_one_event
     // The chain holds across the summary, and `verify` says so.
     ok(ca.command().args(["audit", "verify"]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exported_events_are_pruned_and_the_export_and_the_trail_verify_as_one_chain() {
+    let ca = ca_with_a_trail().await;
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor");
+    verify(&ca, Some(&anchor)).unwrap(); // anchored at event 10
+    let first = dir.path().join("audit-1.jsonl");
+    let out = ok(ca
+        .command()
+        .args(["audit", "prune", "--through", "4", "--export"])
+        .arg(&first));
+    assert!(out.contains("pruned 4 event(s), 1..=4"), "{out}");
+    let exported = std::fs::read_to_string(&first).unwrap();
+    assert_eq!(exported.lines().count(), 4);
+
+    // The CA's trail starts after its checkpoint, which the export ends on;
+    // the pruning is itself an event.
+    let page: AuditPage = ca
+        .admin::<(), _>(Method::GET, "/v1/admin/audit?since=0", None)
+        .await
+        .unwrap();
+    let checkpoint = page.checkpoint.clone().expect("a checkpoint");
+    let last_exported: AuditEvent = serde_json::from_str(exported.lines().last().unwrap()).unwrap();
+    assert_eq!((checkpoint.seq, &checkpoint.hash), (4, &last_exported.hash));
+    assert_eq!(page.events.first().unwrap().seq, 5);
+    assert_eq!(page.events.first().unwrap().prev_hash, checkpoint.hash);
+    let pruning = page.events.last().unwrap();
+    assert_eq!((pruning.action.as_str(), pruning.seq), ("audit.prune", 11));
+
+    let out = verify(&ca, None).unwrap();
+    assert!(
+        out.contains("events 5..=11 (events up to 4 were pruned"),
+        "{out}"
+    );
+    let with_export = |files: &[&Path]| {
+        let mut cmd = ca.command();
+        cmd.args(["audit", "verify"]);
+        for f in files {
+            cmd.arg("--export").arg(f);
+        }
+        cmd
+    };
+    let out = ok(&mut with_export(&[&first]));
+    assert!(out.starts_with("audit trail intact: 11 event(s)"), "{out}");
+
+    // A second pruning; both exports verify in order, one alone does not.
+    let second = dir.path().join("audit-2.jsonl");
+    ok(ca
+        .command()
+        .args(["audit", "prune", "--through", "9", "--export"])
+        .arg(&second));
+    ok(&mut with_export(&[&first, &second]));
+    let err = fails(&mut with_export(&[&second]));
+    assert!(
+        err.contains("audit export") && err.contains("broken"),
+        "{err}"
+    );
+    let err = fails(&mut with_export(&[&first]));
+    assert!(err.contains("the exports end at event 4"), "{err}");
+    // The anchored event 10 is still in the CA's trail; once pruned, it is
+    // found in the exports.
+    let third = dir.path().join("audit-3.jsonl");
+    ok(ca
+        .command()
+        .args(["audit", "prune", "--through", "10", "--export"])
+        .arg(&third));
+    let err = verify(&ca, Some(&anchor)).unwrap_err();
+    assert!(err.contains("pass the export that holds it"), "{err}");
+    ok(with_export(&[&first, &second, &third])
+        .arg("--anchor")
+        .arg(&anchor));
+
+    // A changed export is caught.
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, exported.replacen("\"ok\"", "\"refused\"", 1)).unwrap();
+    let err = fails(&mut with_export(&[&tampered, &second, &third]));
+    assert!(err.contains("was changed"), "{err}");
+
+    // A pruning that names another hash than the stored event's, or
+    // events already gone, is refused and changes nothing.
+    let before: AuditPage = ca
+        .admin::<(), _>(Method::GET, "/v1/admin/audit?since=0", None)
+        .await
+        .unwrap();
+    for (through, hash, why) in [
+        // (Each refusal is an event: the head case goes first.)
+        (
+            before.head_seq,
+            before.head_hash.clone(),
+            "the last event stays",
+        ),
+        (11, "0".repeat(64), "does not have the hash given"),
+        (3, checkpoint.hash.clone(), "pruned already"),
+    ] {
+        let refused = ca
+            .admin::<_, agentca::wire::PruneAuditResponse>(
+                Method::POST,
+                "/v1/admin/audit/prune",
+                Some(&agentca::wire::PruneAuditRequest { through, hash }),
+            )
+            .await;
+        match refused {
+            Err(agentca::client::ClientError::Refused {
+                status: 409,
+                error,
+                detail,
+                ..
+            }) if error == "audit_prune_refused" => assert!(detail.contains(why), "{detail}"),
+            other => panic!("expected 409 audit_prune_refused: {other:?}"),
+        }
+    }
+    let after: AuditPage = ca
+        .admin::<(), _>(Method::GET, "/v1/admin/audit?since=0", None)
+        .await
+        .unwrap();
+    assert_eq!(after.checkpoint, before.checkpoint);
+    assert_eq!(after.events.first().unwrap().seq, 11);
+    // An export file that exists is never overwritten; nothing old enough.
+    let err = fails(
+        ca.command()
+            .args(["audit", "prune", "--older-than", "1h", "--export"])
+            .arg(&first),
+    );
+    assert!(err.contains("must not exist"), "{err}");
+    let out = ok(ca
+        .command()
+        .args(["audit", "prune", "--older-than", "1h", "--export"])
+        .arg(dir.path().join("none.jsonl")));
+    assert!(out.contains("nothing to prune"), "{out}");
+}

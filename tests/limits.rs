@@ -54,46 +54,106 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
-async fn connections_from_one_address_are_capped() {
+async fn connections_that_do_nothing_cannot_lock_out_their_address() {
+    let ca = TestCa::start_with(&[], &["--max-connections-per-ip", "4"]);
+    // A slowloris: the address's every connection open and silent.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(idle_connection(&ca).await.unwrap());
+    }
+    // Another client behind the same address is served at once (not after
+    // the 30 s header timeout): its connection takes the place of the
+    // oldest silent one.
+    let started = Instant::now();
+    ca.client().health().await.expect("served");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        closed_by_peer(&mut silent[0], Duration::from_secs(2)).await,
+        "the oldest silent connection was closed to make room"
+    );
+    assert!(
+        !closed_by_peer(&mut silent[3], Duration::from_millis(300)).await,
+        "the newest silent connection is still open"
+    );
+
+    // A client that keeps opening connections replaces its own, and is
+    // said in the log a few times only.
+    for _ in 0..40 {
+        silent.push(idle_connection(&ca).await.unwrap());
+    }
+    ca.client().health().await.expect("still served");
+    let (_, metrics) = ca.get("/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let counted = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{limit=\"per_address\"}} ")))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("counted")
+    };
+    assert!(
+        counted("agentca_connections_replaced_total") >= 40,
+        "{metrics}"
+    );
+    let said = ca
+        .log()
+        .matches("closed an idle connection to make room")
+        .count();
+    assert!((1..=5).contains(&said), "{said} log lines");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_every_connection_of_an_address_is_busy_a_new_one_is_closed() {
     let ca = TestCa::start_with(&[], &["--max-connections-per-ip", "2"]);
-    let _a = idle_connection(&ca).await.unwrap();
-    let _b = idle_connection(&ca).await.unwrap();
+    // Two long polls of the revocation feed: requests in progress, which
+    // are never cut to make room.
+    let polls: Vec<_> = (0..2)
+        .map(|_| {
+            let http = ca.http();
+            let url = format!("{}/v1/revocations?since=0&wait=4", ca.url);
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    // Counted over another loopback address: this one is full.
+    let other = reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(&CaTrust::Bundle(ca.bundle()), None).unwrap())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = other
+            .get(format!("{}/metrics", ca.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("\nagentca_feed_subscribers 2\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the polls never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let third = idle_connection(&ca).await;
     let refused = match third {
         Err(_) => true,
         Ok(mut s) => closed_by_peer(&mut s, Duration::from_secs(2)).await,
     };
-    assert!(
-        refused,
-        "a third connection from the same address got through"
-    );
-    // A client that keeps opening connections at the limit: counted each
-    // time, said in the log a few times only.
-    for _ in 0..40 {
-        if let Ok(mut s) = idle_connection(&ca).await {
-            closed_by_peer(&mut s, Duration::from_secs(2)).await;
-        }
+    assert!(refused, "a third connection got through");
+    for poll in polls {
+        assert_eq!(poll.await.unwrap().unwrap(), 200, "the busy ones were kept");
     }
-    drop(_a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    ca.client().health().await.expect("a slot is free again");
-    drop(_b);
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, metrics) = ca.get("/metrics").await;
     let metrics = String::from_utf8(metrics).unwrap();
-    let refused = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("agentca_connections_refused_total{limit=\"per_address\"} "))
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("the refusals are counted");
-    assert!(refused >= 41, "{refused} refusals counted");
-    let said = ca
-        .log()
-        .matches("per-address connection limit reached")
-        .count();
     assert!(
-        (1..=5).contains(&said),
-        "{said} log lines for {refused} refusals"
+        metrics.contains("agentca_connections_refused_total{limit=\"per_address\"} 1\n"),
+        "{metrics}"
     );
 }
 
@@ -142,4 +202,106 @@ async fn an_issuance_storm_gets_503_with_retry_after_instead_of_a_queue() {
     }
     assert!(issued >= 1, "some got through");
     assert!(overloaded >= 1, "some were turned away: {issued} issued");
+}
+
+/// The renewal of `issued` with a new key: the answer, and the new key.
+async fn renew(
+    ca: &TestCa,
+    issued: &agentca::wire::IssuedCertificate,
+    key: &agentca::client::PrivateKey,
+) -> (
+    Result<agentca::wire::IssuedCertificate, ClientError>,
+    agentca::client::PrivateKey,
+) {
+    let next = agentca::client::PrivateKey::generate(agentca::client::KeyAlgorithm::P256).unwrap();
+    let result = ca
+        .client_with(&issued.certificate_chain, key)
+        .renew(&next.csr_pem().unwrap())
+        .await;
+    (result, next)
+}
+
+/// The `retry_after` of a 429 `issuance_limited` refusal.
+fn limited<T: std::fmt::Debug>(result: Result<T, ClientError>) -> u64 {
+    match result {
+        Err(ClientError::Refused {
+            status: 429,
+            error,
+            retry_after: Some(secs),
+            detail,
+        }) if error == "issuance_limited" => {
+            assert!(detail.contains("retry after"), "{detail}");
+            secs
+        }
+        other => panic!("expected 429 issuance_limited with Retry-After: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_agent_renewing_in_a_loop_gets_429_and_a_retry_time_not_thousands_of_certificates() {
+    let ca = TestCa::start_with(
+        &[],
+        &[
+            "--max-renewals-per-instance",
+            "3",
+            "--max-certs-per-agent",
+            "6",
+        ],
+    );
+    // A 5-minute certificate: both windows last 5 minutes.
+    let (mut issued, mut key) = ca.enrolled("acme", "prod", "looper").await;
+    let mut renewed = 0;
+    let refusal = loop {
+        let (result, next) = renew(&ca, &issued, &key).await;
+        match result {
+            Ok(new) => {
+                (issued, key) = (new, next);
+                renewed += 1;
+                assert!(renewed <= 3, "renewed past the instance's limit");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(renewed, 3);
+    let retry_after = limited::<()>(Err(refusal));
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+
+    // Other instances of the agent enroll until the agent's limit
+    // (1 + 3 + 2 = 6).
+    for _ in 0..2 {
+        let token = ca.token("acme", "prod", "looper", 1).await;
+        ca.enroll(&token).await.unwrap();
+    }
+    let token = ca.token("acme", "prod", "looper", 1).await;
+    limited(ca.enroll(&token).await);
+
+    // Another agent is not affected.
+    ca.enrolled("acme", "prod", "quiet").await;
+
+    // Counted in the metrics, audited, logged a few times at most.
+    let (_, metrics) = ca.get("/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("\nagentca_issuance_limited_total 2\n"),
+        "{metrics}"
+    );
+    let page: agentca::wire::AuditPage = ca
+        .admin::<(), _>(
+            reqwest::Method::GET,
+            "/v1/admin/audit?since=0&limit=1000",
+            None,
+        )
+        .await
+        .unwrap();
+    let limited_events: Vec<_> = page
+        .events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("issuance_limited"))
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        limited_events,
+        [("renew", "refused"), ("enroll", "refused")]
+    );
+    assert_eq!(ca.log().matches("issuance limit reached").count(), 2);
 }

@@ -429,7 +429,18 @@ struct Acknowledged {
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_replicas_under_load_loses_nothing_acknowledged_and_clients_fail_over() {
     const CYCLES: usize = 20;
-    let (mut cas, url) = replicas(3);
+    // Thousands of certificates for one agent: beyond the default limit.
+    let url = postgres::fresh_database();
+    let mut cas = TestCa::start_replicas(
+        &url,
+        3,
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--max-certs-per-agent",
+            "1000000",
+        ],
+    );
     let all = cas
         .iter()
         .map(|ca| ca.url.clone())

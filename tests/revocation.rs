@@ -747,7 +747,8 @@ async fn the_feed_moves_a_client_past_pruned_events_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_more_certificates_than_an_answer_lists_says_how_many_and_lists_the_first() {
     const ISSUED: usize = agentca::wire::MAX_SERIALS_LISTED + 20;
-    let ca = TestCa::start();
+    // One agent of many instances: more than the default issuance limit.
+    let ca = TestCa::start_with(&[], &["--max-certs-per-agent", "100000"]);
     ca.register("acme", "prod", "fleet").await;
     let token = ca.token("acme", "prod", "fleet", ISSUED as u32).await;
     let workers: Vec<_> = (0..8)

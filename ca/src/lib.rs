@@ -25,6 +25,7 @@ pub mod datadir;
 pub mod http;
 pub mod issuance;
 pub mod metrics;
+pub mod quiet;
 pub mod revocation;
 pub mod state;
 pub mod store;

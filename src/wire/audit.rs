@@ -117,6 +117,40 @@ pub struct AuditPage {
     pub head_seq: u64,
     /// …and hash (64 zeros while the trail is empty).
     pub head_hash: String,
+    /// The last event pruned from the CA's store (after an export), when
+    /// events were: the trail the CA serves starts after it and links to
+    /// it by `prev_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<AuditCheckpoint>,
+}
+
+/// An event of the trail named by its sequence number and hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its hash, hex.
+    pub hash: String,
+}
+
+/// `POST /v1/admin/audit/prune`: remove the events up to `through`, which
+/// the caller has exported (it names the last one by its hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneAuditRequest {
+    /// The last event to remove.
+    pub through: u64,
+    /// Its hash, as exported.
+    pub hash: String,
+}
+
+/// What a pruning of the audit trail did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneAuditResponse {
+    /// Events removed.
+    pub pruned: u64,
+    /// The new checkpoint: the last event removed.
+    pub checkpoint: AuditCheckpoint,
 }
 
 /// `POST /v1/admin/admins`: a named admin token.

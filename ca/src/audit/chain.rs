@@ -133,6 +133,72 @@ pub enum AuditBreak {
     },
 }
 
+/// Why events may not be pruned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum PruneRefusal {
+    /// Events up to `checkpoint` are pruned already.
+    #[error("events up to {checkpoint} are pruned already")]
+    AlreadyPruned {
+        /// The last event pruned.
+        checkpoint: u64,
+    },
+    /// The trail keeps at least its last event, `head`.
+    #[error("event {through} is not before the trail's last event {head}; the last event stays")]
+    NotBeforeHead {
+        /// The event asked for.
+        through: u64,
+        /// The last event.
+        head: u64,
+    },
+    /// More events than one pruning removes.
+    #[error("{asked} events at once; at most {max} are pruned per call")]
+    TooMany {
+        /// Events asked for.
+        asked: u64,
+        /// The most per call.
+        max: u64,
+    },
+    /// The event's hash is not the one given: what was exported is not
+    /// what the store holds.
+    #[error("event {0} in the store does not have the hash given: export it again")]
+    HashMismatch(u64),
+}
+
+/// Whether the events after `checkpoint` up to `through` may be pruned,
+/// when the trail's head is `head`, the stored event `through` has hash
+/// `stored`, and the caller names it by `asked` (the hash of the last
+/// event it exported: the checkpoint the trail will link to).
+pub fn may_prune(
+    checkpoint: &Head,
+    head: &Head,
+    through: u64,
+    stored: Option<&str>,
+    asked: &str,
+) -> Result<(), PruneRefusal> {
+    if through <= checkpoint.seq {
+        return Err(PruneRefusal::AlreadyPruned {
+            checkpoint: checkpoint.seq,
+        });
+    }
+    if through >= head.seq {
+        return Err(PruneRefusal::NotBeforeHead {
+            through,
+            head: head.seq,
+        });
+    }
+    let asked_count = through - checkpoint.seq;
+    if asked_count > super::MAX_PRUNED {
+        return Err(PruneRefusal::TooMany {
+            asked: asked_count,
+            max: super::MAX_PRUNED,
+        });
+    }
+    if stored != Some(asked) {
+        return Err(PruneRefusal::HashMismatch(through));
+    }
+    Ok(())
+}
+
 /// Walks a run of the trail (in stored order) and reports the first break;
 /// the number of events checked otherwise. `after` is the hash of the
 /// event before the first one given ([`genesis`] from the beginning), and
@@ -244,6 +310,57 @@ mod tests {
         assert_eq!(
             verify_chain(&[counted], 1, &genesis()),
             Err(AuditBreak::Changed(1))
+        );
+    }
+
+    #[test]
+    fn only_exported_events_before_the_last_are_pruned_a_bounded_number_at_a_time() {
+        let c = chain(5);
+        let none = Head::decode(None).unwrap();
+        let head = Head {
+            seq: 5,
+            hash: c[4].hash.clone(),
+        };
+        let h3 = c[2].hash.as_str();
+        assert_eq!(may_prune(&none, &head, 3, Some(h3), h3), Ok(()));
+        assert_eq!(
+            may_prune(&none, &head, 3, Some(h3), &c[1].hash),
+            Err(PruneRefusal::HashMismatch(3))
+        );
+        assert_eq!(
+            may_prune(&none, &head, 5, Some(&c[4].hash), &c[4].hash),
+            Err(PruneRefusal::NotBeforeHead {
+                through: 5,
+                head: 5
+            })
+        );
+        let at3 = Head {
+            seq: 3,
+            hash: h3.to_owned(),
+        };
+        assert_eq!(
+            may_prune(&at3, &head, 3, Some(h3), h3),
+            Err(PruneRefusal::AlreadyPruned { checkpoint: 3 })
+        );
+        assert_eq!(
+            may_prune(&at3, &head, 4, Some(&c[3].hash), &c[3].hash),
+            Ok(())
+        );
+        let far = Head {
+            seq: super::super::MAX_PRUNED + 10,
+            hash: genesis(),
+        };
+        assert_eq!(
+            may_prune(&none, &far, super::super::MAX_PRUNED + 1, Some("x"), "x"),
+            Err(PruneRefusal::TooMany {
+                asked: super::super::MAX_PRUNED + 1,
+                max: super::super::MAX_PRUNED
+            })
+        );
+        assert_eq!(
+            may_prune(&none, &far, super::super::MAX_PRUNED, None, "x"),
+            Err(PruneRefusal::HashMismatch(super::super::MAX_PRUNED)),
+            "an event missing from the store is not pruned"
         );
     }
 

@@ -18,11 +18,19 @@ use agentca::wire::AuditEvent;
 
 use crate::store::{Store, StoreError, Table, WriteTxn};
 
-pub use chain::{hash, verify_chain, AuditBreak, Head};
+pub use chain::{hash, may_prune, verify_chain, AuditBreak, Head, PruneRefusal};
 
 /// Meta key of the trail's head: its last sequence number (8 bytes,
 /// big-endian) and hash (32 bytes).
 pub const HEAD_KEY: &str = "audit_head";
+
+/// Meta key of the checkpoint: the last event pruned from the store (same
+/// encoding as the head). The trail in the store starts after it, and
+/// links to it by its hash.
+pub const CHECKPOINT_KEY: &str = "audit_checkpoint";
+
+/// Most events one pruning removes (one transaction).
+pub const MAX_PRUNED: u64 = 100_000;
 
 /// The trail's head as stored: its last event's sequence number and hash.
 pub fn head(store: &dyn Store) -> Result<Head, StoreError> {
@@ -48,6 +56,44 @@ pub fn append(txn: &mut dyn WriteTxn, mut event: AuditEvent) -> Result<u64, Stor
     )?;
     txn.put(Table::Meta, HEAD_KEY.as_bytes(), &next.encode())?;
     Ok(next.seq)
+}
+
+/// The checkpoint: the last event pruned ([`Head::decode`]'s empty trail
+/// when none was).
+pub fn checkpoint(store: &dyn Store) -> Result<Head, StoreError> {
+    Head::decode(
+        store
+            .get(Table::Meta, CHECKPOINT_KEY.as_bytes())?
+            .as_deref(),
+    )
+}
+
+/// Removes the events up to `through` inside `txn`, if [`may_prune`]
+/// allows it (the caller exported them, and names the last one by
+/// `hash`); the checkpoint moves to it. Returns how many were removed.
+pub fn prune(
+    txn: &mut dyn WriteTxn,
+    through: u64,
+    hash: &str,
+) -> Result<Result<u64, PruneRefusal>, StoreError> {
+    let checkpoint = Head::decode(txn.get(Table::Meta, CHECKPOINT_KEY.as_bytes())?.as_deref())?;
+    let head = Head::decode(txn.get(Table::Meta, HEAD_KEY.as_bytes())?.as_deref())?;
+    let stored = match txn.get(Table::Audit, &through.to_be_bytes())? {
+        Some(bytes) => Some(AuditEvent::from(record::decode(&bytes)?).hash),
+        None => None,
+    };
+    if let Err(refusal) = may_prune(&checkpoint, &head, through, stored.as_deref(), hash) {
+        return Ok(Err(refusal));
+    }
+    for seq in checkpoint.seq + 1..=through {
+        txn.delete(Table::Audit, &seq.to_be_bytes())?;
+    }
+    let next = Head {
+        seq: through,
+        hash: hash.to_owned(),
+    };
+    txn.put(Table::Meta, CHECKPOINT_KEY.as_bytes(), &next.encode())?;
+    Ok(Ok(through - checkpoint.seq))
 }
 
 /// Up to `limit` events after `since`, in order.

@@ -9,7 +9,7 @@ use super::error::Named;
 use super::{Authority, AuthorityError, RequestContext};
 use crate::issuance::csr;
 use crate::state::records::Origin;
-use crate::state::{agent, token as token_rules, Change};
+use crate::state::{agent, issuance_limit, token as token_rules, Change};
 use crate::token;
 
 impl Authority {
@@ -44,6 +44,9 @@ impl Authority {
             let id = self.id_of(&record)?;
             event.subject = Some(id.to_string());
             agent::may_be_issued(&record).map_err(|_| AuthorityError::AgentDisabled(id.clone()))?;
+            let limits = self.policy.issuance_limits;
+            issuance_limit::admit_issuance(&record, None, limits, now)
+                .map_err(|limit| self.limited(&id, limit))?;
             let csr = csr::check(&req.csr)?;
             let instance = InstanceId::random();
             let origin = Origin::Enroll {
@@ -54,6 +57,7 @@ impl Authority {
                 token_hash: hash,
                 at: now,
                 cert,
+                limits,
             };
             // The issuance's own event: a refusal at commit is audited
             // without the serial of a certificate it never issued.

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::issuance::csr::CsrError;
 use crate::state::admin::AdminRefusal;
+use crate::state::issuance_limit::LimitReached;
 use crate::state::token::TokenRefusal;
 use crate::state::Conflict;
 use crate::store::StoreError;
@@ -119,6 +120,13 @@ pub enum AuthorityError {
     /// Revoking this admin would leave nobody able to act on every tenant.
     #[error("{0:?} is the last global admin; create another before revoking it")]
     LastGlobalAdmin(String),
+    /// The agent, or the instance's chain of renewals, was issued as many
+    /// certificates as it may be in one certificate lifetime.
+    #[error("issuance limit reached: {count} certificates since {since}; retry after {retry_at}", since = super::rfc3339(.0.start), count = .0.count, retry_at = super::rfc3339(.0.retry_at))]
+    IssuanceLimited(LimitReached),
+    /// The audit trail may not be pruned so.
+    #[error("the audit trail is not pruned: {0}")]
+    AuditPrune(crate::audit::PruneRefusal),
 }
 
 /// What kind of refusal (or failure) an [`AuthorityError`] is: the API
@@ -136,6 +144,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state.
     Conflict,
+    /// The caller asks too often: retry later.
+    Limited,
     /// The CA cannot serve now (store down, issuer expired).
     Unavailable,
     /// The CA failed.
@@ -178,6 +188,8 @@ impl AuthorityError {
             E::AdminExists(_) => ("admin_exists", K::Conflict),
             E::AdminNotFound(_) => ("admin_not_found", K::NotFound),
             E::LastGlobalAdmin(_) => ("last_global_admin", K::Conflict),
+            E::IssuanceLimited(_) => ("issuance_limited", K::Limited),
+            E::AuditPrune(_) => ("audit_prune_refused", K::Conflict),
             E::Sign(_) | E::Internal(_) => ("internal_error", K::Internal),
         }
     }
@@ -284,6 +296,10 @@ pub(super) fn refused(conflict: Conflict, named: Named<'_>) -> AuthorityError {
         (C::AdminExists, Named::Admin(name)) => E::AdminExists(name.to_owned()),
         (C::AdminNotFound, Named::Admin(name)) => E::AdminNotFound(name.to_owned()),
         (C::LastGlobalAdmin, Named::Admin(name)) => E::LastGlobalAdmin(name.to_owned()),
+        (C::AuditPrune(refusal), _) => E::AuditPrune(refusal),
+        (C::LimitReached(limit), Named::Agent(_) | Named::Presented { .. }) => {
+            E::IssuanceLimited(limit)
+        }
         (other, _) => E::Internal(format!("unexpected store conflict: {other}")),
     }
 }
@@ -323,6 +339,11 @@ mod tests {
             instance: None,
         };
         let admin = Named::Admin("ops");
+        let limit = LimitReached {
+            count: 3,
+            start: OffsetDateTime::UNIX_EPOCH,
+            retry_at: OffsetDateTime::UNIX_EPOCH,
+        };
         let cases = [
             (C::AgentExists, agent, "agent_exists"),
             (C::AgentNotFound, agent, "agent_not_found"),
@@ -345,6 +366,8 @@ mod tests {
             (C::AdminExists, admin, "admin_exists"),
             (C::AdminNotFound, admin, "admin_not_found"),
             (C::LastGlobalAdmin, admin, "last_global_admin"),
+            (C::LimitReached(limit), agent, "issuance_limited"),
+            (C::LimitReached(limit), presented, "issuance_limited"),
             (C::AdminExists, agent, "internal_error"),
         ];
         for (conflict, named, code) in cases {

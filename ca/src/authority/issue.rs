@@ -11,6 +11,7 @@ use time::{Duration, OffsetDateTime};
 use super::{Authority, AuthorityError};
 use crate::issuance::csr::{CheckedCsr, CsrError};
 use crate::issuance::profile;
+use crate::state::issuance_limit::LimitReached;
 use crate::state::records::{AgentRecord, CertRecord, Origin};
 
 /// The CA's own TLS server certificate.
@@ -26,6 +27,22 @@ pub struct ServerCertificate {
 }
 
 impl Authority {
+    /// The refusal of an issuance to `id` at its limit: counted, and
+    /// logged as a security event a few times a minute (a loop would
+    /// otherwise flood the log); the audit trail has the refusal itself.
+    pub(super) fn limited(&self, id: &AgentId, limit: LimitReached) -> AuthorityError {
+        self.metrics.observe_issuance_limited();
+        let said = self
+            .limited_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .say(std::time::Instant::now());
+        if let Some(unsaid) = said {
+            tracing::warn!(agent = %id, issued = limit.count, retry_at = %limit.retry_at, unsaid, "issuance limit reached: the agent or one instance asks for certificates far more often than its lifetime needs");
+        }
+        AuthorityError::IssuanceLimited(limit)
+    }
+
     /// Signs a leaf for `id` and the key of `csr`, returning its store
     /// record and the API answer.
     pub(super) fn sign(
@@ -75,6 +92,7 @@ impl Authority {
             origin,
             renewed_by: None,
             revoked: None,
+            renewals: Default::default(),
         };
         let issued = IssuedCertificate {
             spiffe_id: id.clone(),

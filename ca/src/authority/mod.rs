@@ -61,6 +61,8 @@ pub struct Authority {
     /// Refusals counted rather than recorded one by one
     /// ([`crate::audit::refusals`]).
     refusals: std::sync::Mutex<crate::audit::refusals::Fold>,
+    /// Warnings of issuance limits reached, a few a minute.
+    limited_log: std::sync::Mutex<crate::quiet::Quiet>,
 }
 
 impl Authority {
@@ -84,6 +86,7 @@ impl Authority {
             metrics,
             material: None,
             refusals: Default::default(),
+            limited_log: std::sync::Mutex::new(crate::quiet::Quiet::new(std::time::Instant::now())),
         })
     }
 

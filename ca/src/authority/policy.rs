@@ -5,6 +5,7 @@
 use time::Duration;
 
 use super::AuthorityError;
+use crate::state::issuance_limit::IssuanceLimits;
 
 /// The issuance rules an operator sets when starting the CA.
 #[derive(Clone, Debug)]
@@ -21,6 +22,9 @@ pub struct Policy {
     pub max_token_ttl: Duration,
     /// Most uses of one bootstrap token.
     pub max_token_uses: u32,
+    /// Most certificates per agent and renewals per instance in one
+    /// certificate lifetime.
+    pub issuance_limits: IssuanceLimits,
 }
 
 impl Default for Policy {
@@ -32,6 +36,7 @@ impl Default for Policy {
             default_token_ttl: Duration::minutes(10),
             max_token_ttl: Duration::days(7),
             max_token_uses: 1_000_000,
+            issuance_limits: IssuanceLimits::DEFAULT,
         }
     }
 }

@@ -4,12 +4,17 @@
 //! follower of the trail would feed on its own events).
 
 use agentca::identity::{Name, Part};
-use agentca::wire::{AgentInfo, AuditPage, CertificateInfo, CloneAlert};
+use agentca::wire::{
+    AgentInfo, AuditCheckpoint, AuditPage, CertificateInfo, CloneAlert, PruneAuditRequest,
+    PruneAuditResponse,
+};
 use time::{Duration, OffsetDateTime};
 
+use super::error::Named;
 use super::{Admin, AgentName, Authority, AuthorityError, RequestContext};
 use crate::state::certificate;
 use crate::state::records::AgentRecord;
+use crate::state::{Applied, Change};
 
 /// Most agents returned by one listing.
 pub const MAX_LIST: usize = 10_000;
@@ -200,12 +205,64 @@ impl Authority {
             // that the last page ends exactly at the head unless the trail
             // was cut.
             let head = self.records.audit_head()?;
+            let checkpoint = self.records.audit_checkpoint()?;
             let mut events = self.records.audit_since(since, limit)?;
             events.retain(|e| e.seq <= head.seq);
             Ok(AuditPage {
                 events,
                 head_seq: head.seq,
                 head_hash: head.hash,
+                checkpoint: checkpoint.map(|c| AuditCheckpoint {
+                    seq: c.seq,
+                    hash: c.hash,
+                }),
+            })
+        })
+        .await
+    }
+
+    /// Removes the audit events up to `req.through` from the store, once
+    /// the caller exported them (it names the last one by its hash); global
+    /// admins only. The trail then starts after a checkpoint, which the
+    /// next event links to, so that the export and the trail verify as one
+    /// chain ([`crate::audit::may_prune`]).
+    pub async fn prune_audit(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        req: PruneAuditRequest,
+        now: OffsetDateTime,
+    ) -> Result<PruneAuditResponse, AuthorityError> {
+        let subject = format!("events through {}", req.through);
+        let event = self.event(ctx, admin.actor(), "audit.prune", Some(subject), now);
+        self.audited(event, async |event| {
+            admin.may_act_globally()?;
+            let change = Change::PruneAudit {
+                through: req.through,
+                hash: req.hash.clone(),
+            };
+            let mut done = event.clone();
+            done.reason = Some(format!("checkpoint {}", req.hash));
+            let applied = self
+                .commit(change, done, Named::Admin(admin.name()))
+                .await?;
+            let Applied::AuditPruned(pruned) = applied else {
+                return Err(AuthorityError::Internal(format!(
+                    "pruning the audit trail answered {applied:?}"
+                )));
+            };
+            tracing::info!(
+                admin = admin.name(),
+                through = req.through,
+                pruned,
+                "audit events pruned after export"
+            );
+            Ok(PruneAuditResponse {
+                pruned,
+                checkpoint: AuditCheckpoint {
+                    seq: req.through,
+                    hash: req.hash,
+                },
             })
         })
         .await

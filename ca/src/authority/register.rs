@@ -69,6 +69,7 @@ impl Authority {
                 created_at: now,
                 updated_at: now,
                 last_issued_at: None,
+                issued: Default::default(),
                 scopes,
             };
             let mut done = event.clone();

@@ -16,7 +16,7 @@ use crate::issuance::csr::{self, CheckedCsr};
 use crate::issuance::profile;
 use crate::state::certificate::{self, CertRefusal, RenewalVerdict};
 use crate::state::records::{CertRecord, CloneAlertRecord, Origin, Renewal};
-use crate::state::{agent, Change, Conflict};
+use crate::state::{agent, issuance_limit, Change, Conflict};
 
 /// Signature algorithms this CA's keys produce (P-256, P-384, Ed25519): the
 /// only ones accepted on a certificate presented for renewal.
@@ -90,6 +90,10 @@ impl Authority {
                         .await
                 }
             }
+            // A retry above is answered whatever the limit: it issues nothing.
+            let limits = self.policy.issuance_limits;
+            issuance_limit::admit_issuance(&record, Some(&current), limits, now)
+                .map_err(|limit| self.limited(&id, limit))?;
             let origin = Origin::Renew {
                 from: serial.clone(),
             };
@@ -99,6 +103,7 @@ impl Authority {
                 from: serial.clone(),
                 at: profile::whole_seconds(now),
                 cert,
+                limits,
             };
             let mut done = event.clone();
             done.serial = Some(issued.serial.clone());

@@ -45,6 +45,26 @@ enum AuditCommand {
         /// successful verification.
         #[arg(long)]
         anchor: Option<PathBuf>,
+        /// Exports written by `audit prune`, oldest first: the pruned part
+        /// of the trail, verified as one chain with what the CA holds (the
+        /// last exported event must be the CA's checkpoint). Repeatable.
+        #[arg(long = "export")]
+        exports: Vec<PathBuf>,
+    },
+    /// Export the oldest events to a file, then remove them from the CA's
+    /// store. The trail the CA keeps links to the last exported event (its
+    /// checkpoint), so `audit verify --export FILE` still verifies the
+    /// whole history.
+    Prune {
+        /// Where to write the events (JSON lines; must not exist).
+        #[arg(long)]
+        export: PathBuf,
+        /// Prune the events older than this (`30d`, `12h`).
+        #[arg(long, value_parser = super::parse_duration, conflicts_with = "through", required_unless_present = "through")]
+        older_than: Option<time::Duration>,
+        /// Prune the events up to this sequence number.
+        #[arg(long)]
+        through: Option<u64>,
     },
 }
 
@@ -63,7 +83,12 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     match args.command {
         AuditCommand::Export { since } => export(&args.conn, since).await,
         AuditCommand::Follow { since } => follow(&args.conn, since).await,
-        AuditCommand::Verify { anchor } => verify(&args.conn, anchor).await,
+        AuditCommand::Verify { anchor, exports } => verify(&args.conn, anchor, &exports).await,
+        AuditCommand::Prune {
+            export,
+            older_than,
+            through,
+        } => prune(&args.conn, &export, older_than, through).await,
     }
 }
 
@@ -117,7 +142,41 @@ async fn follow(conn: &AdminConnection, since: Option<u64>) -> anyhow::Result<()
     }
 }
 
-async fn verify(conn: &AdminConnection, anchor_path: Option<PathBuf>) -> anyhow::Result<()> {
+/// The events of the export files, in order, checked as one chain from
+/// the first event: calls `each` with every event after checking it.
+/// Returns the last event's number and hash (0 and zeros for no file).
+fn walk_exports(
+    exports: &[PathBuf],
+    mut each: impl FnMut(&AuditEvent),
+) -> anyhow::Result<(u64, String)> {
+    use std::io::BufRead;
+    let mut last = (0u64, crate::audit::chain::genesis());
+    for path in exports {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read the export {}", path.display()))?;
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let event: AuditEvent = serde_json::from_str(&line).with_context(|| {
+                format!("{} line {}: not an audit event", path.display(), n + 1)
+            })?;
+            crate::audit::verify_chain(std::slice::from_ref(&event), last.0 + 1, &last.1).map_err(
+                |broken| anyhow::anyhow!("audit export {} broken: {broken}", path.display()),
+            )?;
+            each(&event);
+            last = (event.seq, event.hash.clone());
+        }
+    }
+    Ok(last)
+}
+
+async fn verify(
+    conn: &AdminConnection,
+    anchor_path: Option<PathBuf>,
+    exports: &[PathBuf],
+) -> anyhow::Result<()> {
     let anchor: Option<Anchor> = match &anchor_path {
         Some(path) if path.exists() => {
             let text = std::fs::read_to_string(path)
@@ -131,24 +190,46 @@ async fn verify(conn: &AdminConnection, anchor_path: Option<PathBuf>) -> anyhow:
         }
         _ => None,
     };
-    let mut since = 0;
-    let mut prev = "0".repeat(64);
     let mut anchor_seen = false;
+    let mut anchor_changed = false;
+    let mut check_anchor = |e: &AuditEvent| {
+        if let Some(a) = &anchor {
+            if e.seq == a.seq {
+                anchor_seen = true;
+                anchor_changed |= e.hash != a.hash;
+            }
+        }
+    };
+    // The pruned part, from the exports; then the CA's part, which must
+    // start where the exports end.
+    let exported = walk_exports(exports, &mut check_anchor)?;
+    let first = page(conn, 0, 0).await?;
+    let (mut since, mut prev) = match &first.checkpoint {
+        Some(c) => {
+            anyhow::ensure!(
+                exports.is_empty() || (exported.0, exported.1.as_str()) == (c.seq, c.hash.as_str()),
+                "the exports end at event {}, but the CA's trail starts after its checkpoint, event {}{}",
+                exported.0,
+                c.seq,
+                if exported.0 == c.seq { " with another hash" } else { "" }
+            );
+            (c.seq, c.hash.clone())
+        }
+        None => {
+            anyhow::ensure!(
+                exported.0 == 0,
+                "exports were given, but the CA's trail was never pruned"
+            );
+            (0, crate::audit::chain::genesis())
+        }
+    };
+    let pruned = since;
     let (head_seq, head_hash) = loop {
         let page = page(conn, since, 0).await?;
         if let Err(broken) = crate::audit::verify_chain(&page.events, since + 1, &prev) {
             anyhow::bail!("audit trail broken: {broken}");
         }
-        if let Some(a) = &anchor {
-            if let Some(e) = page.events.iter().find(|e| e.seq == a.seq) {
-                anyhow::ensure!(
-                    e.hash == a.hash,
-                    "audit trail rewritten: event {} no longer has the hash anchored at the last verification",
-                    a.seq
-                );
-                anchor_seen = true;
-            }
-        }
+        page.events.iter().for_each(&mut check_anchor);
         match page.events.last() {
             Some(last) if last.seq < page.head_seq => {
                 since = last.seq;
@@ -173,10 +254,21 @@ async fn verify(conn: &AdminConnection, anchor_path: Option<PathBuf>) -> anyhow:
     };
     if let Some(a) = &anchor {
         anyhow::ensure!(
-            anchor_seen || a.seq == 0,
-            "audit trail rewritten: event {} of the last verification is gone (the trail ends at {head_seq})",
+            !anchor_changed,
+            "audit trail rewritten: event {} no longer has the hash anchored at the last verification",
             a.seq
         );
+        if !anchor_seen && a.seq != 0 {
+            anyhow::ensure!(
+                a.seq > pruned,
+                "event {} of the last verification was pruned (the CA's trail starts after event {pruned}): pass the export that holds it with --export",
+                a.seq
+            );
+            anyhow::bail!(
+                "audit trail rewritten: event {} of the last verification is gone (the trail ends at {head_seq})",
+                a.seq
+            );
+        }
     }
     if let Some(path) = &anchor_path {
         let text = serde_json::to_string(&Anchor {
@@ -186,7 +278,90 @@ async fn verify(conn: &AdminConnection, anchor_path: Option<PathBuf>) -> anyhow:
         std::fs::write(path, text)
             .with_context(|| format!("writing the anchor {}", path.display()))?;
     }
-    println!("audit trail intact: {head_seq} event(s), last hash {head_hash}");
+    if pruned > 0 && exports.is_empty() {
+        println!(
+            "audit trail intact: events {}..={head_seq} (events up to {pruned} were pruned; pass their exports with --export to verify them too), last hash {head_hash}",
+            pruned + 1
+        );
+    } else {
+        println!("audit trail intact: {head_seq} event(s), last hash {head_hash}");
+    }
+    Ok(())
+}
+
+/// Exports the oldest events to `path`, then has the CA remove them.
+async fn prune(
+    conn: &AdminConnection,
+    path: &std::path::Path,
+    older_than: Option<time::Duration>,
+    through: Option<u64>,
+) -> anyhow::Result<()> {
+    let cutoff = older_than.map(|d| time::OffsetDateTime::now_utc() - d);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot create the export {} (it must not exist)",
+                path.display()
+            )
+        })?;
+    let first = page(conn, 0, 0).await?;
+    let (mut since, mut prev) = match &first.checkpoint {
+        Some(c) => (c.seq, c.hash.clone()),
+        None => (0, crate::audit::chain::genesis()),
+    };
+    let start = since;
+    // The last event to prune: before the head, at most MAX_PRUNED.
+    let limit = first
+        .head_seq
+        .saturating_sub(1)
+        .min(start + crate::audit::MAX_PRUNED)
+        .min(through.unwrap_or(u64::MAX));
+    let mut out = std::io::BufWriter::new(&mut file);
+    'pages: while since < limit {
+        let page = page(conn, since, 0).await?;
+        if page.events.is_empty() {
+            break;
+        }
+        crate::audit::verify_chain(&page.events, since + 1, &prev)
+            .map_err(|broken| anyhow::anyhow!("audit trail broken, nothing pruned: {broken}"))?;
+        for event in &page.events {
+            if event.seq > limit || cutoff.is_some_and(|c| event.at >= c) {
+                break 'pages;
+            }
+            serde_json::to_writer(&mut out, event)?;
+            out.write_all(b"\n")?;
+            since = event.seq;
+            prev = event.hash.clone();
+        }
+    }
+    out.flush()?;
+    drop(out);
+    // On disk before anything is removed.
+    file.sync_all()
+        .with_context(|| format!("writing the export {}", path.display()))?;
+    if since == start {
+        println!("nothing to prune: no event is old enough (the last event always stays)");
+        return Ok(());
+    }
+    let answer: agentca::wire::PruneAuditResponse = conn
+        .call(
+            Method::POST,
+            "/v1/admin/audit/prune",
+            Some(&agentca::wire::PruneAuditRequest {
+                through: since,
+                hash: prev.clone(),
+            }),
+        )
+        .await?;
+    println!(
+        "pruned {} event(s), {}..={since}, exported to {}; the CA's trail now starts after checkpoint {since} {prev}",
+        answer.pruned,
+        start + 1,
+        path.display()
+    );
     Ok(())
 }
 

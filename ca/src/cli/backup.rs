@@ -128,8 +128,9 @@ fn restore_into(
                 "--data-dir and a postgres:// --store name two places: give one"
             );
             let location = Location::Postgres(url.clone());
-            let store = crate::store::open_location(&location, None)
-                .with_context(|| format!("cannot open the database {url}"))?;
+            let store =
+                crate::store::open_location(&location, None, crate::store::DEFAULT_CACHE_BYTES)
+                    .with_context(|| format!("cannot open the database {url}"))?;
             crate::store::load(&*store, snapshot)?;
             crate::state::check_schema(&*store)?;
             let mut material = material.clone();
@@ -204,7 +205,11 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let StoreChoice::Postgres(url) = &args.to else {
         unreachable!("checked above")
     };
-    let copy = crate::store::open_location(&Location::Postgres(url.clone()), None)?;
+    let copy = crate::store::open_location(
+        &Location::Postgres(url.clone()),
+        None,
+        crate::store::DEFAULT_CACHE_BYTES,
+    )?;
     let mut moved = copy.snapshot()?;
     let meta = &mut moved[crate::store::Table::Meta.index()].1;
     meta.retain(|(key, _)| key.as_slice() != b"ca");

@@ -13,6 +13,7 @@ mod audit;
 mod backup;
 mod config;
 mod init;
+mod local;
 mod serve;
 mod verify;
 

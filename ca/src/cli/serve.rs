@@ -4,15 +4,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agentca::client::KeyAlgorithm;
-use agentca::identity::TrustDomain;
 use anyhow::Context;
 use clap::Args;
 use time::{Duration, OffsetDateTime};
 
 use super::{default_data_dir, default_home, parse_duration};
 use crate::authority::{Authority, Policy};
-use crate::datadir::{self, DataDir, InitOptions};
+use crate::datadir::{self, DataDir};
 use crate::http::server::Limits;
 use crate::http::tls::{self, RenewalClientCert, ServerIdentity};
 use crate::issuance::issuer::{Distribution, IssuingCa};
@@ -20,8 +18,9 @@ use crate::issuance::keys::Passphrase;
 use crate::issuance::profile::ServerName;
 use crate::metrics::Metrics;
 use crate::revocation::{RevocationConfig, Revocations, RootCrlSource, RootSigner};
+use crate::state::issuance_limit::IssuanceLimits;
 use crate::state::{Ledger, Records};
-use crate::store::{Backend, Location, Store, StoreChoice};
+use crate::store::{Location, Store, StoreChoice};
 
 /// Trust domain of a CA created by `serve` for local use.
 const LOCAL_TRUST_DOMAIN: &str = "agentca.local";
@@ -114,6 +113,15 @@ pub struct ServeArgs {
     /// Certificate lifetime of registrations that do not ask.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     default_ttl: Duration,
+    /// Most certificates issued to one agent (enrollments and renewals of
+    /// all its instances) in one certificate lifetime; more are refused
+    /// with 429 and Retry-After.
+    #[arg(long, default_value_t = IssuanceLimits::DEFAULT.per_agent, value_parser = clap::value_parser!(u32).range(1..))]
+    max_certs_per_agent: u32,
+    /// Most renewals along one instance's chain in one certificate
+    /// lifetime (an agent renewing at half-life needs 2).
+    #[arg(long, default_value_t = IssuanceLimits::DEFAULT.renewals_per_instance, value_parser = clap::value_parser!(u32).range(1..))]
+    max_renewals_per_instance: u32,
     /// Most open connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -146,9 +154,16 @@ pub struct ServeArgs {
     /// Validity of each OCSP response.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     ocsp_validity: Duration,
-    /// How long records of expired certificates and tokens are kept.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    /// How long records of expired certificates and tokens are kept (the
+    /// audit trail keeps their history; an expired certificate's record
+    /// keeps its serial, agent, instance, times and revocation, not the
+    /// certificate).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     retention: Duration,
+    /// The embedded store's page cache, in MiB: the store's share of the
+    /// CA's memory, whatever the store's size.
+    #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    store_cache_mib: u64,
     #[command(flatten)]
     passphrase: PassphraseSource,
 }
@@ -213,10 +228,13 @@ fn open_ca(args: &ServeArgs) -> anyhow::Result<Opened> {
     }
     let root_key = dir.load_root_key(&passphrase)?;
     drop(passphrase);
-    let store = crate::state::open_store(&Location::Embedded {
-        backend: loaded.meta.store,
-        dir: dir.path().to_owned(),
-    })
+    let store = crate::state::open_store_with_cache(
+        &Location::Embedded {
+            backend: loaded.meta.store,
+            dir: dir.path().to_owned(),
+        },
+        args.store_cache_mib.saturating_mul(1024 * 1024),
+    )
     .with_context(|| format!("cannot open the store in {}", dir.path().display()))?;
     let root_crl = match root_key {
         Some(key) => RootCrlSource::Signer(Box::new(
@@ -253,6 +271,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         min_ttl: args.min_ttl,
         max_ttl: args.max_ttl,
         default_ttl: args.default_ttl,
+        issuance_limits: IssuanceLimits {
+            per_agent: args.max_certs_per_agent,
+            renewals_per_instance: args.max_renewals_per_instance,
+        },
         ..Policy::default()
     };
     policy.validate()?;
@@ -429,7 +451,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "agentca is serving"
     );
     if let Some(fingerprint) = &created {
-        print_next_steps(local, fingerprint);
+        super::local::print_next_steps(local, fingerprint);
     }
     // Tests and scripts read these lines to learn the ports when listening on :0.
     if let Some(addr) = http_local {
@@ -535,68 +557,5 @@ fn open_or_create(args: &ServeArgs) -> anyhow::Result<(DataDir, Passphrase, Opti
         };
         return Ok((dir, passphrase, None));
     }
-    create_local(&home, &dir, explicit, &local_passphrase, &args.trust_domain)
-}
-
-fn create_local(
-    home: &Path,
-    dir: &DataDir,
-    explicit: Option<Passphrase>,
-    passphrase_path: &Path,
-    trust_domain: &str,
-) -> anyhow::Result<(DataDir, Passphrase, Option<String>)> {
-    let trust_domain = TrustDomain::new(trust_domain).context("invalid --trust-domain")?;
-    datadir::create_private_dir(home)?;
-    let generated = explicit.is_none();
-    let passphrase = match explicit {
-        Some(p) => p,
-        None => {
-            let p = Passphrase::generate();
-            datadir::write_file(passphrase_path, p.as_bytes(), true)?;
-            p
-        }
-    };
-    let report = dir.init(&InitOptions {
-        dir: dir.path(),
-        trust_domain: trust_domain.clone(),
-        key_algorithm: KeyAlgorithm::P256,
-        store: Backend::Redb,
-        passphrase: &passphrase,
-        root_validity: Duration::days(3650),
-        intermediate_validity: Duration::days(365),
-        now: OffsetDateTime::now_utc(),
-    })?;
-    println!("Created a new CA for local use in {}", dir.path().display());
-    if generated {
-        println!(
-            "  WARNING: its key passphrase was generated into {}, beside the keys.\n  \
-             That is fine on a laptop, not in production: there, run `agentca init` with a \
-             passphrase kept elsewhere.",
-            passphrase_path.display()
-        );
-    }
-    println!("  trust domain:      {trust_domain}");
-    println!("  root fingerprint:  {}", report.root_fingerprint);
-    println!("  admin token:       {}", report.admin_token_path.display());
-    println!();
-    Ok((
-        DataDir::new(dir.path()),
-        passphrase,
-        Some(report.root_fingerprint.to_string()),
-    ))
-}
-
-/// What to do with a CA just created for local use, once it listens on
-/// `local`.
-fn print_next_steps(local: SocketAddr, root_fingerprint: &str) {
-    println!("Next, in another terminal:");
-    println!("  agentca register --tenant acme --env dev --agent hello --owner you@example.com --purpose \"trying agentca\"");
-    println!(
-        "  export AGENTCA_TOKEN=$(agentca token --tenant acme --env dev --agent hello --quiet)"
-    );
-    println!(
-        "  agentca enroll --ca-url https://{local} --fingerprint {root_fingerprint} --out-dir ./hello"
-    );
-    println!("  openssl x509 -in ./hello/cert.pem -noout -text");
-    println!();
+    super::local::create_local(&home, &dir, explicit, &local_passphrase, &args.trust_domain)
 }

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 
-use agentca::wire::{CreateTokenRequest, RegisterAgentRequest, RevokeRequest};
+use agentca::wire::{CreateTokenRequest, PruneAuditRequest, RegisterAgentRequest, RevokeRequest};
 
 use super::extract::*;
 use super::{ApiError, AppState, MAX_FEED_WAIT};
@@ -197,6 +197,18 @@ pub(super) async fn audit(
     Ok(Json(
         ca.audit_page(&ctx, &admin, q.since, limit, wait).await?,
     ))
+}
+
+/// `POST /v1/admin/audit/prune`: remove exported audit events.
+pub(super) async fn prune_audit(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    req: Result<JsonBody<PruneAuditRequest>, ApiError>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let req = body(&ca, &ctx, admin.actor(), "audit.prune", req).await?;
+    Ok(Json(ca.prune_audit(&ctx, &admin, req, now()).await?))
 }
 
 /// `GET /v1/admin/backup`: a backup of the running CA.

@@ -61,6 +61,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Limited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -81,7 +82,12 @@ impl From<AuthorityError> for ApiError {
         } else {
             e.to_string()
         };
-        Self::new(status, code, detail)
+        let mut error = Self::new(status, code, detail);
+        if let AuthorityError::IssuanceLimited(limit) = &e {
+            let wait = limit.retry_at - time::OffsetDateTime::now_utc();
+            error.retry_after = Some(wait.whole_seconds().max(1).unsigned_abs());
+        }
+        error
     }
 }
 

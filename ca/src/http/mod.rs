@@ -17,6 +17,7 @@
 //! | `POST /v1/admin/agents/{tenant}/{env}/{agent}/disable` | admin | disable |
 //! | `POST /v1/admin/revoke` | admin | revoke by serial, instance, agent, env or tenant |
 //! | `GET /v1/admin/backup` | global admin | a backup of the CA (see `backup.rs`) |
+//! | `POST /v1/admin/audit/prune` | global admin | remove exported audit events up to a checkpoint |
 //! | `GET /v1/revocations?since=&limit=&wait=` | anyone (an admin token adds who and why) | the revocation feed (long poll) |
 //! | `GET /v1/crl`, `GET /v1/crl/root` | anyone | CRLs (DER; `?format=pem` for PEM) |
 //! | `POST /v1/ocsp`, `GET /v1/ocsp/{base64}` | anyone | OCSP |
@@ -36,6 +37,7 @@
 mod admin;
 pub mod error;
 mod extract;
+pub mod fairness;
 mod issue;
 mod public;
 pub mod server;
@@ -143,6 +145,7 @@ pub fn router(authority: Arc<Authority>, issuing: IssuanceLimit) -> Router {
             post(disable),
         )
         .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/audit/prune", post(prune_audit))
         .route("/v1/admin/backup", get(backup))
         .route("/v1/admin/admins", post(create_admin).get(list_admins))
         .route(

@@ -15,11 +15,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::fairness::{Admission, ConnState, Connections};
 use super::{ApiError, ConnInfo, RequestId};
+use crate::quiet::Quiet;
 
 /// A new request id: 16 hex digits from the OS RNG.
 fn new_request_id() -> String {
@@ -71,8 +72,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = Arc::new(PerIp::default());
+    let connections = Connections::new(limits.max_connections, limits.max_connections_per_ip);
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: its header read timeout also bounds how long a
     // connection may sit idle, which HTTP/2 (and the protocol sniffing of
@@ -85,9 +85,9 @@ pub async fn serve(
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     // A client that holds its connections makes every further one a
-    // refusal: say so a few times a minute, not once per connection.
-    let (mut quiet_total, mut quiet_per_ip) =
-        (Quiet::new(Instant::now()), Quiet::new(Instant::now()));
+    // replacement or a refusal: say so a few times a minute, not once per
+    // connection.
+    let mut quiet = [Quiet::new(Instant::now()), Quiet::new(Instant::now())];
 
     loop {
         let (tcp, remote) = tokio::select! {
@@ -102,19 +102,22 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.observe_refused_connection("total");
-            if let Some(unsaid) = quiet_total.say(Instant::now()) {
-                tracing::warn!(%remote, max = limits.max_connections, unsaid, "connection limit reached; closing new connections");
+        let slot = match connections.admit(remote.ip()) {
+            Admission::Admitted(slot) => slot,
+            Admission::Replaced(slot, limit) => {
+                metrics.observe_replaced_connection(limit.label());
+                if let Some(unsaid) = quiet[limit as usize].say(Instant::now()) {
+                    tracing::warn!(%remote, limit = limit.label(), unsaid, "connection limit reached; closed an idle connection to make room");
+                }
+                slot
             }
-            continue;
-        };
-        let Some(ip_slot) = per_ip.admit(remote.ip(), limits.max_connections_per_ip) else {
-            metrics.observe_refused_connection("per_address");
-            if let Some(unsaid) = quiet_per_ip.say(Instant::now()) {
-                tracing::warn!(%remote, max = limits.max_connections_per_ip, unsaid, "per-address connection limit reached; closing new connections");
+            Admission::Refused(limit) => {
+                metrics.observe_refused_connection(limit.label());
+                if let Some(unsaid) = quiet[limit as usize].say(Instant::now()) {
+                    tracing::warn!(%remote, limit = limit.label(), unsaid, "connection limit reached and every connection busy; closing new connections");
+                }
+                continue;
             }
-            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -127,23 +130,32 @@ pub async fn serve(
         };
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
-            let _ip_slot = ip_slot;
-            let Some(acceptor) = acceptor else {
-                let info = ConnInfo {
-                    remote,
-                    peer_chain: None,
+            let state = slot.state().clone();
+            let serve = async {
+                let Some(acceptor) = acceptor else {
+                    let info = ConnInfo {
+                        remote,
+                        peer_chain: None,
+                    };
+                    return conn.serve(TokioIo::new(tcp), info, state.clone()).await;
                 };
-                return conn.serve(TokioIo::new(tcp), info).await;
-            };
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let info = conn_info(remote, &tls);
-                    conn.serve(TokioIo::new(tls), info).await;
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let info = conn_info(remote, &tls);
+                        if info.peer_chain.is_some() {
+                            state.authenticated();
+                        }
+                        conn.serve(TokioIo::new(tls), info, state.clone()).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                 }
-                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+            };
+            tokio::select! {
+                () = serve => {}
+                () = state.closed() => tracing::debug!(%remote, "idle connection closed to make room"),
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -152,43 +164,6 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing the remaining connections");
-    }
-}
-
-/// Open connections per peer address.
-#[derive(Default)]
-struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One connection's place in [`PerIp`], given back on drop.
-struct IpSlot {
-    table: Arc<PerIp>,
-    ip: std::net::IpAddr,
-}
-
-impl PerIp {
-    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = map.entry(ip).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut map = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = map.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -202,7 +177,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn serve<I>(self, io: I, info: ConnInfo)
+    async fn serve<I>(self, io: I, info: ConnInfo, state: Arc<ConnState>)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -221,7 +196,9 @@ impl Conn {
             let app = app.clone();
             let metrics = metrics.clone();
             let started = Instant::now();
+            let request = state.request();
             async move {
+                let _request = request;
                 let req = req.map(axum::body::Body::new);
                 let mut response = match tokio::time::timeout(timeout, app.oneshot(req)).await {
                     Ok(Ok(response)) => response,
@@ -272,74 +249,4 @@ fn conn_info(
         .peer_certificates()
         .map(|certs| Arc::new(certs.iter().map(|c| c.clone().into_owned()).collect()));
     ConnInfo { remote, peer_chain }
-}
-
-/// How many times a repeated warning is said in one window, and the window.
-const QUIET_BURST: u32 = 5;
-const QUIET_WINDOW: Duration = Duration::from_secs(60);
-
-/// Says a repeated warning at most [`QUIET_BURST`] times per
-/// [`QUIET_WINDOW`]; the first one said after a window tells how many went
-/// unsaid in it.
-struct Quiet {
-    window_start: Instant,
-    said: u32,
-    unsaid: u64,
-}
-
-impl Quiet {
-    fn new(now: Instant) -> Self {
-        Self {
-            window_start: now,
-            said: 0,
-            unsaid: 0,
-        }
-    }
-
-    /// Whether to say the warning that happens at `now`; if so, how many
-    /// were left unsaid before it.
-    fn say(&mut self, now: Instant) -> Option<u64> {
-        if now.saturating_duration_since(self.window_start) >= QUIET_WINDOW {
-            let unsaid = std::mem::take(&mut self.unsaid);
-            self.window_start = now;
-            self.said = 1;
-            return Some(unsaid);
-        }
-        if self.said < QUIET_BURST {
-            self.said += 1;
-            return Some(0);
-        }
-        self.unsaid += 1;
-        None
-    }
-}
-
-#[cfg(test)]
-mod quiet_tests {
-    use super::*;
-
-    #[test]
-    fn a_repeated_warning_is_said_a_few_times_a_window_then_counted() {
-        let t0 = Instant::now();
-        let mut quiet = Quiet::new(t0);
-        let said: Vec<Option<u64>> = (0..8).map(|_| quiet.say(t0)).collect();
-        assert_eq!(
-            said,
-            [
-                Some(0),
-                Some(0),
-                Some(0),
-                Some(0),
-                Some(0),
-                None,
-                None,
-                None
-            ]
-        );
-        let almost = t0 + QUIET_WINDOW - Duration::from_millis(1);
-        assert_eq!(quiet.say(almost), None);
-        // The next window's first says how many went unsaid.
-        assert_eq!(quiet.say(t0 + QUIET_WINDOW), Some(4));
-        assert_eq!(quiet.say(t0 + QUIET_WINDOW), Some(0));
-    }
 }

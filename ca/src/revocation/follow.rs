@@ -159,6 +159,9 @@ impl Revocations {
             let before = retention::cutoff(now, self.config.retention);
             match claimed {
                 Ok(Ok(_)) => {
+                    if let Err(e) = self.compact(now).await {
+                        tracing::error!(error = %e, "compacting expired records failed");
+                    }
                     if let Err(e) = self.prune(before).await {
                         tracing::error!(error = %e, "pruning expired records failed");
                     }
@@ -169,6 +172,27 @@ impl Revocations {
                 Err(e) => tracing::warn!(error = %e, "could not claim a pruning pass"),
             }
         }
+    }
+
+    /// Compacts the records of certificates expired by `now`
+    /// ([`Change::Compact`]), a batch at a time; how many.
+    pub async fn compact(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        const BATCH: usize = 5_000;
+        let mut total = 0;
+        loop {
+            let outcome = self
+                .writer
+                .apply(Change::Compact { now, limit: BATCH })
+                .await?;
+            let Ok(Applied::Compacted(n)) = outcome else {
+                break;
+            };
+            total += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// Prunes what [`retention::prunable`] lets go at the cut-off `before`.

@@ -13,6 +13,7 @@
 use agentca::wire::{AuditEvent, Serial};
 use time::OffsetDateTime;
 
+use super::issuance_limit::{self, IssuanceLimits};
 pub use super::outcome::{Applied, Conflict, Outcome, RevokeSummary, RevokeTarget};
 use super::records::{
     AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, CrlIssuer, PublishedCrl, Renewal,
@@ -54,6 +55,9 @@ pub enum Change {
         at: OffsetDateTime,
         /// The new certificate.
         cert: CertRecord,
+        /// The issuance limits it must fit in.
+        #[serde(default)]
+        limits: IssuanceLimits,
     },
     /// Record the one renewal of `from` and the certificate it issued.
     Renew {
@@ -63,6 +67,9 @@ pub enum Change {
         at: OffsetDateTime,
         /// The new certificate.
         cert: CertRecord,
+        /// The issuance limits it must fit in.
+        #[serde(default)]
+        limits: IssuanceLimits,
     },
     /// Record a clone alert.
     RecordCloneAlert(CloneAlertRecord),
@@ -91,6 +98,14 @@ pub enum Change {
         /// Most records of each kind removed by this change.
         limit: usize,
     },
+    /// Drop the certificate bytes from the records of certificates that
+    /// expired before `now`: at most `limit` of them.
+    Compact {
+        /// Now.
+        now: OffsetDateTime,
+        /// Most records compacted by this change.
+        limit: usize,
+    },
     /// Add one to a counter and return its new value.
     BumpCounter(String),
     /// Append an event to the audit trail (its sequence number and hashes
@@ -114,6 +129,14 @@ pub enum Change {
         issuer: CrlIssuer,
         /// The CRL.
         crl: PublishedCrl,
+    },
+    /// Remove the audit events up to `through`, exported by the caller who
+    /// names the last by `hash` ([`crate::audit::may_prune`]).
+    PruneAudit {
+        /// The last event removed.
+        through: u64,
+        /// Its hash.
+        hash: String,
     },
     /// Take the turn of pruning at `at`: refused unless a pass is due
     /// ([`retention::pruning_due`]), so that of several replicas one
@@ -147,8 +170,9 @@ impl From<agent::AgentRefusal> for Conflict {
 /// Returns the conflict from the enclosing apply when `$check` refuses.
 macro_rules! refuse_unless {
     ($check:expr) => {
-        if let Err(refusal) = $check {
-            return Ok(Err(refusal.into()));
+        match $check {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Ok(Err(refusal.into())),
         }
     };
 }
@@ -230,6 +254,7 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             token_hash,
             at,
             cert,
+            limits,
         } => {
             let Some(mut record) = get::<TokenRecord>(txn, Table::Tokens, token_hash)? else {
                 return Ok(Err(Conflict::TokenNotFound));
@@ -238,17 +263,25 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             if record.agent_key != cert.agent_key {
                 return Ok(Err(Conflict::TokenAgentMismatch));
             }
-            let agent = match issuable_agent(txn, &cert.agent_key)? {
+            let mut agent = match issuable_agent(txn, &cert.agent_key)? {
                 Ok(a) => a,
                 Err(c) => return Ok(Err(c)),
             };
+            let (issued, _) =
+                refuse_unless!(issuance_limit::admit_issuance(&agent, None, *limits, *at));
+            agent.issued = issued;
             if txn.get(Table::Certs, cert.serial.as_bytes())?.is_some() {
                 return Ok(Err(Conflict::SerialExists));
             }
             put(txn, Table::Tokens, token_hash, &record)?;
             writes::insert_cert(txn, agent, cert)?;
         }
-        Change::Renew { from, at, cert } => {
+        Change::Renew {
+            from,
+            at,
+            cert,
+            limits,
+        } => {
             let Some(mut old) = get::<CertRecord>(txn, Table::Certs, from.as_bytes())? else {
                 return Ok(Err(Conflict::CertificateNotFound));
             };
@@ -267,10 +300,20 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
                 ) => return Ok(Err(Conflict::AlreadyRenewed(renewal.clone()))),
                 Err(_) => return Ok(Err(Conflict::KeyReused)),
             }
-            let agent = match issuable_agent(txn, &old.agent_key)? {
+            let mut agent = match issuable_agent(txn, &old.agent_key)? {
                 Ok(a) => a,
                 Err(c) => return Ok(Err(c)),
             };
+            let (issued, chain) = refuse_unless!(issuance_limit::admit_issuance(
+                &agent,
+                Some(&old),
+                *limits,
+                *at
+            ));
+            agent.issued = issued;
+            let mut cert = cert.clone();
+            cert.renewals = chain;
+            let cert = &cert;
             if txn.get(Table::Certs, cert.serial.as_bytes())?.is_some() {
                 return Ok(Err(Conflict::SerialExists));
             }
@@ -334,6 +377,7 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
         }
         Change::Revoke { target, reason, at } => return writes::revoke(txn, target, *reason, *at),
         Change::Prune { before, limit } => return writes::prune(txn, *before, *limit),
+        Change::Compact { now, limit } => return writes::compact(txn, *now, *limit),
         Change::BumpCounter(name) => return Ok(Ok(Applied::Counter(txn.next_in_sequence(name)?))),
         Change::PublishCrl { issuer, crl } => {
             let published = get::<PublishedCrl>(txn, Table::Meta, issuer.key())?;
@@ -342,6 +386,11 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
                 return Ok(Ok(Applied::Crl(Some(crl.clone()))));
             }
             return Ok(Ok(Applied::Crl(published)));
+        }
+        Change::PruneAudit { through, hash } => {
+            return Ok(crate::audit::prune(txn, *through, hash)?
+                .map(Applied::AuditPruned)
+                .map_err(Conflict::from));
         }
         Change::ClaimPruning { at, period } => {
             let last = match txn.get(Table::Meta, PRUNED_AT_KEY)? {

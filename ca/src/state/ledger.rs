@@ -149,6 +149,7 @@ mod tests {
                 token_hash: hash(&generate(BOOTSTRAP_PREFIX)).unwrap(),
                 at: t0(),
                 cert: cert("acme/prod/a1", serial),
+                limits: Default::default(),
             }),
             audit: Box::new(event("enroll", Some(id), "ok")),
         };

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod certificate;
 pub mod change;
 pub mod crl;
+pub mod issuance_limit;
 pub mod ledger;
 mod outcome;
 pub mod reads;
@@ -43,7 +44,15 @@ use crate::store::{Location, Store, StoreError, Table, WriteTxn};
 /// ([`check_schema`]). A write-ahead log left by an earlier version, whose
 /// records are changes rather than writes, is replayed by applying them.
 pub fn open_store(location: &Location) -> Result<Arc<dyn Store>, StoreError> {
-    let store = crate::store::open_location(location, Some(&replay_changes))?;
+    open_store_with_cache(location, crate::store::DEFAULT_CACHE_BYTES)
+}
+
+/// [`open_store`] with an embedded store's page cache of `cache_bytes`.
+pub fn open_store_with_cache(
+    location: &Location,
+    cache_bytes: u64,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let store = crate::store::open_location(location, Some(&replay_changes), cache_bytes)?;
     check_schema(&*store)?;
     Ok(store)
 }
@@ -126,6 +135,7 @@ pub(crate) mod tests {
             updated_at: t0(),
             last_issued_at: None,
             scopes: Vec::new(),
+            issued: Default::default(),
         }
     }
 
@@ -158,6 +168,7 @@ pub(crate) mod tests {
             },
             renewed_by: None,
             revoked: None,
+            renewals: Default::default(),
         }
     }
 

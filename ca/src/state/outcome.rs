@@ -40,6 +40,10 @@ pub enum Applied {
     },
     /// A counter's new value.
     Counter(u64),
+    /// Audit events removed.
+    AuditPruned(u64),
+    /// Records of expired certificates compacted.
+    Compacted(usize),
     /// The published CRL of an issuer, after the change: the one it
     /// published, or a newer one that another replica published first.
     Crl(Option<super::records::PublishedCrl>),
@@ -119,6 +123,12 @@ pub enum Conflict {
     /// A pruning pass began less than a period ago (on any replica).
     #[error("a pruning pass is not due")]
     PruningNotDue,
+    /// The audit trail may not be pruned so.
+    #[error("{0}")]
+    AuditPrune(#[from] crate::audit::PruneRefusal),
+    /// The agent or the instance reached its issuance limit.
+    #[error("{0}")]
+    LimitReached(#[from] super::issuance_limit::LimitReached),
 }
 
 /// The result of one change.

@@ -135,6 +135,12 @@ impl Records {
         crate::audit::head(&*self.store)
     }
 
+    /// The last audit event pruned, if any was.
+    pub fn audit_checkpoint(&self) -> Result<Option<crate::audit::Head>, StoreError> {
+        let checkpoint = crate::audit::checkpoint(&*self.store)?;
+        Ok((checkpoint.seq > 0).then_some(checkpoint))
+    }
+
     /// The admins, in name order.
     pub fn admins(&self) -> Result<Vec<AdminRecord>, StoreError> {
         let mut out = Vec::new();

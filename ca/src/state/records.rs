@@ -44,6 +44,10 @@ pub struct AgentRecord {
     /// Permissions written into its certificates, sorted, each once.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Certificates issued to it in the current window
+    /// ([`super::issuance_limit`]).
+    #[serde(default)]
+    pub issued: Window,
 }
 
 impl AgentRecord {
@@ -51,6 +55,16 @@ impl AgentRecord {
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.tenant, self.env, self.agent)
     }
+}
+
+/// Issuances counted in one window of an issuance limit
+/// ([`super::issuance_limit`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// When the window began (Unix seconds; 0: none yet).
+    pub start: i64,
+    /// Issuances in it.
+    pub count: u32,
 }
 
 /// A bootstrap token. Key: its [`TokenHash`].
@@ -167,6 +181,10 @@ pub struct CertRecord {
     /// Its revocation, if revoked.
     #[serde(default)]
     pub revoked: Option<Revocation>,
+    /// Renewals along its instance's chain in the current window, this
+    /// one's included ([`super::issuance_limit`]).
+    #[serde(default)]
+    pub renewals: Window,
 }
 
 /// An admin token. Key: its [`TokenHash`].

@@ -8,12 +8,13 @@ use agentca::wire::Serial;
 use time::Duration;
 
 use super::change::{Applied, Change, Conflict, RevokeSummary, RevokeTarget};
+use super::issuance_limit::{self, IssuanceLimits};
 use super::records::*;
 use super::tests::{agent, cert, t0, token};
 use super::Records;
 use crate::store::testing::{on_every_backend, Place};
 use crate::store::writer::commit;
-use crate::store::{Backend, Location, Store};
+use crate::store::{Backend, Location, Store, Table};
 
 /// Registers `acme/prod/bot` with a token of `uses` under `hash`; returns
 /// the agent's key.
@@ -56,6 +57,7 @@ on_every_backend!(
     agents_list_by_prefix_in_key_order,
     a_single_use_token_enrolls_once,
     a_pool_token_enrolls_up_to_its_uses,
+    an_agent_is_issued_up_to_its_limit_in_one_batch,
     an_expired_token_enrolls_nothing,
     a_disabled_agent_gets_no_token_and_no_certificate,
     a_refused_change_in_a_batch_writes_nothing_and_the_others_commit,
@@ -69,6 +71,7 @@ on_every_backend!(
     revoking_a_tenant_or_env_reaches_exactly_its_agents,
     revoking_a_serial_or_an_instance,
     pruning_removes_expired_certificates_tokens_and_their_events,
+    an_expired_certificates_record_keeps_all_but_the_certificate_until_pruned,
     counters_only_grow_and_survive_reopening,
     a_second_open_waits_for_the_first_to_close_unless_the_store_is_shared,
     reads_see_the_last_write_of_every_key_in_order,
@@ -110,6 +113,7 @@ fn populate(store: &dyn Store, tenant: &str, name: &str, first: u8, certs: u8) -
                 token_hash: hash,
                 at: t0(),
                 cert: cert(&key, first + i),
+                limits: Default::default(),
             },
         )
         .unwrap();
@@ -133,6 +137,7 @@ fn revoking_an_agent_revokes_its_live_certificates_voids_its_tokens_and_disables
             token_hash: [10; 32],
             at: t0(),
             cert: expired.clone(),
+            limits: Default::default(),
         },
     )
     .unwrap();
@@ -198,7 +203,8 @@ fn revoking_an_agent_revokes_its_live_certificates_voids_its_tokens_and_disables
             Change::Enroll {
                 token_hash: [10; 32],
                 at,
-                cert: cert(&key, 30)
+                cert: cert(&key, 30),
+                limits: Default::default()
             }
         ),
         Err(Conflict::TokenVoided)
@@ -363,6 +369,80 @@ fn revoking_a_serial_or_an_instance(backend: Backend) {
     );
 }
 
+fn an_expired_certificates_record_keeps_all_but_the_certificate_until_pruned(backend: Backend) {
+    let dir = Place::new(backend);
+    let store = open(&dir);
+    // Three certificates ending at t0 + 5 min, one at t0 + 2 h.
+    let key = populate(&*store, "acme", "bot", 10, 3);
+    let records = Records::new(store.clone());
+    let mut live = cert(&key, 40);
+    live.not_after = t0() + Duration::hours(2);
+    one(
+        &*store,
+        Change::Enroll {
+            token_hash: [10; 32],
+            at: t0(),
+            cert: live.clone(),
+            limits: Default::default(),
+        },
+    )
+    .unwrap();
+    let before = records.cert(&cert(&key, 10).serial).unwrap().unwrap();
+    assert!(!before.der.is_empty());
+
+    // Exactly at their notAfter they are not expired yet; a second later
+    // they are, and each is compacted once.
+    let expiry = t0() + Duration::minutes(5);
+    let compact = |now, limit| one(&*store, Change::Compact { now, limit });
+    assert_eq!(compact(expiry, 10), Ok(Applied::Compacted(0)));
+    assert_eq!(
+        compact(expiry + Duration::seconds(1), 2),
+        Ok(Applied::Compacted(2))
+    );
+    assert_eq!(
+        compact(expiry + Duration::seconds(1), 10),
+        Ok(Applied::Compacted(1))
+    );
+    assert_eq!(
+        compact(expiry + Duration::seconds(1), 10),
+        Ok(Applied::Compacted(0))
+    );
+    let after = records.cert(&before.serial).unwrap().unwrap();
+    assert_eq!(
+        after,
+        CertRecord {
+            der: Vec::new(),
+            ..before
+        },
+        "everything but the certificate is kept"
+    );
+    assert!(!records.cert(&live.serial).unwrap().unwrap().der.is_empty());
+
+    // Pruned at the end of retention, from the compacted index.
+    let pruned = one(
+        &*store,
+        Change::Prune {
+            before: expiry + Duration::seconds(1),
+            limit: 10,
+        },
+    );
+    assert_eq!(
+        pruned,
+        Ok(Applied::Pruned {
+            certs: 3,
+            tokens: 0
+        })
+    );
+    assert_eq!(
+        records.certs_of(&key, 10).unwrap(),
+        vec![records.cert(&live.serial).unwrap().unwrap()]
+    );
+    assert!(store
+        .scan_prefix(Table::ExpiredCerts, &[], 10)
+        .unwrap()
+        .is_empty());
+}
+
 fn pruning_removes_expired_certificates_tokens_and_their_events(backend: Backend) {
     let dir = Place::new(backend);
     let store = open(&dir);
@@ -377,6 +457,7 @@ fn pruning_removes_expired_certificates_tokens_and_their_events(backend: Backend
                 token_hash: [10; 32],
                 at: t0(),
                 cert: c.clone(),
+                limits: Default::default(),
             },
         )
         .unwrap();
@@ -587,6 +668,7 @@ fn a_single_use_token_enrolls_once(backend: Backend) {
         token_hash: hash,
         at: t0(),
         cert: c,
+        limits: Default::default(),
     };
     assert_eq!(one(&*store, enroll(first.clone())), DONE);
     assert_eq!(
@@ -599,7 +681,8 @@ fn a_single_use_token_enrolls_once(backend: Backend) {
             Change::Enroll {
                 token_hash: [8; 32],
                 at: t0(),
-                cert: cert(&a.key(), 3)
+                cert: cert(&a.key(), 3),
+                limits: Default::default()
             }
         ),
         Err(Conflict::TokenNotFound)
@@ -634,6 +717,7 @@ fn a_pool_token_enrolls_up_to_its_uses(backend: Backend) {
             token_hash: hash,
             at: t0(),
             cert: cert(&a.key(), i),
+            limits: Default::default(),
         })
         .collect();
     let outcomes = commit(&*store, &changes).unwrap();
@@ -648,6 +732,81 @@ fn a_pool_token_enrolls_up_to_its_uses(backend: Backend) {
         ]
     );
     assert_eq!(Records::new(store).certs_of(&a.key(), 10).unwrap().len(), 3);
+}
+
+fn an_agent_is_issued_up_to_its_limit_in_one_batch(backend: Backend) {
+    let dir = Place::new(backend);
+    let store = open(&dir);
+    let a = agent("acme", "pool");
+    one(&*store, Change::RegisterAgent(a.clone())).unwrap();
+    let hash = [1u8; 32];
+    one(
+        &*store,
+        Change::CreateToken {
+            hash,
+            token: token(&a.key(), 10),
+        },
+    )
+    .unwrap();
+    let limits = IssuanceLimits {
+        per_agent: 3,
+        renewals_per_instance: 1,
+    };
+    // Five enrollments in one batch: each sees the count of the ones
+    // before it, so that concurrent requests cannot pass the limit.
+    let changes: Vec<Change> = (1..=5)
+        .map(|i| Change::Enroll {
+            token_hash: hash,
+            at: t0(),
+            cert: cert(&a.key(), i),
+            limits,
+        })
+        .collect();
+    let outcomes = commit(&*store, &changes).unwrap();
+    let limit = issuance_limit::LimitReached {
+        count: 3,
+        start: t0(),
+        retry_at: t0() + Duration::seconds(a.ttl_secs as i64),
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            DONE,
+            DONE,
+            DONE,
+            Err(Conflict::LimitReached(limit)),
+            Err(Conflict::LimitReached(limit))
+        ]
+    );
+    let records = Records::new(store.clone());
+    assert_eq!(records.certs_of(&a.key(), 10).unwrap().len(), 3);
+    assert_eq!(
+        records.token(&hash).unwrap().unwrap().used,
+        3,
+        "refusals spend no use"
+    );
+
+    // One renewal along a chain, then the chain's limit.
+    let first = cert(&a.key(), 1);
+    let renew = |from: &CertRecord, serial: u8| Change::Renew {
+        from: from.serial.clone(),
+        at: t0(),
+        cert: CertRecord {
+            instance_id: from.instance_id.clone(),
+            ..cert(&a.key(), serial)
+        },
+        limits: IssuanceLimits {
+            per_agent: 10,
+            renewals_per_instance: 1,
+        },
+    };
+    assert_eq!(one(&*store, renew(&first, 11)), DONE);
+    let second = records.cert(&cert(&a.key(), 11).serial).unwrap().unwrap();
+    assert_eq!(second.renewals.count, 1);
+    assert!(matches!(
+        one(&*store, renew(&second, 12)),
+        Err(Conflict::LimitReached(_))
+    ));
 }
 
 fn an_expired_token_enrolls_nothing(backend: Backend) {
@@ -665,7 +824,8 @@ fn an_expired_token_enrolls_nothing(backend: Backend) {
             Change::Enroll {
                 token_hash: hash,
                 at: expiry,
-                cert: cert(&a.key(), 1)
+                cert: cert(&a.key(), 1),
+                limits: Default::default()
             }
         ),
         Err(Conflict::TokenExpired)
@@ -714,7 +874,8 @@ fn a_disabled_agent_gets_no_token_and_no_certificate(backend: Backend) {
             Change::Enroll {
                 token_hash: hash,
                 at: t0(),
-                cert: cert(&key, 1)
+                cert: cert(&key, 1),
+                limits: Default::default()
             }
         ),
         Err(Conflict::AgentDisabled)
@@ -751,7 +912,8 @@ fn a_disabled_agent_gets_no_token_and_no_certificate(backend: Backend) {
             Change::Enroll {
                 token_hash: hash,
                 at: t0(),
-                cert: cert(&key, 1)
+                cert: cert(&key, 1),
+                limits: Default::default()
             }
         ),
         DONE
@@ -771,6 +933,7 @@ fn a_refused_change_in_a_batch_writes_nothing_and_the_others_commit(backend: Bac
                 token_hash: [9; 32],
                 at: t0(),
                 cert: cert(&key, 1),
+                limits: Default::default(),
             },
             Change::RegisterAgent(agent("acme", "second")),
         ],
@@ -802,6 +965,7 @@ fn enrolled(store: &dyn Store) -> (AgentRecord, CertRecord) {
             token_hash: [5; 32],
             at: t0(),
             cert: c.clone(),
+            limits: Default::default(),
         },
     )
     .unwrap();
@@ -821,6 +985,7 @@ fn a_certificate_renews_once(backend: Backend) {
         from: first.serial.clone(),
         at,
         cert: c,
+        limits: Default::default(),
     };
     assert_eq!(one(&*store, renew(second.clone())), DONE);
     let expected = Renewal {
@@ -838,7 +1003,8 @@ fn a_certificate_renews_once(backend: Backend) {
             Change::Renew {
                 from: Serial::from_bytes(&[1]).unwrap(),
                 at,
-                cert: cert(&a.key(), 4)
+                cert: cert(&a.key(), 4),
+                limits: Default::default()
             }
         ),
         Err(Conflict::CertificateNotFound)
@@ -848,7 +1014,22 @@ fn a_certificate_renews_once(backend: Backend) {
         records.cert(&first.serial).unwrap().unwrap().renewed_by,
         Some(expected)
     );
-    assert_eq!(records.cert(&second.serial).unwrap(), Some(second));
+    // Stored as given, with the first renewal of its chain counted.
+    let stored = records.cert(&second.serial).unwrap().unwrap();
+    assert_eq!(
+        stored.renewals,
+        issuance_limit::Window {
+            start: at.unix_timestamp(),
+            count: 1
+        }
+    );
+    assert_eq!(
+        CertRecord {
+            renewals: Default::default(),
+            ..stored
+        },
+        second
+    );
     assert_eq!(records.certs_of(&a.key(), 10).unwrap().len(), 2);
 }
 
@@ -870,7 +1051,8 @@ fn a_revoked_certificate_does_not_renew(backend: Backend) {
             Change::Renew {
                 from: first.serial.clone(),
                 at: t0(),
-                cert: cert(&a.key(), 2)
+                cert: cert(&a.key(), 2),
+                limits: Default::default()
             }
         ),
         Err(Conflict::CertificateRevoked)
@@ -969,6 +1151,7 @@ fn concurrent_enrolls_through_the_writer_use_a_single_use_token_once(backend: Ba
                             token_hash: [5; 32],
                             at: t0(),
                             cert: c,
+                            limits: Default::default(),
                         })
                         .await
                 })
@@ -1090,6 +1273,7 @@ fn redb_background_checkpoints_alternate_segments_and_lose_nothing() {
                 token_hash: [6; 32],
                 at: t0(),
                 cert: cert(&key, i),
+                limits: Default::default(),
             },
         )
         .unwrap();
@@ -1239,6 +1423,7 @@ fn redb_a_crash_loses_no_logged_batch_and_replays_none_twice() {
                 token_hash: [5; 32],
                 at: t0(),
                 cert: cert(&key, i),
+                limits: Default::default(),
             },
         )
         .unwrap();

@@ -209,17 +209,59 @@ fn revoke_cert(
 /// Removes, at most `limit` of each, the certificates and tokens that
 /// [`retention::prunable`] lets go at the cut-off `before`, with their
 /// index entries and feed events, and the clone alerts raised before it.
+/// Compacts the records of up to `limit` certificates that expired before
+/// `now`: what outlives a certificate is its serial, agent, instance,
+/// times and revocation, not the certificate itself (most of the record),
+/// which nothing needs once it expired. Their expiry index entries move
+/// to [`Table::ExpiredCerts`], so that each is compacted once.
+pub(super) fn compact(
+    txn: &mut dyn WriteTxn,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Outcome, StoreError> {
+    let mut compacted = 0;
+    for (key, _) in txn.scan_prefix(Table::CertExpiry, &[], limit)? {
+        if !retention::prunable(time_of_key(Table::CertExpiry, &key)?, now) {
+            break;
+        }
+        txn.delete(Table::CertExpiry, &key)?;
+        txn.put(Table::ExpiredCerts, &key, &[])?;
+        let serial = &key[8..];
+        if let Some(mut cert) = get::<CertRecord>(txn, Table::Certs, serial)? {
+            if !cert.der.is_empty() {
+                cert.der = Vec::new();
+                put(txn, Table::Certs, serial, &cert)?;
+            }
+        }
+        compacted += 1;
+    }
+    Ok(Ok(Applied::Compacted(compacted)))
+}
+
 pub(super) fn prune(
     txn: &mut dyn WriteTxn,
     before: OffsetDateTime,
     limit: usize,
 ) -> Result<Outcome, StoreError> {
     let mut certs = 0;
-    for (key, _) in txn.scan_prefix(Table::CertExpiry, &[], limit)? {
-        if !retention::prunable(time_of_key(Table::CertExpiry, &key)?, before) {
-            break;
+    // Compacted records, and any not compacted yet (written before
+    // compaction existed, or a compaction behind).
+    let mut expired = txn.scan_prefix(Table::ExpiredCerts, &[], limit)?;
+    expired.truncate(limit);
+    let mut keys: Vec<(Table, Vec<u8>)> = expired
+        .into_iter()
+        .map(|(k, _)| (Table::ExpiredCerts, k))
+        .collect();
+    keys.extend(
+        txn.scan_prefix(Table::CertExpiry, &[], limit)?
+            .into_iter()
+            .map(|(k, _)| (Table::CertExpiry, k)),
+    );
+    for (table, key) in keys {
+        if !retention::prunable(time_of_key(table, &key)?, before) {
+            continue;
         }
-        txn.delete(Table::CertExpiry, &key)?;
+        txn.delete(table, &key)?;
         let serial = &key[8..];
         if let Some(cert) = get::<CertRecord>(txn, Table::Certs, serial)? {
             txn.delete(Table::AgentCerts, &index_key(&cert.agent_key, serial))?;

@@ -38,7 +38,7 @@ on_every_backend!(
 );
 
 fn open(place: &Place) -> Arc<dyn Store> {
-    super::open_location(place.location(), None).unwrap()
+    super::open_location(place.location(), None, super::DEFAULT_CACHE_BYTES).unwrap()
 }
 
 fn bytes(s: &str) -> Vec<u8> {

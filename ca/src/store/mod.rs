@@ -128,11 +128,14 @@ pub enum Table {
     Audit,
     /// Index: admin name to the hash of its token.
     AdminNames,
+    /// Index: notAfter then serial, of expired certificates whose record
+    /// was compacted (certificate bytes dropped), for pruning.
+    ExpiredCerts,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Agents,
         Table::Tokens,
@@ -147,6 +150,7 @@ impl Table {
         Table::Revocations,
         Table::Audit,
         Table::AdminNames,
+        Table::ExpiredCerts,
     ];
 
     /// The table's name.
@@ -166,6 +170,7 @@ impl Table {
             Table::Revocations => "revocations",
             Table::Audit => "audit",
             Table::AdminNames => "admin_names",
+            Table::ExpiredCerts => "expired_certs",
         }
     }
 
@@ -478,14 +483,21 @@ impl fmt::Display for StoreChoice {
     }
 }
 
+/// The embedded stores' page cache when not configured (`serve
+/// --store-cache`): the store's memory is bounded by it, whatever the
+/// store's size (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Opens (creating if needed) the store at `location`, replaying the
-/// records of an earlier version's log with `legacy` (embedded stores).
+/// records of an earlier version's log with `legacy` (embedded stores),
+/// with a page cache of `cache_bytes` (embedded stores).
 pub fn open_location(
     location: &Location,
     legacy: Option<LegacyReplay<'_>>,
+    cache_bytes: u64,
 ) -> Result<Arc<dyn Store>, StoreError> {
     match location {
-        Location::Embedded { backend, dir } => open_with(*backend, dir, legacy),
+        Location::Embedded { backend, dir } => open_with(*backend, dir, legacy, cache_bytes),
         Location::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(
             url,
             postgres::Timeouts::default(),
@@ -497,21 +509,25 @@ pub fn open_location(
 /// directory `dir`. A log of an earlier version cannot be replayed here:
 /// see [`open_with`].
 pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    open_with(backend, dir, None)
+    open_with(backend, dir, None, DEFAULT_CACHE_BYTES)
 }
 
 /// Opens (creating if needed) the store of `backend` under the data
 /// directory `dir`, replaying the records of an earlier version's log with
-/// `legacy`.
+/// `legacy`, with a page cache of `cache_bytes`.
 pub fn open_with(
     backend: Backend,
     dir: &Path,
     legacy: Option<LegacyReplay<'_>>,
+    cache_bytes: u64,
 ) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match backend {
         Backend::Redb => {
-            let (store, pending) =
-                self::redb::RedbStore::open(&dir.join("store.redb"), &dir.join("store.wal"))?;
+            let (store, pending) = self::redb::RedbStore::open_with_cache(
+                &dir.join("store.redb"),
+                &dir.join("store.wal"),
+                cache_bytes,
+            )?;
             if !pending.is_empty() {
                 tracing::info!(batches = pending.len(), "replaying the write-ahead log");
             }
@@ -547,7 +563,10 @@ pub fn open_with(
             store.checkpoint()?;
             Arc::new(store)
         }
-        Backend::Sled => Arc::new(self::sled::SledStore::open(&dir.join("store.sled"))?),
+        Backend::Sled => Arc::new(self::sled::SledStore::open_with_cache(
+            &dir.join("store.sled"),
+            cache_bytes,
+        )?),
         Backend::Postgres => {
             return Err(StoreError::Backend {
                 backend,

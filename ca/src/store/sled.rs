@@ -60,7 +60,12 @@ impl SledStore {
     /// which can be after the `Db` is dropped (sled #1289): a reopen in the
     /// same process waits up to [`LOCK_WAIT`] for that, then fails.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let config = ::sled::Config::new().path(path);
+        Self::open_with_cache(path, super::DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with a page cache of at most `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let config = ::sled::Config::new().path(path).cache_capacity(cache_bytes);
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
             match config.open() {

@@ -42,9 +42,7 @@ use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ::redb::{
-    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition,
-};
+use ::redb::{Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 
 use self::batch::encode_batch;
 pub use self::batch::{decode_batch, LoggedWrite, BATCH_OF_WRITES};
@@ -144,7 +142,19 @@ impl RedbStore {
     /// does not hold durably yet: the caller replays them with
     /// [`RedbStore::replay`], then calls [`RedbStore::checkpoint`].
     pub fn open(path: &Path, wal_path: &Path) -> Result<(Self, Vec<Record>), StoreError> {
-        let db = Database::create(path).map_err(err)?;
+        Self::open_with_cache(path, wal_path, super::DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of at most `cache_bytes`.
+    pub fn open_with_cache(
+        path: &Path,
+        wal_path: &Path,
+        cache_bytes: u64,
+    ) -> Result<(Self, Vec<Record>), StoreError> {
+        let db = ::redb::Builder::new()
+            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+            .create(path)
+            .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         for table in Table::ALL {
             txn.open_table(def(table)).map_err(err)?;
