@@ -225,6 +225,7 @@ impl VerifierBuilder {
             policy: self.policy,
             revocation,
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            handshaken: Default::default(),
         }))
     }
 }

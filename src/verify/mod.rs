@@ -40,6 +40,7 @@
 
 mod builder;
 mod error;
+mod handshaken;
 mod peer;
 mod revocation;
 mod svid;

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::{PeerIdentity, Usage, Verifier, VerifyError};
+use super::{PeerIdentity, Verifier, VerifyError};
 
 /// Longest TLS handshake [`accept`] waits for.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,9 +39,11 @@ pub enum AcceptError {
 }
 
 /// Completes the TLS handshake of `tcp` with `acceptor` (whose config should
-/// come from [`Verifier::server_config`]) and verifies the peer's chain with
-/// `verifier` again: the handshake's verifier does not run on a resumed
-/// session. Returns the stream and who is on the other end.
+/// come from [`Verifier::server_config`]) and returns the stream and who is
+/// on the other end. After a full handshake through `verifier`, the
+/// identity it verified is taken and re-checked (expiry, revocation,
+/// policy); otherwise (a resumed session, whose handshake verifies
+/// nothing, or another verifier) the peer's chain is verified in full.
 pub async fn accept(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
@@ -52,7 +54,7 @@ pub async fn accept(
         .map_err(|_| AcceptError::Timeout)?
         .map_err(AcceptError::Handshake)?;
     let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
-    let peer = verifier.verify_peer(chain, Usage::Client, OffsetDateTime::now_utc())?;
+    let peer = verifier.peer_of_handshake(chain, OffsetDateTime::now_utc())?;
     Ok((tls, peer))
 }
 

@@ -457,6 +457,52 @@ fn the_rustls_verifiers_refuse_with_the_reason() {
 }
 
 #[test]
+fn accept_takes_the_identity_a_full_handshake_verified_and_verifies_anything_else() {
+    use rustls::server::danger::ClientCertVerifier;
+    let ours = ca("ours");
+    let cache = RevocationCache::new();
+    cache.apply_feed(&[], 0, now());
+    let bundle = TrustBundle::from_der(vec![ours.root_der.clone()]).unwrap();
+    let v = Verifier::builder(bundle, TrustDomain::new(TD).unwrap())
+        .revocation(cache.clone())
+        .build()
+        .unwrap();
+    let time =
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(now().unix_timestamp() as u64));
+    let c = chain(&ours, &leaf_params(GOOD_ID));
+
+    // A handshake verified it: accept takes the identity, once.
+    v.verify_client_cert(&c[0], &c[1..], time).unwrap();
+    let peer = v.peer_of_handshake(&c, now()).unwrap();
+    assert_eq!(peer.spiffe_id.to_string(), GOOD_ID);
+    assert!(v
+        .handshaken
+        .take(&c[0], std::time::Instant::now())
+        .is_none());
+
+    // No handshake verified it (a resumed session): the whole chain is
+    // verified, so a chain of another CA is refused.
+    let theirs = ca("theirs");
+    let foreign = chain(&theirs, &leaf_params(GOOD_ID));
+    assert!(matches!(
+        v.peer_of_handshake(&foreign, now()).unwrap_err(),
+        VerifyError::UntrustedChain(_)
+    ));
+    assert_eq!(
+        v.peer_of_handshake(&[], now()).unwrap_err(),
+        VerifyError::NoCertificate
+    );
+
+    // Revoked between the handshake and accept: refused all the same.
+    v.verify_client_cert(&c[0], &c[1..], time).unwrap();
+    cache.insert(peer.serial.clone(), peer.not_after);
+    assert_eq!(
+        v.peer_of_handshake(&c, now()).unwrap_err(),
+        VerifyError::Revoked(peer.serial)
+    );
+}
+
+#[test]
 fn the_cache_loads_a_crl_signed_by_the_intermediate_and_refuses_others() {
     use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams};
     let ca = ca("ours");

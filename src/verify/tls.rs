@@ -23,9 +23,13 @@ impl ClientCertVerifier for Verifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.verify_parts(end_entity, intermediates, Usage::Client, now_of(now))
-            .map(|_| ClientCertVerified::assertion())
-            .map_err(to_rustls)
+        let peer = self
+            .verify_parts(end_entity, intermediates, Usage::Client, now_of(now))
+            .map_err(to_rustls)?;
+        // For `serve::accept`, which asks who it was just after.
+        self.handshaken
+            .keep(end_entity, peer, std::time::Instant::now());
+        Ok(ClientCertVerified::assertion())
     }
 
     provider_signature_checks!(provider);

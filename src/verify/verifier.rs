@@ -12,6 +12,8 @@ pub struct Verifier {
     pub(super) policy: Policy,
     pub(super) revocation: Revocation,
     pub(super) provider: Arc<CryptoProvider>,
+    /// Identities verified in full handshakes, for `serve::accept`.
+    pub(super) handshaken: super::handshaken::Handshaken,
 }
 
 impl fmt::Debug for Verifier {
@@ -58,6 +60,27 @@ impl Verifier {
         self.check_chain(leaf, intermediates, usage, now)?;
         self.check_current(&peer, now)?;
         Ok(peer)
+    }
+
+    /// The identity of a connection's peer whose handshake this verifier
+    /// just verified in full (its server configuration's client
+    /// verifier), re-checked now ([`Verifier::check_current`]); the whole
+    /// verification of `chain` otherwise (a resumed session, whose
+    /// handshake verified nothing, or a configuration with another
+    /// verifier).
+    pub(crate) fn peer_of_handshake(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: OffsetDateTime,
+    ) -> Result<PeerIdentity, VerifyError> {
+        let leaf = chain.first().ok_or(VerifyError::NoCertificate)?;
+        match self.handshaken.take(leaf, std::time::Instant::now()) {
+            Some(peer) => {
+                self.check_current(&peer, now)?;
+                Ok(peer)
+            }
+            None => self.verify_peer(chain, Usage::Client, now),
+        }
     }
 
     /// Re-checks an identity verified earlier, as time passes on a long
