@@ -48,6 +48,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use agentca::bundle::TrustBundle;
 use agentca::client::{
     check_issued, client_config, CaClient, CaTrust, ClientError, KeyAlgorithm, PrivateKey,
@@ -67,27 +69,6 @@ use rustls::client::Resumption;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// The `serve` options that lift the issuance limits of `bin`, for a
-/// binary that has them (earlier ones had none), so that `--binary`
-/// compares builds before and after the limits alike.
-fn no_issuance_limits(bin: &str) -> anyhow::Result<Vec<&'static str>> {
-    let help = Command::new(bin)
-        .args(["serve", "--help"])
-        .output()
-        .with_context(|| format!("cannot run {bin} serve --help"))?;
-    let help = String::from_utf8_lossy(&help.stdout);
-    Ok(if help.contains("--max-certs-per-agent") {
-        vec![
-            "--max-certs-per-agent",
-            "4000000000",
-            "--max-renewals-per-instance",
-            "4000000000",
-        ]
-    } else {
-        Vec::new()
-    })
-}
 
 const USAGE: &str = "\
 usage: cargo bench -p agentca-ca --bench issuance -- [options]
@@ -717,7 +698,7 @@ impl Ca {
             command.arg("serve");
             // One agent is issued every certificate of the run: lift the
             // per-agent limit where the binary has one.
-            command.args(no_issuance_limits(&bin)?);
+            command.args(support::lifted_limits(std::path::Path::new(&bin))?);
             match &setup.store {
                 Store::Embedded(_) => command.arg("--data-dir").arg(&ca.data_dir),
                 Store::Postgres(_) => command.args(["--store", &store]),
@@ -764,18 +745,18 @@ impl Ca {
         let ca = self
             .children
             .iter()
-            .map(|c| process_cpu(c.id()))
+            .map(|c| support::process_cpu(c.id()))
             .sum::<Option<Duration>>();
         let db = self.db_pid.and_then(|postmaster| {
             // The postmaster and its children: the backends serving the
             // replicas' connections, the WAL writer, the checkpointer.
-            let mut total = process_cpu(postmaster)?;
+            let mut total = support::process_cpu(postmaster)?;
             for entry in std::fs::read_dir("/proc").ok()?.flatten() {
                 let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                     continue;
                 };
-                if parent_of(pid) == Some(postmaster) {
-                    total += process_cpu(pid).unwrap_or_default();
+                if support::parent_of(pid) == Some(postmaster) {
+                    total += support::process_cpu(pid).unwrap_or_default();
                 }
             }
             Some(total)
@@ -847,34 +828,6 @@ impl Drop for Ca {
             let _ = child.wait();
         }
     }
-}
-
-/// The fields of `/proc/<pid>/stat` after the command name.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces.
-    Some(
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-    )
-}
-
-/// CPU time process `pid` has used so far, all threads, user and system
-/// (from /proc, in 10 ms ticks); `None` off Linux.
-fn process_cpu(pid: u32) -> Option<Duration> {
-    let fields = stat_fields(pid)?;
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // /proc reports in USER_HZ, 100 on Linux.
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// The parent of process `pid`.
-fn parent_of(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------

@@ -226,9 +226,9 @@ fn signature_oid(alg: &'static rcgen::SignatureAlgorithm) -> Option<spki::Object
 }
 
 /// An issuing CA made in memory, for `alg`, valid for a day from now:
-/// for tests.
-#[cfg(test)]
-pub(crate) fn test_ca(alg: &'static rcgen::SignatureAlgorithm) -> IssuingCa {
+/// for tests, benchmarks and fuzzing (never for issuing in earnest: its
+/// keys live only in this process).
+pub fn test_ca(alg: &'static rcgen::SignatureAlgorithm) -> IssuingCa {
     let td: TrustDomain = "example.org".parse().unwrap();
     let now = OffsetDateTime::now_utc();
     let root_key = KeyPair::generate_for(alg).unwrap();
