@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// a connection that sends nothing for this long is closed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     header_timeout: Duration,
+    /// Longest time for one request once its headers are in, body
+    /// included: a client that never finishes its body is cut off then.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
     /// Most enroll and renew requests in progress at once; more are refused
     /// with 503 and Retry-After rather than queued.
     #[arg(long, default_value_t = crate::http::DEFAULT_MAX_ISSUING)]
@@ -290,6 +294,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.retention >= Duration::ZERO,
         "--retention must not be negative"
     );
+    anyhow::ensure!(
+        args.header_timeout >= Duration::SECOND && args.request_timeout >= Duration::SECOND,
+        "--header-timeout and --request-timeout must be at least 1s"
+    );
 
     // Bind first: the URLs put in certificates name the actual ports.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -426,6 +434,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
         header_read_timeout: args.header_timeout.unsigned_abs(),
+        request_timeout: args.request_timeout.unsigned_abs(),
         ..Limits::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -20,6 +20,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // A body said to be something else is refused, not guessed at; a
+        // body without a type is read as JSON.
+        if let Some(kind) = req.headers().get(header::CONTENT_TYPE) {
+            let mime = kind.to_str().unwrap_or_default();
+            let essence = mime.split(';').next().unwrap_or_default().trim();
+            let json = essence.eq_ignore_ascii_case("application/json")
+                || essence.to_ascii_lowercase().ends_with("+json");
+            if !json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("the body must be application/json, not {mime:?}"),
+                ));
+            }
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
