@@ -50,6 +50,7 @@ usage: cargo bench -p agentca-ca --bench soak -- [options]
   --ttl SECS          certificate lifetime (default 60, at least 60)
   --verifiers N       subscribed verifiers (default 100, at most 1000)
   --revoke-every SECS one revocation this often (default 5)
+  --retention SECS    the CA's --retention (default: the CA's default, 1 h)
   --binary PATH       the agentca binary (default: the one built beside this bench)
 ";
 
@@ -61,6 +62,7 @@ struct Options {
     ttl: u64,
     verifiers: usize,
     revoke_every: Duration,
+    retention: Option<u64>,
     binary: std::path::PathBuf,
 }
 
@@ -71,6 +73,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         ttl: 60,
         verifiers: 100,
         revoke_every: Duration::from_secs(5),
+        retention: None,
         binary: support::default_binary(),
     };
     let mut it = args.iter();
@@ -90,6 +93,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--ttl" => o.ttl = number(60, 86_400)?,
             "--verifiers" => o.verifiers = number(1, 1000)? as usize,
             "--revoke-every" => o.revoke_every = Duration::from_secs(number(1, 3600)?),
+            "--retention" => o.retention = Some(number(0, 86_400)?),
             "--binary" => o.binary = it.next().context("--binary needs a path")?.into(),
             _ => bail!("unknown option {a:?}\n{USAGE}"),
         }
@@ -132,15 +136,17 @@ struct Tally {
 }
 
 async fn soak(o: &Options) -> anyhow::Result<()> {
-    let ca = Arc::new(Ca::start(
-        &o.binary,
-        &[
-            "--max-connections-per-ip",
-            "16384",
-            "--max-connections",
-            "16384",
-        ],
-    )?);
+    let retention = o.retention.map(|s| format!("{s}s"));
+    let mut serve_args = vec![
+        "--max-connections-per-ip",
+        "16384",
+        "--max-connections",
+        "16384",
+    ];
+    if let Some(r) = &retention {
+        serve_args.extend(["--retention", r.as_str()]);
+    }
+    let ca = Arc::new(Ca::start(&o.binary, &serve_args)?);
     let bundle = ca.bundle()?;
     eprintln!("enrolling {} instances of {REGISTERED} agents…", o.agents);
     let mut tokens = Vec::new();
@@ -242,10 +248,12 @@ async fn soak(o: &Options) -> anyhow::Result<()> {
     println!("\nagentca fleet soak ({}):", o.binary.display());
     println!("  fleet:        {} instances of {REGISTERED} agents, {}-second certificates, renewing at 2/3 of their life over new mutual-TLS connections", o.agents, o.ttl);
     println!(
-        "  run:          {:.0} s; {} verifiers on the feed; one revocation every {} s",
+        "  run:          {:.0} s; {} verifiers on the feed; one revocation every {} s; retention {}",
         elapsed.as_secs_f64(),
         o.verifiers,
-        o.revoke_every.as_secs()
+        o.revoke_every.as_secs(),
+        o.retention
+            .map_or("1 h (the default)".to_owned(), |s| format!("{s} s"))
     );
     println!(
         "  renewals:     {renewals} ({:.1}/s sustained), {failures} failed",
