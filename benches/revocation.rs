@@ -34,11 +34,8 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentca::verify::RevocationCache;
-use agentca::wire::RevokeRequest;
 use anyhow::{bail, ensure, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -456,65 +453,13 @@ async fn propagation_phase(bin: &std::path::Path, o: &Options) -> anyhow::Result
     for _ in 0..o.revocations {
         certs.push(ca.enroll(&token).await?.0);
     }
-    let bundle = ca.bundle()?;
-    let mut caches = Vec::new();
-    let mut subscriptions = Vec::new();
-    for _ in 0..o.verifiers {
-        let cache = RevocationCache::new();
-        subscriptions.push(agentca::verify::feed::subscribe(
-            &ca.url,
-            bundle.clone(),
-            cache.clone(),
-        )?);
-        caches.push(cache);
-    }
-    for s in &subscriptions {
-        ensure!(
-            s.synced(Duration::from_secs(30)).await,
-            "a verifier never synchronised"
-        );
-    }
-    // Let every subscription's long poll reach the CA.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (caches, subscriptions) = support::subscribed_verifiers(&ca, o.verifiers).await?;
     let mut delays = Vec::new();
     let mut before = 0usize;
     for cert in &certs {
-        let serial = cert.serial.clone();
-        let watchers: Vec<_> = caches
-            .iter()
-            .map(|cache| {
-                let cache: Arc<RevocationCache> = cache.clone();
-                let serial = serial.clone();
-                tokio::spawn(async move {
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    while !cache.is_revoked(&serial) {
-                        if Instant::now() > deadline {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_micros(200)).await;
-                    }
-                    Some(Instant::now())
-                })
-            })
-            .collect();
-        ca.revoke(&RevokeRequest {
-            serial: Some(serial.clone()),
-            reason: Some("keyCompromise".into()),
-            ..Default::default()
-        })
-        .await?;
-        let answered = Instant::now();
-        for w in watchers {
-            let seen = w
-                .await?
-                .context("a verifier never learned of a revocation")?;
-            match seen.checked_duration_since(answered) {
-                Some(d) => delays.push(d),
-                None => {
-                    before += 1;
-                    delays.push(Duration::ZERO);
-                }
-            }
+        for seen in support::timed_revocation(&ca, cert.serial.clone(), &caches).await? {
+            before += usize::from(seen.is_none());
+            delays.push(seen.unwrap_or_default());
         }
     }
     drop(subscriptions);

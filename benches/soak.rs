@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use agentca::client::schedule::{renew_at, retry_delay};
 use agentca::client::{CaClient, CaTrust, ClientError, Credentials, KeyAlgorithm, PrivateKey};
 use agentca::verify::RevocationCache;
-use agentca::wire::{IssuedCertificate, RevokeRequest};
+use agentca::wire::IssuedCertificate;
 use anyhow::{bail, ensure, Context};
 use support::{ms, quantile, Ca};
 
@@ -166,23 +166,7 @@ async fn soak(o: &Options) -> anyhow::Result<()> {
     for _ in 0..pool_size {
         pool.push(ca.enroll(&pool_token).await?.0.serial);
     }
-    let mut caches = Vec::new();
-    let mut subscriptions = Vec::new();
-    for _ in 0..o.verifiers {
-        let cache = RevocationCache::new();
-        subscriptions.push(agentca::verify::feed::subscribe(
-            &ca.url,
-            bundle.clone(),
-            cache.clone(),
-        )?);
-        caches.push(cache);
-    }
-    for s in &subscriptions {
-        ensure!(
-            s.synced(Duration::from_secs(60)).await,
-            "a verifier never synchronised"
-        );
-    }
+    let (caches, subscriptions) = support::subscribed_verifiers(&ca, o.verifiers).await?;
     let store_start = ca.store_bytes();
     let (rss_start, _) = ca.memory();
     let cpu_start = ca.cpu();
@@ -405,35 +389,8 @@ async fn revoke_and_time(
         if Instant::now() >= deadline {
             break;
         }
-        let watchers: Vec<_> = caches
-            .iter()
-            .map(|cache| {
-                let (cache, serial) = (cache.clone(), serial.clone());
-                tokio::spawn(async move {
-                    let give_up = Instant::now() + Duration::from_secs(30);
-                    while !cache.is_revoked(&serial) {
-                        if Instant::now() > give_up {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_micros(500)).await;
-                    }
-                    Some(Instant::now())
-                })
-            })
-            .collect();
-        ca.revoke(&RevokeRequest {
-            serial: Some(serial),
-            reason: Some("keyCompromise".into()),
-            ..Default::default()
-        })
-        .await?;
-        let answered = Instant::now();
-        for w in watchers {
-            let seen = w
-                .await?
-                .context("a verifier never learned of a revocation")?;
-            delays.push(seen.saturating_duration_since(answered));
-        }
+        let seen = support::timed_revocation(ca, serial, &caches).await?;
+        delays.extend(seen.into_iter().map(Option::unwrap_or_default));
     }
     Ok(delays)
 }

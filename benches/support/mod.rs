@@ -244,6 +244,81 @@ impl Drop for Ca {
     }
 }
 
+/// `n` verifiers of `ca`, each with its own revocation cache kept by the
+/// library's feed subscription, once each has synchronised. Dropping the
+/// subscriptions stops them.
+pub async fn subscribed_verifiers(
+    ca: &Ca,
+    n: usize,
+) -> anyhow::Result<(
+    Vec<std::sync::Arc<agentca::verify::RevocationCache>>,
+    Vec<agentca::verify::feed::Subscription>,
+)> {
+    let bundle = ca.bundle()?;
+    let mut caches = Vec::new();
+    let mut subscriptions = Vec::new();
+    for _ in 0..n {
+        let cache = agentca::verify::RevocationCache::new();
+        subscriptions.push(agentca::verify::feed::subscribe(
+            &ca.url,
+            bundle.clone(),
+            cache.clone(),
+        )?);
+        caches.push(cache);
+    }
+    for s in &subscriptions {
+        ensure!(
+            s.synced(Duration::from_secs(60)).await,
+            "a verifier never synchronised"
+        );
+    }
+    // Let every subscription's long poll reach the CA.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((caches, subscriptions))
+}
+
+/// Revokes `serial` and times, for each of `caches`, when it refuses the
+/// serial relative to the revoke call's answer: `None` for a cache that
+/// knew before the answer came back.
+pub async fn timed_revocation(
+    ca: &Ca,
+    serial: agentca::wire::Serial,
+    caches: &[std::sync::Arc<agentca::verify::RevocationCache>],
+) -> anyhow::Result<Vec<Option<Duration>>> {
+    use std::time::Instant;
+    let watchers: Vec<_> = caches
+        .iter()
+        .map(|cache| {
+            let (cache, serial) = (cache.clone(), serial.clone());
+            tokio::spawn(async move {
+                let give_up = Instant::now() + Duration::from_secs(30);
+                while !cache.is_revoked(&serial) {
+                    if Instant::now() > give_up {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Some(Instant::now())
+            })
+        })
+        .collect();
+    ca.revoke(&RevokeRequest {
+        serial: Some(serial),
+        reason: Some("keyCompromise".into()),
+        ..Default::default()
+    })
+    .await?;
+    let answered = Instant::now();
+    let mut out = Vec::new();
+    for w in watchers {
+        let seen = w
+            .await?
+            .context("a verifier never learned of a revocation")?;
+        out.push(seen.checked_duration_since(answered));
+    }
+    Ok(out)
+}
+
 /// The `serve` options that lift the issuance limits of `bin`, for a
 /// binary that has them (earlier ones had none), so that `--binary`
 /// compares builds before and after the limits alike.
