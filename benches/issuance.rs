@@ -54,10 +54,7 @@ use agentca::bundle::TrustBundle;
 use agentca::client::{
     check_issued, client_config, CaClient, CaTrust, ClientError, KeyAlgorithm, PrivateKey,
 };
-use agentca::wire::{
-    AgentInfo, CreateTokenRequest, EnrollRequest, IssuedCertificate, RegisterAgentRequest,
-    RenewRequest, TokenCreated,
-};
+use agentca::wire::{AgentInfo, EnrollRequest, IssuedCertificate, RenewRequest};
 use anyhow::{anyhow, bail, ensure, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -788,36 +785,14 @@ impl Ca {
             .trim()
             .to_owned();
         let client = CaClient::new(&self.url, CaTrust::Bundle(bundle.clone()), None)?;
-        let agent: AgentInfo = client
-            .call(
-                reqwest::Method::POST,
-                "/v1/admin/agents",
-                Some(&admin_token),
-                Some(&RegisterAgentRequest {
-                    tenant: TENANT.into(),
-                    env: ENV.into(),
-                    agent: AGENT.into(),
-                    owner: "benchmarks".into(),
-                    purpose: "issuance load test".into(),
-                    ttl_seconds: Some(CERT_TTL_SECONDS),
-                    scopes: Vec::new(),
-                }),
-            )
-            .await
-            .context("cannot register the bench agent")?;
-        let token: TokenCreated = client
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/admin/agents/{TENANT}/{ENV}/{AGENT}/tokens"),
-                Some(&admin_token),
-                Some(&CreateTokenRequest {
-                    ttl_seconds: Some(3600),
-                    uses: Some(1_000_000),
-                }),
-            )
-            .await
-            .context("cannot create a bootstrap token")?;
-        Ok((agent, token.token))
+        support::register_with_token(
+            &client,
+            &admin_token,
+            [TENANT, ENV, AGENT],
+            CERT_TTL_SECONDS,
+            1_000_000,
+        )
+        .await
     }
 }
 

@@ -15,7 +15,7 @@ use agentca::client::client_config;
 use agentca::client::CaTrust;
 use agentca_ca::store::{open, Backend, Snapshot, Table};
 use base64::Engine;
-use common::{csr, TestCa};
+use common::{csr, ok, TestCa};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -70,24 +70,16 @@ fn bad_signature(pem_text: &str) -> String {
 
 /// An RSA CSR (a key type the CA does not sign for), made by openssl.
 fn rsa_csr(dir: &std::path::Path) -> String {
-    let out = Command::new("openssl")
+    ok(Command::new("openssl")
         .args([
             "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=x", "-keyout",
         ])
-        .arg(dir.join("rsa.key"))
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        .arg(dir.join("rsa.key")))
 }
 
 /// An OCSP request naming a certificate of another CA, made by openssl.
 fn foreign_ocsp_request(dir: &std::path::Path) -> Vec<u8> {
-    let ok = Command::new("openssl")
+    ok(Command::new("openssl")
         .args([
             "req",
             "-x509",
@@ -95,31 +87,16 @@ fn foreign_ocsp_request(dir: &std::path::Path) -> Vec<u8> {
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=other",
-            "-days",
-            "1",
-            "-keyout",
         ])
+        .args(["-nodes", "-subj", "/CN=other", "-days", "1", "-keyout"])
         .arg(dir.join("other.key"))
         .arg("-out")
-        .arg(dir.join("other.pem"))
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
-    let out = Command::new("openssl")
+        .arg(dir.join("other.pem")));
+    ok(Command::new("openssl")
         .args(["ocsp", "-no_nonce", "-issuer"])
         .arg(dir.join("other.pem"))
         .args(["-serial", "0x4a5b6c7d", "-reqout"])
-        .arg(dir.join("req.der"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(dir.join("req.der")));
     std::fs::read(dir.join("req.der")).unwrap()
 }
 
@@ -147,6 +124,7 @@ fn stored(ca: &TestCa) -> Snapshot {
 fn corpus(dir: &std::path::Path) -> Vec<Case> {
     use reqwest::Method;
     let good_csr = csr();
+    let foreign_ocsp = foreign_ocsp_request(dir);
     let token = "agentca-bt-0000000000000000000000000000000000000000000";
     let enroll = |csr: &str| json(serde_json::json!({"token": token, "csr": csr}));
     // Deep, but under the body limit: the parser's depth limit refuses it.
@@ -300,7 +278,7 @@ fn corpus(dir: &std::path::Path) -> Vec<Case> {
             "ocsp: truncated",
             Method::POST,
             "/v1/ocsp",
-            foreign_ocsp_request(dir)[..20].to_vec(),
+            foreign_ocsp[..20].to_vec(),
             &[400],
         ),
         case(
@@ -347,7 +325,7 @@ fn corpus(dir: &std::path::Path) -> Vec<Case> {
         "ocsp: another issuer",
         Method::POST,
         "/v1/ocsp",
-        foreign_ocsp_request(dir),
+        foreign_ocsp.clone(),
         &[200],
     );
     foreign.content_type = Some("application/ocsp-request");

@@ -124,22 +124,7 @@ async fn when_every_connection_of_an_address_is_busy_a_new_one_is_closed() {
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = other
-            .get(format!("{}/metrics", ca.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("\nagentca_feed_subscribers 2\n") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the polls never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ca.wait_feed_subscribers_with(&other, 2).await;
     let third = idle_connection(&ca).await;
     let refused = match third {
         Err(_) => true,

@@ -152,37 +152,11 @@ impl Ca {
         ttl_seconds: u64,
         uses: u32,
     ) -> anyhow::Result<String> {
-        let client = self.client()?;
-        let _: agentca::wire::AgentInfo = client
-            .call(
-                reqwest::Method::POST,
-                "/v1/admin/agents",
-                Some(&self.admin_token),
-                Some(&RegisterAgentRequest {
-                    tenant: tenant.into(),
-                    env: env.into(),
-                    agent: agent.into(),
-                    owner: "benchmarks".into(),
-                    purpose: "load test".into(),
-                    ttl_seconds: Some(ttl_seconds),
-                    scopes: Vec::new(),
-                }),
-            )
-            .await
-            .context("cannot register an agent")?;
-        let token: TokenCreated = client
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/admin/agents/{tenant}/{env}/{agent}/tokens"),
-                Some(&self.admin_token),
-                Some(&CreateTokenRequest {
-                    ttl_seconds: Some(3600),
-                    uses: Some(uses),
-                }),
-            )
-            .await
-            .context("cannot create a bootstrap token")?;
-        Ok(token.token)
+        let name = [tenant, env, agent];
+        let (_, token) =
+            register_with_token(&self.client()?, &self.admin_token, name, ttl_seconds, uses)
+                .await?;
+        Ok(token)
     }
 
     /// Enrolls with `token` and a new P-256 key.
@@ -317,6 +291,48 @@ pub async fn timed_revocation(
         out.push(seen.checked_duration_since(answered));
     }
     Ok(out)
+}
+
+/// Registers the agent `[tenant, env, agent]` through `client` as the
+/// admin of `admin_token`, with certificates of `ttl_seconds`, and creates
+/// a bootstrap token of `uses` uses for it, valid an hour.
+pub async fn register_with_token(
+    client: &CaClient,
+    admin_token: &str,
+    [tenant, env, agent]: [&str; 3],
+    ttl_seconds: u64,
+    uses: u32,
+) -> anyhow::Result<(agentca::wire::AgentInfo, String)> {
+    let info: agentca::wire::AgentInfo = client
+        .call(
+            reqwest::Method::POST,
+            "/v1/admin/agents",
+            Some(admin_token),
+            Some(&RegisterAgentRequest {
+                tenant: tenant.into(),
+                env: env.into(),
+                agent: agent.into(),
+                owner: "benchmarks".into(),
+                purpose: "load test".into(),
+                ttl_seconds: Some(ttl_seconds),
+                scopes: Vec::new(),
+            }),
+        )
+        .await
+        .context("cannot register an agent")?;
+    let token: TokenCreated = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/agents/{tenant}/{env}/{agent}/tokens"),
+            Some(admin_token),
+            Some(&CreateTokenRequest {
+                ttl_seconds: Some(3600),
+                uses: Some(uses),
+            }),
+        )
+        .await
+        .context("cannot create a bootstrap token")?;
+    Ok((info, token.token))
 }
 
 /// The `serve` options that lift the issuance limits of `bin`, for a

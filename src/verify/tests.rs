@@ -471,10 +471,18 @@ fn accept_takes_the_identity_a_full_handshake_verified_and_verifies_anything_els
         UnixTime::since_unix_epoch(std::time::Duration::from_secs(now().unix_timestamp() as u64));
     let c = chain(&ours, &leaf_params(GOOD_ID));
 
-    // A handshake verified it: accept takes the identity, once.
+    // Before any accept, a handshake keeps nothing: accept verifies all.
     v.verify_client_cert(&c[0], &c[1..], time).unwrap();
     let peer = v.peer_of_handshake(&c, now()).unwrap();
     assert_eq!(peer.spiffe_id.to_string(), GOOD_ID);
+
+    // Once accept is in use, a handshake keeps the identity…
+    v.verify_client_cert(&c[0], &c[1..], time).unwrap();
+    let kept = v.handshaken.take(&c[0], std::time::Instant::now());
+    assert_eq!(kept.as_ref(), Some(&peer));
+    // …and accept takes it, once.
+    v.verify_client_cert(&c[0], &c[1..], time).unwrap();
+    assert_eq!(v.peer_of_handshake(&c, now()).unwrap(), peer);
     assert!(v
         .handshaken
         .take(&c[0], std::time::Instant::now())

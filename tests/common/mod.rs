@@ -466,11 +466,21 @@ impl TestCa {
     /// Waits (up to 10 s) until the CA counts `n` waiting revocation-feed
     /// requests.
     pub async fn wait_feed_subscribers(&self, n: usize) {
+        self.wait_feed_subscribers_with(&self.http(), n).await
+    }
+
+    /// [`TestCa::wait_feed_subscribers`], asking with `http` (a client
+    /// bound to another address, when this one's connections are full).
+    pub async fn wait_feed_subscribers_with(&self, http: &reqwest::Client, n: usize) {
         let line = format!("\nagentca_feed_subscribers {n}\n");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let (_, metrics) = self.get("/metrics").await;
-            if String::from_utf8_lossy(&metrics).contains(&line) {
+            let resp = http
+                .get(format!("{}/metrics", self.url))
+                .send()
+                .await
+                .unwrap();
+            if resp.text().await.unwrap().contains(&line) {
                 return;
             }
             assert!(

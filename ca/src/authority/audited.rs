@@ -107,7 +107,13 @@ impl Authority {
             let due = fold.due(event.at);
             (due, fold.note(event))
         };
-        for event in due.into_iter().chain(recorded) {
+        self.append_refusals(due.into_iter().chain(recorded)).await;
+    }
+
+    /// Appends refusals (one by one, or summaries); a store that fails
+    /// cannot record them, and says so in the log.
+    async fn append_refusals(&self, events: impl IntoIterator<Item = AuditEvent>) {
+        for event in events {
             if let Err(e) = self.writer.apply(Change::Audit(event)).await {
                 tracing::error!(error = %e, "could not record a refusal in the audit trail");
             }
@@ -131,11 +137,7 @@ impl Authority {
                 fold.due(now)
             }
         };
-        for event in due {
-            if let Err(e) = self.writer.apply(Change::Audit(event)).await {
-                tracing::error!(error = %e, "could not record a summary of refusals in the audit trail");
-            }
-        }
+        self.append_refusals(due).await;
     }
 
     /// Commits `change` and its audit `event` in one transaction: the event

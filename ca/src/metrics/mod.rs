@@ -111,19 +111,46 @@ impl Inner {
     }
 }
 
+/// A counter of connections by the limit they met: the overall one or
+/// the per-address one.
+#[derive(Default)]
+struct ByLimit {
+    total: std::sync::atomic::AtomicU64,
+    per_address: std::sync::atomic::AtomicU64,
+}
+
+impl ByLimit {
+    fn add(&self, limit: &str) {
+        let counter = if limit == "total" {
+            &self.total
+        } else {
+            &self.per_address
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, help, "counter");
+        for (limit, counter) in [("total", &self.total), ("per_address", &self.per_address)] {
+            sample(
+                out,
+                name,
+                &[("limit", limit)],
+                counter.load(Ordering::Relaxed) as f64,
+            );
+        }
+    }
+}
+
 /// Counters and histograms of one CA process.
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
     feed_waiting: AtomicI64,
-    /// Connections closed at once: at the overall limit, at the
-    /// per-address limit.
-    refused_total: std::sync::atomic::AtomicU64,
-    refused_per_address: std::sync::atomic::AtomicU64,
-    /// Connections closed to make room for a new one: at the overall
-    /// limit, at the per-address limit.
-    replaced_total: std::sync::atomic::AtomicU64,
-    replaced_per_address: std::sync::atomic::AtomicU64,
+    /// New connections closed at once, by the limit they met.
+    refused: ByLimit,
+    /// Idle connections closed to make room for a new one, by limit.
+    replaced: ByLimit,
     /// Issuances refused at an issuance limit.
     issuance_limited: std::sync::atomic::AtomicU64,
 }
@@ -225,23 +252,13 @@ impl Metrics {
     /// Counts a connection closed at once at `limit`: `total` or
     /// `per_address`.
     pub fn observe_refused_connection(&self, limit: &str) {
-        let counter = if limit == "total" {
-            &self.refused_total
-        } else {
-            &self.refused_per_address
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.refused.add(limit);
     }
 
     /// Counts an idle connection closed to make room at `limit`: `total`
     /// or `per_address`.
     pub fn observe_replaced_connection(&self, limit: &str) {
-        let counter = if limit == "total" {
-            &self.replaced_total
-        } else {
-            &self.replaced_per_address
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.replaced.add(limit);
     }
 
     /// Counts an issuance refused at an agent's or instance's limit.
@@ -338,23 +355,11 @@ impl Metrics {
             }
         }
 
-        header(
+        self.replaced.render(
             &mut out,
             "agentca_connections_replaced_total",
             "Idle connections closed to make room for a new one at a full limit: total (--max-connections) or per_address (--max-connections-per-ip).",
-            "counter",
         );
-        for (limit, counter) in [
-            ("total", &self.replaced_total),
-            ("per_address", &self.replaced_per_address),
-        ] {
-            sample(
-                &mut out,
-                "agentca_connections_replaced_total",
-                &[("limit", limit)],
-                counter.load(Ordering::Relaxed) as f64,
-            );
-        }
 
         header(
             &mut out,
@@ -369,23 +374,11 @@ impl Metrics {
             self.issuance_limited.load(Ordering::Relaxed) as f64,
         );
 
-        header(
+        self.refused.render(
             &mut out,
             "agentca_connections_refused_total",
             "New connections closed at once because every connection at their limit was busy: total (--max-connections) or per_address (--max-connections-per-ip).",
-            "counter",
         );
-        for (limit, counter) in [
-            ("total", &self.refused_total),
-            ("per_address", &self.refused_per_address),
-        ] {
-            sample(
-                &mut out,
-                "agentca_connections_refused_total",
-                &[("limit", limit)],
-                counter.load(Ordering::Relaxed) as f64,
-            );
-        }
 
         header(
             &mut out,

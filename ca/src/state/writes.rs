@@ -246,9 +246,8 @@ pub(super) fn prune(
     let mut certs = 0;
     // Compacted records, and any not compacted yet (written before
     // compaction existed, or a compaction behind).
-    let mut expired = txn.scan_prefix(Table::ExpiredCerts, &[], limit)?;
-    expired.truncate(limit);
-    let mut keys: Vec<(Table, Vec<u8>)> = expired
+    let mut keys: Vec<(Table, Vec<u8>)> = txn
+        .scan_prefix(Table::ExpiredCerts, &[], limit)?
         .into_iter()
         .map(|(k, _)| (Table::ExpiredCerts, k))
         .collect();
