@@ -4,7 +4,11 @@
 //! `agentca::verify` (chain, X.509-SVID rules, allowed tenants, revocation
 //! kept current from the CA's feed), and answers `GET /whoami` with the
 //! caller's identity as JSON. `GET /tickets` also needs the `tickets:read`
-//! scope (`agentca register --scope tickets:read`).
+//! scope (`agentca register --scope tickets:read`), and `POST /tickets`
+//! the `tickets:write` scope. A scope withdrawn from the agent's
+//! registration (`agentca update`) or blocked (`agentca scope block`) is
+//! refused within a second, from the same feed, while the agent's other
+//! scopes keep working.
 //!
 //! ```text
 //! cargo run --example service --features axum,feed -- \
@@ -24,6 +28,7 @@ use agentca::identity::TrustDomain;
 use agentca::verify::serve::{require_scope, serve, Peer};
 use agentca::verify::{feed, PeerIdentity, RevocationCache, Verifier};
 use anyhow::Context;
+use axum::handler::Handler;
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
@@ -70,6 +75,10 @@ async fn tickets(Peer(peer): Peer) -> String {
     format!("tickets for {}\n", peer.spiffe_id)
 }
 
+async fn create_ticket(Peer(peer): Peer) -> String {
+    format!("ticket created by {}\n", peer.spiffe_id)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -109,8 +118,11 @@ async fn main() -> anyhow::Result<()> {
     let tls = verifier.server_config(chain, key)?;
 
     let app = Router::new()
-        .route("/tickets", get(tickets))
-        .route_layer(require_scope("tickets:read"))
+        .route(
+            "/tickets",
+            get(tickets.layer(require_scope("tickets:read")))
+                .post(create_ticket.layer(require_scope("tickets:write"))),
+        )
         .route("/whoami", get(whoami));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("service listening on https://{}", listener.local_addr()?);

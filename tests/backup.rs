@@ -212,6 +212,7 @@ async fn a_damaged_backup_is_refused_and_nothing_is_written() {
             Some(&agentca::wire::CreateAdminRequest {
                 name: "acme-ops".into(),
                 tenant: Some("acme".into()),
+                role: None,
             }),
         )
         .await

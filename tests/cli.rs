@@ -434,6 +434,7 @@ log-format = "json"
             purpose: "p".into(),
             ttl_seconds: Some(ttl),
             scopes: Vec::new(),
+            reuse_retired: false,
         };
         let ca = &ca;
         async move {

@@ -88,6 +88,7 @@ async fn the_admin_api_needs_a_valid_admin_token() {
         purpose: "x".into(),
         ttl_seconds: None,
         scopes: Vec::new(),
+        reuse_retired: false,
     };
     let client = ca.client();
     for bearer in [
@@ -136,6 +137,7 @@ async fn registration_refuses_bad_input_and_duplicates() {
         purpose: "x".into(),
         ttl_seconds: None,
         scopes: Vec::new(),
+        reuse_retired: false,
     };
     let cases: Vec<(RegisterAgentRequest, u16, &str)> = vec![
         (base.clone(), 409, "agent_exists"),
@@ -339,6 +341,7 @@ async fn a_sparse_filter_over_more_agents_than_a_page_reads_goes_on() {
                         purpose: "paging".into(),
                         ttl_seconds: None,
                         scopes: Vec::new(),
+                        reuse_retired: false,
                     };
                     let _: AgentInfo = client
                         .call(Method::POST, "/v1/admin/agents", Some(&token), Some(&req))

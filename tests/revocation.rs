@@ -396,6 +396,7 @@ async fn the_feed_long_polls_until_a_revocation_arrives() {
             Some(&agentca::wire::CreateAdminRequest {
                 name: "other-ops".into(),
                 tenant: Some("other".into()),
+                role: None,
             }),
         )
         .await

@@ -32,6 +32,7 @@ async fn register_scoped(
         purpose: "scopes test".into(),
         ttl_seconds: None,
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        reuse_retired: false,
     };
     ca.admin(Method::POST, "/v1/admin/agents", Some(&req)).await
 }

@@ -316,6 +316,7 @@ pub async fn register_with_token(
                 purpose: "load test".into(),
                 ttl_seconds: Some(ttl_seconds),
                 scopes: Vec::new(),
+                reuse_retired: false,
             }),
         )
         .await

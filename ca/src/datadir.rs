@@ -385,6 +385,7 @@ impl Created {
                     name: "admin".into(),
                     tenant: None,
                     created_at: self.now,
+                    role: Default::default(),
                 },
             }),
             audit: Box::new(created),

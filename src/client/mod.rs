@@ -367,6 +367,33 @@ impl CaClient {
         .await
     }
 
+    /// [`CaClient::call`] with `If-Match: "version"`: the change applies
+    /// only to that version of what `path` names (`409 version_conflict`
+    /// otherwise).
+    pub async fn call_if_match<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&B>,
+        version: u64,
+    ) -> Result<T, ClientError> {
+        self.send(|base| {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{base}{path}"))
+                .header(reqwest::header::IF_MATCH, format!("\"{version}\""));
+            if let Some(token) = bearer {
+                req = req.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            req
+        })
+        .await
+    }
+
     /// `GET path` with an optional bearer token: the raw answer, at most
     /// `max_bytes` of it (for downloads larger than an API answer, such as
     /// a backup).

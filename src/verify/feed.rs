@@ -1,11 +1,15 @@
 //! Keeping a [`RevocationCache`] current from the CA (feature `feed`).
 //!
-//! [`subscribe`] starts a task that loads the CA's signed CRL as a start-up
-//! snapshot, then long-polls the CA's revocation feed
-//! (`GET /v1/revocations?since=N`): the CA answers as soon as a revocation
-//! happens, so the cache learns of it within a round trip. When the feed
-//! fails, the task retries with exponential backoff and jitter, and falls
-//! back to the CRL meanwhile. The cache's freshness is what the verifier's
+//! [`subscribe`] starts a task that loads the CA's state at one feed
+//! position (`GET /v1/revocations/snapshot`: revoked serials, scopes
+//! withdrawn from live certificates, blocks), then long-polls the CA's
+//! feed from there (`GET /v1/revocations?since=N`): the CA answers as soon
+//! as a revocation, a withdrawal or a block happens, so the cache learns
+//! of it within a round trip. When the feed fails, the task retries with
+//! exponential backoff and jitter, falls back to the CRL meanwhile (which
+//! carries revocations, not scopes), and loads a snapshot again once the
+//! CA answers. A CA without the snapshot endpoint (an earlier version)
+//! gives its CRL as the start-up state. The cache's freshness is what the verifier's
 //! staleness bound is measured against, so a CA outage shorter than the
 //! bound goes unnoticed by clients, and a longer one makes the verifier
 //! refuse (or not, if it fails open).
@@ -38,8 +42,9 @@ pub const POLL_WAIT: Duration = Duration::from_secs(20);
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Largest answer read from the CA.
-const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Largest answer read from the CA (a snapshot lists every revoked,
+/// unexpired serial).
+const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Why the subscription could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +76,9 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Waits until the cache has been in sync with the CA once (a CRL or a
-    /// feed answer), at most `timeout`; returns whether it has. A service
+    /// Waits until the cache has been in sync with the CA once (a snapshot,
+    /// a feed answer, or a CRL from a CA without snapshots), at most
+    /// `timeout`; returns whether it has. A service
     /// that starts listening before then refuses every caller, its
     /// revocation data being stale.
     pub async fn synced(&self, timeout: Duration) -> bool {
@@ -135,16 +141,23 @@ struct Feed {
 
 impl Feed {
     async fn run(self) {
-        match self.load_crl().await {
-            Ok(_) => {
+        match self.load_state().await {
+            Ok(()) => {
                 self.synced.send_replace(true);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not load the CA's CRL at start-up; relying on the feed")
+                tracing::warn!(error = %e, "could not load the CA's state at start-up; relying on the feed")
             }
         }
         let mut failures: u32 = 0;
         loop {
+            if failures > 0 {
+                // Back after a gap: start again from the CA's state rather
+                // than replay what was missed.
+                if let Err(e) = self.load_snapshot().await {
+                    tracing::debug!(error = %e, "no snapshot after the gap; following the feed");
+                }
+            }
             let since = self.cache.feed_position();
             let sent_at = OffsetDateTime::now_utc();
             match self.poll(since).await {
@@ -153,14 +166,16 @@ impl Feed {
                         tracing::info!(after = failures, "revocation feed reachable again");
                     }
                     failures = 0;
-                    if !page.events.is_empty() {
+                    if !page.events.is_empty() || !page.scopes.is_empty() {
                         tracing::info!(
-                            count = page.events.len(),
+                            revocations = page.events.len(),
+                            scope_events = page.scopes.len(),
                             latest = page.latest,
-                            "revocations received"
+                            "feed events received"
                         );
                     }
-                    self.cache.apply_feed(&page.events, page.latest, sent_at);
+                    self.cache
+                        .apply_page(&page.events, &page.scopes, page.latest, sent_at);
                     self.cache.prune(OffsetDateTime::now_utc());
                     self.synced.send_replace(true);
                 }
@@ -226,6 +241,36 @@ impl Feed {
             ))
             .await?;
         serde_json::from_slice(&body).map_err(|e| format!("invalid feed page: {e}"))
+    }
+
+    /// The CA's state at start-up: its snapshot, or its CRL when it has
+    /// none (an earlier version).
+    async fn load_state(&self) -> Result<(), String> {
+        match self.load_snapshot().await {
+            Ok(()) => Ok(()),
+            Err(snapshot) => {
+                tracing::debug!(error = %snapshot, "no snapshot; loading the CRL");
+                self.load_crl()
+                    .await
+                    .map(|_| ())
+                    .map_err(|crl| format!("snapshot: {snapshot}; CRL: {crl}"))
+            }
+        }
+    }
+
+    async fn load_snapshot(&self) -> Result<(), String> {
+        let sent_at = OffsetDateTime::now_utc();
+        let body = self.get("/v1/revocations/snapshot").await?;
+        let snapshot: crate::wire::FeedSnapshot =
+            serde_json::from_slice(&body).map_err(|e| format!("invalid snapshot: {e}"))?;
+        tracing::debug!(
+            latest = snapshot.latest,
+            revoked = snapshot.revoked.len(),
+            scope_events = snapshot.scopes.len(),
+            "snapshot loaded"
+        );
+        self.cache.load_snapshot(&snapshot, sent_at);
+        Ok(())
     }
 
     async fn load_crl(&self) -> Result<usize, String> {

@@ -40,6 +40,7 @@
 
 mod builder;
 mod error;
+pub mod grants;
 mod handshaken;
 mod peer;
 mod revocation;
@@ -70,6 +71,7 @@ use crate::wire::Serial;
 pub use builder::VerifierBuilder;
 use builder::{Policy, Revocation};
 pub use error::{BuildError, VerifyError};
+pub use grants::{Grants, ScopeRefusal};
 pub use peer::{MissingScope, PeerIdentity, Usage};
 pub use revocation::{CrlError, RevocationCache};
 pub use verifier::Verifier;

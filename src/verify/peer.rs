@@ -54,6 +54,12 @@ impl PeerIdentity {
     /// `Ok` if the certificate grants `scope`, else a [`MissingScope`]
     /// naming the agent and the scope, for a 403.
     ///
+    /// This reads the certificate alone. A service that follows the CA's
+    /// feed asks [`Verifier::require_scope`](super::Verifier::require_scope)
+    /// instead, which also refuses a scope withdrawn from the registration
+    /// or blocked since the certificate was issued (the axum layer
+    /// [`require_scope`](super::serve::require_scope) does).
+    ///
     /// ```
     /// # use agentca::verify::PeerIdentity;
     /// fn delete_ticket(peer: &PeerIdentity) -> Result<(), agentca::verify::MissingScope> {
@@ -73,6 +79,9 @@ impl PeerIdentity {
     /// peer.scopes.push("tickets:write".into());
     /// assert!(delete_ticket(&peer).is_ok());
     /// ```
+    // The refusal names the agent for the 403's text; refusals are the
+    // rare path, so it is not boxed.
+    #[allow(clippy::result_large_err)]
     pub fn require_scope(&self, scope: &str) -> Result<(), MissingScope> {
         if self.has_scope(scope) {
             Ok(())
@@ -80,17 +89,20 @@ impl PeerIdentity {
             Err(MissingScope {
                 agent: self.spiffe_id.clone(),
                 scope: scope.to_owned(),
+                reason: ScopeRefusal::NotGranted,
             })
         }
     }
 }
 
-/// A peer lacks a scope that the action requires.
+/// A peer may not use a scope that the action requires.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{agent} lacks the scope {scope:?}")]
+#[error("{agent} may not use the scope {scope:?}: {reason}")]
 pub struct MissingScope {
     /// The agent.
     pub agent: AgentId,
-    /// The scope it lacks.
+    /// The scope it may not use.
     pub scope: String,
+    /// Why.
+    pub reason: ScopeRefusal,
 }

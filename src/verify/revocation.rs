@@ -13,8 +13,9 @@ use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::grants::{Grants, ScopeRefusal};
 use crate::bundle::TrustBundle;
-use crate::wire::{RevocationEvent, Serial};
+use crate::wire::{FeedSnapshot, RevocationEvent, ScopeEvent, Serial};
 
 /// How long a serial learned from a CRL (which does not say when the
 /// certificate expires) is remembered: longer than any agentca certificate
@@ -46,6 +47,11 @@ struct State {
     synced_at: Option<OffsetDateTime>,
     /// The last feed event applied.
     feed_seq: u64,
+    /// Scopes withdrawn from live certificates, and blocks.
+    grants: Grants,
+    /// When the scope state last reflected the CA's: only the feed and
+    /// its snapshot carry it (a CRL does not).
+    grants_synced_at: Option<OffsetDateTime>,
 }
 
 /// The revoked serials a verifier refuses, kept current by a feed or CRLs.
@@ -79,6 +85,8 @@ impl std::fmt::Debug for RevocationCache {
             .field("revoked", &state.revoked.len())
             .field("synced_at", &state.synced_at)
             .field("feed_seq", &state.feed_seq)
+            .field("blocks", &state.grants.blocks())
+            .field("withdrawals", &state.grants.withdrawals())
             .finish()
     }
 }
@@ -127,15 +135,24 @@ impl RevocationCache {
     /// `None` while the cache is at most `bound` old at `now`; otherwise a
     /// description of how stale it is.
     pub fn staleness(&self, now: OffsetDateTime, bound: Duration) -> Option<String> {
-        match self.read().synced_at {
-            None => Some("never synchronised with the CA".into()),
-            Some(at) if now - at > bound => Some(format!(
-                "last synchronised {} s ago, more than the {} s allowed",
-                (now - at).whole_seconds(),
-                bound.whole_seconds()
-            )),
-            Some(_) => None,
-        }
+        stale(self.read().synced_at, now, bound)
+    }
+
+    /// [`RevocationCache::staleness`] of the scope state (withdrawals and
+    /// blocks), which only the CA's feed brings: a CRL does not.
+    pub fn scopes_staleness(&self, now: OffsetDateTime, bound: Duration) -> Option<String> {
+        stale(self.read().grants_synced_at, now, bound)
+    }
+
+    /// Whether a certificate with `serial` carrying `granted` may be used
+    /// for `scope` ([`Grants::usable`]).
+    pub fn scope_usable(
+        &self,
+        serial: &Serial,
+        granted: &[String],
+        scope: &str,
+    ) -> Result<(), ScopeRefusal> {
+        self.read().grants.usable(serial, granted, scope)
     }
 
     /// Adds `serial` until `until` (tests, or a revocation learned some
@@ -148,19 +165,60 @@ impl RevocationCache {
     /// the CA as of `fresh_at` (when the request that returned them was
     /// sent) and feed position `latest`.
     pub fn apply_feed(&self, events: &[RevocationEvent], latest: u64, fresh_at: OffsetDateTime) {
+        self.apply_page(events, &[], latest, fresh_at);
+    }
+
+    /// [`RevocationCache::apply_feed`] with the page's scope events.
+    pub fn apply_page(
+        &self,
+        events: &[RevocationEvent],
+        scopes: &[ScopeEvent],
+        latest: u64,
+        fresh_at: OffsetDateTime,
+    ) {
         let mut state = self.write();
+        // A page read twice (a retry) must not replay a block lifted since.
+        let applied = state.feed_seq;
         for e in events {
             state.revoked.insert(e.serial.clone(), e.not_after);
             state.feed_seq = state.feed_seq.max(e.seq);
         }
+        for e in scopes.iter().filter(|e| e.seq > applied) {
+            state.grants.apply(e);
+        }
+        if let Some(last) = scopes.iter().map(|e| e.seq).max() {
+            state.feed_seq = state.feed_seq.max(last);
+        }
         state.feed_seq = state.feed_seq.max(latest);
         state.synced_at = Some(state.synced_at.map_or(fresh_at, |t| t.max(fresh_at)));
+        state.grants_synced_at = Some(state.grants_synced_at.map_or(fresh_at, |t| t.max(fresh_at)));
+    }
+
+    /// Loads the CA's state at one feed position (`GET
+    /// /v1/revocations/snapshot`), fetched at `fresh_at`: the revoked
+    /// serials are added, the scope state is replaced, and the feed is
+    /// followed from the snapshot's position.
+    pub fn load_snapshot(&self, snapshot: &FeedSnapshot, fresh_at: OffsetDateTime) {
+        let mut grants = Grants::default();
+        for e in &snapshot.scopes {
+            grants.apply(e);
+        }
+        let mut state = self.write();
+        for r in &snapshot.revoked {
+            state.revoked.insert(r.serial.clone(), r.not_after);
+        }
+        state.grants = grants;
+        state.feed_seq = snapshot.latest;
+        state.synced_at = Some(state.synced_at.map_or(fresh_at, |t| t.max(fresh_at)));
+        state.grants_synced_at = Some(fresh_at);
     }
 
     /// Forgets serials whose certificates expired before `now`: they are
     /// refused as expired anyway.
     pub fn prune(&self, now: OffsetDateTime) {
-        self.write().revoked.retain(|_, until| *until >= now);
+        let mut state = self.write();
+        state.revoked.retain(|_, until| *until >= now);
+        state.grants.prune(now);
     }
 
     /// Loads a DER CRL signed by `issuer` (the CA's issuing intermediate, or
@@ -214,6 +272,24 @@ impl RevocationCache {
         }
         state.synced_at = Some(state.synced_at.map_or(this_update, |t| t.max(this_update)));
         Ok(count)
+    }
+}
+
+/// `None` when `synced_at` is at most `bound` before `now`; otherwise how
+/// stale it is.
+fn stale(
+    synced_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    bound: Duration,
+) -> Option<String> {
+    match synced_at {
+        None => Some("never synchronised with the CA".into()),
+        Some(at) if now - at > bound => Some(format!(
+            "last synchronised {} s ago, more than the {} s allowed",
+            (now - at).whole_seconds(),
+            bound.whole_seconds()
+        )),
+        Some(_) => None,
     }
 }
 

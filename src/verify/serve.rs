@@ -80,7 +80,7 @@ mod axum_integration {
     use tower::ServiceExt;
 
     use super::{accept, AcceptError};
-    use crate::verify::{PeerIdentity, Verifier, VerifyError};
+    use crate::verify::{PeerIdentity, ScopeRefusal, Verifier, VerifyError};
     use crate::wire::ErrorBody;
 
     /// The verified caller of a request served by [`serve`]: use it as an
@@ -114,9 +114,14 @@ mod axum_integration {
         }
     }
 
-    /// A layer that refuses requests whose verified caller lacks a scope:
-    /// `403 missing_scope`, or `401` without a verified caller. Put it on
-    /// the routes that need the scope with `route_layer`.
+    /// A layer that refuses requests whose verified caller may not use a
+    /// scope: `403` with `missing_scope` (its certificate does not carry
+    /// it), `scope_withdrawn` (its registration lost it since) or
+    /// `scope_blocked` (an operator blocked it); `503 revocation_stale`
+    /// when the service does not know the CA's current withdrawals and
+    /// blocks; `401` without a verified caller. Put it on the routes that
+    /// need the scope with `route_layer`. Under [`serve`], it asks
+    /// [`Verifier::require_scope`]; elsewhere, the certificate alone.
     ///
     /// ```
     /// use agentca::verify::serve::{require_scope, Peer};
@@ -193,10 +198,22 @@ mod axum_integration {
                     "this route needs a verified agent certificate",
                 )),
                 // The connection stays open: another route may be allowed.
-                Some(peer) => peer
-                    .require_scope(&self.scope)
-                    .err()
-                    .map(|e| error_response(StatusCode::FORBIDDEN, "missing_scope", e.to_string())),
+                Some(peer) => {
+                    let checked = match req.extensions().get::<Arc<Verifier>>() {
+                        Some(verifier) => {
+                            verifier.require_scope(peer, &self.scope, OffsetDateTime::now_utc())
+                        }
+                        None => peer.require_scope(&self.scope),
+                    };
+                    checked.err().map(|e| {
+                        let status = match e.reason {
+                            ScopeRefusal::Unknown => StatusCode::SERVICE_UNAVAILABLE,
+                            _ => StatusCode::FORBIDDEN,
+                        };
+                        tracing::info!(peer = %peer.spiffe_id, scope = %self.scope, reason = e.reason.code(), "scope refused");
+                        error_response(status, e.reason.code(), e.to_string())
+                    })
+                }
             };
             match refused {
                 Some(response) => Box::pin(async move { Ok(response) }),
@@ -301,6 +318,7 @@ mod axum_integration {
                             return Ok::<_, std::convert::Infallible>(refusal(&e));
                         }
                         req.extensions_mut().insert(peer);
+                        req.extensions_mut().insert(verifier);
                         let req = req.map(axum::body::Body::new);
                         app.oneshot(req).await
                     }

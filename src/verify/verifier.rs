@@ -115,6 +115,45 @@ impl Verifier {
         Ok(())
     }
 
+    /// Whether `peer` may be used for `scope` at `now`: its certificate
+    /// carries the scope, its registration has not lost it since, and no
+    /// block stands ([`Grants::usable`](super::Grants::usable)). With
+    /// revocation checks, the verifier must know the CA's withdrawals and
+    /// blocks as of at most the staleness bound ago, or it refuses
+    /// (`ScopeRefusal::Unknown`) unless it fails open. Call it after
+    /// [`Verifier::check_current`].
+    // The refusal names the agent for the 403's text; refusals are the
+    // rare path, so it is not boxed.
+    #[allow(clippy::result_large_err)]
+    pub fn require_scope(
+        &self,
+        peer: &PeerIdentity,
+        scope: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), MissingScope> {
+        peer.require_scope(scope)?;
+        let Revocation::Checked {
+            cache,
+            max_staleness,
+            fail_open,
+        } = &self.revocation
+        else {
+            return Ok(());
+        };
+        let refused = |reason| MissingScope {
+            agent: peer.spiffe_id.clone(),
+            scope: scope.to_owned(),
+            reason,
+        };
+        cache
+            .scope_usable(&peer.serial, &peer.scopes, scope)
+            .map_err(refused)?;
+        if !fail_open && cache.scopes_staleness(now, *max_staleness).is_some() {
+            return Err(refused(super::ScopeRefusal::Unknown));
+        }
+        Ok(())
+    }
+
     fn check_chain(
         &self,
         leaf: &CertificateDer<'_>,

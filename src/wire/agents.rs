@@ -30,6 +30,61 @@ pub struct RegisterAgentRequest {
     /// (see [`crate::scopes`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// Register the name of a retired agent again (a new agent under the
+    /// old name; the history stays). Without it, a retired name is
+    /// refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_retired: bool,
+}
+
+/// `PATCH /v1/admin/agents/{tenant}/{env}/{agent}`: change a registration.
+/// Absent fields keep their value; `scopes`, when present, is the new set.
+/// Each change is a new version of the registration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgentRequest {
+    /// The new owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The new purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// The new lifetime of its certificates, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// The new set of scopes (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Request header of an update: the version it was based on. An update
+/// based on another version than the current one is refused
+/// (`409 version_conflict`).
+pub const IF_MATCH_HEADER: &str = "if-match";
+
+/// One version of a registration (`GET …/history`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentVersion {
+    /// The version, from 1.
+    pub version: u64,
+    /// When it took effect.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The admin who made it.
+    pub by: String,
+    /// What happened: `register`, `update`, `retire`, `reuse`.
+    pub change: String,
+    /// Who is responsible for the agent.
+    pub owner: String,
+    /// What it is for.
+    pub purpose: String,
+    /// Lifetime of its certificates, in seconds.
+    pub ttl_seconds: u64,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Whether it is retired from this version on.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// Response header of `GET /v1/admin/agents` when the listing stopped
@@ -53,6 +108,12 @@ pub struct AgentInfo {
     pub scopes: Vec<String>,
     /// Whether it may enroll and renew.
     pub enabled: bool,
+    /// The registration's version (send it as `If-Match` to update).
+    #[serde(default)]
+    pub version: u64,
+    /// When it was retired, if it was: it never gets a certificate again.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub retired_at: Option<OffsetDateTime>,
     /// When it was registered.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -74,6 +135,40 @@ pub struct AgentInfo {
     /// different keys (only on `GET` of one agent).
     #[serde(default)]
     pub clone_alerts: Vec<CloneAlert>,
+    /// Changes of its registration waiting for a second admin's approval
+    /// (on `GET` of one agent, and in the answer of an update that made
+    /// one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingChange>,
+}
+
+/// A change of registration that grants more (a scope added, a longer
+/// lifetime), waiting for a second admin where the CA requires review
+/// (`GET /v1/admin/pending`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// Its id, to approve or reject it by.
+    pub id: u64,
+    /// The agent.
+    pub spiffe_id: AgentId,
+    /// The registration version it applies to.
+    pub based_on_version: u64,
+    /// The scopes the registration would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// The lifetime its certificates would have, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// What it grants, in words.
+    pub description: String,
+    /// The admin who asked for it (who may not approve it).
+    pub by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// When it lapses unapproved.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
 }
 
 /// One issued certificate, as the admin API shows it.
@@ -92,6 +187,17 @@ pub struct CertificateInfo {
     /// Serial of the certificate that renewed this one, if it was renewed.
     #[serde(default)]
     pub renewed_by: Option<Serial>,
+    /// The scopes it carries (absent for certificates issued before
+    /// agentca recorded them).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Scopes it may no longer be used for (withdrawn from its
+    /// registration after it was issued).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<String>,
+    /// The registration version it was issued from (0: not recorded).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A refused second renewal of one certificate with another key: somebody

@@ -79,6 +79,14 @@ pub struct AuditEvent {
     /// event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// For an issuance: the scopes the certificate carries. For a change
+    /// of registration: its scopes after the change. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// For an issuance: the registration version its scopes came from.
+    /// For a change of registration: the version it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     /// SHA-256 of the previous event, hex (64 zeros for the first).
     pub prev_hash: String,
     /// SHA-256 of this event, hex.
@@ -102,6 +110,8 @@ impl AuditEvent {
             remote_addr: None,
             request_id: None,
             count: None,
+            scopes: None,
+            version: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -163,6 +173,11 @@ pub struct CreateAdminRequest {
     /// The one tenant it may act on; every tenant when absent.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// `admin` (the default: reads and changes) or `auditor` (reads
+    /// agents, their history, the audit trail and the metrics of its
+    /// scope; changes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// A named admin, as listed (never with its token).
@@ -176,6 +191,13 @@ pub struct AdminInfo {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// `admin` or `auditor`.
+    #[serde(default = "admin_role")]
+    pub role: String,
+}
+
+fn admin_role() -> String {
+    "admin".into()
 }
 
 /// The answer to [`CreateAdminRequest`]: the token, shown this once.

@@ -326,6 +326,7 @@ impl TestCa {
             purpose: "end-to-end tests".into(),
             ttl_seconds: ttl,
             scopes: Vec::new(),
+            reuse_retired: false,
         };
         self.admin(Method::POST, "/v1/admin/agents", Some(&req))
             .await

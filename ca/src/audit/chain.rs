@@ -15,9 +15,9 @@ pub fn genesis() -> String {
 }
 
 /// The hash `event` should carry: SHA-256 over its JSON without the `hash`
-/// field, fields in their order on the wire, times as RFC 3339; `count`
-/// only where it is set (so that events written before it existed keep
-/// their hashes).
+/// field, fields in their order on the wire, times as RFC 3339; `count`,
+/// `scopes` and `version` only where they are set (so that events written
+/// before they existed keep their hashes).
 pub fn hash(event: &AuditEvent) -> String {
     #[derive(Serialize)]
     struct Hashed<'a> {
@@ -36,6 +36,10 @@ pub fn hash(event: &AuditEvent) -> String {
         request_id: &'a Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         count: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scopes: &'a Option<Vec<String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
         prev_hash: &'a str,
     }
     let canonical = serde_json::to_vec(&Hashed {
@@ -51,6 +55,8 @@ pub fn hash(event: &AuditEvent) -> String {
         remote_addr: &event.remote_addr,
         request_id: &event.request_id,
         count: event.count,
+        scopes: &event.scopes,
+        version: event.version,
         prev_hash: &event.prev_hash,
     })
     .expect("audit events serialize");
@@ -309,6 +315,21 @@ mod tests {
         );
         assert_eq!(
             verify_chain(&[counted], 1, &genesis()),
+            Err(AuditBreak::Changed(1))
+        );
+        // So are the scopes and version an issuance records.
+        let mut granted = c[0].clone();
+        granted.scopes = Some(vec!["tickets:read".into()]);
+        let scoped = hash(&granted);
+        assert_ne!(scoped, c[0].hash);
+        granted.version = Some(2);
+        assert_ne!(hash(&granted), scoped);
+        granted.scopes = Some(vec!["tickets:write".into()]);
+        granted.hash = hash(&granted);
+        let mut widened = granted.clone();
+        widened.scopes = Some(vec!["tickets:read".into()]);
+        assert_eq!(
+            verify_chain(&[widened], 1, &genesis()),
             Err(AuditBreak::Changed(1))
         );
     }

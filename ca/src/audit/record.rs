@@ -32,6 +32,10 @@ pub struct AuditRecord {
     request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
     prev_hash: String,
     hash: String,
 }
@@ -51,6 +55,8 @@ impl From<AuditEvent> for AuditRecord {
             remote_addr: e.remote_addr,
             request_id: e.request_id,
             count: e.count,
+            scopes: e.scopes,
+            version: e.version,
             prev_hash: e.prev_hash,
             hash: e.hash,
         }
@@ -68,6 +74,8 @@ impl From<AuditRecord> for AuditEvent {
         e.remote_addr = r.remote_addr;
         e.request_id = r.request_id;
         e.count = r.count;
+        e.scopes = r.scopes;
+        e.version = r.version;
         e.prev_hash = r.prev_hash;
         e.hash = r.hash;
         e

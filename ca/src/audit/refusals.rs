@@ -18,6 +18,13 @@
 //!
 //! [`Fold`] is the rule: it takes the time as an argument (the event's) and
 //! keeps nothing but the current minute's counts, bounded by [`MAX_KINDS`].
+//!
+//! Admins' reads (of registrations, their history, the audit trail) are
+//! folded the same way with other limits ([`Fold::reads`]): reading is on
+//! the record ("who looked at this agent's history, and when?") without
+//! flooding it, nor adding to the trail while it is read. Every read is
+//! counted; when its minute ends, each admin's reads of one subject become
+//! one event with `count` set and the time of the first read.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,19 +45,33 @@ pub const RECORDED_PER_WINDOW: usize = 100;
 /// the events a window ends with).
 pub const MAX_KINDS: usize = 256;
 
+/// What a fold records one by one, and what it counts.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Events of one kind recorded one by one in a window.
+    per_kind: u64,
+    /// Events recorded one by one in a window, over all kinds.
+    per_window: usize,
+    /// Whether admins' events are folded too.
+    admins: bool,
+    /// Whether the subject is part of the kind.
+    by_subject: bool,
+}
+
 /// A kind of refusal: who (as JSON; for a token, only that it was one:
 /// its id comes from what the client sent), what, why, from which address
-/// (the IP, without the port).
+/// (the IP, without the port), and for reads on what.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Kind {
     actor: String,
     action: String,
     reason: String,
     address: Option<String>,
+    subject: Option<String>,
 }
 
 impl Kind {
-    fn of(event: &AuditEvent) -> Self {
+    fn of(event: &AuditEvent, by_subject: bool) -> Self {
         Self {
             actor: match &event.actor {
                 Actor::Token { .. } => "token".into(),
@@ -59,10 +80,15 @@ impl Kind {
             action: event.action.clone(),
             reason: event.reason.clone().unwrap_or_default(),
             address: event.remote_addr.as_deref().map(ip_of),
+            subject: if by_subject {
+                event.subject.clone()
+            } else {
+                None
+            },
         }
     }
 
-    /// The kind a refusal is counted as once [`MAX_KINDS`] are: its action
+    /// The kind an event is counted as once [`MAX_KINDS`] are: its action
     /// and reason only.
     fn overflow(&self) -> Self {
         Self {
@@ -70,6 +96,7 @@ impl Kind {
             action: self.action.clone(),
             reason: self.reason.clone(),
             address: None,
+            subject: None,
         }
     }
 }
@@ -94,17 +121,48 @@ struct Tally {
 
 /// The refusals of the current window: how many of each kind were recorded
 /// and counted.
-#[derive(Default)]
 pub struct Fold {
+    limits: Limits,
     started: Option<OffsetDateTime>,
     recorded: usize,
     kinds: HashMap<Kind, Tally>,
 }
 
+impl Default for Fold {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Fold {
-    /// An empty fold.
+    /// An empty fold of refusals.
     pub fn new() -> Self {
-        Self::default()
+        Self::with(Limits {
+            per_kind: RECORDED_PER_KEY,
+            per_window: RECORDED_PER_WINDOW,
+            admins: false,
+            by_subject: false,
+        })
+    }
+
+    /// An empty fold of admins' reads: every read is counted per admin,
+    /// action and subject, and written as one event when its window ends.
+    pub fn reads() -> Self {
+        Self::with(Limits {
+            per_kind: 0,
+            per_window: RECORDED_PER_WINDOW,
+            admins: true,
+            by_subject: true,
+        })
+    }
+
+    fn with(limits: Limits) -> Self {
+        Self {
+            limits,
+            started: None,
+            recorded: 0,
+            kinds: HashMap::new(),
+        }
     }
 
     /// Notes the refusal `event` (its outcome `refused`, its reason the
@@ -112,11 +170,12 @@ impl Fold {
     /// when it was counted into its window's summary. A window that ended
     /// before the event must have been closed with [`Fold::due`] first.
     pub fn note(&mut self, event: AuditEvent) -> Option<AuditEvent> {
-        if matches!(event.actor, Actor::Admin { .. } | Actor::System) {
+        let admin = matches!(event.actor, Actor::Admin { .. });
+        if matches!(event.actor, Actor::System) || (admin && !self.limits.admins) {
             return Some(event);
         }
         self.started.get_or_insert(event.at);
-        let mut kind = Kind::of(&event);
+        let mut kind = Kind::of(&event, self.limits.by_subject);
         if !self.kinds.contains_key(&kind) && self.kinds.len() >= MAX_KINDS {
             kind = kind.overflow();
         }
@@ -129,8 +188,8 @@ impl Fold {
             template: event.clone(),
         });
         if !overflowed
-            && tally.recorded < RECORDED_PER_KEY
-            && recorded_in_window < RECORDED_PER_WINDOW
+            && tally.recorded < self.limits.per_kind
+            && recorded_in_window < self.limits.per_window
         {
             tally.recorded += 1;
             self.recorded += 1;
@@ -158,7 +217,7 @@ impl Fold {
         let mut summaries: Vec<AuditEvent> = std::mem::take(&mut self.kinds)
             .into_iter()
             .filter(|(_, tally)| tally.counted > 0)
-            .map(|(kind, tally)| summary(kind, tally, now))
+            .map(|(kind, tally)| summary(kind, tally, now, self.limits.by_subject))
             .collect();
         // One order for the same counts, whatever the map's.
         summaries.sort_by(|a, b| {
@@ -173,8 +232,9 @@ impl Fold {
     }
 }
 
-/// The event that says `tally.counted` refusals of `kind` happened.
-fn summary(kind: Kind, tally: Tally, now: OffsetDateTime) -> AuditEvent {
+/// The event that says `tally.counted` refusals (or `reads`) of `kind`
+/// happened.
+fn summary(kind: Kind, tally: Tally, now: OffsetDateTime, reads: bool) -> AuditEvent {
     let template = tally.template;
     // Refusals of several actors (overflow, or several tokens) are
     // anyone's.
@@ -183,9 +243,17 @@ fn summary(kind: Kind, tally: Tally, now: OffsetDateTime) -> AuditEvent {
     } else {
         Actor::Anonymous
     };
-    let mut event = AuditEvent::new(now, actor, &kind.action, None);
-    event.outcome = "refused".into();
-    event.reason = template.reason;
+    let mut event = AuditEvent::new(now, actor, &kind.action, kind.subject);
+    event.outcome = template.outcome;
+    event.reason = if reads {
+        let first = template
+            .at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Some(format!("first read at {first}"))
+    } else {
+        template.reason
+    };
     event.remote_addr = kind.address;
     event.count = Some(tally.counted);
     event
@@ -304,6 +372,43 @@ mod tests {
             fold.note(refusal(t0(), token(7), "token_used_up", "192.0.2.1:1"));
         }
         assert_eq!(fold.due(t0() + WINDOW)[0].actor, token(7));
+    }
+
+    #[test]
+    fn an_admins_reads_are_counted_per_subject_and_written_when_the_minute_ends() {
+        let mut fold = Fold::reads();
+        let read = |at, subject: &str| {
+            let admin = Actor::Admin { name: "ops".into() };
+            let mut e = AuditEvent::new(at, admin, "agents.history", Some(subject.into()));
+            e.remote_addr = Some("192.0.2.1:1".into());
+            e
+        };
+        assert!(fold
+            .note(read(t0() + Duration::seconds(3), "other"))
+            .is_none());
+        for _ in 0..5 {
+            assert!(fold
+                .note(read(t0() + Duration::seconds(1), "bot"))
+                .is_none());
+        }
+        assert!(
+            fold.due(t0() + Duration::seconds(62)).is_empty(),
+            "the window began with the first read"
+        );
+        let summaries = fold.due(t0() + Duration::seconds(63));
+        assert_eq!(summaries.len(), 2, "one per subject");
+        let s = summaries
+            .iter()
+            .find(|s| s.subject.as_deref() == Some("bot"))
+            .unwrap();
+        assert_eq!((s.outcome.as_str(), s.count), ("ok", Some(5)));
+        assert_eq!(s.actor, Actor::Admin { name: "ops".into() });
+        assert_eq!(s.action, "agents.history");
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("first read at 2027-01-15T08:00:01Z")
+        );
+        assert_eq!(fold.pending(), 0);
     }
 
     #[test]

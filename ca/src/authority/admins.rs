@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::error::Named;
 use super::{Admin, Authority, AuthorityError, RequestContext};
 use crate::issuance::profile;
-use crate::state::records::AdminRecord;
+use crate::state::records::{AdminRecord, Role};
 use crate::state::Change;
 use crate::token;
 
@@ -58,22 +58,36 @@ impl Authority {
             Some(req.name.clone()),
             now,
         );
-        event.reason = Some(match &req.tenant {
+        let scope = match &req.tenant {
             Some(t) => format!("tenant {t}"),
             None => "every tenant".into(),
+        };
+        event.reason = Some(match req.role.as_deref() {
+            None | Some("admin") => scope,
+            Some(role) => format!("{role} of {scope}"),
         });
         self.audited(event, async |event| {
-            admin.may_act_globally()?;
+            admin.may_change_globally()?;
             check_admin_name(&req.name)?;
             if let Some(t) = &req.tenant {
                 Name::new(Part::Tenant, t)?;
             }
+            let role = match req.role.as_deref() {
+                None | Some("admin") => Role::Admin,
+                Some("auditor") => Role::Auditor,
+                Some(other) => {
+                    return Err(AuthorityError::InvalidRequest(format!(
+                        "role {other:?} is neither \"admin\" nor \"auditor\""
+                    )))
+                }
+            };
             let secret = token::generate(token::ADMIN_PREFIX);
             let hash = token::hash(&secret).expect("generated tokens are well-formed");
             let record = AdminRecord {
                 name: req.name.clone(),
                 tenant: req.tenant.clone(),
                 created_at: profile::whole_seconds(now),
+                role,
             };
             let change = Change::PutAdmin {
                 hash,
@@ -122,7 +136,7 @@ impl Authority {
             now,
         );
         self.audited(event, async |event| {
-            admin.may_act_globally()?;
+            admin.may_change_globally()?;
             let change = Change::DeleteAdmin(name.to_owned());
             self.commit(change, event.clone(), Named::Admin(name))
                 .await?;
@@ -138,6 +152,11 @@ fn admin_info(record: &AdminRecord) -> AdminInfo {
         name: record.name.clone(),
         tenant: record.tenant.clone(),
         created_at: record.created_at,
+        role: match record.role {
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+        .into(),
     }
 }
 

@@ -45,6 +45,27 @@ impl Admin {
         Ok(admin::may_act_on(&self.0, tenant)?)
     }
 
+    /// Whether it may change `tenant`'s agents ([`admin::may_change`]).
+    pub(super) fn may_change(&self, tenant: &str) -> Result<(), AuthorityError> {
+        Ok(admin::may_change(&self.0, tenant)?)
+    }
+
+    /// Whether it may change what is every tenant's
+    /// ([`admin::may_change_globally`]).
+    pub(super) fn may_change_globally(&self) -> Result<(), AuthorityError> {
+        Ok(admin::may_change_globally(&self.0)?)
+    }
+
+    /// Whether it may change anything ([`admin::may_change_anything`]).
+    pub(super) fn may_change_any(&self) -> Result<(), AuthorityError> {
+        Ok(admin::may_change_anything(&self.0)?)
+    }
+
+    /// The one tenant it may act on, if it is limited to one.
+    pub(super) fn tenant(&self) -> Option<&str> {
+        self.0.tenant.as_deref()
+    }
+
     /// Whether it may act on every tenant ([`admin::may_act_globally`]).
     pub(super) fn may_act_globally(&self) -> Result<(), AuthorityError> {
         Ok(admin::may_act_globally(&self.0)?)
@@ -96,6 +117,28 @@ impl Authority {
         result
     }
 
+    /// [`Authority::audited`] for a read by an admin: the read itself is
+    /// on the record too, folded per admin, action, subject and minute
+    /// ([`crate::audit::refusals::Fold::reads`]) so that reading does not
+    /// flood the trail.
+    pub(super) async fn audited_read<T>(
+        &self,
+        event: AuditEvent,
+        action: impl AsyncFnOnce(&mut AuditEvent) -> Result<T, AuthorityError>,
+    ) -> Result<T, AuthorityError> {
+        let read = event.clone();
+        let result = self.audited(event, action).await;
+        if result.is_ok() {
+            let (due, recorded) = {
+                let mut fold = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+                let due = fold.due(read.at);
+                (due, fold.note(read))
+            };
+            self.append_refusals(due.into_iter().chain(recorded)).await;
+        }
+        result
+    }
+
     /// Appends `event` as refused with `code`, or counts it into a later
     /// summary ([`crate::audit::refusals`]): anyone can be refused, and
     /// refusals must not fill the disk.
@@ -110,8 +153,8 @@ impl Authority {
         self.append_refusals(due.into_iter().chain(recorded)).await;
     }
 
-    /// Appends refusals (one by one, or summaries); a store that fails
-    /// cannot record them, and says so in the log.
+    /// Appends refusals or reads (one by one, or summaries); a store that
+    /// fails cannot record them, and says so in the log.
     async fn append_refusals(&self, events: impl IntoIterator<Item = AuditEvent>) {
         for event in events {
             if let Err(e) = self.writer.apply(Change::Audit(event)).await {
@@ -124,19 +167,22 @@ impl Authority {
         self.refusals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the summaries of refusals counted in a window that ended by
-    /// `now` (all of them when `closing`, at shutdown). The server calls it
-    /// every few seconds.
+    /// Writes the summaries of refusals and reads counted in a window that
+    /// ended by `now` (all of them when `closing`, at shutdown). The server
+    /// calls it every few seconds.
     pub async fn write_refusal_summaries(&self, now: OffsetDateTime, closing: bool) {
         let now = profile::whole_seconds(now);
-        let due = {
-            let mut fold = self.refusals();
+        let take = |fold: &mut crate::audit::refusals::Fold| {
             if closing {
                 fold.close(now)
             } else {
                 fold.due(now)
             }
         };
+        let mut due = take(&mut self.refusals());
+        due.extend(take(
+            &mut self.reads.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
         self.append_refusals(due).await;
     }
 

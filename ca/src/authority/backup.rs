@@ -17,7 +17,7 @@ impl Authority {
     ) -> Result<Vec<u8>, AuthorityError> {
         let event = self.event(ctx, admin.actor(), "backup", None, now);
         self.audited(event, async |event| {
-            admin.may_act_globally()?;
+            admin.may_change_globally()?;
             let material = self.material.as_ref().ok_or_else(|| {
                 AuthorityError::Internal("this CA was started without its material".into())
             })?;

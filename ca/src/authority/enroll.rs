@@ -43,7 +43,7 @@ impl Authority {
                 .ok_or(AuthorityError::TokenInvalid)?;
             let id = self.id_of(&record)?;
             event.subject = Some(id.to_string());
-            agent::may_be_issued(&record).map_err(|_| AuthorityError::AgentDisabled(id.clone()))?;
+            agent::may_be_issued(&record).map_err(|r| self.not_issuable(&id, r))?;
             let limits = self.policy.issuance_limits;
             issuance_limit::admit_issuance(&record, None, limits, now)
                 .map_err(|limit| self.limited(&id, limit))?;
@@ -64,6 +64,9 @@ impl Authority {
             let mut done = event.clone();
             done.serial = Some(issued.serial.clone());
             done.not_after = Some(issued.not_after);
+            if let Change::Enroll { cert, .. } = &change {
+                Self::granted(&mut done, cert);
+            }
             self.commit(change, done, Named::Agent(&id)).await?;
             tracing::info!(agent = %id, instance = %instance, serial = %issued.serial, token_id = %token.token_id, "enrolled");
             Ok(issued)

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::issuance::csr::CsrError;
 use crate::state::admin::AdminRefusal;
 use crate::state::issuance_limit::LimitReached;
+use crate::state::review::ReviewRefusal;
 use crate::state::token::TokenRefusal;
 use crate::state::Conflict;
 use crate::store::StoreError;
@@ -27,6 +28,9 @@ pub enum AuthorityError {
         /// The admin's tenant.
         allowed: String,
     },
+    /// The admin is an auditor: it reads, it changes nothing.
+    #[error("this admin is an auditor: it may read, not change anything")]
+    ReadOnly,
     /// A malformed request.
     #[error("{0}")]
     InvalidRequest(String),
@@ -54,6 +58,42 @@ pub enum AuthorityError {
     /// The agent is disabled.
     #[error("{0} is disabled; an admin must enable it first")]
     AgentDisabled(AgentId),
+    /// The agent is retired.
+    #[error("{0} is retired: it is never issued a certificate or a token again")]
+    AgentRetired(AgentId),
+    /// The update was based on another version of the registration.
+    #[error("the registration of {id} is at version {current}; the update was based on another (read it again)")]
+    VersionConflict {
+        /// The agent.
+        id: AgentId,
+        /// Its current version.
+        current: u64,
+    },
+    /// The registration changed, or a scope was blocked, while the
+    /// certificate was being issued.
+    #[error("the registration of {0} changed while its certificate was issued; retry")]
+    RegistrationChanged(AgentId),
+    /// The same scope is blocked for the same target already.
+    #[error("this scope is already blocked for this target")]
+    BlockExists,
+    /// As many blocks as allowed are in force.
+    #[error("{0} scope blocks are in force, the most allowed; lift one first")]
+    TooManyBlocks(usize),
+    /// No pending change with this id (or none this admin may see).
+    #[error("no change {0} waits for review")]
+    PendingNotFound(u64),
+    /// As many changes as allowed wait for review.
+    #[error("{0} changes wait for review, the most allowed; approve or reject some first")]
+    TooManyPending(usize),
+    /// The admin who asked for a change may not approve it.
+    #[error("a change is approved by another admin than the one who asked for it")]
+    OwnChange,
+    /// The pending change lapsed.
+    #[error("change {0} lapsed unapproved; ask for it again")]
+    PendingExpired(u64),
+    /// No block with this id (or none this admin may lift).
+    #[error("no scope block {0} is in force")]
+    BlockNotFound(u64),
     /// The token is unknown or malformed.
     #[error("the bootstrap token is not valid")]
     TokenInvalid,
@@ -160,13 +200,23 @@ impl AuthorityError {
         use ErrorKind as K;
         match self {
             E::Unauthorized => ("unauthorized", K::Unauthenticated),
-            E::Forbidden { .. } => ("forbidden", K::Forbidden),
+            E::Forbidden { .. } | E::ReadOnly => ("forbidden", K::Forbidden),
             E::InvalidRequest(_) => ("invalid_request", K::Invalid),
             E::InvalidIdentity(_) => ("invalid_identity", K::Invalid),
             E::TtlOutOfRange { .. } => ("ttl_out_of_range", K::Invalid),
             E::AgentExists(_) => ("agent_exists", K::Conflict),
             E::AgentNotFound(_) | E::NoAgentMatches(_) => ("agent_not_found", K::NotFound),
             E::AgentDisabled(_) => ("agent_disabled", K::Forbidden),
+            E::AgentRetired(_) => ("agent_retired", K::Forbidden),
+            E::VersionConflict { .. } => ("version_conflict", K::Conflict),
+            E::RegistrationChanged(_) => ("registration_changed", K::Conflict),
+            E::BlockExists => ("block_exists", K::Conflict),
+            E::TooManyBlocks(_) => ("too_many_blocks", K::Conflict),
+            E::BlockNotFound(_) => ("block_not_found", K::NotFound),
+            E::PendingNotFound(_) => ("pending_not_found", K::NotFound),
+            E::TooManyPending(_) => ("too_many_pending", K::Conflict),
+            E::OwnChange => ("own_change", K::Forbidden),
+            E::PendingExpired(_) => ("pending_expired", K::Conflict),
             E::TokenInvalid => ("token_invalid", K::Unauthenticated),
             E::TokenExpired => ("token_expired", K::Unauthenticated),
             E::TokenUsed => ("token_used", K::Unauthenticated),
@@ -222,6 +272,7 @@ impl From<AdminRefusal> for AuthorityError {
     fn from(r: AdminRefusal) -> Self {
         match r {
             AdminRefusal::Forbidden { allowed } => AuthorityError::Forbidden { allowed },
+            AdminRefusal::ReadOnly => AuthorityError::ReadOnly,
             // Only the commit of a removal meets it, and names the admin.
             AdminRefusal::LastGlobalAdmin => {
                 AuthorityError::Internal("the last global admin rule out of place".into())
@@ -253,6 +304,10 @@ pub(super) enum Named<'a> {
     },
     /// An admin, by name.
     Admin(&'a str),
+    /// A scope block, by id once it has one.
+    Block(Option<u64>),
+    /// A change waiting for review, of an agent, by id once it has one.
+    Pending(&'a AgentId, Option<u64>),
 }
 
 /// The refusal a commit-time `conflict` of a change about `named` is: the
@@ -267,6 +322,33 @@ pub(super) fn refused(conflict: Conflict, named: Named<'_>) -> AuthorityError {
         (C::AgentDisabled, Named::Agent(id) | Named::Presented { id, .. }) => {
             E::AgentDisabled(id.clone())
         }
+        (C::AgentRetired, Named::Agent(id) | Named::Presented { id, .. }) => {
+            E::AgentRetired(id.clone())
+        }
+        (C::VersionConflict { current }, Named::Agent(id)) => E::VersionConflict {
+            id: id.clone(),
+            current,
+        },
+        (C::RegistrationChanged, Named::Agent(id) | Named::Presented { id, .. }) => {
+            E::RegistrationChanged(id.clone())
+        }
+        (C::BlockExists, Named::Block(_)) => E::BlockExists,
+        (C::TooManyBlocks, Named::Block(_)) => {
+            E::TooManyBlocks(crate::state::governance::MAX_BLOCKS)
+        }
+        (C::BlockNotFound, Named::Block(Some(id))) => E::BlockNotFound(id),
+        (C::PendingNotFound, Named::Pending(_, Some(id))) => E::PendingNotFound(id),
+        (C::TooManyPending, Named::Pending(..)) => {
+            E::TooManyPending(crate::state::governance::MAX_PENDING)
+        }
+        (C::Review(ReviewRefusal::OwnChange), Named::Pending(..)) => E::OwnChange,
+        (C::Review(ReviewRefusal::Expired), Named::Pending(_, Some(id))) => E::PendingExpired(id),
+        (C::VersionConflict { current }, Named::Pending(id, _)) => E::VersionConflict {
+            id: id.clone(),
+            current,
+        },
+        (C::AgentRetired, Named::Pending(id, _)) => E::AgentRetired(id.clone()),
+        (C::AgentNotFound, Named::Pending(id, _)) => E::AgentNotFound(id.clone()),
         (C::TokenNotFound, Named::Agent(_)) => E::TokenInvalid,
         (C::TokenExpired, Named::Agent(_)) => E::TokenExpired,
         (C::TokenUsed, Named::Agent(_)) => E::TokenUsed,
@@ -369,6 +451,41 @@ mod tests {
             (C::LimitReached(limit), agent, "issuance_limited"),
             (C::LimitReached(limit), presented, "issuance_limited"),
             (C::AdminExists, agent, "internal_error"),
+            (C::AgentRetired, agent, "agent_retired"),
+            (C::AgentRetired, presented, "agent_retired"),
+            (C::VersionConflict { current: 4 }, agent, "version_conflict"),
+            (C::RegistrationChanged, agent, "registration_changed"),
+            (C::RegistrationChanged, presented, "registration_changed"),
+            (C::BlockExists, Named::Block(None), "block_exists"),
+            (C::TooManyBlocks, Named::Block(None), "too_many_blocks"),
+            (C::BlockNotFound, Named::Block(Some(7)), "block_not_found"),
+            (C::BlockNotFound, agent, "internal_error"),
+            (
+                C::PendingNotFound,
+                Named::Pending(&id, Some(3)),
+                "pending_not_found",
+            ),
+            (
+                C::TooManyPending,
+                Named::Pending(&id, None),
+                "too_many_pending",
+            ),
+            (
+                C::Review(ReviewRefusal::OwnChange),
+                Named::Pending(&id, Some(3)),
+                "own_change",
+            ),
+            (
+                C::Review(ReviewRefusal::Expired),
+                Named::Pending(&id, Some(3)),
+                "pending_expired",
+            ),
+            (
+                C::VersionConflict { current: 2 },
+                Named::Pending(&id, Some(3)),
+                "version_conflict",
+            ),
+            (C::AgentRetired, Named::Pending(&id, None), "agent_retired"),
         ];
         for (conflict, named, code) in cases {
             let shown = format!("{conflict:?} about {named:?}");

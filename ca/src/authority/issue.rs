@@ -13,6 +13,7 @@ use crate::issuance::csr::{CheckedCsr, CsrError};
 use crate::issuance::profile;
 use crate::state::issuance_limit::LimitReached;
 use crate::state::records::{AgentRecord, CertRecord, Origin};
+use crate::state::scopes;
 
 /// The CA's own TLS server certificate.
 pub struct ServerCertificate {
@@ -45,6 +46,9 @@ impl Authority {
 
     /// Signs a leaf for `id` and the key of `csr`, returning its store
     /// record and the API answer.
+    ///
+    /// The answer's audit event should name what the certificate grants:
+    /// see [`granted`].
     pub(super) fn sign(
         &self,
         id: &AgentId,
@@ -63,6 +67,9 @@ impl Authority {
             .clamp(self.policy.min_ttl, self.policy.max_ttl);
         let (not_before, not_after) = profile::leaf_validity(now, ttl, self.ca.not_after());
         let serial_bytes = profile::random_serial();
+        // The registration's scopes less those blocked for the agent; the
+        // commit checks again that they still are.
+        let scopes = scopes::grantable(registration, &self.records.scope_blocks()?);
         let params = profile::agent_leaf(
             id,
             instance,
@@ -70,7 +77,7 @@ impl Authority {
             not_before,
             not_after,
             self.ca.distribution(),
-            &registration.scopes,
+            &scopes,
         )
         .map_err(|e| AuthorityError::Sign(e.to_string()))?;
         let spki = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
@@ -93,6 +100,9 @@ impl Authority {
             renewed_by: None,
             revoked: None,
             renewals: Default::default(),
+            scopes: Some(scopes),
+            version: registration.version,
+            withdrawn: Vec::new(),
         };
         let issued = IssuedCertificate {
             spiffe_id: id.clone(),
@@ -143,6 +153,13 @@ impl Authority {
             not_before,
             not_after,
         })
+    }
+
+    /// Records in `event` what `cert` grants: its scopes and the
+    /// registration version they came from.
+    pub(super) fn granted(event: &mut agentca::wire::AuditEvent, cert: &CertRecord) {
+        event.scopes = cert.scopes.clone();
+        event.version = Some(cert.version);
     }
 
     pub(super) fn issued_from_record(

@@ -18,11 +18,13 @@ mod audited;
 mod backup;
 mod enroll;
 mod error;
+mod govern;
 mod issue;
 mod policy;
 mod queries;
 mod register;
 mod renew;
+mod review;
 mod revoke;
 #[cfg(test)]
 mod tests;
@@ -44,7 +46,7 @@ pub use admins::MAX_ADMIN_NAME;
 pub use audited::{Admin, RequestContext};
 pub use error::{AuthorityError, ErrorKind};
 pub use issue::ServerCertificate;
-pub use policy::{Policy, PolicyError};
+pub use policy::{Policy, PolicyError, Review};
 pub use queries::{AgentFilter, AgentPage, MAX_AUDIT_PAGE, MAX_LIST};
 pub use register::{AgentName, MAX_OWNER_LEN, MAX_PURPOSE_LEN};
 
@@ -61,6 +63,9 @@ pub struct Authority {
     /// Refusals counted rather than recorded one by one
     /// ([`crate::audit::refusals`]).
     refusals: std::sync::Mutex<crate::audit::refusals::Fold>,
+    /// Admins' reads, recorded once per subject and minute and counted
+    /// beyond.
+    reads: std::sync::Mutex<crate::audit::refusals::Fold>,
     /// Warnings of issuance limits reached, a few a minute.
     limited_log: std::sync::Mutex<crate::quiet::Quiet>,
 }
@@ -86,6 +91,7 @@ impl Authority {
             metrics,
             material: None,
             refusals: Default::default(),
+            reads: std::sync::Mutex::new(crate::audit::refusals::Fold::reads()),
             limited_log: std::sync::Mutex::new(crate::quiet::Quiet::new(std::time::Instant::now())),
         })
     }

@@ -25,6 +25,37 @@ pub struct Policy {
     /// Most certificates per agent and renewals per instance in one
     /// certificate lifetime.
     pub issuance_limits: IssuanceLimits,
+    /// Which changes of registration wait for a second admin.
+    pub review: Review,
+}
+
+/// Where promotions (a scope added, a longer lifetime) wait for a second
+/// admin's approval ([`crate::state::review`]).
+#[derive(Clone, Debug)]
+pub struct Review {
+    /// In every tenant.
+    pub all_tenants: bool,
+    /// In these tenants.
+    pub tenants: Vec<String>,
+    /// How long a change waits before it lapses.
+    pub pending_ttl: Duration,
+}
+
+impl Default for Review {
+    fn default() -> Self {
+        Self {
+            all_tenants: false,
+            tenants: Vec::new(),
+            pending_ttl: Duration::hours(24),
+        }
+    }
+}
+
+impl Review {
+    /// Whether promotions of `tenant`'s agents wait for review.
+    pub fn required_for(&self, tenant: &str) -> bool {
+        self.all_tenants || self.tenants.iter().any(|t| t == tenant)
+    }
 }
 
 impl Default for Policy {
@@ -37,6 +68,7 @@ impl Default for Policy {
             max_token_ttl: Duration::days(7),
             max_token_uses: 1_000_000,
             issuance_limits: IssuanceLimits::DEFAULT,
+            review: Review::default(),
         }
     }
 }

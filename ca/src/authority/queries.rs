@@ -70,7 +70,7 @@ impl Authority {
             .as_ref()
             .map(|t| format!("{t}/{}", filter.env.as_deref().unwrap_or("*")));
         let event = self.event(ctx, admin.actor(), "agents.list", subject, now);
-        self.audited(event, async |_| {
+        self.audited_read(event, async |_| {
             let tenant = admin.visible_tenant(filter.tenant.as_deref())?;
             let prefix = match (tenant, filter.env.as_deref()) {
                 (Some(t), Some(e)) => {
@@ -154,7 +154,7 @@ impl Authority {
             self.subject_of(name),
             now,
         );
-        self.audited(event, async |_| {
+        self.audited_read(event, async |_| {
             let id = self.id_of_name(name)?;
             admin.may_act_on(&name.tenant)?;
             let record = self.registered(&id)?;
@@ -173,6 +173,7 @@ impl Authority {
                     remote_addr: a.remote_addr,
                 })
                 .collect();
+            info.pending = self.pending_of(&key)?;
             Ok(info)
         })
         .await
@@ -180,8 +181,9 @@ impl Authority {
 
     /// Up to `limit` audit events after `since`, waiting up to `wait` for
     /// one if there is none yet; global admins only. Reading the trail is
-    /// not itself audited (a follower would feed on its own events), but a
-    /// refused read is.
+    /// audited as reads are: the first read of a minute is an event, the
+    /// rest counted into one (a follower adds two events a minute, not one
+    /// per page).
     pub async fn audit_page(
         &self,
         ctx: &RequestContext,
@@ -192,7 +194,7 @@ impl Authority {
     ) -> Result<AuditPage, AuthorityError> {
         let now = OffsetDateTime::now_utc();
         let event = self.event(ctx, admin.actor(), "audit.read", None, now);
-        self.audited(event, async |_| {
+        self.audited_read(event, async |_| {
             admin.may_act_globally()?;
             let limit = limit.clamp(1, MAX_AUDIT_PAGE);
             let mut head = self.writer.audit_head();
@@ -236,7 +238,7 @@ impl Authority {
         let subject = format!("events through {}", req.through);
         let event = self.event(ctx, admin.actor(), "audit.prune", Some(subject), now);
         self.audited(event, async |event| {
-            admin.may_act_globally()?;
+            admin.may_change_globally()?;
             let change = Change::PruneAudit {
                 through: req.through,
                 hash: req.hash.clone(),
@@ -319,12 +321,15 @@ impl Authority {
             ttl_seconds: record.ttl_secs,
             scopes: record.scopes.clone(),
             enabled: record.enabled,
+            version: record.version,
+            retired_at: record.retired_at,
             created_at: record.created_at,
             updated_at: record.updated_at,
             last_issued_at: record.last_issued_at,
             live_certificates: Vec::new(),
             live_certificates_truncated: false,
             clone_alerts: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -355,6 +360,9 @@ impl Authority {
                 not_before: c.not_before,
                 not_after: c.not_after,
                 renewed_by: c.renewed_by.map(|r| r.serial),
+                scopes: c.scopes,
+                withdrawn: c.withdrawn,
+                version: c.version,
             });
         }
         info.live_certificates = live;

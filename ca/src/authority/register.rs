@@ -9,7 +9,7 @@ use super::error::Named;
 use super::{Admin, Authority, AuthorityError, RequestContext};
 use crate::issuance::profile;
 use crate::state::records::AgentRecord;
-use crate::state::Change;
+use crate::state::{Applied, Change};
 
 /// Longest owner field accepted, in bytes.
 pub const MAX_OWNER_LEN: usize = 256;
@@ -51,11 +51,15 @@ impl Authority {
         let event = self.event(ctx, admin.actor(), "register", subject, now);
         self.audited(event, async |event| {
             let id = self.agent_id(&req.tenant, &req.env, &req.agent)?;
-            admin.may_act_on(&req.tenant)?;
+            admin.may_change(&req.tenant)?;
             check_text("owner", &req.owner, MAX_OWNER_LEN)?;
             check_text("purpose", &req.purpose, MAX_PURPOSE_LEN)?;
-            let scopes = agentca::scopes::normalize(&req.scopes)
+            let mut scopes = agentca::scopes::normalize(&req.scopes)
                 .map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
+            // Where promotions are reviewed, a new agent's scopes are one:
+            // it is registered without them, and they wait for approval.
+            let reviewed = (self.policy.review.required_for(&req.tenant) && !scopes.is_empty())
+                .then(|| std::mem::take(&mut scopes));
             let ttl = self.policy.certificate_ttl(req.ttl_seconds)?;
             let now = profile::whole_seconds(now);
             let record = AgentRecord {
@@ -71,15 +75,46 @@ impl Authority {
                 last_issued_at: None,
                 issued: Default::default(),
                 scopes,
+                version: 1,
+                retired_at: None,
             };
             let mut done = event.clone();
             if !record.scopes.is_empty() {
                 done.reason = Some(format!("scopes {}", record.scopes.join(" ")));
             }
-            let change = Change::RegisterAgent(record.clone());
-            self.commit(change, done, Named::Agent(&id)).await?;
-            tracing::info!(admin = admin.name(), agent = %id, "agent registered");
-            self.info(&record)
+            if req.reuse_retired {
+                done.reason = Some(match done.reason {
+                    Some(r) => format!("reusing a retired name; {r}"),
+                    None => "reusing a retired name".into(),
+                });
+            }
+            done.scopes = Some(record.scopes.clone());
+            // The version it will be (the commit checks the name again).
+            let existing = self.records.agent(&record.key())?;
+            done.version = Some(existing.map_or(1, |e| e.version + 1));
+            let change = Change::Register {
+                agent: record.clone(),
+                by: admin.name().to_owned(),
+                reuse: req.reuse_retired,
+            };
+            let version = match self.commit(change, done, Named::Agent(&id)).await? {
+                Applied::Versioned { version, .. } => version,
+                _ => 1,
+            };
+            tracing::info!(admin = admin.name(), agent = %id, version, "agent registered");
+            let registered = self.registered(&id)?;
+            let mut info = self.info(&registered)?;
+            if let Some(scopes) = reviewed {
+                let update = crate::state::governance::Update {
+                    scopes: Some(scopes),
+                    ..Default::default()
+                };
+                info.pending.push(
+                    self.propose(ctx, admin, &id, &registered, update, now)
+                        .await?,
+                );
+            }
+            Ok(info)
         })
         .await
     }
@@ -98,7 +133,7 @@ impl Authority {
         let event = self.event(ctx, admin.actor(), action, self.subject_of(name), now);
         self.audited(event, async |event| {
             let id = self.id_of_name(name)?;
-            admin.may_act_on(&name.tenant)?;
+            admin.may_change(&name.tenant)?;
             let change = Change::SetAgentEnabled {
                 key: id.path_key(),
                 enabled,
@@ -113,7 +148,7 @@ impl Authority {
     }
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), AuthorityError> {
+pub(super) fn check_text(field: &str, value: &str, max: usize) -> Result<(), AuthorityError> {
     if value.trim().is_empty() {
         return Err(AuthorityError::InvalidRequest(format!(
             "{field} must not be empty"

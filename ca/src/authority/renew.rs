@@ -71,7 +71,7 @@ impl Authority {
             let record = self.records.agent(&current.agent_key)?.ok_or_else(|| {
                 AuthorityError::CertificateUnknown("its agent is no longer registered".into())
             })?;
-            agent::may_be_issued(&record).map_err(|_| AuthorityError::AgentDisabled(id.clone()))?;
+            agent::may_be_issued(&record).map_err(|r| self.not_issuable(&id, r))?;
             let csr = csr::check(&req.csr)?;
             match certificate::renewal(&current, &csr.key_sha256) {
                 Err(_) => return Err(AuthorityError::KeyReused),
@@ -91,13 +91,14 @@ impl Authority {
             };
             let (cert, issued) =
                 self.sign(&id, &current.instance_id, &csr, &record, now, origin)?;
+            let mut done = event.clone();
+            Self::granted(&mut done, &cert);
             let change = Change::Renew {
                 from: serial.clone(),
                 at: profile::whole_seconds(now),
                 cert,
                 limits,
             };
-            let mut done = event.clone();
             done.serial = Some(issued.serial.clone());
             done.not_after = Some(issued.not_after);
             done.reason = Some(format!("from {serial}"));

@@ -5,7 +5,8 @@
 
 use agentca::identity::{Name, Part};
 use agentca::wire::{
-    RevocationEvent as WireRevocationEvent, RevocationPage, RevokeRequest, RevokeResponse, Serial,
+    FeedSnapshot, RevocationEvent as WireRevocationEvent, RevocationPage, RevokeRequest,
+    RevokeResponse, RevokedSerial, ScopeChange, ScopeEvent, Serial,
 };
 use time::OffsetDateTime;
 
@@ -13,6 +14,7 @@ use super::error::Named;
 use super::{Admin, Authority, AuthorityError, RequestContext};
 use crate::issuance::profile;
 use crate::revocation::crl;
+use crate::state::records::{AdminRecord, ScopeChangeRecord, ScopeEventRecord};
 use crate::state::{admin, Applied, Change, RevokeTarget};
 
 impl Authority {
@@ -52,7 +54,7 @@ impl Authority {
                     let id = self.id_of_key(&cert.agent_key)?;
                     event.subject = Some(id.to_string());
                     event.not_after = Some(cert.not_after);
-                    admin.may_act_on(id.tenant().as_str())?;
+                    admin.may_change(id.tenant().as_str())?;
                     (
                         RevokeTarget::Serial(serial.clone()),
                         format!("certificate {serial}"),
@@ -65,7 +67,7 @@ impl Authority {
                         .ok_or_else(|| AuthorityError::InstanceNotFound(instance.clone()))?;
                     let id = self.id_of_key(&cert.agent_key)?;
                     event.subject = Some(id.to_string());
-                    admin.may_act_on(id.tenant().as_str())?;
+                    admin.may_change(id.tenant().as_str())?;
                     (
                         RevokeTarget::Instance(instance.clone()),
                         format!("instance {instance}"),
@@ -73,7 +75,7 @@ impl Authority {
                 }
                 (None, None, Some(tenant)) => {
                     Name::new(Part::Tenant, tenant)?;
-                    admin.may_act_on(tenant)?;
+                    admin.may_change(tenant)?;
                     let (prefix, exact) = match (&req.env, &req.agent) {
                         (Some(env), Some(agent)) => {
                             (self.agent_id(tenant, env, agent)?.path_key(), true)
@@ -188,9 +190,80 @@ impl Authority {
                 }
             })
             .collect();
+        let scopes = page
+            .scopes
+            .into_iter()
+            .map(|e| self.scope_event(reader, e))
+            .collect();
         RevocationPage {
             events,
+            scopes,
             latest: page.latest,
+        }
+    }
+}
+
+impl Authority {
+    /// A scope event as `reader` sees it: a block's target only for an
+    /// admin of its tenant ([`admin::sees_details_of`]).
+    fn scope_event(&self, reader: Option<&AdminRecord>, e: ScopeEventRecord) -> ScopeEvent {
+        let shown = |target: Option<String>| {
+            target
+                .filter(|t| admin::sees_details_of(reader, t.split('/').next().unwrap_or_default()))
+        };
+        let change = match e.change {
+            ScopeChangeRecord::Withdrawn {
+                serial,
+                scopes,
+                not_after,
+                ..
+            } => ScopeChange::Withdrawn {
+                serial,
+                scopes,
+                not_after,
+            },
+            ScopeChangeRecord::Blocked {
+                block,
+                scope,
+                serials,
+                target,
+            } => ScopeChange::Blocked {
+                block,
+                scope,
+                serials,
+                target: shown(target),
+            },
+            ScopeChangeRecord::Unblocked { block, .. } => ScopeChange::Unblocked { block },
+        };
+        ScopeEvent {
+            seq: e.seq,
+            at: e.at,
+            change,
+        }
+    }
+
+    /// The state a verifier starts from (`GET /v1/revocations/snapshot`):
+    /// revoked serials not expired, withdrawals and blocks in force, at
+    /// one feed position. What it names beyond serials and scopes is for
+    /// `reader` only, as in the feed.
+    pub fn feed_snapshot(&self, reader: Option<&Admin>, now: OffsetDateTime) -> FeedSnapshot {
+        let state = self.revocations.snapshot(now);
+        let reader = reader.map(|a| &a.0);
+        FeedSnapshot {
+            latest: state.latest,
+            revoked: state
+                .revoked
+                .into_iter()
+                .map(|e| RevokedSerial {
+                    serial: e.serial,
+                    not_after: e.not_after,
+                })
+                .collect(),
+            scopes: state
+                .scopes
+                .into_iter()
+                .map(|e| self.scope_event(reader, e))
+                .collect(),
         }
     }
 }

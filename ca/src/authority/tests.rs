@@ -37,6 +37,7 @@ async fn setup() -> Setup {
         name: "ops".into(),
         tenant: None,
         created_at: OffsetDateTime::now_utc(),
+        role: Default::default(),
     };
     let put = Change::PutAdmin {
         hash: crate::token::hash(&token).unwrap(),
@@ -84,6 +85,7 @@ fn register_bot() -> RegisterAgentRequest {
         purpose: "tests".into(),
         ttl_seconds: None,
         scopes: Vec::new(),
+        reuse_retired: false,
     }
 }
 

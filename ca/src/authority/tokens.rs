@@ -27,7 +27,7 @@ impl Authority {
         let event = self.event(ctx, admin.actor(), "token.create", subject, now);
         self.audited(event, async |event| {
             let id = self.id_of_name(name)?;
-            admin.may_act_on(&name.tenant)?;
+            admin.may_change(&name.tenant)?;
             let ttl = self.policy.token_ttl(req.ttl_seconds)?;
             let uses = self.policy.token_uses(req.uses)?;
             let secret = token::generate(token::BOOTSTRAP_PREFIX);

@@ -51,6 +51,20 @@ impl AdminConnection {
         Ok(client.download(path, Some(&token), max_bytes).await?)
     }
 
+    /// [`AdminConnection::call`] with `If-Match: "version"`.
+    pub(super) async fn call_if_match<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        version: u64,
+    ) -> anyhow::Result<T> {
+        let (client, token) = self.connect()?;
+        Ok(client
+            .call_if_match(method, path, Some(&token), body, version)
+            .await?)
+    }
+
     pub(super) async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
@@ -67,17 +81,17 @@ impl AdminConnection {
 pub struct AgentRef {
     /// Tenant.
     #[arg(long)]
-    tenant: String,
+    pub(super) tenant: String,
     /// Environment.
     #[arg(long)]
-    env: String,
+    pub(super) env: String,
     /// Agent name.
     #[arg(long)]
-    agent: String,
+    pub(super) agent: String,
 }
 
 impl AgentRef {
-    fn path(&self) -> anyhow::Result<String> {
+    pub(super) fn path(&self) -> anyhow::Result<String> {
         // Validate locally so that a bad name is a clear error, not a 404
         // on a mangled path.
         agentca::identity::AgentId::new("check.invalid", &self.tenant, &self.env, &self.agent)?;
@@ -106,6 +120,10 @@ pub struct RegisterArgs {
     /// (repeat for more).
     #[arg(long = "scope")]
     scopes: Vec<String>,
+    /// Register the name of a retired agent again: a new agent under the
+    /// old name (audited; the old one's history stays).
+    #[arg(long)]
+    reuse_retired: bool,
     #[command(flatten)]
     conn: AdminConnection,
 }
@@ -119,6 +137,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         purpose: args.purpose,
         ttl_seconds: args.ttl.map(|d| d.whole_seconds().max(0) as u64),
         scopes: args.scopes,
+        reuse_retired: args.reuse_retired,
     };
     let info: AgentInfo = args
         .conn
@@ -195,9 +214,9 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
 #[derive(Args, Debug)]
 pub struct AgentArgs {
     #[command(flatten)]
-    agent: AgentRef,
+    pub(super) agent: AgentRef,
     #[command(flatten)]
-    conn: AdminConnection,
+    pub(super) conn: AdminConnection,
 }
 
 pub async fn show(args: AgentArgs) -> anyhow::Result<()> {
@@ -306,7 +325,7 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     print_json(&done)
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(super) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

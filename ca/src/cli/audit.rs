@@ -384,6 +384,10 @@ enum AdminCommand {
         /// Limit it to one tenant.
         #[arg(long)]
         tenant: Option<String>,
+        /// `admin` (reads and changes) or `auditor` (reads agents, their
+        /// history, the audit trail and the metrics; changes nothing).
+        #[arg(long, default_value = "admin", value_parser = ["admin", "auditor"])]
+        role: String,
     },
     /// List the named admins.
     List,
@@ -397,8 +401,12 @@ enum AdminCommand {
 
 pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
-        AdminCommand::Create { name, tenant } => {
-            let body = CreateAdminRequest { name, tenant };
+        AdminCommand::Create { name, tenant, role } => {
+            let body = CreateAdminRequest {
+                name,
+                tenant,
+                role: Some(role),
+            };
             let created: CreateAdminResponse = args
                 .conn
                 .call(Method::POST, "/v1/admin/admins", Some(&body))

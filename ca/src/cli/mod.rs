@@ -3,7 +3,8 @@
 //! One binary for the three users: the operator (`init`, `serve`,
 //! `backup`, `restore`, `store migrate`), the
 //! admin (`register`, `agents`, `agent`, `token`, `enable`, `disable`,
-//! `revoke`, which
+//! `revoke`, `update`, `history`, `retire`, `scope`, `pending`,
+//! `approve`, `reject`, which
 //! talk to the running CA over its API, since the store belongs to one
 //! process), and the agent (`enroll`, `renew`).
 
@@ -12,6 +13,7 @@ mod agent;
 mod audit;
 mod backup;
 mod config;
+mod govern;
 mod init;
 mod local;
 mod serve;
@@ -67,6 +69,20 @@ enum Command {
     Disable(admin::AgentArgs),
     /// Revoke certificates by serial, instance, agent, env or tenant (admin).
     Revoke(admin::RevokeArgs),
+    /// Change an agent's registration: scopes, owner, purpose, lifetime; a new version (admin).
+    Update(govern::UpdateArgs),
+    /// Show the versions of an agent's registration, or the one in force at a time (admin).
+    History(govern::HistoryArgs),
+    /// Retire an agent: certificates revoked, tokens voided, never issued again (admin).
+    Retire(admin::AgentArgs),
+    /// Block or unblock a scope for everyone, a tenant, an environment or one agent (admin).
+    Scope(govern::ScopeArgs),
+    /// List the changes of registrations waiting for a second admin (admin).
+    Pending(govern::PendingListArgs),
+    /// Approve a change another admin asked for: it applies now (admin).
+    Approve(govern::PendingArgs),
+    /// Reject a change waiting for review: it is dropped (admin).
+    Reject(govern::PendingArgs),
     /// Export, follow or verify the audit trail (global admin).
     Audit(audit::AuditArgs),
     /// Create, list or revoke named admin tokens (global admin).
@@ -119,6 +135,13 @@ pub fn main() -> ExitCode {
             Command::Enable(args) => admin::set_enabled(args, true).await,
             Command::Disable(args) => admin::set_enabled(args, false).await,
             Command::Revoke(args) => admin::revoke(args).await,
+            Command::Update(args) => govern::update(args).await,
+            Command::History(args) => govern::history(args).await,
+            Command::Retire(args) => govern::retire(args).await,
+            Command::Scope(args) => govern::scope(args).await,
+            Command::Pending(args) => govern::pending(args).await,
+            Command::Approve(args) => govern::approve(args).await,
+            Command::Reject(args) => govern::reject(args).await,
             Command::Audit(args) => audit::audit(args).await,
             Command::Admin(args) => audit::admin(args).await,
             Command::Enroll(args) => agent::enroll(args).await,

@@ -122,6 +122,17 @@ pub struct ServeArgs {
     /// lifetime (an agent renewing at half-life needs 2).
     #[arg(long, default_value_t = IssuanceLimits::DEFAULT.renewals_per_instance, value_parser = clap::value_parser!(u32).range(1..))]
     max_renewals_per_instance: u32,
+    /// A change of registration that grants more (a scope added, a longer
+    /// lifetime) waits for a second admin's approval (`agentca approve`);
+    /// what it takes away applies at once. In every tenant.
+    #[arg(long)]
+    review_promotions: bool,
+    /// The same, in this tenant only (repeat for more).
+    #[arg(long = "review-promotions-for", value_name = "TENANT")]
+    review_tenants: Vec<String>,
+    /// How long a change waits for approval before it lapses.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pending_ttl: Duration,
     /// Most open connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -278,6 +289,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         issuance_limits: IssuanceLimits {
             per_agent: args.max_certs_per_agent,
             renewals_per_instance: args.max_renewals_per_instance,
+        },
+        review: crate::authority::Review {
+            all_tenants: args.review_promotions,
+            tenants: args.review_tenants.clone(),
+            pending_ttl: args.pending_ttl,
         },
         ..Policy::default()
     };

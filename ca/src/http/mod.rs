@@ -38,6 +38,7 @@ mod admin;
 pub mod error;
 mod extract;
 pub mod fairness;
+mod govern;
 mod issue;
 mod public;
 pub mod server;
@@ -127,11 +128,37 @@ pub fn router(authority: Arc<Authority>, issuing: IssuanceLimit) -> Router {
     public_routes()
         .route("/v1/bundle", get(bundle))
         .route("/v1/revocations", get(feed))
+        .route("/v1/revocations/snapshot", get(feed_snapshot))
         .route("/v1/admin/revoke", post(revoke))
         .route("/v1/enroll", post(enroll))
         .route("/v1/renew", post(renew))
         .route("/v1/admin/agents", post(register).get(list_agents))
-        .route("/v1/admin/agents/{tenant}/{env}/{agent}", get(show_agent))
+        .route(
+            "/v1/admin/agents/{tenant}/{env}/{agent}",
+            get(show_agent).patch(govern::update),
+        )
+        .route(
+            "/v1/admin/agents/{tenant}/{env}/{agent}/history",
+            get(govern::history),
+        )
+        .route(
+            "/v1/admin/agents/{tenant}/{env}/{agent}/retire",
+            post(govern::retire),
+        )
+        .route("/v1/admin/pending", get(govern::pending))
+        .route(
+            "/v1/admin/pending/{id}",
+            axum::routing::delete(govern::reject),
+        )
+        .route("/v1/admin/pending/{id}/approve", post(govern::approve))
+        .route(
+            "/v1/admin/scopes/blocks",
+            post(govern::block).get(govern::blocks),
+        )
+        .route(
+            "/v1/admin/scopes/blocks/{id}",
+            axum::routing::delete(govern::unblock),
+        )
         .route(
             "/v1/admin/agents/{tenant}/{env}/{agent}/tokens",
             post(create_token),

@@ -80,6 +80,19 @@ pub(super) async fn feed(
     ))
 }
 
+/// `GET /v1/revocations/snapshot`: the state a verifier starts from.
+pub(super) async fn feed_snapshot(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let reader = match bearer(&headers) {
+        Some(_) => Some(admin(&ca, &ctx, &headers).await?),
+        None => None,
+    };
+    Ok(Json(ca.feed_snapshot(reader.as_ref(), now())))
+}
+
 /// Counts a feed request as a subscriber while it is open.
 struct FeedWaiting(Arc<crate::metrics::Metrics>);
 

@@ -14,8 +14,8 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::{mpsc, watch};
 
 use super::{Revocations, MAX_FEED_PAGE};
-use crate::state::records::{CrlIssuer, RevocationEvent};
-use crate::state::{retention, Applied, Change, Conflict};
+use crate::state::records::CrlIssuer;
+use crate::state::{retention, Applied, Change, Conflict, FeedEvents};
 use crate::store::StoreError;
 
 /// How often a replica of a shared store reads the store for revocations
@@ -31,7 +31,7 @@ impl Revocations {
     /// other replicas.
     pub(super) async fn follow(
         self: Arc<Self>,
-        mut committed: mpsc::UnboundedReceiver<Vec<RevocationEvent>>,
+        mut committed: mpsc::UnboundedReceiver<FeedEvents>,
         mut commits: Option<watch::Receiver<u64>>,
     ) {
         let mut poll = tokio::time::interval(if commits.is_some() {
@@ -57,9 +57,10 @@ impl Revocations {
         }
     }
 
-    /// Adds the revocations of one of this replica's commits.
-    fn add_committed(&self, batch: Vec<RevocationEvent>) {
-        let Some(first) = batch.iter().map(|e| e.seq).min() else {
+    /// Adds the feed events of one of this replica's commits.
+    fn add_committed(&self, batch: FeedEvents) {
+        let seqs = batch.revoked.iter().map(|e| e.seq);
+        let Some(first) = seqs.chain(batch.scopes.iter().map(|e| e.seq)).min() else {
             return;
         };
         if first > self.latest.borrow().saturating_add(1) {
@@ -98,10 +99,24 @@ impl Revocations {
         let began = OffsetDateTime::now_utc();
         loop {
             let after = *self.latest.borrow();
-            let events = self.records.revocation_events_after(after, MAX_FEED_PAGE)?;
-            let full = events.len() == MAX_FEED_PAGE;
-            self.add(events);
-            if !full {
+            let mut revoked = self.records.revocation_events_after(after, MAX_FEED_PAGE)?;
+            let mut scopes = self.records.scope_events_after(after, MAX_FEED_PAGE)?;
+            // A full list may stop before events of the other kind: keep
+            // only what both lists cover, so the feed has no gap.
+            let covered = [
+                (revoked.len() == MAX_FEED_PAGE).then(|| revoked.last().map(|e| e.seq)),
+                (scopes.len() == MAX_FEED_PAGE).then(|| scopes.last().map(|e| e.seq)),
+            ]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .min();
+            if let Some(covered) = covered {
+                revoked.retain(|e| e.seq <= covered);
+                scopes.retain(|e| e.seq <= covered);
+            }
+            self.add(FeedEvents { revoked, scopes });
+            if covered.is_none() {
                 break;
             }
         }
@@ -121,14 +136,21 @@ impl Revocations {
 
     /// Adds `events`, which follow the feed without a gap, and moves
     /// `latest` to the last.
-    fn add(&self, events: Vec<RevocationEvent>) {
-        let Some(max) = events.iter().map(|e| e.seq).max() else {
+    fn add(&self, events: FeedEvents) {
+        let seqs = events.revoked.iter().map(|e| e.seq);
+        let Some(max) = seqs.chain(events.scopes.iter().map(|e| e.seq)).max() else {
             return;
         };
         {
             let mut feed = self.feed.write().unwrap_or_else(|p| p.into_inner());
-            for e in events {
+            for e in events.revoked {
                 feed.insert(e.seq, e);
+            }
+        }
+        {
+            let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
+            for e in events.scopes {
+                scopes.insert(e.seq, e);
             }
         }
         let newer = self.latest.send_if_modified(|latest| {
@@ -234,6 +256,9 @@ impl Revocations {
     fn prune_feed(&self, before: OffsetDateTime) {
         let mut feed = self.feed.write().unwrap_or_else(|p| p.into_inner());
         feed.retain(|_, e| !retention::prunable(e.not_after, before));
+        drop(feed);
+        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
+        scopes.retain(|_, e| e.ends().is_none_or(|end| !retention::prunable(end, before)));
     }
 }
 

@@ -31,8 +31,8 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::issuance::issuer::IssuingCa;
-use crate::state::records::{CrlIssuer, RevocationEvent};
-use crate::state::{Ledger, Records};
+use crate::state::records::{CrlIssuer, RevocationEvent, ScopeEventRecord};
+use crate::state::{FeedEvents, Ledger, Records};
 use crate::store::StoreError;
 use crl::SignedCrl;
 use ocsp::Responder;
@@ -71,10 +71,23 @@ impl Default for RevocationConfig {
 /// One page of the feed.
 #[derive(Debug)]
 pub struct FeedPage {
-    /// Events after the requested sequence number, in order.
+    /// Revocations after the requested sequence number, in order.
     pub events: Vec<RevocationEvent>,
+    /// Scope events after it, in order.
+    pub scopes: Vec<ScopeEventRecord>,
     /// The newest sequence number when the page was read.
     pub latest: u64,
+}
+
+/// The feed's state at one position ([`Revocations::snapshot`]).
+#[derive(Debug)]
+pub struct FeedState {
+    /// The position.
+    pub latest: u64,
+    /// Revocations of certificates not expired.
+    pub revoked: Vec<RevocationEvent>,
+    /// Withdrawals from live certificates and blocks in force, in order.
+    pub scopes: Vec<ScopeEventRecord>,
 }
 
 /// The revocation service.
@@ -85,6 +98,8 @@ pub struct Revocations {
     config: RevocationConfig,
     responder: Responder,
     feed: RwLock<BTreeMap<u64, RevocationEvent>>,
+    /// The feed's scope events, numbered with the revocations.
+    scopes: RwLock<BTreeMap<u64, ScopeEventRecord>>,
     latest: watch::Sender<u64>,
     crl: ArcSwap<SignedCrl>,
     crl_covers: watch::Sender<u64>,
@@ -132,13 +147,19 @@ impl Revocations {
         writer: Ledger,
         config: RevocationConfig,
         root: RootCrlSource,
-        committed: mpsc::UnboundedReceiver<Vec<RevocationEvent>>,
+        committed: mpsc::UnboundedReceiver<FeedEvents>,
         now: OffsetDateTime,
     ) -> Result<Arc<Self>, RevocationError> {
         let events = records.revocation_events()?;
+        let scopes: BTreeMap<u64, ScopeEventRecord> = records
+            .scope_events_after(0, usize::MAX)?
+            .into_iter()
+            .map(|e| (e.seq, e))
+            .collect();
         let latest = events
             .last()
             .map_or(0, |e| e.seq)
+            .max(scopes.keys().last().copied().unwrap_or(0))
             .max(records.sequence(crate::state::change::REVOCATION_SEQ)?);
         let feed: BTreeMap<u64, RevocationEvent> = events.into_iter().map(|e| (e.seq, e)).collect();
         let responder = Responder::new(&ca, config.ocsp_validity)
@@ -164,6 +185,7 @@ impl Revocations {
             config,
             responder,
             feed: RwLock::new(feed),
+            scopes: RwLock::new(scopes),
             latest: watch::Sender::new(latest),
             crl: ArcSwap::from_pointee(first),
             crl_covers: watch::Sender::new(covers),
@@ -215,7 +237,7 @@ impl Revocations {
             // Events up to `latest` may have been pruned (their certificates
             // expired long ago): then there is nothing to wait for, and the
             // client moves on to `latest`.
-            if !page.events.is_empty() || page.latest > since {
+            if !page.events.is_empty() || !page.scopes.is_empty() || page.latest > since {
                 return page;
             }
             match tokio::time::timeout_at(deadline, latest.wait_for(|l| *l > since)).await {
@@ -226,15 +248,78 @@ impl Revocations {
         }
     }
 
+    /// Up to `limit` events after `since`, of both kinds, in sequence
+    /// order; `latest` is the last one's when the page is full.
     fn page(&self, since: u64, limit: usize) -> FeedPage {
+        // `latest` moves only after its events are in the maps: read it
+        // first, and the page holds every event up to it.
+        let latest = *self.latest.borrow();
         let feed = self.feed.read().unwrap_or_else(|p| p.into_inner());
-        FeedPage {
-            events: feed
-                .range(since.saturating_add(1)..)
-                .take(limit)
-                .map(|(_, e)| e.clone())
+        let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
+        let from = since.saturating_add(1);
+        let mut revoked = feed.range(from..=latest.max(from)).peekable();
+        let mut scoped = scopes.range(from..=latest.max(from)).peekable();
+        let mut page = FeedPage {
+            events: Vec::new(),
+            scopes: Vec::new(),
+            latest,
+        };
+        for taken in 0..limit {
+            let next_is_revocation = match (revoked.peek(), scoped.peek()) {
+                (Some((a, _)), Some((b, _))) => a < b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let seq = if next_is_revocation {
+                let (seq, e) = revoked.next().expect("peeked");
+                page.events.push(e.clone());
+                *seq
+            } else {
+                let (seq, e) = scoped.next().expect("peeked");
+                page.scopes.push(e.clone());
+                *seq
+            };
+            if taken + 1 == limit {
+                page.latest = seq;
+            }
+        }
+        page
+    }
+
+    /// The feed's state now: the position, the revocations of
+    /// certificates not expired at `now`, and the scope events in force
+    /// (withdrawals from live certificates, blocks not lifted).
+    pub fn snapshot(&self, now: OffsetDateTime) -> FeedState {
+        use crate::state::records::ScopeChangeRecord;
+        let latest = *self.latest.borrow();
+        let feed = self.feed.read().unwrap_or_else(|p| p.into_inner());
+        let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
+        let lifted: std::collections::HashSet<u64> = scopes
+            .range(..=latest)
+            .filter_map(|(_, e)| match e.change {
+                ScopeChangeRecord::Unblocked { block, .. } => Some(block),
+                _ => None,
+            })
+            .collect();
+        FeedState {
+            latest,
+            revoked: feed
+                .range(..=latest)
+                .map(|(_, e)| e)
+                .filter(|e| e.not_after >= now)
+                .cloned()
                 .collect(),
-            latest: *self.latest.borrow(),
+            scopes: scopes
+                .range(..=latest)
+                .map(|(_, e)| e)
+                .filter(|e| match &e.change {
+                    ScopeChangeRecord::Withdrawn { not_after, .. } => *not_after >= now,
+                    ScopeChangeRecord::Blocked { block, .. } => !lifted.contains(block),
+                    ScopeChangeRecord::Unblocked { .. } => false,
+                })
+                .cloned()
+                .collect(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! Pure functions of [`AdminRecord`]s: nothing here reads or writes the
 //! store.
 
-use super::records::AdminRecord;
+use super::records::{AdminRecord, Role};
 
 /// Why an admin may not do what it asked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +19,9 @@ pub enum AdminRefusal {
     /// Removing this admin would leave nobody able to act on every tenant.
     #[error("this is the last global admin")]
     LastGlobalAdmin,
+    /// The admin is an auditor: it reads, it changes nothing.
+    #[error("this admin is an auditor: it may read, not change")]
+    ReadOnly,
 }
 
 fn forbidden(allowed: &str) -> AdminRefusal {
@@ -44,6 +47,28 @@ pub fn may_act_globally(admin: &AdminRecord) -> Result<(), AdminRefusal> {
     }
 }
 
+/// Whether `admin` may change what is `tenant`'s: it may act on the
+/// tenant ([`may_act_on`]) and is not an auditor.
+pub fn may_change(admin: &AdminRecord, tenant: &str) -> Result<(), AdminRefusal> {
+    may_act_on(admin, tenant)?;
+    may_change_anything(admin)
+}
+
+/// Whether `admin` may change what is every tenant's ([`may_act_globally`],
+/// not an auditor).
+pub fn may_change_globally(admin: &AdminRecord) -> Result<(), AdminRefusal> {
+    may_act_globally(admin)?;
+    may_change_anything(admin)
+}
+
+/// Whether `admin` may change anything at all (its role).
+pub fn may_change_anything(admin: &AdminRecord) -> Result<(), AdminRefusal> {
+    match admin.role {
+        Role::Admin => Ok(()),
+        Role::Auditor => Err(AdminRefusal::ReadOnly),
+    }
+}
+
 /// The tenant a listing by `admin` is limited to, when it asked for
 /// `asked` (`None`: every tenant it may see). A tenant admin sees only its
 /// own tenant, whether or not it names it.
@@ -62,7 +87,7 @@ pub fn visible_tenant<'a>(
 /// global admins remain: never the last global admin, or nobody could
 /// act on every tenant (nor create admins) again.
 pub fn may_remove(target: &AdminRecord, other_global_admins: usize) -> Result<(), AdminRefusal> {
-    if target.tenant.is_none() && other_global_admins == 0 {
+    if is_global(target) && other_global_admins == 0 {
         return Err(AdminRefusal::LastGlobalAdmin);
     }
     Ok(())
@@ -76,9 +101,10 @@ pub fn sees_details_of(reader: Option<&AdminRecord>, tenant: &str) -> bool {
     reader.is_some_and(|admin| may_act_on(admin, tenant).is_ok())
 }
 
-/// Whether `admin` acts on every tenant (counted by [`may_remove`]).
+/// Whether `admin` may change every tenant (counted by [`may_remove`]; an
+/// auditor of every tenant does not count: it could not create admins).
 pub fn is_global(admin: &AdminRecord) -> bool {
-    admin.tenant.is_none()
+    admin.tenant.is_none() && admin.role == Role::Admin
 }
 
 #[cfg(test)]
@@ -91,7 +117,31 @@ mod tests {
             name: "a".into(),
             tenant: tenant.map(Into::into),
             created_at: t0(),
+            role: Role::Admin,
         }
+    }
+
+    #[test]
+    fn an_auditor_reads_what_its_scope_covers_and_changes_nothing() {
+        let mut acme = admin(Some("acme"));
+        acme.role = Role::Auditor;
+        assert_eq!(may_act_on(&acme, "acme"), Ok(()));
+        assert_eq!(may_change(&acme, "acme"), Err(AdminRefusal::ReadOnly));
+        assert_eq!(may_change(&acme, "other"), Err(forbidden("acme")));
+        let mut all = admin(None);
+        all.role = Role::Auditor;
+        assert_eq!(may_act_globally(&all), Ok(()));
+        assert_eq!(may_change_globally(&all), Err(AdminRefusal::ReadOnly));
+        assert_eq!(may_change_anything(&all), Err(AdminRefusal::ReadOnly));
+        assert_eq!(may_change(&admin(Some("acme")), "acme"), Ok(()));
+        assert_eq!(may_change_globally(&admin(None)), Ok(()));
+        // An auditor of every tenant is not a global admin to keep.
+        assert!(!is_global(&all));
+        assert_eq!(
+            may_remove(&admin(None), 0),
+            Err(AdminRefusal::LastGlobalAdmin)
+        );
+        assert_eq!(may_remove(&all, 0), Ok(()));
     }
 
     #[test]

@@ -16,16 +16,61 @@ pub enum AgentRefusal {
     /// An admin disabled it, or revoked it.
     #[error("the agent is disabled")]
     Disabled,
+    /// It was retired: nothing is issued to it again.
+    #[error("the agent is retired")]
+    Retired,
 }
 
 /// Whether `agent` may be issued a certificate (enrollment or renewal) or
 /// a bootstrap token.
 pub fn may_be_issued(agent: &AgentRecord) -> Result<(), AgentRefusal> {
-    if agent.enabled {
+    if agent.retired_at.is_some() {
+        Err(AgentRefusal::Retired)
+    } else if agent.enabled {
         Ok(())
     } else {
         Err(AgentRefusal::Disabled)
     }
+}
+
+/// Whether a registration may be changed (updated, enabled): not once it
+/// is retired.
+pub fn may_change(agent: &AgentRecord) -> Result<(), AgentRefusal> {
+    match agent.retired_at {
+        Some(_) => Err(AgentRefusal::Retired),
+        None => Ok(()),
+    }
+}
+
+/// Whether a new registration may take the name of `existing`: never
+/// while it is in service; once it is retired, only when the admin asks
+/// to reuse the name (`reuse`).
+pub fn may_register_over(existing: &AgentRecord, reuse: bool) -> Result<(), AgentRefusal> {
+    match existing.retired_at {
+        Some(_) if reuse => Ok(()),
+        Some(_) => Err(AgentRefusal::Retired),
+        None => Err(AgentRefusal::Disabled),
+    }
+}
+
+/// Retiring an agent at `at`: like revoking it ([`revoke`]: disabled, its
+/// redeemable tokens voided; its live certificates are revoked by the
+/// caller), and marked retired, a new version of its registration.
+/// Returns what the revocation part did, or `None` if it was retired
+/// already.
+pub fn retire(
+    agent: &mut AgentRecord,
+    tokens: &mut [TokenRecord],
+    at: OffsetDateTime,
+) -> Option<AgentRevoked> {
+    if agent.retired_at.is_some() {
+        return None;
+    }
+    let done = revoke(agent, tokens, at);
+    agent.retired_at = Some(at);
+    agent.version += 1;
+    agent.updated_at = at;
+    Some(done)
 }
 
 /// Enables or disables `agent` at `at`; returns whether it changed (an
@@ -92,6 +137,29 @@ mod tests {
         assert!(set_enabled(&mut a, false, t0() + Duration::seconds(5)));
         assert_eq!(may_be_issued(&a), Err(AgentRefusal::Disabled));
         assert_eq!(a.updated_at, t0() + Duration::seconds(5));
+    }
+
+    #[test]
+    fn a_retired_agent_is_issued_nothing_changes_nothing_and_its_name_needs_reuse() {
+        let mut a = agent();
+        assert_eq!(may_register_over(&a, true), Err(AgentRefusal::Disabled));
+        let mut tokens = vec![token(600, 0)];
+        let at = t0() + Duration::seconds(30);
+        let done = retire(&mut a, &mut tokens, at).unwrap();
+        assert!(done.disabled);
+        assert_eq!(done.voided, vec![true]);
+        assert_eq!(a.retired_at, Some(at));
+        assert_eq!(a.version, 2);
+        assert_eq!(may_be_issued(&a), Err(AgentRefusal::Retired));
+        assert_eq!(may_change(&a), Err(AgentRefusal::Retired));
+        // Enabling it does not bring it back.
+        a.enabled = true;
+        assert_eq!(may_be_issued(&a), Err(AgentRefusal::Retired));
+        assert_eq!(may_register_over(&a, false), Err(AgentRefusal::Retired));
+        assert_eq!(may_register_over(&a, true), Ok(()));
+        // Retiring again does nothing.
+        assert_eq!(retire(&mut a, &mut tokens, at + Duration::seconds(1)), None);
+        assert_eq!(a.version, 2);
     }
 
     #[test]

@@ -16,12 +16,12 @@ use time::OffsetDateTime;
 use super::issuance_limit::{self, IssuanceLimits};
 pub use super::outcome::{Applied, Conflict, Outcome, RevokeSummary, RevokeTarget};
 use super::records::{
-    AdminRecord, AgentRecord, CertRecord, CloneAlertRecord, CrlIssuer, PublishedCrl, Renewal,
-    TokenHash, TokenRecord, PRUNED_AT_KEY,
+    AdminRecord, AgentRecord, BlockRecord, CertRecord, CloneAlertRecord, CrlIssuer, PublishedCrl,
+    Renewal, TokenHash, TokenRecord, PRUNED_AT_KEY,
 };
 pub use super::writes::REVOCATION_SEQ;
 use super::writes::{self, get, put};
-use super::{admin, agent, certificate, crl, retention, token};
+use super::{admin, agent, certificate, crl, governance, retention, scopes, token};
 use crate::store::{Job, StoreError, Table, WriteTxn};
 
 /// One state change. Applying one depends only on the state before it.
@@ -29,8 +29,70 @@ use crate::store::{Job, StoreError, Table, WriteTxn};
 /// them is why changes deserialize.)
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Change {
-    /// Register a new agent. Conflicts if it exists.
+    /// Register a new agent (from the logs of earlier versions: see
+    /// [`Change::Register`]). Conflicts if it exists.
     RegisterAgent(AgentRecord),
+    /// Register an agent as the first version of its registration, or
+    /// (with `reuse`) the name of a retired agent as its next version.
+    Register {
+        /// The registration.
+        agent: AgentRecord,
+        /// The admin.
+        by: String,
+        /// Whether a retired agent's name may be taken.
+        reuse: bool,
+    },
+    /// Change a registration: a new version; scopes it removes are
+    /// withdrawn from live certificates.
+    UpdateAgent {
+        /// `tenant/env/agent`.
+        key: String,
+        /// The version the update was based on, if the admin said.
+        expected: Option<u64>,
+        /// What changes.
+        update: super::governance::Update,
+        /// The admin.
+        by: String,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// Store a change that waits for review (its id is set at commit).
+    Propose(super::records::PendingRecord),
+    /// Apply a pending change, approved by `by`.
+    Approve {
+        /// The pending change.
+        id: u64,
+        /// The approving admin.
+        by: String,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// Drop a pending change unapplied.
+    Reject {
+        /// The pending change.
+        id: u64,
+    },
+    /// Block a scope (the block's id is set at commit).
+    BlockScope(BlockRecord),
+    /// Lift a block; a tenant's admin names its tenant.
+    UnblockScope {
+        /// The block.
+        id: u64,
+        /// The tenant whose blocks the admin may lift; all when `None`.
+        tenant: Option<String>,
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// Retire an agent: its certificates revoked, its tokens voided, never
+    /// issued anything again.
+    Retire {
+        /// `tenant/env/agent`.
+        key: String,
+        /// The admin.
+        by: String,
+        /// When.
+        at: OffsetDateTime,
+    },
     /// Enable or disable a registered agent.
     SetAgentEnabled {
         /// `tenant/env/agent`.
@@ -163,6 +225,7 @@ impl From<agent::AgentRefusal> for Conflict {
     fn from(r: agent::AgentRefusal) -> Self {
         match r {
             agent::AgentRefusal::Disabled => Conflict::AgentDisabled,
+            agent::AgentRefusal::Retired => Conflict::AgentRetired,
         }
     }
 }
@@ -175,6 +238,22 @@ macro_rules! refuse_unless {
             Err(refusal) => return Ok(Err(refusal.into())),
         }
     };
+}
+
+/// Whether `cert`, signed a moment ago for `agent`, carries only scopes
+/// still granted ([`scopes::fits`]).
+fn still_fits(
+    txn: &mut dyn WriteTxn,
+    cert: &CertRecord,
+    agent: &AgentRecord,
+) -> Result<bool, StoreError> {
+    let Some(carried) = &cert.scopes else {
+        return Ok(true);
+    };
+    if carried.is_empty() {
+        return Ok(true);
+    }
+    Ok(scopes::fits(carried, agent, &governance::blocks(txn)?))
 }
 
 /// The agent under `key`, if it may be issued certificates and tokens.
@@ -199,7 +278,12 @@ impl Job for Change {
     fn reads(&self, keys: &mut Vec<(Table, Vec<u8>)>) {
         let mut read = |table, key: &[u8]| keys.push((table, key.to_vec()));
         match self {
-            Change::RegisterAgent(agent) => read(Table::Agents, agent.key().as_bytes()),
+            Change::RegisterAgent(agent) | Change::Register { agent, .. } => {
+                read(Table::Agents, agent.key().as_bytes())
+            }
+            Change::UpdateAgent { key, .. } | Change::Retire { key, .. } => {
+                read(Table::Agents, key.as_bytes())
+            }
             Change::SetAgentEnabled { key, .. } => read(Table::Agents, key.as_bytes()),
             Change::CreateToken { token, .. } => read(Table::Agents, token.agent_key.as_bytes()),
             Change::Enroll {
@@ -208,11 +292,13 @@ impl Job for Change {
                 read(Table::Tokens, token_hash);
                 read(Table::Agents, cert.agent_key.as_bytes());
                 read(Table::Certs, cert.serial.as_bytes());
+                read(Table::Meta, super::records::SCOPE_BLOCKS_KEY);
             }
             Change::Renew { from, cert, .. } => {
                 read(Table::Certs, from.as_bytes());
                 read(Table::Agents, cert.agent_key.as_bytes());
                 read(Table::Certs, cert.serial.as_bytes());
+                read(Table::Meta, super::records::SCOPE_BLOCKS_KEY);
             }
             Change::BumpCounter(name) => read(Table::Meta, name.as_bytes()),
             Change::Audit(_) => read(Table::Meta, crate::audit::HEAD_KEY.as_bytes()),
@@ -238,10 +324,29 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
                 return Ok(Err(Conflict::AgentExists));
             }
         }
+        Change::Register { agent, by, reuse } => {
+            return governance::register(txn, agent, by, *reuse)
+        }
+        Change::UpdateAgent {
+            key,
+            expected,
+            update,
+            by,
+            at,
+        } => return governance::update(txn, key, *expected, update, by, *at),
+        Change::BlockScope(block) => return governance::block(txn, block),
+        Change::Propose(pending) => return governance::propose(txn, pending),
+        Change::Approve { id, by, at } => return governance::approve(txn, *id, by, *at),
+        Change::Reject { id } => return governance::reject(txn, *id),
+        Change::UnblockScope { id, tenant, at } => {
+            return governance::unblock(txn, *id, tenant.as_deref(), *at)
+        }
+        Change::Retire { key, by, at } => return governance::retire(txn, key, by, *at),
         Change::SetAgentEnabled { key, enabled, at } => {
             let Some(mut record) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
                 return Ok(Err(Conflict::AgentNotFound));
             };
+            refuse_unless!(agent::may_change(&record));
             if agent::set_enabled(&mut record, *enabled, *at) {
                 put(txn, Table::Agents, key.as_bytes(), &record)?;
             }
@@ -270,6 +375,9 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             let (issued, _) =
                 refuse_unless!(issuance_limit::admit_issuance(&agent, None, *limits, *at));
             agent.issued = issued;
+            if !still_fits(txn, cert, &agent)? {
+                return Ok(Err(Conflict::RegistrationChanged));
+            }
             if txn.get(Table::Certs, cert.serial.as_bytes())?.is_some() {
                 return Ok(Err(Conflict::SerialExists));
             }
@@ -311,6 +419,9 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
                 *at
             ));
             agent.issued = issued;
+            if !still_fits(txn, cert, &agent)? {
+                return Ok(Err(Conflict::RegistrationChanged));
+            }
             let mut cert = cert.clone();
             cert.renewals = chain;
             let cert = &cert;

@@ -7,13 +7,22 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::change::{Applied, Change, Outcome};
-use super::records::RevocationEvent;
+use super::records::{RevocationEvent, ScopeEventRecord};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, Writer};
 
-/// Receives the revocation events of each commit, in commit (and so
+/// The feed's events of one commit.
+#[derive(Clone, Debug, Default)]
+pub struct FeedEvents {
+    /// Revocations.
+    pub revoked: Vec<RevocationEvent>,
+    /// Withdrawals and blocks.
+    pub scopes: Vec<ScopeEventRecord>,
+}
+
+/// Receives the feed's events of each commit, in commit (and so
 /// sequence) order, before the changes' senders are answered.
-pub type EventSink = mpsc::UnboundedSender<Vec<RevocationEvent>>;
+pub type EventSink = mpsc::UnboundedSender<FeedEvents>;
 
 /// The writer of the CA's state. Cloning it is cheap.
 #[derive(Clone)]
@@ -96,7 +105,7 @@ fn observe(
     metrics: &Metrics,
 ) {
     let mut appended = 0;
-    let mut revoked = Vec::new();
+    let mut feed = FeedEvents::default();
     for (change, outcome) in changes.iter().zip(outcomes) {
         let Ok(applied) = outcome else { continue };
         match change {
@@ -117,16 +126,17 @@ fn observe(
             _ => {}
         }
         if let Applied::Revoked(summary) = applied {
-            revoked.extend(summary.events.iter().cloned());
+            feed.revoked.extend(summary.events.iter().cloned());
         }
+        feed.scopes.extend(applied.scope_events().iter().cloned());
     }
     if appended > 0 {
         audit.send_modify(|head| *head += appended);
     }
     if let Some(sink) = revocations {
-        if !revoked.is_empty() {
+        if !feed.revoked.is_empty() || !feed.scopes.is_empty() {
             // Nobody listening means the CA is shutting down.
-            let _ = sink.send(revoked);
+            let _ = sink.send(feed);
         }
     }
 }

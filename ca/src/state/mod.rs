@@ -5,8 +5,11 @@
 //!   [`certificate`] (is it live, may it renew, is a second renewal a
 //!   clone), [`agent`] (enabled or disabled, what revoking it implies),
 //!   [`admin`] (who may act on which tenant, the last global admin),
-//!   [`retention`] (what may be pruned when, and when a pass is due), and
-//!   [`crl`] (which published CRL replicas serve).
+//!   [`retention`] (what may be pruned when, and when a pass is due),
+//!   [`crl`] (which published CRL replicas serve), [`scopes`] (what a
+//!   certificate carries and may still be used for as the registration
+//!   changes and scopes are blocked), [`review`] (which changes wait for
+//!   a second admin, and who may approve them) and [`issuance_limit`].
 //! - The records ([`records`]), read with [`Records`] and changed with
 //!   [`Change`]s through the [`Ledger`]: a change turns a decision of the
 //!   authority into conditional writes, asking the rules again at commit
@@ -20,20 +23,25 @@ pub mod agent;
 pub mod certificate;
 pub mod change;
 pub mod crl;
+pub mod governance;
 pub mod issuance_limit;
 pub mod ledger;
 mod outcome;
 pub mod reads;
 pub mod records;
 pub mod retention;
+pub mod review;
+pub mod scopes;
 pub mod token;
 mod writes;
 
 #[cfg(test)]
+mod governance_suite;
+#[cfg(test)]
 pub(crate) mod suite;
 
 pub use change::{Applied, Change, Conflict, Outcome, RevokeSummary, RevokeTarget};
-pub use ledger::{EventSink, Ledger};
+pub use ledger::{EventSink, FeedEvents, Ledger};
 pub use reads::Records;
 
 use std::sync::Arc;
@@ -136,6 +144,8 @@ pub(crate) mod tests {
             last_issued_at: None,
             scopes: Vec::new(),
             issued: Default::default(),
+            version: 1,
+            retired_at: None,
         }
     }
 
@@ -169,6 +179,9 @@ pub(crate) mod tests {
             renewed_by: None,
             revoked: None,
             renewals: Default::default(),
+            scopes: None,
+            version: 0,
+            withdrawn: Vec::new(),
         }
     }
 

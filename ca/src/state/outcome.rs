@@ -4,7 +4,7 @@
 use agentca::identity::InstanceId;
 use agentca::wire::Serial;
 
-use super::records::{Renewal, RevocationEvent};
+use super::records::{BlockRecord, Renewal, RevocationEvent, ScopeEventRecord};
 
 /// What a [`super::Change::Revoke`] revokes.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +47,35 @@ pub enum Applied {
     /// The published CRL of an issuer, after the change: the one it
     /// published, or a newer one that another replica published first.
     Crl(Option<super::records::PublishedCrl>),
+    /// A registration at a new version (or unchanged at its version),
+    /// and the scopes it withdrew from live certificates.
+    Versioned {
+        /// The registration's version after the change.
+        version: u64,
+        /// The feed's events of the withdrawals.
+        scope_events: Vec<ScopeEventRecord>,
+    },
+    /// A change waiting for review, stored (or removed).
+    Proposed(super::records::PendingRecord),
+    /// A block set or lifted, and its feed events.
+    Scoped {
+        /// The block.
+        block: Option<BlockRecord>,
+        /// The feed's events.
+        scope_events: Vec<ScopeEventRecord>,
+    },
+}
+
+impl Applied {
+    /// The feed's scope events of this change.
+    pub fn scope_events(&self) -> &[ScopeEventRecord] {
+        match self {
+            Applied::Versioned { scope_events, .. } | Applied::Scoped { scope_events, .. } => {
+                scope_events
+            }
+            _ => &[],
+        }
+    }
 }
 
 /// What a revocation did.
@@ -75,6 +104,37 @@ pub enum Conflict {
     /// The agent is disabled.
     #[error("the agent is disabled")]
     AgentDisabled,
+    /// The agent is retired.
+    #[error("the agent is retired")]
+    AgentRetired,
+    /// The registration is at another version than the update expected.
+    #[error("the registration is at version {current}")]
+    VersionConflict {
+        /// Its version.
+        current: u64,
+    },
+    /// The registration changed (or a block was set) after the
+    /// certificate was signed: it carries a scope no longer granted.
+    #[error("the registration changed while the certificate was issued")]
+    RegistrationChanged,
+    /// The same scope is blocked for the same target already.
+    #[error("this scope is blocked for this target already")]
+    BlockExists,
+    /// As many blocks as allowed are in force.
+    #[error("too many scope blocks are in force")]
+    TooManyBlocks,
+    /// No such block.
+    #[error("no such block")]
+    BlockNotFound,
+    /// No such pending change.
+    #[error("no such pending change")]
+    PendingNotFound,
+    /// As many changes as allowed wait for review.
+    #[error("too many changes wait for review")]
+    TooManyPending,
+    /// The pending change may not be approved.
+    #[error("{0}")]
+    Review(#[from] super::review::ReviewRefusal),
     /// No such token.
     #[error("no such token")]
     TokenNotFound,

@@ -183,6 +183,64 @@ impl Records {
             .collect()
     }
 
+    /// Up to `limit` scope events after `seq`, in order.
+    pub fn scope_events_after(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<super::records::ScopeEventRecord>, StoreError> {
+        let Some(start) = seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.store
+            .scan_from(Table::ScopeEvents, &start.to_be_bytes(), limit)?
+            .iter()
+            .map(|(_, v)| decode(Table::ScopeEvents, v))
+            .collect()
+    }
+
+    /// The changes waiting for review, oldest first (at most
+    /// [`super::governance::MAX_PENDING`]).
+    pub fn pending_changes(&self) -> Result<Vec<super::records::PendingRecord>, StoreError> {
+        self.store
+            .scan_prefix(Table::PendingChanges, &[], super::governance::MAX_PENDING)?
+            .iter()
+            .map(|(_, v)| decode(Table::PendingChanges, v))
+            .collect()
+    }
+
+    /// The pending change `id`.
+    pub fn pending_change(
+        &self,
+        id: u64,
+    ) -> Result<Option<super::records::PendingRecord>, StoreError> {
+        self.get(Table::PendingChanges, &id.to_be_bytes())
+    }
+
+    /// The scope blocks in force.
+    pub fn scope_blocks(&self) -> Result<Vec<super::records::BlockRecord>, StoreError> {
+        Ok(self
+            .get::<super::records::ScopeBlocks>(Table::Meta, super::records::SCOPE_BLOCKS_KEY)?
+            .unwrap_or_default()
+            .blocks)
+    }
+
+    /// The versions of the registration under `agent_key`, oldest first.
+    pub fn agent_history(
+        &self,
+        agent_key: &str,
+    ) -> Result<Vec<super::records::AgentVersionRecord>, StoreError> {
+        self.store
+            .scan_prefix(
+                Table::AgentHistory,
+                &super::records::index_key(agent_key, &[]),
+                usize::MAX,
+            )?
+            .iter()
+            .map(|(_, v)| decode(Table::AgentHistory, v))
+            .collect()
+    }
+
     /// The CRL of `issuer` that replicas serve, as last published.
     pub fn published_crl(
         &self,

@@ -48,6 +48,214 @@ pub struct AgentRecord {
     /// ([`super::issuance_limit`]).
     #[serde(default)]
     pub issued: Window,
+    /// The registration's version: 1 at registration, one more at each
+    /// change ([`AgentVersionRecord`]).
+    #[serde(default = "first_version")]
+    pub version: u64,
+    /// When it was retired: it never gets a certificate or a token again.
+    #[serde(with = "time::serde::timestamp::option", default)]
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+fn first_version() -> u64 {
+    1
+}
+
+/// One version of a registration. Key: `tenant/env/agent` NUL version
+/// (big-endian u64), in [`Table::AgentHistory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentVersionRecord {
+    /// The version.
+    pub version: u64,
+    /// When it took effect.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// The admin who made it.
+    pub by: String,
+    /// `register`, `update`, `retire` or `reuse`.
+    pub change: String,
+    /// Owner.
+    pub owner: String,
+    /// Purpose.
+    pub purpose: String,
+    /// Lifetime of its certificates, in seconds.
+    pub ttl_secs: u64,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Retired from this version on.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+impl AgentVersionRecord {
+    /// The version `agent` is at, made by `by` at `at` with `change`.
+    pub fn of(agent: &AgentRecord, by: &str, change: &str, at: OffsetDateTime) -> Self {
+        Self {
+            version: agent.version,
+            at,
+            by: by.to_owned(),
+            change: change.to_owned(),
+            owner: agent.owner.clone(),
+            purpose: agent.purpose.clone(),
+            ttl_secs: agent.ttl_secs,
+            scopes: agent.scopes.clone(),
+            retired: agent.retired_at.is_some(),
+        }
+    }
+}
+
+/// What an update of a registration sets; `None` keeps the value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Update {
+    /// New owner.
+    pub owner: Option<String>,
+    /// New purpose.
+    pub purpose: Option<String>,
+    /// New certificate lifetime, in seconds.
+    pub ttl_secs: Option<u64>,
+    /// New scopes (normalized).
+    pub scopes: Option<Vec<String>>,
+}
+
+impl Update {
+    /// `agent` with this update applied (version and time not moved).
+    pub fn applied_to(&self, agent: &AgentRecord) -> AgentRecord {
+        let mut after = agent.clone();
+        if let Some(o) = &self.owner {
+            after.owner = o.clone();
+        }
+        if let Some(p) = &self.purpose {
+            after.purpose = p.clone();
+        }
+        if let Some(t) = self.ttl_secs {
+            after.ttl_secs = t;
+        }
+        if let Some(s) = &self.scopes {
+            after.scopes = s.clone();
+        }
+        after
+    }
+}
+
+/// A change of registration that grants more, waiting for a second
+/// admin's approval ([`super::review`]). Key: its id, big-endian, in
+/// [`Table::PendingChanges`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// Its id.
+    pub id: u64,
+    /// The agent: `tenant/env/agent`.
+    pub agent_key: String,
+    /// The registration version it applies to: if the registration moves
+    /// on before the approval, the approval is refused.
+    pub based_on: u64,
+    /// What it changes.
+    pub update: Update,
+    /// The admin who asked.
+    pub by: String,
+    /// When.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// When it lapses unapproved.
+    #[serde(with = "time::serde::timestamp")]
+    pub expires_at: OffsetDateTime,
+    /// What it grants, for people.
+    pub description: String,
+}
+
+/// Meta key of the scope blocks in force (a [`ScopeBlocks`]).
+pub const SCOPE_BLOCKS_KEY: &[u8] = b"scope_blocks";
+
+/// The scope blocks in force: few, read whole by every issuance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeBlocks {
+    /// The blocks, oldest first.
+    pub blocks: Vec<BlockRecord>,
+}
+
+/// A scope block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// Its id: the feed sequence number of its first event.
+    pub id: u64,
+    /// The blocked scope.
+    pub scope: String,
+    /// `tenant`, `tenant/env` or `tenant/env/agent`; every agent when
+    /// `None`.
+    pub target: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// The admin who set it.
+    pub by: String,
+    /// When.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// Live certificates it reached when set (targeted blocks).
+    #[serde(default)]
+    pub certificates: Option<usize>,
+}
+
+/// One scope event of the feed. Key: `seq`, big-endian, in
+/// [`Table::ScopeEvents`]; sequence numbers are shared with
+/// [`RevocationEvent`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeEventRecord {
+    /// Position in the feed.
+    pub seq: u64,
+    /// When.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// What changed.
+    pub change: ScopeChangeRecord,
+}
+
+/// What a [`ScopeEventRecord`] changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ScopeChangeRecord {
+    /// A certificate may no longer be used for `scopes`.
+    Withdrawn {
+        /// The certificate.
+        serial: Serial,
+        /// Its agent: `tenant/env/agent`.
+        agent_key: String,
+        /// The scopes.
+        scopes: Vec<String>,
+        /// Its end of validity.
+        #[serde(with = "time::serde::timestamp")]
+        not_after: OffsetDateTime,
+    },
+    /// A block set: for every certificate (`serials` absent) or these.
+    Blocked {
+        /// The block's id.
+        block: u64,
+        /// The scope.
+        scope: String,
+        /// The certificates it reaches; all when `None`.
+        serials: Option<Vec<Serial>>,
+        /// What the block names.
+        target: Option<String>,
+    },
+    /// A block lifted.
+    Unblocked {
+        /// The block's id.
+        block: u64,
+        /// What the block named.
+        target: Option<String>,
+    },
+}
+
+impl ScopeEventRecord {
+    /// When the event stops mattering: a withdrawal once its certificate
+    /// expired; blocks and their lifting never (they are kept while the
+    /// CA runs: few, and a verifier that follows the feed from far back
+    /// needs both).
+    pub fn ends(&self) -> Option<OffsetDateTime> {
+        match &self.change {
+            ScopeChangeRecord::Withdrawn { not_after, .. } => Some(*not_after),
+            _ => None,
+        }
+    }
 }
 
 impl AgentRecord {
@@ -185,6 +393,15 @@ pub struct CertRecord {
     /// one's included ([`super::issuance_limit`]).
     #[serde(default)]
     pub renewals: Window,
+    /// The scopes it carries (`None`: issued before they were recorded).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The registration version it was issued from (0: not recorded).
+    #[serde(default)]
+    pub version: u64,
+    /// Scopes withdrawn from it since it was issued.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn: Vec<String>,
 }
 
 /// An admin token. Key: its [`TokenHash`].
@@ -198,6 +415,20 @@ pub struct AdminRecord {
     /// When it was created.
     #[serde(with = "time::serde::timestamp")]
     pub created_at: OffsetDateTime,
+    /// What it may do ([`super::admin`]): change, or only read.
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What an admin may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read and change (every admin before roles existed).
+    #[default]
+    Admin,
+    /// Read only: agents, their history, the audit trail, the metrics.
+    Auditor,
 }
 
 /// A refused second renewal with another key. Key: `tenant/env/agent` NUL

@@ -1110,6 +1110,7 @@ fn everything_is_there_after_reopening(backend: Backend) {
             name: "admin".into(),
             tenant: None,
             created_at: t0(),
+            role: Default::default(),
         };
         one(
             &*store,

@@ -146,7 +146,7 @@ pub(super) fn revoke(
 }
 
 /// The suffixes of the index entries `prefix` NUL `suffix`.
-fn index_suffixes(
+pub(super) fn index_suffixes(
     txn: &mut dyn WriteTxn,
     table: Table,
     prefix: &str,
@@ -286,6 +286,24 @@ pub(super) fn prune(
             txn.delete(Table::AgentTokens, &index_key(&token.agent_key, hash))?;
             txn.delete(Table::Tokens, hash)?;
             tokens += 1;
+        }
+    }
+    // Scope events are rare: withdrawals go with their certificates
+    // (blocks stay; see `ScopeEventRecord::ends`).
+    for (key, value) in txn.scan_prefix(Table::ScopeEvents, &[], limit)? {
+        let event: super::records::ScopeEventRecord = decode(Table::ScopeEvents, &value)?;
+        if event
+            .ends()
+            .is_some_and(|end| retention::prunable(end, before))
+        {
+            txn.delete(Table::ScopeEvents, &key)?;
+        }
+    }
+    // Changes that waited for review past their lapse and the retention.
+    for (key, value) in txn.scan_prefix(Table::PendingChanges, &[], limit)? {
+        let pending: super::records::PendingRecord = decode(Table::PendingChanges, &value)?;
+        if retention::prunable(pending.expires_at, before) {
+            txn.delete(Table::PendingChanges, &key)?;
         }
     }
     // Clone alerts are rare and not keyed by time: look at a bounded number

@@ -131,11 +131,20 @@ pub enum Table {
     /// Index: notAfter then serial, of expired certificates whose record
     /// was compacted (certificate bytes dropped), for pruning.
     ExpiredCerts,
+    /// Versions of registrations: `tenant/env/agent` NUL version
+    /// (big-endian u64).
+    AgentHistory,
+    /// The feed's scope events (withdrawals, blocks) by sequence number
+    /// (big-endian u64), numbered with the revocations.
+    ScopeEvents,
+    /// Changes of registrations waiting for a second admin, by id
+    /// (big-endian u64).
+    PendingChanges,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 18] = [
         Table::Meta,
         Table::Agents,
         Table::Tokens,
@@ -151,6 +160,9 @@ impl Table {
         Table::Audit,
         Table::AdminNames,
         Table::ExpiredCerts,
+        Table::AgentHistory,
+        Table::ScopeEvents,
+        Table::PendingChanges,
     ];
 
     /// The table's name.
@@ -171,6 +183,9 @@ impl Table {
             Table::Audit => "audit",
             Table::AdminNames => "admin_names",
             Table::ExpiredCerts => "expired_certs",
+            Table::AgentHistory => "agent_history",
+            Table::ScopeEvents => "scope_events",
+            Table::PendingChanges => "pending_changes",
         }
     }
 

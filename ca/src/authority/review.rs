@@ -1,0 +1,186 @@
+//! Promotions wait for a second admin where the operator requires it
+//! ([`crate::state::review`]): proposing a change, listing what waits,
+//! approving (never by its author) and rejecting it.
+
+use agentca::identity::AgentId;
+use agentca::wire::{AgentInfo, PendingChange};
+use time::OffsetDateTime;
+
+use super::error::Named;
+use super::{Admin, Authority, AuthorityError, RequestContext};
+use crate::issuance::profile;
+use crate::state::governance::Update;
+use crate::state::records::{AgentRecord, PendingRecord};
+use crate::state::{Applied, Change};
+
+impl Authority {
+    /// Stores `update` of `before` (an agent of `id`) as a change waiting
+    /// for another admin than `admin`, audited as `update.propose`.
+    pub(super) async fn propose(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        id: &AgentId,
+        before: &AgentRecord,
+        update: Update,
+        now: OffsetDateTime,
+    ) -> Result<PendingChange, AuthorityError> {
+        let now = profile::whole_seconds(now);
+        let after = update.applied_to(before);
+        let description = super::govern::describe_change(before, &after);
+        let mut event = self.event(
+            ctx,
+            admin.actor(),
+            "update.propose",
+            Some(id.to_string()),
+            now,
+        );
+        event.reason = Some(format!("waits for review: {description}"));
+        event.scopes = Some(after.scopes.clone());
+        let pending = PendingRecord {
+            id: 0,
+            agent_key: id.path_key(),
+            based_on: before.version,
+            update,
+            by: admin.name().to_owned(),
+            at: now,
+            expires_at: now + self.policy.review.pending_ttl,
+            description,
+        };
+        let named = Named::Pending(id, None);
+        let applied = self.commit(Change::Propose(pending), event, named).await?;
+        let Applied::Proposed(pending) = applied else {
+            return Err(AuthorityError::Internal(
+                "a proposal committed without its record".into(),
+            ));
+        };
+        tracing::info!(admin = admin.name(), agent = %id, pending = pending.id, "change waits for review");
+        self.pending_info(&pending)
+    }
+
+    /// The changes waiting for review that `admin` may see (its tenant's,
+    /// or all).
+    pub fn pending_changes(&self, admin: &Admin) -> Result<Vec<PendingChange>, AuthorityError> {
+        let tenant = admin.visible_tenant(None)?;
+        self.records
+            .pending_changes()?
+            .iter()
+            .filter(|p| tenant.is_none_or(|t| p.agent_key.split('/').next() == Some(t)))
+            .map(|p| self.pending_info(p))
+            .collect()
+    }
+
+    /// The changes of the agent under `key` waiting for review.
+    pub(super) fn pending_of(&self, key: &str) -> Result<Vec<PendingChange>, AuthorityError> {
+        self.records
+            .pending_changes()?
+            .iter()
+            .filter(|p| p.agent_key == key)
+            .map(|p| self.pending_info(p))
+            .collect()
+    }
+
+    /// Approves the pending change `id`: applied to the version it was
+    /// based on, by an admin of its tenant who did not ask for it.
+    pub async fn approve(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        id: u64,
+        now: OffsetDateTime,
+    ) -> Result<AgentInfo, AuthorityError> {
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "update.approve",
+            Some(format!("change {id}")),
+            now,
+        );
+        self.audited(event, async |event| {
+            let (pending, agent) = self.pending_for(admin, id)?;
+            event.subject = Some(agent.to_string());
+            admin.may_change(agent.tenant().as_str())?;
+            let mut done = event.clone();
+            done.reason = Some(format!("change {id} by {}: {}", pending.by, pending.description));
+            done.version = Some(pending.based_on + 1);
+            done.scopes = pending.update.scopes.clone();
+            let change = Change::Approve {
+                id,
+                by: admin.name().to_owned(),
+                at: profile::whole_seconds(now),
+            };
+            self.commit(change, done, Named::Pending(&agent, Some(id))).await?;
+            tracing::info!(admin = admin.name(), agent = %agent, pending = id, by = %pending.by, "change approved");
+            self.info(&self.registered(&agent)?)
+        })
+        .await
+    }
+
+    /// Rejects the pending change `id`: it is dropped unapplied.
+    pub async fn reject(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        id: u64,
+        now: OffsetDateTime,
+    ) -> Result<PendingChange, AuthorityError> {
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "update.reject",
+            Some(format!("change {id}")),
+            now,
+        );
+        self.audited(event, async |event| {
+            let (pending, agent) = self.pending_for(admin, id)?;
+            event.subject = Some(agent.to_string());
+            admin.may_change(agent.tenant().as_str())?;
+            let mut done = event.clone();
+            done.reason = Some(format!(
+                "change {id} by {}: {}",
+                pending.by, pending.description
+            ));
+            let named = Named::Pending(&agent, Some(id));
+            let applied = self.commit(Change::Reject { id }, done, named).await?;
+            let Applied::Proposed(rejected) = applied else {
+                return Err(AuthorityError::Internal(
+                    "a rejection without its record".into(),
+                ));
+            };
+            self.pending_info(&rejected)
+        })
+        .await
+    }
+
+    /// The pending change `id` and its agent, if `admin` may see it (a
+    /// change of another tenant is "not found" to a tenant's admin).
+    fn pending_for(
+        &self,
+        admin: &Admin,
+        id: u64,
+    ) -> Result<(PendingRecord, AgentId), AuthorityError> {
+        let pending = self
+            .records
+            .pending_change(id)?
+            .ok_or(AuthorityError::PendingNotFound(id))?;
+        let agent = self.id_of_key(&pending.agent_key)?;
+        if admin.may_act_on(agent.tenant().as_str()).is_err() {
+            return Err(AuthorityError::PendingNotFound(id));
+        }
+        Ok((pending, agent))
+    }
+
+    fn pending_info(&self, p: &PendingRecord) -> Result<PendingChange, AuthorityError> {
+        Ok(PendingChange {
+            id: p.id,
+            spiffe_id: self.id_of_key(&p.agent_key)?,
+            based_on_version: p.based_on,
+            scopes: p.update.scopes.clone(),
+            ttl_seconds: p.update.ttl_secs,
+            description: p.description.clone(),
+            by: p.by.clone(),
+            at: p.at,
+            expires_at: p.expires_at,
+        })
+    }
+}

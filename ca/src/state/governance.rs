@@ -1,0 +1,388 @@
+//! The writes of governance changes: registering (with the first version
+//! of the registration), updating a registration (a new version, and its
+//! removed scopes withdrawn from live certificates), proposing, approving
+//! and rejecting a change that waits for review, blocking and unblocking a
+//! scope, retiring an agent. What is allowed is asked of
+//! [`super::agent`] and [`super::scopes`]; each feed event takes the next
+//! number of the feed's one sequence.
+
+use agentca::wire::{Serial, MAX_BLOCK_SERIALS};
+use time::OffsetDateTime;
+
+use super::outcome::{Applied, Conflict, Outcome, RevokeTarget};
+pub use super::records::Update;
+use super::records::{
+    index_key, AgentRecord, AgentVersionRecord, BlockRecord, CertRecord, PendingRecord,
+    ScopeBlocks, ScopeChangeRecord, ScopeEventRecord, SCOPE_BLOCKS_KEY,
+};
+use super::writes::{self, get, put, REVOCATION_SEQ};
+use super::{agent, review, scopes};
+use crate::store::{StoreError, Table, WriteTxn};
+
+/// Most scope blocks in force at once.
+pub const MAX_BLOCKS: usize = 1000;
+
+/// The blocks in force.
+pub(super) fn blocks(txn: &mut dyn WriteTxn) -> Result<Vec<BlockRecord>, StoreError> {
+    Ok(get::<ScopeBlocks>(txn, Table::Meta, SCOPE_BLOCKS_KEY)?
+        .unwrap_or_default()
+        .blocks)
+}
+
+fn history_key(agent_key: &str, version: u64) -> Vec<u8> {
+    index_key(agent_key, &version.to_be_bytes())
+}
+
+/// Stores the version `agent` is at.
+fn record_version(
+    txn: &mut dyn WriteTxn,
+    agent: &AgentRecord,
+    by: &str,
+    change: &str,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let version = AgentVersionRecord::of(agent, by, change, at);
+    put(
+        txn,
+        Table::AgentHistory,
+        &history_key(&agent.key(), agent.version),
+        &version,
+    )
+}
+
+/// Registers `agent` as its first version, or, when `reuse` and the name
+/// belongs to a retired agent, as the next version of that name.
+pub(super) fn register(
+    txn: &mut dyn WriteTxn,
+    agent: &AgentRecord,
+    by: &str,
+    reuse: bool,
+) -> Result<Outcome, StoreError> {
+    let key = agent.key();
+    let mut agent = agent.clone();
+    let mut change = "register";
+    if let Some(existing) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? {
+        match agent::may_register_over(&existing, reuse) {
+            Ok(()) => {
+                agent.version = existing.version + 1;
+                agent.created_at = existing.created_at;
+                agent.issued = existing.issued;
+                change = "reuse";
+            }
+            Err(agent::AgentRefusal::Retired) => return Ok(Err(Conflict::AgentRetired)),
+            Err(_) => return Ok(Err(Conflict::AgentExists)),
+        }
+    }
+    put(txn, Table::Agents, key.as_bytes(), &agent)?;
+    record_version(txn, &agent, by, change, agent.updated_at)?;
+    Ok(Ok(Applied::Versioned {
+        version: agent.version,
+        scope_events: Vec::new(),
+    }))
+}
+
+/// Applies `update` to the registration under `key`, if it is at
+/// `expected` (when given): a new version, and the scopes it removes
+/// withdrawn from the live certificates that carry them.
+pub(super) fn update(
+    txn: &mut dyn WriteTxn,
+    key: &str,
+    expected: Option<u64>,
+    update: &Update,
+    by: &str,
+    at: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
+    let Some(before) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
+        return Ok(Err(Conflict::AgentNotFound));
+    };
+    if agent::may_change(&before).is_err() {
+        return Ok(Err(Conflict::AgentRetired));
+    }
+    if let Some(expected) = expected {
+        if expected != before.version {
+            return Ok(Err(Conflict::VersionConflict {
+                current: before.version,
+            }));
+        }
+    }
+    let mut after = update.applied_to(&before);
+    if after == before {
+        // Nothing changes: no new version.
+        return Ok(Ok(Applied::Versioned {
+            version: before.version,
+            scope_events: Vec::new(),
+        }));
+    }
+    after.version = before.version + 1;
+    after.updated_at = at;
+    let removed = scopes::removed(&before.scopes, &after.scopes);
+    let mut events = Vec::new();
+    if !removed.is_empty() {
+        for serial in writes::index_suffixes(txn, Table::AgentCerts, key)? {
+            let Some(mut cert) = get::<CertRecord>(txn, Table::Certs, &serial)? else {
+                continue;
+            };
+            let lost = scopes::withdrawn_from(&cert, &removed, at);
+            if lost.is_empty() {
+                continue;
+            }
+            cert.withdrawn.extend(lost.iter().cloned());
+            put(txn, Table::Certs, &serial, &cert)?;
+            let change = ScopeChangeRecord::Withdrawn {
+                serial: cert.serial.clone(),
+                agent_key: key.to_owned(),
+                scopes: lost,
+                not_after: cert.not_after,
+            };
+            events.push(scope_event(txn, at, change)?);
+        }
+    }
+    put(txn, Table::Agents, key.as_bytes(), &after)?;
+    record_version(txn, &after, by, "update", at)?;
+    Ok(Ok(Applied::Versioned {
+        version: after.version,
+        scope_events: events,
+    }))
+}
+
+/// Stores the next scope event of the feed.
+fn scope_event(
+    txn: &mut dyn WriteTxn,
+    at: OffsetDateTime,
+    change: ScopeChangeRecord,
+) -> Result<ScopeEventRecord, StoreError> {
+    let seq = txn.next_in_sequence(REVOCATION_SEQ)?;
+    let event = ScopeEventRecord { seq, at, change };
+    put(txn, Table::ScopeEvents, &seq.to_be_bytes(), &event)?;
+    Ok(event)
+}
+
+/// Sets `block` (its id is set here: the sequence number of its first
+/// event), reaching every certificate, or the live certificates that
+/// carry the scope of the agents it names.
+pub(super) fn block(txn: &mut dyn WriteTxn, block: &BlockRecord) -> Result<Outcome, StoreError> {
+    let mut all = blocks(txn)?;
+    if all
+        .iter()
+        .any(|b| b.scope == block.scope && b.target == block.target)
+    {
+        return Ok(Err(Conflict::BlockExists));
+    }
+    if all.len() >= MAX_BLOCKS {
+        return Ok(Err(Conflict::TooManyBlocks));
+    }
+    let serials = match &block.target {
+        None => None,
+        Some(target) => {
+            let agents: Vec<String> = if target.matches('/').count() == 2 {
+                vec![target.clone()]
+            } else {
+                txn.scan_prefix(Table::Agents, format!("{target}/").as_bytes(), usize::MAX)?
+                    .into_iter()
+                    .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+                    .collect()
+            };
+            let mut reached: Vec<Serial> = Vec::new();
+            for key in agents {
+                for serial in writes::index_suffixes(txn, Table::AgentCerts, &key)? {
+                    if let Some(cert) = get::<CertRecord>(txn, Table::Certs, &serial)? {
+                        if scopes::block_reaches_cert(&cert, &block.scope, block.at) {
+                            reached.push(cert.serial);
+                        }
+                    }
+                }
+            }
+            Some(reached)
+        }
+    };
+    let mut block = block.clone();
+    block.certificates = serials.as_ref().map(Vec::len);
+    let chunks: Vec<Option<Vec<Serial>>> = match serials {
+        None => vec![None],
+        Some(s) if s.is_empty() => vec![Some(Vec::new())],
+        Some(s) => s
+            .chunks(MAX_BLOCK_SERIALS)
+            .map(|c| Some(c.to_vec()))
+            .collect(),
+    };
+    let mut events: Vec<ScopeEventRecord> = Vec::with_capacity(chunks.len());
+    for serials in chunks {
+        let seq = txn.next_in_sequence(REVOCATION_SEQ)?;
+        let event = ScopeEventRecord {
+            seq,
+            at: block.at,
+            change: ScopeChangeRecord::Blocked {
+                block: events.first().map_or(seq, |e| e.seq),
+                scope: block.scope.clone(),
+                serials,
+                target: block.target.clone(),
+            },
+        };
+        put(txn, Table::ScopeEvents, &seq.to_be_bytes(), &event)?;
+        events.push(event);
+    }
+    block.id = events[0].seq;
+    all.push(block.clone());
+    put(
+        txn,
+        Table::Meta,
+        SCOPE_BLOCKS_KEY,
+        &ScopeBlocks { blocks: all },
+    )?;
+    Ok(Ok(Applied::Scoped {
+        block: Some(block),
+        scope_events: events,
+    }))
+}
+
+/// Lifts the block `id`.
+pub(super) fn unblock(
+    txn: &mut dyn WriteTxn,
+    id: u64,
+    tenant: Option<&str>,
+    at: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
+    let mut all = blocks(txn)?;
+    let Some(index) = all.iter().position(|b| b.id == id) else {
+        return Ok(Err(Conflict::BlockNotFound));
+    };
+    // A tenant's admin lifts only its tenant's blocks.
+    if let Some(tenant) = tenant {
+        let own = all[index].target.as_deref().is_some_and(|t| {
+            t == tenant || t.strip_prefix(tenant).is_some_and(|r| r.starts_with('/'))
+        });
+        if !own {
+            return Ok(Err(Conflict::BlockNotFound));
+        }
+    }
+    let lifted = all.remove(index);
+    put(
+        txn,
+        Table::Meta,
+        SCOPE_BLOCKS_KEY,
+        &ScopeBlocks { blocks: all },
+    )?;
+    let change = ScopeChangeRecord::Unblocked {
+        block: id,
+        target: lifted.target.clone(),
+    };
+    let event = scope_event(txn, at, change)?;
+    Ok(Ok(Applied::Scoped {
+        block: Some(lifted),
+        scope_events: vec![event],
+    }))
+}
+
+/// Retires the agent under `key`: [`agent::retire`], its live
+/// certificates revoked (reason `cessationOfOperation`), a new version.
+pub(super) fn retire(
+    txn: &mut dyn WriteTxn,
+    key: &str,
+    by: &str,
+    at: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
+    let Some(record) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
+        return Ok(Err(Conflict::AgentNotFound));
+    };
+    if record.retired_at.is_some() {
+        return Ok(Err(Conflict::AgentRetired));
+    }
+    // Revoking the agent disables it and voids its tokens (the rules of
+    // [`agent::revoke`]), and revokes its live certificates.
+    const CESSATION_OF_OPERATION: u8 = 5;
+    let target = RevokeTarget::Agents {
+        prefix: key.to_owned(),
+        exact: true,
+    };
+    let outcome = writes::revoke(txn, &target, CESSATION_OF_OPERATION, at)?;
+    let Ok(Applied::Revoked(summary)) = outcome else {
+        return Ok(outcome);
+    };
+    let Some(mut record) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
+        return Ok(Err(Conflict::AgentNotFound));
+    };
+    // Its tokens were voided above: nothing more to void.
+    agent::retire(&mut record, &mut [], at);
+    put(txn, Table::Agents, key.as_bytes(), &record)?;
+    record_version(txn, &record, by, "retire", at)?;
+    Ok(Ok(Applied::Revoked(summary)))
+}
+
+/// Most changes waiting for review at once.
+pub const MAX_PENDING: usize = 1000;
+
+/// Stores `pending` (its id is set here) for the registration it names,
+/// which must be at `pending.based_on`.
+pub(super) fn propose(
+    txn: &mut dyn WriteTxn,
+    pending: &PendingRecord,
+) -> Result<Outcome, StoreError> {
+    let Some(agent) = get::<AgentRecord>(txn, Table::Agents, pending.agent_key.as_bytes())? else {
+        return Ok(Err(Conflict::AgentNotFound));
+    };
+    if agent::may_change(&agent).is_err() {
+        return Ok(Err(Conflict::AgentRetired));
+    }
+    if agent.version != pending.based_on {
+        return Ok(Err(Conflict::VersionConflict {
+            current: agent.version,
+        }));
+    }
+    if txn
+        .scan_prefix(Table::PendingChanges, &[], MAX_PENDING)?
+        .len()
+        >= MAX_PENDING
+    {
+        return Ok(Err(Conflict::TooManyPending));
+    }
+    let mut pending = pending.clone();
+    pending.id = txn.next_in_sequence("pending_seq")?;
+    put(
+        txn,
+        Table::PendingChanges,
+        &pending.id.to_be_bytes(),
+        &pending,
+    )?;
+    Ok(Ok(Applied::Proposed(pending)))
+}
+
+/// Applies the pending change `id` as approved by `by` at `at`
+/// ([`review::may_approve`]), to the version it was based on, and
+/// removes it.
+pub(super) fn approve(
+    txn: &mut dyn WriteTxn,
+    id: u64,
+    by: &str,
+    at: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
+    let key = id.to_be_bytes();
+    let Some(pending) = get::<PendingRecord>(txn, Table::PendingChanges, &key)? else {
+        return Ok(Err(Conflict::PendingNotFound));
+    };
+    if let Err(refusal) = review::may_approve(&pending, by, at) {
+        return Ok(Err(Conflict::Review(refusal)));
+    }
+    let who = format!("{}, approved by {by}", pending.by);
+    let outcome = update(
+        txn,
+        &pending.agent_key,
+        Some(pending.based_on),
+        &pending.update,
+        &who,
+        at,
+    )?;
+    if outcome.is_ok() {
+        txn.delete(Table::PendingChanges, &key)?;
+    }
+    Ok(outcome)
+}
+
+/// Removes the pending change `id` unapplied.
+pub(super) fn reject(txn: &mut dyn WriteTxn, id: u64) -> Result<Outcome, StoreError> {
+    let key = id.to_be_bytes();
+    let Some(pending) = get::<PendingRecord>(txn, Table::PendingChanges, &key)? else {
+        return Ok(Err(Conflict::PendingNotFound));
+    };
+    txn.delete(Table::PendingChanges, &key)?;
+    Ok(Ok(Applied::Proposed(pending)))
+}
