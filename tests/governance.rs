@@ -840,3 +840,68 @@ async fn with_review_on_a_promotion_waits_for_a_second_admin_and_a_demotion_does
         assert!(trail.iter().any(|e| e.action == action), "{action}");
     }
 }
+
+#[tokio::test]
+async fn an_agent_following_withdrawals_renews_at_once_when_a_scope_of_its_certificate_goes() {
+    use agentca::client::{Agent, AgentConfig, CaTrust};
+    let ca = TestCa::start();
+    let req = RegisterAgentRequest {
+        tenant: "acme".into(),
+        env: "prod".into(),
+        agent: "bot".into(),
+        owner: "team".into(),
+        purpose: "renews early".into(),
+        // An hour: its scheduled renewal is far away.
+        ttl_seconds: Some(3600),
+        scopes: vec!["tickets:read".into(), "tickets:write".into()],
+        reuse_retired: false,
+    };
+    let _: AgentInfo = ca
+        .admin(Method::POST, "/v1/admin/agents", Some(&req))
+        .await
+        .unwrap();
+    let mut config = AgentConfig::new(ca.url.clone(), CaTrust::Pinned(ca.root_fingerprint()));
+    config.token = Some(ca.token("acme", "prod", "bot", 1).await);
+    config.follow_withdrawals = true;
+    let agent = Agent::start(config).await.unwrap();
+    let first = agent.current();
+    let mut rotations = agent.rotations();
+    ca.wait_feed_subscribers(1).await;
+
+    // A change that removes nothing from it does not rotate it...
+    let owner = UpdateAgentRequest {
+        owner: Some("team-b".into()),
+        ..Default::default()
+    };
+    let _: AgentInfo = ca
+        .admin(
+            Method::PATCH,
+            "/v1/admin/agents/acme/prod/bot",
+            Some(&owner),
+        )
+        .await
+        .unwrap();
+    // ...one that withdraws a scope does, within seconds.
+    let demote = UpdateAgentRequest {
+        scopes: Some(vec!["tickets:read".into()]),
+        ..Default::default()
+    };
+    let _: AgentInfo = ca
+        .admin(
+            Method::PATCH,
+            "/v1/admin/agents/acme/prod/bot",
+            Some(&demote),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rotations.changed())
+        .await
+        .expect("the agent renews within seconds")
+        .unwrap();
+    let next = agent.current();
+    assert_ne!(next.serial, first.serial);
+    assert_eq!(scopes_of(next.chain[0].as_ref()), ["tickets:read"]);
+    let trail = whole_trail(&ca).await;
+    let renewals: Vec<&AuditEvent> = trail.iter().filter(|e| e.action == "renew").collect();
+    assert_eq!(renewals.len(), 1, "one renewal, after the withdrawal only");
+}

@@ -148,6 +148,10 @@ pub struct RunArgs {
     /// File holding the pid of the process to signal.
     #[arg(long)]
     pid_file: Option<PathBuf>,
+    /// Follow the CA's feed and renew at once when a scope is withdrawn
+    /// from this agent's certificate (one long-poll connection to the CA).
+    #[arg(long)]
+    follow_withdrawals: bool,
     /// Test hook: abort right after the CA answers a renewal, before any
     /// file is written.
     #[arg(long, hide = true)]
@@ -166,6 +170,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.dir = Some(args.out_dir.clone());
     config.key_algorithm = args.key_alg;
     config.abort_after_renewal_response = args.abort_after_renewal_response;
+    config.follow_withdrawals = args.follow_withdrawals;
     let agent = Agent::start(config).await.map_err(|e| match e {
         AgentError::NoToken => anyhow::anyhow!(
             "{} holds no valid certificate and there is no bootstrap token: give --token-file or set AGENTCA_TOKEN",

@@ -15,6 +15,7 @@
 //! agent or a spent token end in [`Health::Failed`]: a human must act.
 
 mod renewal;
+mod withdrawals;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,11 @@ pub struct AgentConfig {
     pub dir: Option<PathBuf>,
     /// Algorithm of the keys generated for each certificate.
     pub key_algorithm: KeyAlgorithm,
+    /// Follow the CA's feed and renew at once when a scope of the current
+    /// certificate is withdrawn from the agent's registration (so that the
+    /// next certificate carries the registration as it is now). It holds
+    /// one long-poll connection to the CA per agent.
+    pub follow_withdrawals: bool,
     /// Test hook: abort the process right after the CA answered a renewal
     /// and before anything is written, to exercise recovery.
     #[doc(hidden)]
@@ -86,6 +92,7 @@ impl AgentConfig {
             token: None,
             dir: None,
             key_algorithm: KeyAlgorithm::P256,
+            follow_withdrawals: false,
             abort_after_renewal_response: false,
         }
     }
@@ -222,18 +229,24 @@ struct Shared {
     health: watch::Sender<Health>,
     /// The renewal in progress when there is no directory to journal it in.
     pending: Mutex<Option<Pending>>,
+    /// Wakes the renewal loop before its time.
+    renew_soon: tokio::sync::Notify,
 }
 
 /// A running agent.
 pub struct Agent {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
     _lock: Option<DirLock>,
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
     }
 }
 
@@ -290,11 +303,17 @@ impl Agent {
             rotations: watch::Sender::new(identity),
             health: watch::Sender::new(Health::Healthy),
             pending: Mutex::new(None),
+            renew_soon: tokio::sync::Notify::new(),
         });
         let task = tokio::spawn(run(shared.clone()));
+        let watcher = shared
+            .config
+            .follow_withdrawals
+            .then(|| tokio::spawn(withdrawals::watch(shared.clone())));
         Ok(Self {
             shared,
             task,
+            watcher,
             _lock: lock,
         })
     }
@@ -323,12 +342,20 @@ impl Agent {
             rotations: watch::Sender::new(identity.clone()),
             health: watch::Sender::new(Health::Healthy),
             pending: Mutex::new(None),
+            renew_soon: tokio::sync::Notify::new(),
         };
         match renew_once(&shared, &identity).await {
             Step::Renewed(new) => Ok(Arc::new(*new)),
             Step::Retry { reason, .. } => Err(AgentError::Retry(reason)),
             Step::Reenroll(why) | Step::Fatal(why) => Err(AgentError::Refused(why)),
         }
+    }
+
+    /// Renews now rather than at the scheduled time: for example when a
+    /// service refused the agent with `scope_withdrawn` (its registration
+    /// changed since the certificate was issued).
+    pub fn renew_soon(&self) {
+        self.shared.renew_soon.notify_one();
     }
 
     /// The current certificate.

@@ -34,7 +34,12 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let current = shared.current.load_full();
         let at = renew_at(current.received_at, current.not_after, jitter());
         let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-        tokio::time::sleep(wait.unsigned_abs()).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait.unsigned_abs()) => {}
+            () = shared.renew_soon.notified() => {
+                tracing::info!(serial = %current.serial, "renewing before the scheduled time");
+            }
+        }
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
