@@ -233,7 +233,106 @@ fn run(o: &Options) -> anyhow::Result<()> {
     )?;
     println!("\naccepted connection over loopback: serve::accept (handshake + identity) vs the handshake alone with WebPkiClientVerifier, best of {} rounds of {conns}", o.rounds);
     report("serve::accept", a, b);
+
+    // 4. The scope check: a certificate's whole check and then its scope,
+    // with a cache of many withdrawals and blocks, against the certificate
+    // check alone with a cache that has none.
+    let plain = agentca_verifier(&pki, true)?;
+    let governed = governed_verifier(&pki)?;
+    let chain = &pki.agent_chain;
+    let timed_check = |v: &Verifier, scope: bool| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        for _ in 0..n {
+            let now = time::OffsetDateTime::now_utc();
+            let peer = v.verify_peer(chain, agentca::verify::Usage::Client, now)?;
+            if scope {
+                v.require_scope(&peer, "tool:search", now)?;
+            }
+        }
+        Ok(started.elapsed() / n as u32)
+    };
+    let (a, b) = alternate(
+        o.rounds,
+        || timed_check(&governed, true),
+        || timed_check(&plain, false),
+    )?;
+    println!("\ncertificate check and scope check (require_scope) with {WITHDRAWALS} withdrawals and {BLOCKS} blocks in the cache, vs the certificate check alone without them, best of {} rounds of {n}", o.rounds);
+    println!(
+        "  {:<20} with scope {:>8.1} µs   certificate alone {:>8.1} µs   ratio ×{:.3} ({:+.2} µs)",
+        "verify_peer",
+        a.as_secs_f64() * 1e6,
+        b.as_secs_f64() * 1e6,
+        a.as_secs_f64() / b.as_secs_f64(),
+        (a.as_secs_f64() - b.as_secs_f64()) * 1e6
+    );
     Ok(())
+}
+
+/// Withdrawals of other certificates in the governed verifier's cache.
+const WITHDRAWALS: usize = 10_000;
+/// Blocks (of other scopes for other certificates, and one of every
+/// certificate for another scope) in the governed verifier's cache.
+const BLOCKS: usize = 1_000;
+
+/// A verifier whose cache knows [`WITHDRAWALS`] withdrawals of the scope
+/// the agent's certificate carries (from other certificates) and
+/// [`BLOCKS`] blocks, none of which reaches the agent's.
+fn governed_verifier(pki: &Pki) -> anyhow::Result<Arc<Verifier>> {
+    use agentca::wire::{ScopeChange, ScopeEvent, Serial};
+    let now = time::OffsetDateTime::now_utc();
+    let serial =
+        |i: usize| Serial::from_bytes(&[&[0x40u8][..], &(i as u64).to_be_bytes()].concat());
+    let mut events = Vec::new();
+    for i in 0..WITHDRAWALS {
+        events.push(ScopeEvent {
+            seq: events.len() as u64 + 1,
+            at: now,
+            change: ScopeChange::Withdrawn {
+                serial: serial(i)?,
+                scopes: vec!["tool:search".into()],
+                not_after: now + time::Duration::hours(1),
+            },
+        });
+    }
+    for i in 0..BLOCKS {
+        let seq = events.len() as u64 + 1;
+        let change = if i == 0 {
+            ScopeChange::Blocked {
+                block: seq,
+                scope: "tool:write".into(),
+                serials: None,
+                target: None,
+            }
+        } else {
+            ScopeChange::Blocked {
+                block: seq,
+                scope: if i % 2 == 0 {
+                    "tool:search"
+                } else {
+                    "tool:other"
+                }
+                .into(),
+                serials: Some(
+                    (0..10)
+                        .map(|k| serial(WITHDRAWALS + i * 10 + k))
+                        .collect::<Result<_, _>>()?,
+                ),
+                target: None,
+            }
+        };
+        events.push(ScopeEvent {
+            seq,
+            at: now,
+            change,
+        });
+    }
+    let cache = RevocationCache::new();
+    cache.apply_page(&[], &events, events.len() as u64, now);
+    Ok(
+        Verifier::builder(pki.bundle.clone(), TrustDomain::new("example.org")?)
+            .revocation(cache)
+            .build()?,
+    )
 }
 
 fn report(what: &str, ours: Duration, theirs: Duration) {

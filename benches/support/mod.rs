@@ -166,6 +166,20 @@ impl Ca {
         Ok((issued, key))
     }
 
+    /// `method path` with `body` as the admin.
+    pub async fn admin<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
+        Ok(self
+            .client()?
+            .call(method, path, Some(&self.admin_token), body)
+            .await
+            .with_context(|| format!("{path}"))?)
+    }
+
     /// Revokes by `req` as the admin.
     pub async fn revoke(&self, req: &RevokeRequest) -> anyhow::Result<RevokeResponse> {
         Ok(self

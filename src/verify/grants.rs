@@ -12,7 +12,7 @@
 //! [`Grants::usable`] is the one rule; the verifier asks it for every
 //! scope check. Everything here is a pure function of the events applied.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use time::OffsetDateTime;
 
@@ -64,53 +64,47 @@ impl std::fmt::Display for ScopeRefusal {
 struct Block {
     scope: String,
     /// `None`: every certificate.
-    serials: Option<HashSet<Serial>>,
+    serials: Option<Vec<Serial>>,
 }
 
-/// What one certificate lost.
+/// What one certificate lost: scopes withdrawn, and blocks that list it.
 #[derive(Clone, Debug, Default)]
 struct Marks {
     withdrawn: Vec<String>,
+    /// When its withdrawals stop mattering (its notAfter).
     not_after: Option<OffsetDateTime>,
+    /// Blocks listing it: (block, scope).
+    blocked: Vec<(u64, String)>,
 }
 
-/// The withdrawals and blocks a verifier knows of.
+/// The withdrawals and blocks a verifier knows of, indexed so that a check
+/// is two hash lookups however many there are: the certificate's marks,
+/// and the scopes blocked for every certificate.
 #[derive(Clone, Debug, Default)]
 pub struct Grants {
     blocks: BTreeMap<u64, Block>,
-    /// Blocks by scope, for the lookup.
-    blocks_by_scope: HashMap<String, Vec<u64>>,
+    /// Blocks of every certificate: scope → how many.
+    global: HashMap<String, usize>,
     marks: HashMap<Serial, Marks>,
 }
 
 impl Grants {
     /// Whether a certificate with serial `serial` that carries `granted`
     /// may be used for `scope`.
-    pub fn usable(
-        &self,
-        serial: &Serial,
-        granted: &[String],
-        scope: &str,
-    ) -> Result<(), ScopeRefusal> {
+    pub fn usable(&self, serial: &Serial, granted: &[String], scope: &str) -> Result<(), ScopeRefusal> {
         if !granted.iter().any(|s| s == scope) {
             return Err(ScopeRefusal::NotGranted);
         }
-        if let Some(ids) = self.blocks_by_scope.get(scope) {
-            let blocked = ids.iter().filter_map(|id| self.blocks.get(id)).any(|b| {
-                b.serials
-                    .as_ref()
-                    .is_none_or(|serials| serials.contains(serial))
-            });
-            if blocked {
+        if self.global.contains_key(scope) {
+            return Err(ScopeRefusal::Blocked);
+        }
+        if let Some(marks) = self.marks.get(serial) {
+            if marks.blocked.iter().any(|(_, s)| s == scope) {
                 return Err(ScopeRefusal::Blocked);
             }
-        }
-        if self
-            .marks
-            .get(serial)
-            .is_some_and(|m| m.withdrawn.iter().any(|s| s == scope))
-        {
-            return Err(ScopeRefusal::Withdrawn);
+            if marks.withdrawn.iter().any(|s| s == scope) {
+                return Err(ScopeRefusal::Withdrawn);
+            }
         }
         Ok(())
     }
@@ -140,24 +134,43 @@ impl Grants {
                 let known = self.blocks.contains_key(block);
                 let entry = self.blocks.entry(*block).or_insert_with(|| Block {
                     scope: scope.clone(),
-                    serials: serials.as_ref().map(|_| HashSet::new()),
+                    serials: serials.as_ref().map(|_| Vec::new()),
                 });
-                if let (Some(all), Some(more)) = (&mut entry.serials, serials) {
-                    all.extend(more.iter().cloned());
-                }
-                if !known {
-                    self.blocks_by_scope
-                        .entry(scope.clone())
-                        .or_default()
-                        .push(*block);
+                match (&mut entry.serials, serials) {
+                    (Some(all), Some(more)) => {
+                        for serial in more {
+                            let marks = self.marks.entry(serial.clone()).or_default();
+                            if !marks.blocked.iter().any(|(b, _)| b == block) {
+                                marks.blocked.push((*block, scope.clone()));
+                                all.push(serial.clone());
+                            }
+                        }
+                    }
+                    (None, _) if !known => *self.global.entry(scope.clone()).or_default() += 1,
+                    _ => {}
                 }
             }
             ScopeChange::Unblocked { block } => {
-                if let Some(b) = self.blocks.remove(block) {
-                    if let Some(ids) = self.blocks_by_scope.get_mut(&b.scope) {
-                        ids.retain(|id| id != block);
-                        if ids.is_empty() {
-                            self.blocks_by_scope.remove(&b.scope);
+                let Some(lifted) = self.blocks.remove(block) else {
+                    return;
+                };
+                match lifted.serials {
+                    None => {
+                        if let Some(n) = self.global.get_mut(&lifted.scope) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.global.remove(&lifted.scope);
+                            }
+                        }
+                    }
+                    Some(serials) => {
+                        for serial in serials {
+                            if let Some(marks) = self.marks.get_mut(&serial) {
+                                marks.blocked.retain(|(b, _)| b != block);
+                                if marks.blocked.is_empty() && marks.withdrawn.is_empty() {
+                                    self.marks.remove(&serial);
+                                }
+                            }
                         }
                     }
                 }
@@ -166,10 +179,16 @@ impl Grants {
     }
 
     /// Forgets withdrawals of certificates that expired before `now`
-    /// (they are refused as expired anyway).
+    /// (they are refused as expired anyway); what blocks list stays until
+    /// they are lifted.
     pub fn prune(&mut self, now: OffsetDateTime) {
-        self.marks
-            .retain(|_, m| m.not_after.is_none_or(|t| t >= now));
+        self.marks.retain(|_, m| {
+            if m.not_after.is_some_and(|t| t < now) {
+                m.withdrawn.clear();
+                m.not_after = None;
+            }
+            !m.withdrawn.is_empty() || !m.blocked.is_empty()
+        });
     }
 
     /// Blocks in force.
@@ -179,7 +198,7 @@ impl Grants {
 
     /// Certificates with withdrawn scopes.
     pub fn withdrawals(&self) -> usize {
-        self.marks.len()
+        self.marks.values().filter(|m| !m.withdrawn.is_empty()).count()
     }
 }
 
@@ -310,6 +329,43 @@ mod tests {
         assert_eq!(g.blocks(), 1);
         g.apply(&event(5, ScopeChange::Unblocked { block: 1 }));
         assert_eq!(g.usable(&serial(42), &carried, "pay"), Ok(()));
+    }
+
+    #[test]
+    fn expiry_forgets_withdrawals_and_keeps_what_blocks_list_until_lifted() {
+        let mut g = Grants::default();
+        let carried = scopes(&["pay", "read"]);
+        let until = t0() + Duration::minutes(5);
+        g.apply(&event(
+            1,
+            ScopeChange::Withdrawn {
+                serial: serial(1),
+                scopes: scopes(&["read"]),
+                not_after: until,
+            },
+        ));
+        g.apply(&event(2, blocked(2, "pay", Some(&[1]))));
+        // Two global blocks of one scope: lifting one leaves the other.
+        g.apply(&event(3, blocked(3, "audit", None)));
+        g.apply(&event(4, blocked(4, "audit", None)));
+        g.prune(until + Duration::seconds(1));
+        assert_eq!(g.withdrawals(), 0);
+        assert_eq!(g.usable(&serial(1), &carried, "read"), Ok(()));
+        assert_eq!(
+            g.usable(&serial(1), &carried, "pay"),
+            Err(ScopeRefusal::Blocked)
+        );
+        g.apply(&event(5, ScopeChange::Unblocked { block: 2 }));
+        assert_eq!(g.usable(&serial(1), &carried, "pay"), Ok(()));
+        assert!(g.marks.is_empty(), "nothing left to remember");
+        let audit = scopes(&["audit"]);
+        g.apply(&event(6, ScopeChange::Unblocked { block: 3 }));
+        assert_eq!(
+            g.usable(&serial(9), &audit, "audit"),
+            Err(ScopeRefusal::Blocked)
+        );
+        g.apply(&event(7, ScopeChange::Unblocked { block: 4 }));
+        assert_eq!(g.usable(&serial(9), &audit, "audit"), Ok(()));
     }
 
     #[test]
