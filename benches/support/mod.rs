@@ -173,11 +173,10 @@ impl Ca {
         path: &str,
         body: Option<&B>,
     ) -> anyhow::Result<T> {
-        Ok(self
-            .client()?
+        self.client()?
             .call(method, path, Some(&self.admin_token), body)
             .await
-            .with_context(|| format!("{path}"))?)
+            .with_context(|| path.to_owned())
     }
 
     /// Revokes by `req` as the admin.
