@@ -165,6 +165,90 @@ async fn a_revocation_on_one_replica_reaches_the_others_ocsp_crl_and_feed_within
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_scope_block_on_one_replica_reaches_the_others_feed_and_snapshot_within_a_second() {
+    use agentca::wire::{BlockScopeRequest, FeedSnapshot, ScopeBlock, ScopeChange};
+    let (cas, _) = replicas(2);
+    let since = cas[1].feed(0, 0).await.latest;
+    let subscriber = {
+        let http = cas[1].http();
+        let url = format!("{}/v1/revocations?since={since}&wait=20", cas[1].url);
+        tokio::spawn(async move {
+            let page: agentca::wire::RevocationPage =
+                http.get(url).send().await.unwrap().json().await.unwrap();
+            (page, Instant::now())
+        })
+    };
+    cas[1].wait_feed_subscribers(1).await;
+    let blocked_at = Instant::now();
+    let block: ScopeBlock = cas[0]
+        .admin(
+            Method::POST,
+            "/v1/admin/scopes/blocks",
+            Some(&BlockScopeRequest {
+                scope: "payments:write".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let (page, heard_at) = subscriber.await.unwrap();
+    assert!(
+        heard_at - blocked_at < Duration::from_secs(1),
+        "replica 1's subscriber heard it after {:?}",
+        heard_at - blocked_at
+    );
+    assert_eq!(page.scopes.len(), 1, "{page:?}");
+    assert!(matches!(
+        &page.scopes[0].change,
+        ScopeChange::Blocked { block: id, serials: None, .. } if *id == block.id
+    ));
+    // The other replica's snapshot has it, and its list of blocks too.
+    let snapshot: FeedSnapshot = cas[1]
+        .http()
+        .get(format!("{}/v1/revocations/snapshot", cas[1].url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.scopes, page.scopes);
+    let listed: Vec<ScopeBlock> = cas[1]
+        .admin::<(), _>(Method::GET, "/v1/admin/scopes/blocks", None)
+        .await
+        .unwrap();
+    assert_eq!(listed, [block.clone()]);
+    // Lifted on replica 1: both replicas' snapshots drop it.
+    let _: ScopeBlock = cas[1]
+        .admin::<(), _>(
+            Method::DELETE,
+            &format!("/v1/admin/scopes/blocks/{}", block.id),
+            None,
+        )
+        .await
+        .unwrap();
+    for ca in &cas {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let snapshot: FeedSnapshot = ca
+                .http()
+                .get(format!("{}/v1/revocations/snapshot", ca.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if snapshot.scopes.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} still blocks", ca.url);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn crl_numbers_only_grow_whichever_replica_is_asked() {
     let (cas, _) = replicas(3);
     let mut last = 0;

@@ -91,7 +91,12 @@ pub struct Grants {
 impl Grants {
     /// Whether a certificate with serial `serial` that carries `granted`
     /// may be used for `scope`.
-    pub fn usable(&self, serial: &Serial, granted: &[String], scope: &str) -> Result<(), ScopeRefusal> {
+    pub fn usable(
+        &self,
+        serial: &Serial,
+        granted: &[String],
+        scope: &str,
+    ) -> Result<(), ScopeRefusal> {
         if !granted.iter().any(|s| s == scope) {
             return Err(ScopeRefusal::NotGranted);
         }
@@ -198,7 +203,10 @@ impl Grants {
 
     /// Certificates with withdrawn scopes.
     pub fn withdrawals(&self) -> usize {
-        self.marks.values().filter(|m| !m.withdrawn.is_empty()).count()
+        self.marks
+            .values()
+            .filter(|m| !m.withdrawn.is_empty())
+            .count()
     }
 }
 
