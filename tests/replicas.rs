@@ -217,7 +217,7 @@ async fn a_scope_block_on_one_replica_reaches_the_others_feed_and_snapshot_withi
         .admin::<(), _>(Method::GET, "/v1/admin/scopes/blocks", None)
         .await
         .unwrap();
-    assert_eq!(listed, [block.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&block));
     // Lifted on replica 1: both replicas' snapshots drop it.
     let _: ScopeBlock = cas[1]
         .admin::<(), _>(
