@@ -905,3 +905,108 @@ async fn an_agent_following_withdrawals_renews_at_once_when_a_scope_of_its_certi
     let renewals: Vec<&AuditEvent> = trail.iter().filter(|e| e.action == "renew").collect();
     assert_eq!(renewals.len(), 1, "one renewal, after the withdrawal only");
 }
+
+#[tokio::test]
+async fn an_admins_role_changes_as_versions_and_the_last_global_admin_stays_one() {
+    let ca = TestCa::start();
+    let ops: CreateAdminResponse = ca
+        .admin(
+            Method::POST,
+            "/v1/admin/admins",
+            Some(&CreateAdminRequest {
+                name: "ops".into(),
+                tenant: None,
+                role: None,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!((ops.admin.role.as_str(), ops.admin.version), ("admin", 1));
+    let register_as_ops = || {
+        let token = ops.token.clone();
+        let client = ca.client();
+        async move {
+            let req = RegisterAgentRequest {
+                tenant: "acme".into(),
+                env: "prod".into(),
+                agent: "by-ops".into(),
+                owner: "ops".into(),
+                purpose: "role test".into(),
+                ttl_seconds: None,
+                scopes: Vec::new(),
+                reuse_retired: false,
+            };
+            client
+                .call::<_, AgentInfo>(Method::POST, "/v1/admin/agents", Some(&token), Some(&req))
+                .await
+        }
+    };
+    let out = ok(ca.command().args([
+        "admin",
+        "role",
+        "--name",
+        "ops",
+        "--role",
+        "auditor",
+        "--if-version",
+        "1",
+    ]));
+    let changed: agentca::wire::AdminInfo = serde_json::from_str(&out).unwrap();
+    assert_eq!((changed.role.as_str(), changed.version), ("auditor", 2));
+    // At once: its token changes nothing any more.
+    assert_eq!(refusal(register_as_ops().await), (403, "forbidden".into()));
+    // A change based on the old version is stale.
+    let err = fails(ca.command().args([
+        "admin",
+        "role",
+        "--name",
+        "ops",
+        "--role",
+        "admin",
+        "--if-version",
+        "1",
+    ]));
+    assert!(err.contains("version_conflict"), "{err}");
+    // The last global admin does not become an auditor.
+    let err = fails(
+        ca.command()
+            .args(["admin", "role", "--name", "admin", "--role", "auditor"]),
+    );
+    assert!(err.contains("last_global_admin"), "{err}");
+    ok(ca
+        .command()
+        .args(["admin", "role", "--name", "ops", "--role", "admin"]));
+    register_as_ops().await.unwrap();
+    let history: Vec<agentca::wire::AdminVersion> = serde_json::from_str(&ok(ca
+        .command()
+        .args(["admin", "history", "--name", "ops"])))
+    .unwrap();
+    let versions: Vec<(u64, &str, &str, &str)> = history
+        .iter()
+        .map(|v| (v.version, v.change.as_str(), v.role.as_str(), v.by.as_str()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (1, "create", "admin", "admin"),
+            (2, "role", "auditor", "admin"),
+            (3, "role", "admin", "admin")
+        ]
+    );
+    let first: Vec<agentca::wire::AdminVersion> = serde_json::from_str(&ok(ca
+        .command()
+        .args(["admin", "history", "--name", "admin"])))
+    .unwrap();
+    assert_eq!(
+        (first[0].change.as_str(), first[0].by.as_str()),
+        ("create", "init")
+    );
+    let trail = whole_trail(&ca).await;
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|e| e.action == "admin.role" && e.outcome == "ok")
+            .count(),
+        2
+    );
+}

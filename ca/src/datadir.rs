@@ -386,7 +386,9 @@ impl Created {
                     tenant: None,
                     created_at: self.now,
                     role: Default::default(),
+                    version: 1,
                 },
+                by: "init".into(),
             }),
             audit: Box::new(created),
         }

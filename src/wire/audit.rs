@@ -194,6 +194,38 @@ pub struct AdminInfo {
     /// `admin` or `auditor`.
     #[serde(default = "admin_role")]
     pub role: String,
+    /// Its version: 1 when created, one more at each change of its role
+    /// (send it as `If-Match` to change it).
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// `PATCH /v1/admin/admins/{name}`: give an admin another role (a new
+/// version of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAdminRoleRequest {
+    /// `admin` or `auditor`.
+    pub role: String,
+}
+
+/// One version of an admin (`GET /v1/admin/admins/{name}/history`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminVersion {
+    /// The version, from 1.
+    pub version: u64,
+    /// When it took effect.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The admin who made it (`init` for the first admin).
+    pub by: String,
+    /// `create` or `role`.
+    pub change: String,
+    /// Its role from this version on.
+    pub role: String,
+    /// The one tenant it may act on; every tenant when absent.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 fn admin_role() -> String {

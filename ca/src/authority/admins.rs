@@ -3,14 +3,16 @@
 //! admin stays, see [`crate::state::admin::may_remove`]).
 
 use agentca::identity::{Name, Part};
-use agentca::wire::{Actor, AdminInfo, CreateAdminRequest, CreateAdminResponse};
+use agentca::wire::{
+    Actor, AdminInfo, AdminVersion, CreateAdminRequest, CreateAdminResponse, SetAdminRoleRequest,
+};
 use time::OffsetDateTime;
 
 use super::error::Named;
 use super::{Admin, Authority, AuthorityError, RequestContext};
 use crate::issuance::profile;
 use crate::state::records::{AdminRecord, Role};
-use crate::state::Change;
+use crate::state::{Applied, Change};
 use crate::token;
 
 /// Longest admin name.
@@ -72,15 +74,7 @@ impl Authority {
             if let Some(t) = &req.tenant {
                 Name::new(Part::Tenant, t)?;
             }
-            let role = match req.role.as_deref() {
-                None | Some("admin") => Role::Admin,
-                Some("auditor") => Role::Auditor,
-                Some(other) => {
-                    return Err(AuthorityError::InvalidRequest(format!(
-                        "role {other:?} is neither \"admin\" nor \"auditor\""
-                    )))
-                }
-            };
+            let role = parse_role(req.role.as_deref().unwrap_or("admin"))?;
             let secret = token::generate(token::ADMIN_PREFIX);
             let hash = token::hash(&secret).expect("generated tokens are well-formed");
             let record = AdminRecord {
@@ -88,10 +82,12 @@ impl Authority {
                 tenant: req.tenant.clone(),
                 created_at: profile::whole_seconds(now),
                 role,
+                version: 1,
             };
             let change = Change::PutAdmin {
                 hash,
                 admin: record.clone(),
+                by: admin.name().to_owned(),
             };
             self.commit(change, event.clone(), Named::Admin(&req.name))
                 .await?;
@@ -115,6 +111,97 @@ impl Authority {
         self.audited(event, async |_| {
             admin.may_act_globally()?;
             Ok(self.records.admins()?.iter().map(admin_info).collect())
+        })
+        .await
+    }
+
+    /// Gives an admin another role, as its next version; global admins
+    /// only. The last global admin does not become an auditor. With
+    /// `expected`, only if the admin is at that version.
+    pub async fn set_admin_role(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        name: &str,
+        req: SetAdminRoleRequest,
+        expected: Option<u64>,
+        now: OffsetDateTime,
+    ) -> Result<AdminInfo, AuthorityError> {
+        let event = self.event(ctx, admin.actor(), "admin.role", Some(name.to_owned()), now);
+        self.audited(event, async |event| {
+            admin.may_change_globally()?;
+            let role = parse_role(&req.role)?;
+            let mut done = event.clone();
+            done.reason = Some(format!("role {}", req.role));
+            let change = Change::SetAdminRole {
+                name: name.to_owned(),
+                role,
+                expected,
+                by: admin.name().to_owned(),
+                at: profile::whole_seconds(now),
+            };
+            let applied = self.commit(change, done, Named::Admin(name)).await?;
+            if let Applied::Versioned { version, .. } = applied {
+                tracing::info!(admin = admin.name(), name, role = %req.role, version, "admin role changed");
+            }
+            self.records
+                .admins()?
+                .iter()
+                .find(|a| a.name == name)
+                .map(admin_info)
+                .ok_or_else(|| AuthorityError::AdminNotFound(name.to_owned()))
+        })
+        .await
+    }
+
+    /// The versions of an admin, oldest first; global admins (and
+    /// auditors of every tenant) only.
+    pub async fn admin_history(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<AdminVersion>, AuthorityError> {
+        let event = self.event(
+            ctx,
+            admin.actor(),
+            "admin.history",
+            Some(name.to_owned()),
+            now,
+        );
+        self.audited_read(event, async |_| {
+            admin.may_act_globally()?;
+            let history = self.records.admin_history(name)?;
+            let mut versions: Vec<AdminVersion> = history
+                .into_iter()
+                .map(|v| AdminVersion {
+                    version: v.version,
+                    at: v.at,
+                    by: v.by,
+                    change: v.change,
+                    role: role_name(v.role),
+                    tenant: v.tenant,
+                })
+                .collect();
+            if versions.is_empty() {
+                // Created before versions were kept, and unchanged since.
+                let record = self
+                    .records
+                    .admins()?
+                    .into_iter()
+                    .find(|a| a.name == name)
+                    .ok_or_else(|| AuthorityError::AdminNotFound(name.to_owned()))?;
+                versions.push(AdminVersion {
+                    version: record.version,
+                    at: record.created_at,
+                    by: crate::state::governance::NOT_RECORDED.into(),
+                    change: "create".into(),
+                    role: role_name(record.role),
+                    tenant: record.tenant,
+                });
+            }
+            Ok(versions)
         })
         .await
     }
@@ -147,16 +234,31 @@ impl Authority {
     }
 }
 
+fn parse_role(role: &str) -> Result<Role, AuthorityError> {
+    match role {
+        "admin" => Ok(Role::Admin),
+        "auditor" => Ok(Role::Auditor),
+        other => Err(AuthorityError::InvalidRequest(format!(
+            "role {other:?} is neither \"admin\" nor \"auditor\""
+        ))),
+    }
+}
+
+fn role_name(role: Role) -> String {
+    match role {
+        Role::Admin => "admin",
+        Role::Auditor => "auditor",
+    }
+    .into()
+}
+
 fn admin_info(record: &AdminRecord) -> AdminInfo {
     AdminInfo {
         name: record.name.clone(),
         tenant: record.tenant.clone(),
         created_at: record.created_at,
-        role: match record.role {
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-        }
-        .into(),
+        role: role_name(record.role),
+        version: record.version,
     }
 }
 

@@ -157,9 +157,20 @@ pub enum AuthorityError {
     /// No admin with this name.
     #[error("no admin is named {0:?}")]
     AdminNotFound(String),
-    /// Revoking this admin would leave nobody able to act on every tenant.
-    #[error("{0:?} is the last global admin; create another before revoking it")]
+    /// Revoking this admin, or making it an auditor, would leave nobody
+    /// able to change every tenant.
+    #[error(
+        "{0:?} is the last global admin; create another before revoking it or making it an auditor"
+    )]
     LastGlobalAdmin(String),
+    /// The role change was based on another version of the admin.
+    #[error("admin {name:?} is at version {current}; the change was based on another")]
+    AdminVersionConflict {
+        /// The admin.
+        name: String,
+        /// Its current version.
+        current: u64,
+    },
     /// The agent, or the instance's chain of renewals, was issued as many
     /// certificates as it may be in one certificate lifetime.
     #[error("issuance limit reached: {count} certificates since {since}; retry after {retry_at}", since = super::rfc3339(.0.start), count = .0.count, retry_at = super::rfc3339(.0.retry_at))]
@@ -208,7 +219,9 @@ impl AuthorityError {
             E::AgentNotFound(_) | E::NoAgentMatches(_) => ("agent_not_found", K::NotFound),
             E::AgentDisabled(_) => ("agent_disabled", K::Forbidden),
             E::AgentRetired(_) => ("agent_retired", K::Forbidden),
-            E::VersionConflict { .. } => ("version_conflict", K::Conflict),
+            E::VersionConflict { .. } | E::AdminVersionConflict { .. } => {
+                ("version_conflict", K::Conflict)
+            }
             E::RegistrationChanged(_) => ("registration_changed", K::Conflict),
             E::BlockExists => ("block_exists", K::Conflict),
             E::TooManyBlocks(_) => ("too_many_blocks", K::Conflict),
@@ -378,6 +391,10 @@ pub(super) fn refused(conflict: Conflict, named: Named<'_>) -> AuthorityError {
         (C::AdminExists, Named::Admin(name)) => E::AdminExists(name.to_owned()),
         (C::AdminNotFound, Named::Admin(name)) => E::AdminNotFound(name.to_owned()),
         (C::LastGlobalAdmin, Named::Admin(name)) => E::LastGlobalAdmin(name.to_owned()),
+        (C::VersionConflict { current }, Named::Admin(name)) => E::AdminVersionConflict {
+            name: name.to_owned(),
+            current,
+        },
         (C::AuditPrune(refusal), _) => E::AuditPrune(refusal),
         (C::LimitReached(limit), Named::Agent(_) | Named::Presented { .. }) => {
             E::IssuanceLimited(limit)
@@ -486,6 +503,7 @@ mod tests {
                 "version_conflict",
             ),
             (C::AgentRetired, Named::Pending(&id, None), "agent_retired"),
+            (C::VersionConflict { current: 2 }, admin, "version_conflict"),
         ];
         for (conflict, named, code) in cases {
             let shown = format!("{conflict:?} about {named:?}");

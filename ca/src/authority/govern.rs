@@ -139,9 +139,17 @@ impl Authority {
         self.audited_read(event, async |_| {
             let id = self.id_of_name(name)?;
             admin.may_act_on(&name.tenant)?;
-            let history = self.records.agent_history(&id.path_key())?;
+            let mut history = self.records.agent_history(&id.path_key())?;
             if history.is_empty() {
-                return Err(AuthorityError::AgentNotFound(id));
+                // Registered before versions were kept, and unchanged since.
+                let record = self.registered(&id)?;
+                let by = crate::state::governance::NOT_RECORDED;
+                history.push(AgentVersionRecord::of(
+                    &record,
+                    by,
+                    "register",
+                    record.created_at,
+                ));
             }
             let versions: Vec<&AgentVersionRecord> = match at {
                 Some(at) => scopes::version_at(&history, at).into_iter().collect(),

@@ -38,10 +38,12 @@ async fn setup() -> Setup {
         tenant: None,
         created_at: OffsetDateTime::now_utc(),
         role: Default::default(),
+        version: 1,
     };
     let put = Change::PutAdmin {
         hash: crate::token::hash(&token).unwrap(),
         admin: record,
+        by: String::new(),
     };
     ledger.apply(put).await.unwrap().unwrap();
     let records = Records::new(store.clone());

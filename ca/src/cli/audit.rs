@@ -4,7 +4,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use agentca::wire::{AdminInfo, AuditEvent, AuditPage, CreateAdminRequest, CreateAdminResponse};
+use agentca::wire::{
+    AdminInfo, AdminVersion, AuditEvent, AuditPage, CreateAdminRequest, CreateAdminResponse,
+    SetAdminRoleRequest,
+};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -397,6 +400,27 @@ enum AdminCommand {
         #[arg(long)]
         name: String,
     },
+    /// Give an admin another role (a new version of it; the last global
+    /// admin does not become an auditor).
+    Role {
+        /// The admin's name.
+        #[arg(long)]
+        name: String,
+        /// `admin` or `auditor`.
+        #[arg(long, value_parser = ["admin", "auditor"])]
+        role: String,
+        /// Apply only if the admin is at this version (`admin list` shows
+        /// it): refused with version_conflict otherwise.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// Show an admin's versions: when it was created and its role changed,
+    /// and by whom.
+    History {
+        /// The admin's name.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
@@ -428,6 +452,36 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 .call::<(), _>(Method::GET, "/v1/admin/admins", None)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&admins)?);
+            Ok(())
+        }
+        AdminCommand::Role {
+            name,
+            role,
+            if_version,
+        } => {
+            let path = format!("/v1/admin/admins/{name}");
+            let body = SetAdminRoleRequest { role };
+            let info: AdminInfo = match if_version {
+                Some(v) => {
+                    args.conn
+                        .call_if_match(Method::PATCH, &path, Some(&body), v)
+                        .await?
+                }
+                None => args.conn.call(Method::PATCH, &path, Some(&body)).await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+        AdminCommand::History { name } => {
+            let versions: Vec<AdminVersion> = args
+                .conn
+                .call::<(), _>(
+                    Method::GET,
+                    &format!("/v1/admin/admins/{name}/history"),
+                    None,
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&versions)?);
             Ok(())
         }
         AdminCommand::Revoke { name } => {

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 
-use agentca::wire::{BlockScopeRequest, UpdateAgentRequest};
+use agentca::wire::{BlockScopeRequest, SetAdminRoleRequest, UpdateAgentRequest};
 
 use super::extract::*;
 use super::{ApiError, AppState};
@@ -175,4 +175,32 @@ pub(super) async fn reject(
     let admin = admin(&ca, &ctx, &headers).await?;
     let id = checked(&ca, &ctx, admin.actor(), "update.reject", path(p)).await?;
     Ok(Json(ca.reject(&ctx, &admin, id, now()).await?))
+}
+
+pub(super) async fn set_admin_role(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+    req: Result<JsonBody<SetAdminRoleRequest>, ApiError>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let req = body(&ca, &ctx, admin.actor(), "admin.role", req).await?;
+    let expected = checked(&ca, &ctx, admin.actor(), "admin.role", if_match(&headers)).await?;
+    let name = checked(&ca, &ctx, admin.actor(), "admin.role", path(p)).await?;
+    Ok(Json(
+        ca.set_admin_role(&ctx, &admin, &name, req, expected, now())
+            .await?,
+    ))
+}
+
+pub(super) async fn admin_history(
+    State(ca): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let admin = admin(&ca, &ctx, &headers).await?;
+    let name = checked(&ca, &ctx, admin.actor(), "admin.history", path(p)).await?;
+    Ok(Json(ca.admin_history(&ctx, &admin, &name, now()).await?))
 }

@@ -177,7 +177,11 @@ pub fn router(authority: Arc<Authority>, issuing: IssuanceLimit) -> Router {
         .route("/v1/admin/admins", post(create_admin).get(list_admins))
         .route(
             "/v1/admin/admins/{name}",
-            axum::routing::delete(delete_admin),
+            axum::routing::delete(delete_admin).patch(govern::set_admin_role),
+        )
+        .route(
+            "/v1/admin/admins/{name}/history",
+            get(govern::admin_history),
         )
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -93,6 +93,20 @@ pub fn may_remove(target: &AdminRecord, other_global_admins: usize) -> Result<()
     Ok(())
 }
 
+/// Whether `target` may take `role` while `other_global_admins` other
+/// global admins remain: the last global admin does not become an auditor
+/// (nobody could change anything of every tenant again).
+pub fn may_take_role(
+    target: &AdminRecord,
+    role: Role,
+    other_global_admins: usize,
+) -> Result<(), AdminRefusal> {
+    if role == Role::Auditor && is_global(target) && other_global_admins == 0 {
+        return Err(AdminRefusal::LastGlobalAdmin);
+    }
+    Ok(())
+}
+
 /// Whether a reader of public data (the revocation feed) sees what it
 /// says of `tenant`'s agents (who, which instance, why): only an admin
 /// who may act on that tenant. Anyone else (`None`: no admin token) sees
@@ -118,7 +132,23 @@ mod tests {
             tenant: tenant.map(Into::into),
             created_at: t0(),
             role: Role::Admin,
+            version: 1,
         }
+    }
+
+    #[test]
+    fn the_last_global_admin_does_not_become_an_auditor() {
+        let global = admin(None);
+        assert_eq!(
+            may_take_role(&global, Role::Auditor, 0),
+            Err(AdminRefusal::LastGlobalAdmin)
+        );
+        assert_eq!(may_take_role(&global, Role::Auditor, 1), Ok(()));
+        assert_eq!(may_take_role(&global, Role::Admin, 0), Ok(()));
+        assert_eq!(
+            may_take_role(&admin(Some("acme")), Role::Auditor, 0),
+            Ok(())
+        );
     }
 
     #[test]

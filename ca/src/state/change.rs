@@ -141,6 +141,9 @@ pub enum Change {
         hash: TokenHash,
         /// The admin.
         admin: AdminRecord,
+        /// Who creates it (an admin's name, `init` for the first).
+        #[serde(default)]
+        by: String,
     },
     /// Revoke certificates. Revoking agents also disables them and voids
     /// their unused tokens.
@@ -180,6 +183,19 @@ pub enum Change {
         change: Box<Change>,
         /// Its audit event.
         audit: Box<AuditEvent>,
+    },
+    /// Give an admin another role: its next version.
+    SetAdminRole {
+        /// The admin.
+        name: String,
+        /// Its new role.
+        role: super::records::Role,
+        /// The version the change was based on, if the caller said.
+        expected: Option<u64>,
+        /// The admin making the change.
+        by: String,
+        /// When.
+        at: OffsetDateTime,
     },
     /// Remove an admin by name. Conflicts if there is none.
     DeleteAdmin(String),
@@ -437,24 +453,26 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             writes::insert_cert(txn, agent, cert)?;
         }
         Change::RecordCloneAlert(alert) => writes::insert_alert(txn, alert)?,
-        Change::PutAdmin { hash, admin } => {
+        Change::PutAdmin { hash, admin, by } => {
             if !txn.insert_new(Table::AdminNames, admin.name.as_bytes(), hash)? {
                 return Ok(Err(Conflict::AdminExists));
             }
             put(txn, Table::Admins, hash, admin)?;
+            governance::record_admin_version(txn, admin, by, "create", admin.created_at)?;
         }
+        Change::SetAdminRole {
+            name,
+            role,
+            expected,
+            by,
+            at,
+        } => return governance::set_admin_role(txn, name, *role, *expected, by, *at),
         Change::DeleteAdmin(name) => {
             let Some(hash) = txn.get(Table::AdminNames, name.as_bytes())? else {
                 return Ok(Err(Conflict::AdminNotFound));
             };
             if let Some(target) = get::<AdminRecord>(txn, Table::Admins, &hash)? {
-                let mut others = 0;
-                for (key, value) in txn.scan_prefix(Table::Admins, b"", usize::MAX)? {
-                    let other: AdminRecord = super::records::decode(Table::Admins, &value)?;
-                    if key != hash && admin::is_global(&other) {
-                        others += 1;
-                    }
-                }
+                let others = governance::other_global_admins(txn, &hash)?;
                 if admin::may_remove(&target, others).is_err() {
                     return Ok(Err(Conflict::LastGlobalAdmin));
                 }

@@ -12,11 +12,12 @@ use time::OffsetDateTime;
 use super::outcome::{Applied, Conflict, Outcome, RevokeTarget};
 pub use super::records::Update;
 use super::records::{
-    index_key, AgentRecord, AgentVersionRecord, BlockRecord, CertRecord, PendingRecord,
-    ScopeBlocks, ScopeChangeRecord, ScopeEventRecord, SCOPE_BLOCKS_KEY,
+    index_key, AdminRecord, AdminVersionRecord, AgentRecord, AgentVersionRecord, BlockRecord,
+    CertRecord, PendingRecord, Role, ScopeBlocks, ScopeChangeRecord, ScopeEventRecord,
+    SCOPE_BLOCKS_KEY,
 };
 use super::writes::{self, get, put, REVOCATION_SEQ};
-use super::{agent, review, scopes};
+use super::{admin, agent, review, scopes};
 use crate::store::{StoreError, Table, WriteTxn};
 
 /// Most scope blocks in force at once.
@@ -50,6 +51,26 @@ fn record_version(
     )
 }
 
+/// Who made a version not recorded: the registration (or admin) dates from
+/// before agentca kept versions.
+pub const NOT_RECORDED: &str = "(before versions were kept)";
+
+/// Stores the version `agent` is at if none is stored: a registration
+/// from before versions were kept gets its current state as that version
+/// before a change makes the next.
+fn keep_version(txn: &mut dyn WriteTxn, agent: &AgentRecord) -> Result<(), StoreError> {
+    let key = history_key(&agent.key(), agent.version);
+    if txn.get(Table::AgentHistory, &key)?.is_none() {
+        let change = if agent.version == 1 {
+            "register"
+        } else {
+            "unknown"
+        };
+        record_version(txn, agent, NOT_RECORDED, change, agent.updated_at)?;
+    }
+    Ok(())
+}
+
 /// Registers `agent` as its first version, or, when `reuse` and the name
 /// belongs to a retired agent, as the next version of that name.
 pub(super) fn register(
@@ -64,6 +85,7 @@ pub(super) fn register(
     if let Some(existing) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? {
         match agent::may_register_over(&existing, reuse) {
             Ok(()) => {
+                keep_version(txn, &existing)?;
                 agent.version = existing.version + 1;
                 agent.created_at = existing.created_at;
                 agent.issued = existing.issued;
@@ -113,6 +135,7 @@ pub(super) fn update(
             scope_events: Vec::new(),
         }));
     }
+    keep_version(txn, &before)?;
     after.version = before.version + 1;
     after.updated_at = at;
     let removed = scopes::removed(&before.scopes, &after.scopes);
@@ -301,6 +324,7 @@ pub(super) fn retire(
     let Some(mut record) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
         return Ok(Err(Conflict::AgentNotFound));
     };
+    keep_version(txn, &record)?;
     // Its tokens were voided above: nothing more to void.
     agent::retire(&mut record, &mut [], at);
     put(txn, Table::Agents, key.as_bytes(), &record)?;
@@ -385,4 +409,91 @@ pub(super) fn reject(txn: &mut dyn WriteTxn, id: u64) -> Result<Outcome, StoreEr
     };
     txn.delete(Table::PendingChanges, &key)?;
     Ok(Ok(Applied::Proposed(pending)))
+}
+
+/// Stores the version `admin` is at, made by `by` with `change`.
+pub(super) fn record_admin_version(
+    txn: &mut dyn WriteTxn,
+    admin: &AdminRecord,
+    by: &str,
+    change: &str,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let version = AdminVersionRecord {
+        version: admin.version,
+        at,
+        by: by.to_owned(),
+        change: change.to_owned(),
+        role: admin.role,
+        tenant: admin.tenant.clone(),
+    };
+    put(
+        txn,
+        Table::AdminHistory,
+        &index_key(&admin.name, &admin.version.to_be_bytes()),
+        &version,
+    )
+}
+
+/// How many global admins there are besides the one whose token hashes to
+/// `hash` ([`admin::is_global`]).
+pub(super) fn other_global_admins(
+    txn: &mut dyn WriteTxn,
+    hash: &[u8],
+) -> Result<usize, StoreError> {
+    let mut others = 0;
+    for (key, value) in txn.scan_prefix(Table::Admins, b"", usize::MAX)? {
+        let other: AdminRecord = super::records::decode(Table::Admins, &value)?;
+        if key != hash && admin::is_global(&other) {
+            others += 1;
+        }
+    }
+    Ok(others)
+}
+
+/// Gives the admin `name` the role `role`, if it is at `expected` (when
+/// given) and [`admin::may_take_role`] allows: its next version.
+pub(super) fn set_admin_role(
+    txn: &mut dyn WriteTxn,
+    name: &str,
+    role: Role,
+    expected: Option<u64>,
+    by: &str,
+    at: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
+    let Some(hash) = txn.get(Table::AdminNames, name.as_bytes())? else {
+        return Ok(Err(Conflict::AdminNotFound));
+    };
+    let Some(mut record) = get::<AdminRecord>(txn, Table::Admins, &hash)? else {
+        return Ok(Err(Conflict::AdminNotFound));
+    };
+    if let Some(expected) = expected {
+        if expected != record.version {
+            return Ok(Err(Conflict::VersionConflict {
+                current: record.version,
+            }));
+        }
+    }
+    if record.role == role {
+        return Ok(Ok(Applied::Versioned {
+            version: record.version,
+            scope_events: Vec::new(),
+        }));
+    }
+    let others = other_global_admins(txn, &hash)?;
+    if admin::may_take_role(&record, role, others).is_err() {
+        return Ok(Err(Conflict::LastGlobalAdmin));
+    }
+    let first = index_key(&record.name, &record.version.to_be_bytes());
+    if txn.get(Table::AdminHistory, &first)?.is_none() {
+        record_admin_version(txn, &record, NOT_RECORDED, "create", record.created_at)?;
+    }
+    record.role = role;
+    record.version += 1;
+    put(txn, Table::Admins, &hash, &record)?;
+    record_admin_version(txn, &record, by, "role", at)?;
+    Ok(Ok(Applied::Versioned {
+        version: record.version,
+        scope_events: Vec::new(),
+    }))
 }

@@ -18,6 +18,7 @@ on_every_backend!(
     a_block_reaches_live_certificates_and_new_ones_leave_its_scope_out,
     a_retired_agent_gets_nothing_and_its_name_is_taken_only_on_purpose,
     a_pending_change_applies_once_another_admin_approves_it_in_time,
+    a_registration_from_before_versions_gets_its_first_version_when_it_changes,
 );
 
 fn one(store: &dyn Store, change: Change) -> Result<Applied, Conflict> {
@@ -391,4 +392,39 @@ fn a_pending_change_applies_once_another_admin_approves_it_in_time(backend: Back
         Ok(Applied::Proposed(_))
     ));
     assert!(records.pending_changes().unwrap().is_empty());
+}
+
+fn a_registration_from_before_versions_gets_its_first_version_when_it_changes(backend: Backend) {
+    let place = Place::new(backend);
+    let store = open(&place);
+    // Registered as earlier versions did: no history.
+    let mut a = agent("acme", "bot");
+    a.scopes = scoped(&["read", "write"]);
+    one(&*store, Change::RegisterAgent(a.clone())).unwrap();
+    let records = Records::new(store.clone());
+    assert!(records.agent_history(&a.key()).unwrap().is_empty());
+    let change = Change::UpdateAgent {
+        key: a.key(),
+        expected: Some(1),
+        update: update(&["read"]),
+        by: "bob".into(),
+        at: t0() + Duration::seconds(30),
+    };
+    one(&*store, change).unwrap();
+    let history = records.agent_history(&a.key()).unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|v| (v.version, v.by.as_str(), v.scopes.clone(), v.at))
+            .collect::<Vec<_>>(),
+        [
+            (
+                1,
+                super::governance::NOT_RECORDED,
+                scoped(&["read", "write"]),
+                t0()
+            ),
+            (2, "bob", scoped(&["read"]), t0() + Duration::seconds(30)),
+        ]
+    );
 }

@@ -225,6 +225,22 @@ impl Records {
             .blocks)
     }
 
+    /// The versions of the admin `name`, oldest first.
+    pub fn admin_history(
+        &self,
+        name: &str,
+    ) -> Result<Vec<super::records::AdminVersionRecord>, StoreError> {
+        self.store
+            .scan_prefix(
+                Table::AdminHistory,
+                &super::records::index_key(name, &[]),
+                usize::MAX,
+            )?
+            .iter()
+            .map(|(_, v)| decode(Table::AdminHistory, v))
+            .collect()
+    }
+
     /// The versions of the registration under `agent_key`, oldest first.
     pub fn agent_history(
         &self,

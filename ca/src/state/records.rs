@@ -418,6 +418,29 @@ pub struct AdminRecord {
     /// What it may do ([`super::admin`]): change, or only read.
     #[serde(default)]
     pub role: Role,
+    /// Its version: 1 when created, one more at each change of its role
+    /// ([`AdminVersionRecord`]).
+    #[serde(default = "first_version")]
+    pub version: u64,
+}
+
+/// One version of an admin. Key: name NUL version (big-endian u64), in
+/// [`Table::AdminHistory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminVersionRecord {
+    /// The version.
+    pub version: u64,
+    /// When it took effect.
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
+    /// Who made it (an admin's name; `init` for the first admin).
+    pub by: String,
+    /// `create` or `role`.
+    pub change: String,
+    /// Its role from this version on.
+    pub role: Role,
+    /// Its tenant.
+    pub tenant: Option<String>,
 }
 
 /// What an admin may do.

@@ -1111,12 +1111,14 @@ fn everything_is_there_after_reopening(backend: Backend) {
             tenant: None,
             created_at: t0(),
             role: Default::default(),
+            version: 1,
         };
         one(
             &*store,
             Change::PutAdmin {
                 hash: [6; 32],
                 admin,
+                by: String::new(),
             },
         )
         .unwrap();

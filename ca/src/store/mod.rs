@@ -140,11 +140,13 @@ pub enum Table {
     /// Changes of registrations waiting for a second admin, by id
     /// (big-endian u64).
     PendingChanges,
+    /// Versions of admins: name NUL version (big-endian u64).
+    AdminHistory,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 19] = [
         Table::Meta,
         Table::Agents,
         Table::Tokens,
@@ -163,6 +165,7 @@ impl Table {
         Table::AgentHistory,
         Table::ScopeEvents,
         Table::PendingChanges,
+        Table::AdminHistory,
     ];
 
     /// The table's name.
@@ -186,6 +189,7 @@ impl Table {
             Table::AgentHistory => "agent_history",
             Table::ScopeEvents => "scope_events",
             Table::PendingChanges => "pending_changes",
+            Table::AdminHistory => "admin_history",
         }
     }
 
