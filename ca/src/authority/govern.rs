@@ -269,18 +269,27 @@ impl Authority {
 
     /// The blocks in force that `admin` may see: every one for a global
     /// admin; the global ones and its tenant's for a tenant's.
-    pub fn scope_blocks(&self, admin: &Admin) -> Result<Vec<ScopeBlock>, AuthorityError> {
-        let tenant = admin.visible_tenant(None)?;
-        Ok(self
-            .records
-            .scope_blocks()?
-            .iter()
-            .filter(|b| match (tenant, &b.target) {
-                (None, _) | (_, None) => true,
-                (Some(t), Some(target)) => target.split('/').next() == Some(t),
-            })
-            .map(block_info)
-            .collect())
+    pub async fn scope_blocks(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ScopeBlock>, AuthorityError> {
+        let event = self.event(ctx, admin.actor(), "scopes.blocks", None, now);
+        self.audited_read(event, async |_| {
+            let tenant = admin.visible_tenant(None)?;
+            Ok(self
+                .records
+                .scope_blocks()?
+                .iter()
+                .filter(|b| match (tenant, &b.target) {
+                    (None, _) | (_, None) => true,
+                    (Some(t), Some(target)) => target.split('/').next() == Some(t),
+                })
+                .map(block_info)
+                .collect())
+        })
+        .await
     }
 
     /// Retires an agent: its live certificates revoked, its tokens voided,

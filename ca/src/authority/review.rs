@@ -60,14 +60,23 @@ impl Authority {
 
     /// The changes waiting for review that `admin` may see (its tenant's,
     /// or all).
-    pub fn pending_changes(&self, admin: &Admin) -> Result<Vec<PendingChange>, AuthorityError> {
-        let tenant = admin.visible_tenant(None)?;
-        self.records
-            .pending_changes()?
-            .iter()
-            .filter(|p| tenant.is_none_or(|t| p.agent_key.split('/').next() == Some(t)))
-            .map(|p| self.pending_info(p))
-            .collect()
+    pub async fn pending_changes(
+        &self,
+        ctx: &RequestContext,
+        admin: &Admin,
+        now: OffsetDateTime,
+    ) -> Result<Vec<PendingChange>, AuthorityError> {
+        let event = self.event(ctx, admin.actor(), "pending.list", None, now);
+        self.audited_read(event, async |_| {
+            let tenant = admin.visible_tenant(None)?;
+            self.records
+                .pending_changes()?
+                .iter()
+                .filter(|p| tenant.is_none_or(|t| p.agent_key.split('/').next() == Some(t)))
+                .map(|p| self.pending_info(p))
+                .collect()
+        })
+        .await
     }
 
     /// The changes of the agent under `key` waiting for review.

@@ -143,7 +143,7 @@ pub(super) async fn blocks(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    Ok(Json(ca.scope_blocks(&admin)?))
+    Ok(Json(ca.scope_blocks(&ctx, &admin, now()).await?))
 }
 
 pub(super) async fn pending(
@@ -152,7 +152,7 @@ pub(super) async fn pending(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let admin = admin(&ca, &ctx, &headers).await?;
-    Ok(Json(ca.pending_changes(&admin)?))
+    Ok(Json(ca.pending_changes(&ctx, &admin, now()).await?))
 }
 
 pub(super) async fn approve(
