@@ -165,14 +165,27 @@ impl RevocationCache {
     /// the CA as of `fresh_at` (when the request that returned them was
     /// sent) and feed position `latest`.
     pub fn apply_feed(&self, events: &[RevocationEvent], latest: u64, fresh_at: OffsetDateTime) {
-        self.apply_page(events, &[], latest, fresh_at);
+        self.apply(events, None, latest, fresh_at);
     }
 
-    /// [`RevocationCache::apply_feed`] with the page's scope events.
+    /// [`RevocationCache::apply_feed`] with the page's scope events: the
+    /// scope state (withdrawals and blocks) is then as fresh as the page.
+    /// Only this keeps it fresh: a cache fed with `apply_feed` alone (or
+    /// CRLs) refuses every scope check once the staleness bound passes.
     pub fn apply_page(
         &self,
         events: &[RevocationEvent],
         scopes: &[ScopeEvent],
+        latest: u64,
+        fresh_at: OffsetDateTime,
+    ) {
+        self.apply(events, Some(scopes), latest, fresh_at);
+    }
+
+    fn apply(
+        &self,
+        events: &[RevocationEvent],
+        scopes: Option<&[ScopeEvent]>,
         latest: u64,
         fresh_at: OffsetDateTime,
     ) {
@@ -183,15 +196,18 @@ impl RevocationCache {
             state.revoked.insert(e.serial.clone(), e.not_after);
             state.feed_seq = state.feed_seq.max(e.seq);
         }
-        for e in scopes.iter().filter(|e| e.seq > applied) {
-            state.grants.apply(e);
-        }
-        if let Some(last) = scopes.iter().map(|e| e.seq).max() {
-            state.feed_seq = state.feed_seq.max(last);
+        if let Some(scopes) = scopes {
+            for e in scopes.iter().filter(|e| e.seq > applied) {
+                state.grants.apply(e);
+            }
+            if let Some(last) = scopes.iter().map(|e| e.seq).max() {
+                state.feed_seq = state.feed_seq.max(last);
+            }
+            state.grants_synced_at =
+                Some(state.grants_synced_at.map_or(fresh_at, |t| t.max(fresh_at)));
         }
         state.feed_seq = state.feed_seq.max(latest);
         state.synced_at = Some(state.synced_at.map_or(fresh_at, |t| t.max(fresh_at)));
-        state.grants_synced_at = Some(state.grants_synced_at.map_or(fresh_at, |t| t.max(fresh_at)));
     }
 
     /// Loads the CA's state at one feed position (`GET

@@ -585,3 +585,45 @@ fn the_cache_loads_a_crl_signed_by_the_intermediate_and_refuses_others() {
         Err(CrlError::BadSignature)
     ));
 }
+
+#[test]
+fn only_the_feed_with_its_scope_events_keeps_the_scope_state_fresh() {
+    use crate::wire::{ScopeChange, ScopeEvent};
+    let bound = Duration::seconds(60);
+    let cache = RevocationCache::new();
+    let serial = Serial::from_bytes(&[0x40, 1]).unwrap();
+    let granted = ["pay".to_string()];
+    // Revocations alone (an integrator's own loop, or a CRL): the scope
+    // state is unknown, and a verifier refuses scope checks.
+    cache.apply_feed(&[], 7, now());
+    assert!(cache.staleness(now(), bound).is_none());
+    assert!(cache.scopes_staleness(now(), bound).is_some());
+    // The page's scope events: fresh, and a block applies.
+    let block = ScopeEvent {
+        seq: 8,
+        at: now(),
+        change: ScopeChange::Blocked {
+            block: 8,
+            scope: "pay".into(),
+            serials: None,
+            target: None,
+        },
+    };
+    cache.apply_page(&[], std::slice::from_ref(&block), 8, now());
+    assert!(cache.scopes_staleness(now(), bound).is_none());
+    assert_eq!(
+        cache.scope_usable(&serial, &granted, "pay"),
+        Err(ScopeRefusal::Blocked)
+    );
+    // Lifted, then the same page read again (a retry): the lifted block
+    // does not come back.
+    let lifted = ScopeEvent {
+        seq: 9,
+        at: now(),
+        change: ScopeChange::Unblocked { block: 8 },
+    };
+    cache.apply_page(&[], std::slice::from_ref(&lifted), 9, now());
+    cache.apply_page(&[], &[block, lifted], 9, now());
+    assert_eq!(cache.scope_usable(&serial, &granted, "pay"), Ok(()));
+    assert_eq!(cache.feed_position(), 9);
+}

@@ -89,10 +89,15 @@ impl Kind {
     }
 
     /// The kind an event is counted as once [`MAX_KINDS`] are: its action
-    /// and reason only.
-    fn overflow(&self) -> Self {
+    /// and reason only; and its actor when `reads` (an admin, who must not
+    /// become anonymous by reading many subjects first).
+    fn overflow(&self, reads: bool) -> Self {
         Self {
-            actor: String::new(),
+            actor: if reads {
+                self.actor.clone()
+            } else {
+                String::new()
+            },
             action: self.action.clone(),
             reason: self.reason.clone(),
             address: None,
@@ -177,7 +182,7 @@ impl Fold {
         self.started.get_or_insert(event.at);
         let mut kind = Kind::of(&event, self.limits.by_subject);
         if !self.kinds.contains_key(&kind) && self.kinds.len() >= MAX_KINDS {
-            kind = kind.overflow();
+            kind = kind.overflow(self.limits.by_subject);
         }
         let recorded_in_window = self.recorded;
         let overflowed = kind.address.is_none() && kind.actor.is_empty();
@@ -409,6 +414,33 @@ mod tests {
             Some("first read at 2027-01-15T08:00:01Z")
         );
         assert_eq!(fold.pending(), 0);
+    }
+
+    #[test]
+    fn reads_beyond_the_kinds_counted_apart_keep_their_admin() {
+        let mut fold = Fold::reads();
+        let read = |admin: &str, subject: String| {
+            let actor = Actor::Admin { name: admin.into() };
+            AuditEvent::new(t0(), actor, "agents.show", Some(subject))
+        };
+        for i in 0..MAX_KINDS {
+            fold.note(read("noisy", format!("agent-{i}")));
+        }
+        // The read that mattered, after the kinds ran out.
+        fold.note(read("sneaky", "payments-bot".into()));
+        let summaries = fold.close(t0() + WINDOW);
+        let sneaky: Vec<&AuditEvent> = summaries
+            .iter()
+            .filter(|e| {
+                e.actor
+                    == Actor::Admin {
+                        name: "sneaky".into(),
+                    }
+            })
+            .collect();
+        assert_eq!(sneaky.len(), 1, "{summaries:#?}");
+        assert_eq!(sneaky[0].count, Some(1));
+        assert!(summaries.iter().all(|e| e.actor != Actor::Anonymous));
     }
 
     #[test]

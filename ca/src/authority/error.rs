@@ -77,7 +77,7 @@ pub enum AuthorityError {
     #[error("this scope is already blocked for this target")]
     BlockExists,
     /// As many blocks as allowed are in force.
-    #[error("{0} scope blocks are in force, the most allowed; lift one first")]
+    #[error("{0} scope blocks of this kind (of every agent, or of this tenant) are in force, the most allowed; lift one first")]
     TooManyBlocks(usize),
     /// No pending change with this id (or none this admin may see).
     #[error("no change {0} waits for review")]
@@ -346,14 +346,10 @@ pub(super) fn refused(conflict: Conflict, named: Named<'_>) -> AuthorityError {
             E::RegistrationChanged(id.clone())
         }
         (C::BlockExists, Named::Block(_)) => E::BlockExists,
-        (C::TooManyBlocks, Named::Block(_)) => {
-            E::TooManyBlocks(crate::state::governance::MAX_BLOCKS)
-        }
+        (C::TooManyBlocks(limit), Named::Block(_)) => E::TooManyBlocks(limit),
         (C::BlockNotFound, Named::Block(Some(id))) => E::BlockNotFound(id),
         (C::PendingNotFound, Named::Pending(_, Some(id))) => E::PendingNotFound(id),
-        (C::TooManyPending, Named::Pending(..)) => {
-            E::TooManyPending(crate::state::governance::MAX_PENDING)
-        }
+        (C::TooManyPending(limit), Named::Pending(..)) => E::TooManyPending(limit),
         (C::Review(ReviewRefusal::OwnChange), Named::Pending(..)) => E::OwnChange,
         (C::Review(ReviewRefusal::Expired), Named::Pending(_, Some(id))) => E::PendingExpired(id),
         (C::VersionConflict { current }, Named::Pending(id, _)) => E::VersionConflict {
@@ -474,7 +470,7 @@ mod tests {
             (C::RegistrationChanged, agent, "registration_changed"),
             (C::RegistrationChanged, presented, "registration_changed"),
             (C::BlockExists, Named::Block(None), "block_exists"),
-            (C::TooManyBlocks, Named::Block(None), "too_many_blocks"),
+            (C::TooManyBlocks(100), Named::Block(None), "too_many_blocks"),
             (C::BlockNotFound, Named::Block(Some(7)), "block_not_found"),
             (C::BlockNotFound, agent, "internal_error"),
             (
@@ -483,7 +479,7 @@ mod tests {
                 "pending_not_found",
             ),
             (
-                C::TooManyPending,
+                C::TooManyPending(100),
                 Named::Pending(&id, None),
                 "too_many_pending",
             ),

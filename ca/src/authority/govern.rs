@@ -75,44 +75,55 @@ impl Authority {
                 scopes,
             };
             let before = self.registered(&id)?;
-            // Where promotions are reviewed, what grants more waits; what
-            // takes away applies now.
-            let (update, later) = if self.policy.review.required_for(&name.tenant) {
+            // Where promotions are reviewed, what grants more waits and what
+            // takes away applies now; both as split from this version, so
+            // the update applies to it alone (a change committed in between
+            // must not turn a promotion into something kept).
+            let reviewed = self.policy.review.required_for(&name.tenant);
+            let (update, later) = if reviewed {
                 review::split(&before, &update)
             } else {
                 (update, None)
             };
-            let after = update.applied_to(&before);
-            let mut info = if after == before && later.is_some() {
-                // Nothing applies at once: only the version is checked.
-                if expected.is_some_and(|v| v != before.version) {
-                    return Err(AuthorityError::VersionConflict {
-                        id: id.clone(),
-                        current: before.version,
-                    });
-                }
-                self.info(&before)?
+            let expected = if reviewed {
+                Some(expected.unwrap_or(before.version))
             } else {
-                let mut done = event.clone();
-                done.reason = Some(describe_change(&before, &after));
-                done.scopes = Some(after.scopes.clone());
-                done.version = Some(before.version + 1);
-                let change = Change::UpdateAgent {
-                    key: id.path_key(),
-                    expected,
-                    update,
-                    by: admin.name().to_owned(),
-                    at: profile::whole_seconds(now),
-                };
-                let applied = self.commit(change, done, Named::Agent(&id)).await?;
-                let withdrawn = applied.scope_events().len();
-                tracing::info!(admin = admin.name(), agent = %id, withdrawn_from = withdrawn, "registration updated");
-                self.info(&self.registered(&id)?)?
+                expected
             };
-            if let Some(later) = later {
-                let current = self.registered(&id)?;
-                let pending = self.propose(ctx, admin, &id, &current, later, now).await?;
-                info.pending.push(pending);
+            let after = update.applied_to(&before);
+            let then_propose = later.map(|later| self.pending_record(admin, &id, &before, later, now));
+            let mut done = event.clone();
+            let mut said = describe_change(&before, &after);
+            if let Some(p) = &then_propose {
+                if after == before {
+                    done.action = "update.propose".into();
+                    said = format!("waits for review: {}", p.description);
+                } else {
+                    said = format!("{said}; waits for review: {}", p.description);
+                }
+            }
+            done.reason = Some(said);
+            done.scopes = Some(after.scopes.clone());
+            done.version = Some(before.version);
+            let change = Change::UpdateAgent {
+                key: id.path_key(),
+                expected,
+                update,
+                by: admin.name().to_owned(),
+                at: profile::whole_seconds(now),
+                then_propose,
+            };
+            let applied = self.commit(change, done, Named::Agent(&id)).await?;
+            let withdrawn = applied.scope_events().len();
+            tracing::info!(admin = admin.name(), agent = %id, withdrawn_from = withdrawn, "registration updated");
+            let mut info = self.info(&self.registered(&id)?)?;
+            if let Applied::Versioned {
+                pending: Some(pending),
+                ..
+            } = &applied
+            {
+                tracing::info!(admin = admin.name(), agent = %id, pending = pending.id, "change waits for review");
+                info.pending.push(self.pending_info(pending)?);
             }
             Ok(info)
         })
@@ -212,6 +223,7 @@ impl Authority {
                 by: admin.name().to_owned(),
                 at: profile::whole_seconds(now),
                 certificates: None,
+                set_globally: admin.tenant().is_none(),
             };
             let mut done = event.clone();
             done.reason = req.reason.clone();

@@ -82,37 +82,44 @@ impl Authority {
             if !record.scopes.is_empty() {
                 done.reason = Some(format!("scopes {}", record.scopes.join(" ")));
             }
+            if let Some(scopes) = &reviewed {
+                done.reason = Some(format!("scopes {} wait for review", scopes.join(" ")));
+            }
             if req.reuse_retired {
                 done.reason = Some(match done.reason {
                     Some(r) => format!("reusing a retired name; {r}"),
                     None => "reusing a retired name".into(),
                 });
             }
-            done.scopes = Some(record.scopes.clone());
-            // The version it will be (the commit checks the name again).
-            let existing = self.records.agent(&record.key())?;
-            done.version = Some(existing.map_or(1, |e| e.version + 1));
-            let change = Change::Register {
-                agent: record.clone(),
-                by: admin.name().to_owned(),
-                reuse: req.reuse_retired,
-            };
-            let version = match self.commit(change, done, Named::Agent(&id)).await? {
-                Applied::Versioned { version, .. } => version,
-                _ => 1,
-            };
-            tracing::info!(admin = admin.name(), agent = %id, version, "agent registered");
-            let registered = self.registered(&id)?;
-            let mut info = self.info(&registered)?;
-            if let Some(scopes) = reviewed {
+            // Set from what commits.
+            done.scopes = Some(Vec::new());
+            done.version = Some(0);
+            let then_propose = reviewed.map(|scopes| {
                 let update = crate::state::governance::Update {
                     scopes: Some(scopes),
                     ..Default::default()
                 };
-                info.pending.push(
-                    self.propose(ctx, admin, &id, &registered, update, now)
-                        .await?,
-                );
+                self.pending_record(admin, &id, &record, update, now)
+            });
+            if let Some(p) = &then_propose {
+                done.reason = Some(format!("waits for review: {}", p.description));
+            }
+            let change = Change::Register {
+                agent: record.clone(),
+                by: admin.name().to_owned(),
+                reuse: req.reuse_retired,
+                then_propose,
+            };
+            let applied = self.commit(change, done, Named::Agent(&id)).await?;
+            let mut info = self.info(&self.registered(&id)?)?;
+            if let Applied::Versioned {
+                version, pending, ..
+            } = &applied
+            {
+                tracing::info!(admin = admin.name(), agent = %id, version, "agent registered");
+                if let Some(pending) = pending {
+                    info.pending.push(self.pending_info(pending)?);
+                }
             }
             Ok(info)
         })

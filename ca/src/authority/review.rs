@@ -14,48 +14,28 @@ use crate::state::records::{AgentRecord, PendingRecord};
 use crate::state::{Applied, Change};
 
 impl Authority {
-    /// Stores `update` of `before` (an agent of `id`) as a change waiting
-    /// for another admin than `admin`, audited as `update.propose`.
-    pub(super) async fn propose(
+    /// `update` of `before` (an agent of `id`) as a change waiting for
+    /// another admin than `admin` (its id and version are set at commit).
+    pub(super) fn pending_record(
         &self,
-        ctx: &RequestContext,
         admin: &Admin,
         id: &AgentId,
         before: &AgentRecord,
         update: Update,
         now: OffsetDateTime,
-    ) -> Result<PendingChange, AuthorityError> {
+    ) -> PendingRecord {
         let now = profile::whole_seconds(now);
-        let after = update.applied_to(before);
-        let description = super::govern::describe_change(before, &after);
-        let mut event = self.event(
-            ctx,
-            admin.actor(),
-            "update.propose",
-            Some(id.to_string()),
-            now,
-        );
-        event.reason = Some(format!("waits for review: {description}"));
-        event.scopes = Some(after.scopes.clone());
-        let pending = PendingRecord {
+        let description = super::govern::describe_change(before, &update.applied_to(before));
+        PendingRecord {
             id: 0,
             agent_key: id.path_key(),
-            based_on: before.version,
+            based_on: 0,
             update,
             by: admin.name().to_owned(),
             at: now,
             expires_at: now + self.policy.review.pending_ttl,
             description,
-        };
-        let named = Named::Pending(id, None);
-        let applied = self.commit(Change::Propose(pending), event, named).await?;
-        let Applied::Proposed(pending) = applied else {
-            return Err(AuthorityError::Internal(
-                "a proposal committed without its record".into(),
-            ));
-        };
-        tracing::info!(admin = admin.name(), agent = %id, pending = pending.id, "change waits for review");
-        self.pending_info(&pending)
+        }
     }
 
     /// The changes waiting for review that `admin` may see (its tenant's,
@@ -111,8 +91,9 @@ impl Authority {
             admin.may_change(agent.tenant().as_str())?;
             let mut done = event.clone();
             done.reason = Some(format!("change {id} by {}: {}", pending.by, pending.description));
-            done.version = Some(pending.based_on + 1);
-            done.scopes = pending.update.scopes.clone();
+            // Set from what commits.
+            done.version = Some(0);
+            done.scopes = Some(Vec::new());
             let change = Change::Approve {
                 id,
                 by: admin.name().to_owned(),
@@ -179,7 +160,7 @@ impl Authority {
         Ok((pending, agent))
     }
 
-    fn pending_info(&self, p: &PendingRecord) -> Result<PendingChange, AuthorityError> {
+    pub(super) fn pending_info(&self, p: &PendingRecord) -> Result<PendingChange, AuthorityError> {
         Ok(PendingChange {
             id: p.id,
             spiffe_id: self.id_of_key(&p.agent_key)?,

@@ -227,6 +227,7 @@ impl Authority {
                 scope,
                 serials,
                 target,
+                ..
             } => ScopeChange::Blocked {
                 block,
                 scope,

@@ -99,11 +99,22 @@ impl Revocations {
         let began = OffsetDateTime::now_utc();
         loop {
             let after = *self.latest.borrow();
+            // The sequence first: every event numbered up to it is
+            // committed, so both reads below see all of them. Events a
+            // commit adds between the two reads are numbered above it and
+            // wait for the next pass: read alone, one kind could move
+            // `latest` past an event of the other kind not read yet.
+            let upto = self
+                .records
+                .sequence(crate::state::change::REVOCATION_SEQ)?;
+            if upto <= after {
+                break;
+            }
             let mut revoked = self.records.revocation_events_after(after, MAX_FEED_PAGE)?;
             let mut scopes = self.records.scope_events_after(after, MAX_FEED_PAGE)?;
             // A full list may stop before events of the other kind: keep
             // only what both lists cover, so the feed has no gap.
-            let covered = [
+            let full = [
                 (revoked.len() == MAX_FEED_PAGE).then(|| revoked.last().map(|e| e.seq)),
                 (scopes.len() == MAX_FEED_PAGE).then(|| scopes.last().map(|e| e.seq)),
             ]
@@ -111,12 +122,11 @@ impl Revocations {
             .flatten()
             .flatten()
             .min();
-            if let Some(covered) = covered {
-                revoked.retain(|e| e.seq <= covered);
-                scopes.retain(|e| e.seq <= covered);
-            }
+            let covered = full.map_or(upto, |f| f.min(upto));
+            revoked.retain(|e| e.seq <= covered);
+            scopes.retain(|e| e.seq <= covered);
             self.add(FeedEvents { revoked, scopes });
-            if covered.is_none() {
+            if full.is_none() {
                 break;
             }
         }
@@ -148,8 +158,16 @@ impl Revocations {
             }
         }
         {
+            use crate::state::records::ScopeChangeRecord;
             let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
             for e in events.scopes {
+                // A lifting ends its block's events (see
+                // `ScopeEventRecord::ends`), here as in the store.
+                if let ScopeChangeRecord::Unblocked { block, .. } = e.change {
+                    for (_, blocked) in scopes.range_mut(block..e.seq) {
+                        blocked.lift(block, e.at);
+                    }
+                }
                 scopes.insert(e.seq, e);
             }
         }

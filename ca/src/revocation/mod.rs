@@ -150,17 +150,18 @@ impl Revocations {
         committed: mpsc::UnboundedReceiver<FeedEvents>,
         now: OffsetDateTime,
     ) -> Result<Arc<Self>, RevocationError> {
-        let events = records.revocation_events()?;
+        // The sequence first: the events read after it include every one
+        // numbered up to it (other replicas' commits in between are above
+        // it, and are caught up with later).
+        let latest = records.sequence(crate::state::change::REVOCATION_SEQ)?;
+        let mut events = records.revocation_events()?;
+        events.retain(|e| e.seq <= latest);
         let scopes: BTreeMap<u64, ScopeEventRecord> = records
             .scope_events_after(0, usize::MAX)?
             .into_iter()
+            .filter(|e| e.seq <= latest)
             .map(|e| (e.seq, e))
             .collect();
-        let latest = events
-            .last()
-            .map_or(0, |e| e.seq)
-            .max(scopes.keys().last().copied().unwrap_or(0))
-            .max(records.sequence(crate::state::change::REVOCATION_SEQ)?);
         let feed: BTreeMap<u64, RevocationEvent> = events.into_iter().map(|e| (e.seq, e)).collect();
         let responder = Responder::new(&ca, config.ocsp_validity)
             .map_err(|e| RevocationError::Sign(e.to_string()))?;

@@ -41,6 +41,9 @@ pub enum Change {
         by: String,
         /// Whether a retired agent's name may be taken.
         reuse: bool,
+        /// What of it waits for review, stored in the same transaction.
+        #[serde(default)]
+        then_propose: Option<super::records::PendingRecord>,
     },
     /// Change a registration: a new version; scopes it removes are
     /// withdrawn from live certificates.
@@ -55,9 +58,10 @@ pub enum Change {
         by: String,
         /// When.
         at: OffsetDateTime,
+        /// What waits for review, stored in the same transaction.
+        #[serde(default)]
+        then_propose: Option<super::records::PendingRecord>,
     },
-    /// Store a change that waits for review (its id is set at commit).
-    Propose(super::records::PendingRecord),
     /// Apply a pending change, approved by `by`.
     Approve {
         /// The pending change.
@@ -340,18 +344,23 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
                 return Ok(Err(Conflict::AgentExists));
             }
         }
-        Change::Register { agent, by, reuse } => {
-            return governance::register(txn, agent, by, *reuse)
-        }
+        Change::Register {
+            agent,
+            by,
+            reuse,
+            then_propose,
+        } => return governance::register(txn, agent, by, *reuse, then_propose.as_ref()),
         Change::UpdateAgent {
             key,
             expected,
             update,
             by,
             at,
-        } => return governance::update(txn, key, *expected, update, by, *at),
+            then_propose,
+        } => {
+            return governance::update(txn, key, *expected, update, by, *at, then_propose.as_ref())
+        }
         Change::BlockScope(block) => return governance::block(txn, block),
-        Change::Propose(pending) => return governance::propose(txn, pending),
         Change::Approve { id, by, at } => return governance::approve(txn, *id, by, *at),
         Change::Reject { id } => return governance::reject(txn, *id),
         Change::UnblockScope { id, tenant, at } => {
@@ -479,6 +488,9 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             }
             txn.delete(Table::Admins, &hash)?;
             txn.delete(Table::AdminNames, name.as_bytes())?;
+            // A new admin of the same name starts its own versions (the
+            // audit trail keeps this one's).
+            governance::forget_admin_versions(txn, name)?;
         }
         Change::Audit(event) => {
             crate::audit::append(txn, event.clone())?;
@@ -487,6 +499,18 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             let outcome = apply(txn, change)?;
             if let Ok(applied) = &outcome {
                 let mut event = (**audit).clone();
+                if let Applied::Versioned {
+                    version, scopes, ..
+                } = applied
+                {
+                    // What committed, not what was read before.
+                    if event.version.is_some() {
+                        event.version = Some(*version);
+                    }
+                    if event.scopes.is_some() {
+                        event.scopes = Some(scopes.clone());
+                    }
+                }
                 if let Applied::Revoked(summary) = applied {
                     // What the revocation did, in the event itself.
                     let did = format!(

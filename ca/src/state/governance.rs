@@ -20,9 +20,6 @@ use super::writes::{self, get, put, REVOCATION_SEQ};
 use super::{admin, agent, review, scopes};
 use crate::store::{StoreError, Table, WriteTxn};
 
-/// Most scope blocks in force at once.
-pub const MAX_BLOCKS: usize = 1000;
-
 /// The blocks in force.
 pub(super) fn blocks(txn: &mut dyn WriteTxn) -> Result<Vec<BlockRecord>, StoreError> {
     Ok(get::<ScopeBlocks>(txn, Table::Meta, SCOPE_BLOCKS_KEY)?
@@ -78,9 +75,15 @@ pub(super) fn register(
     agent: &AgentRecord,
     by: &str,
     reuse: bool,
+    then_propose: Option<&PendingRecord>,
 ) -> Result<Outcome, StoreError> {
     let key = agent.key();
     let mut agent = agent.clone();
+    if let Some(pending) = then_propose {
+        if let Err(conflict) = may_store_proposal(txn, pending)? {
+            return Ok(Err(conflict));
+        }
+    }
     let mut change = "register";
     if let Some(existing) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? {
         match agent::may_register_over(&existing, reuse) {
@@ -97,15 +100,22 @@ pub(super) fn register(
     }
     put(txn, Table::Agents, key.as_bytes(), &agent)?;
     record_version(txn, &agent, by, change, agent.updated_at)?;
+    let pending = then_propose
+        .map(|p| store_proposal(txn, p, agent.version))
+        .transpose()?;
     Ok(Ok(Applied::Versioned {
         version: agent.version,
         scope_events: Vec::new(),
+        scopes: agent.scopes,
+        pending,
     }))
 }
 
 /// Applies `update` to the registration under `key`, if it is at
 /// `expected` (when given): a new version, and the scopes it removes
-/// withdrawn from the live certificates that carry them.
+/// withdrawn from the live certificates that carry them. With
+/// `then_propose`, the change that waits for review is stored in the same
+/// transaction, based on the version the update leaves.
 pub(super) fn update(
     txn: &mut dyn WriteTxn,
     key: &str,
@@ -113,6 +123,7 @@ pub(super) fn update(
     update: &Update,
     by: &str,
     at: OffsetDateTime,
+    then_propose: Option<&PendingRecord>,
 ) -> Result<Outcome, StoreError> {
     let Some(before) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
         return Ok(Err(Conflict::AgentNotFound));
@@ -127,12 +138,22 @@ pub(super) fn update(
             }));
         }
     }
+    if let Some(pending) = then_propose {
+        if let Err(conflict) = may_store_proposal(txn, pending)? {
+            return Ok(Err(conflict));
+        }
+    }
     let mut after = update.applied_to(&before);
     if after == before {
         // Nothing changes: no new version.
+        let pending = then_propose
+            .map(|p| store_proposal(txn, p, before.version))
+            .transpose()?;
         return Ok(Ok(Applied::Versioned {
             version: before.version,
             scope_events: Vec::new(),
+            scopes: before.scopes,
+            pending,
         }));
     }
     keep_version(txn, &before)?;
@@ -162,9 +183,14 @@ pub(super) fn update(
     }
     put(txn, Table::Agents, key.as_bytes(), &after)?;
     record_version(txn, &after, by, "update", at)?;
+    let pending = then_propose
+        .map(|p| store_proposal(txn, p, after.version))
+        .transpose()?;
     Ok(Ok(Applied::Versioned {
         version: after.version,
         scope_events: events,
+        scopes: after.scopes,
+        pending,
     }))
 }
 
@@ -185,14 +211,12 @@ fn scope_event(
 /// carry the scope of the agents it names.
 pub(super) fn block(txn: &mut dyn WriteTxn, block: &BlockRecord) -> Result<Outcome, StoreError> {
     let mut all = blocks(txn)?;
-    if all
-        .iter()
-        .any(|b| b.scope == block.scope && b.target == block.target)
-    {
-        return Ok(Err(Conflict::BlockExists));
-    }
-    if all.len() >= MAX_BLOCKS {
-        return Ok(Err(Conflict::TooManyBlocks));
+    match scopes::may_add_block(&all, block) {
+        Ok(()) => {}
+        Err(scopes::BlockRefusal::Exists) => return Ok(Err(Conflict::BlockExists)),
+        Err(scopes::BlockRefusal::TooMany(limit)) => {
+            return Ok(Err(Conflict::TooManyBlocks(limit)))
+        }
     }
     let serials = match &block.target {
         None => None,
@@ -205,12 +229,12 @@ pub(super) fn block(txn: &mut dyn WriteTxn, block: &BlockRecord) -> Result<Outco
                     .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
                     .collect()
             };
-            let mut reached: Vec<Serial> = Vec::new();
+            let mut reached: Vec<(Serial, OffsetDateTime)> = Vec::new();
             for key in agents {
                 for serial in writes::index_suffixes(txn, Table::AgentCerts, &key)? {
                     if let Some(cert) = get::<CertRecord>(txn, Table::Certs, &serial)? {
                         if scopes::block_reaches_cert(&cert, &block.scope, block.at) {
-                            reached.push(cert.serial);
+                            reached.push((cert.serial, cert.not_after));
                         }
                     }
                 }
@@ -220,16 +244,21 @@ pub(super) fn block(txn: &mut dyn WriteTxn, block: &BlockRecord) -> Result<Outco
     };
     let mut block = block.clone();
     block.certificates = serials.as_ref().map(Vec::len);
-    let chunks: Vec<Option<Vec<Serial>>> = match serials {
-        None => vec![None],
-        Some(s) if s.is_empty() => vec![Some(Vec::new())],
+    // Each event lists at most MAX_BLOCK_SERIALS, with the last end of
+    // validity among them.
+    let chunks: Vec<(Option<Vec<Serial>>, Option<OffsetDateTime>)> = match serials {
+        None => vec![(None, None)],
+        Some(s) if s.is_empty() => vec![(Some(Vec::new()), None)],
         Some(s) => s
             .chunks(MAX_BLOCK_SERIALS)
-            .map(|c| Some(c.to_vec()))
+            .map(|c| {
+                let ends = c.iter().map(|(_, t)| *t).max();
+                (Some(c.iter().map(|(s, _)| s.clone()).collect()), ends)
+            })
             .collect(),
     };
     let mut events: Vec<ScopeEventRecord> = Vec::with_capacity(chunks.len());
-    for serials in chunks {
+    for (serials, not_after) in chunks {
         let seq = txn.next_in_sequence(REVOCATION_SEQ)?;
         let event = ScopeEventRecord {
             seq,
@@ -239,6 +268,8 @@ pub(super) fn block(txn: &mut dyn WriteTxn, block: &BlockRecord) -> Result<Outco
                 scope: block.scope.clone(),
                 serials,
                 target: block.target.clone(),
+                not_after,
+                lifted_at: None,
             },
         };
         put(txn, Table::ScopeEvents, &seq.to_be_bytes(), &event)?;
@@ -269,8 +300,12 @@ pub(super) fn unblock(
     let Some(index) = all.iter().position(|b| b.id == id) else {
         return Ok(Err(Conflict::BlockNotFound));
     };
-    // A tenant's admin lifts only its tenant's blocks.
+    // A tenant's admin lifts only its tenant's blocks, and not one an
+    // admin of every tenant set.
     if let Some(tenant) = tenant {
+        if all[index].set_globally {
+            return Ok(Err(Conflict::BlockNotFound));
+        }
         let own = all[index].target.as_deref().is_some_and(|t| {
             t == tenant || t.strip_prefix(tenant).is_some_and(|r| r.starts_with('/'))
         });
@@ -285,6 +320,18 @@ pub(super) fn unblock(
         SCOPE_BLOCKS_KEY,
         &ScopeBlocks { blocks: all },
     )?;
+    // Its events end now: they are numbered one after another from its id
+    // (written in one transaction).
+    let chunks = lifted
+        .certificates
+        .map_or(1, |n| n.div_ceil(MAX_BLOCK_SERIALS).max(1)) as u64;
+    for seq in id..id.saturating_add(chunks) {
+        let key = seq.to_be_bytes();
+        if let Some(mut event) = get::<ScopeEventRecord>(txn, Table::ScopeEvents, &key)? {
+            event.lift(id, at);
+            put(txn, Table::ScopeEvents, &key, &event)?;
+        }
+    }
     let change = ScopeChangeRecord::Unblocked {
         block: id,
         target: lifted.target.clone(),
@@ -332,34 +379,32 @@ pub(super) fn retire(
     Ok(Ok(Applied::Revoked(summary)))
 }
 
-/// Most changes waiting for review at once.
-pub const MAX_PENDING: usize = 1000;
+/// Most changes read when counting those that wait (lapsed ones are
+/// pruned after the retention window).
+pub const MAX_PENDING_SCAN: usize = 10_000;
 
-/// Stores `pending` (its id is set here) for the registration it names,
-/// which must be at `pending.based_on`.
-pub(super) fn propose(
+/// Whether `pending` may be stored: within the limits of changes waiting
+/// ([`review::may_propose`]).
+fn may_store_proposal(
     txn: &mut dyn WriteTxn,
     pending: &PendingRecord,
-) -> Result<Outcome, StoreError> {
-    let Some(agent) = get::<AgentRecord>(txn, Table::Agents, pending.agent_key.as_bytes())? else {
-        return Ok(Err(Conflict::AgentNotFound));
-    };
-    if agent::may_change(&agent).is_err() {
-        return Ok(Err(Conflict::AgentRetired));
-    }
-    if agent.version != pending.based_on {
-        return Ok(Err(Conflict::VersionConflict {
-            current: agent.version,
-        }));
-    }
-    if txn
-        .scan_prefix(Table::PendingChanges, &[], MAX_PENDING)?
-        .len()
-        >= MAX_PENDING
-    {
-        return Ok(Err(Conflict::TooManyPending));
-    }
+) -> Result<Result<(), Conflict>, StoreError> {
+    let waiting: Vec<PendingRecord> = txn
+        .scan_prefix(Table::PendingChanges, &[], MAX_PENDING_SCAN)?
+        .iter()
+        .map(|(_, v)| super::records::decode(Table::PendingChanges, v))
+        .collect::<Result<_, _>>()?;
+    Ok(review::may_propose(&waiting, pending).map_err(Conflict::TooManyPending))
+}
+
+/// Stores `pending` based on `version`, under the next id.
+fn store_proposal(
+    txn: &mut dyn WriteTxn,
+    pending: &PendingRecord,
+    version: u64,
+) -> Result<PendingRecord, StoreError> {
     let mut pending = pending.clone();
+    pending.based_on = version;
     pending.id = txn.next_in_sequence("pending_seq")?;
     put(
         txn,
@@ -367,7 +412,7 @@ pub(super) fn propose(
         &pending.id.to_be_bytes(),
         &pending,
     )?;
-    Ok(Ok(Applied::Proposed(pending)))
+    Ok(pending)
 }
 
 /// Applies the pending change `id` as approved by `by` at `at`
@@ -394,6 +439,7 @@ pub(super) fn approve(
         &pending.update,
         &who,
         at,
+        None,
     )?;
     if outcome.is_ok() {
         txn.delete(Table::PendingChanges, &key)?;
@@ -433,6 +479,15 @@ pub(super) fn record_admin_version(
         &index_key(&admin.name, &admin.version.to_be_bytes()),
         &version,
     )
+}
+
+/// Deletes the versions of the admin `name` (removed).
+pub(super) fn forget_admin_versions(txn: &mut dyn WriteTxn, name: &str) -> Result<(), StoreError> {
+    let prefix = index_key(name, &[]);
+    for (key, _) in txn.scan_prefix(Table::AdminHistory, &prefix, usize::MAX)? {
+        txn.delete(Table::AdminHistory, &key)?;
+    }
+    Ok(())
 }
 
 /// How many global admins there are besides the one whose token hashes to
@@ -478,6 +533,8 @@ pub(super) fn set_admin_role(
         return Ok(Ok(Applied::Versioned {
             version: record.version,
             scope_events: Vec::new(),
+            scopes: Vec::new(),
+            pending: None,
         }));
     }
     let others = other_global_admins(txn, &hash)?;
@@ -495,5 +552,7 @@ pub(super) fn set_admin_role(
     Ok(Ok(Applied::Versioned {
         version: record.version,
         scope_events: Vec::new(),
+        scopes: Vec::new(),
+        pending: None,
     }))
 }

@@ -19,6 +19,7 @@ on_every_backend!(
     a_retired_agent_gets_nothing_and_its_name_is_taken_only_on_purpose,
     a_pending_change_applies_once_another_admin_approves_it_in_time,
     a_registration_from_before_versions_gets_its_first_version_when_it_changes,
+    scope_events_are_pruned_once_they_no_longer_matter_and_blocks_in_force_stay,
 );
 
 fn one(store: &dyn Store, change: Change) -> Result<Applied, Conflict> {
@@ -42,6 +43,7 @@ fn registered(store: &dyn Store, scopes: &[&str]) -> (AgentRecord, CertRecord) {
         agent: a.clone(),
         by: "alice".into(),
         reuse: false,
+        then_propose: None,
     };
     assert!(matches!(
         one(store, register),
@@ -98,6 +100,7 @@ fn a_change_of_registration_is_a_version_and_withdraws_removed_scopes_at_once(ba
         update: update(scopes),
         by: "bob".into(),
         at: t0() + Duration::seconds(10),
+        then_propose: None,
     };
     // Based on a version it is not at: refused, nothing written.
     assert_eq!(
@@ -107,6 +110,7 @@ fn a_change_of_registration_is_a_version_and_withdraws_removed_scopes_at_once(ba
     let Ok(Applied::Versioned {
         version,
         scope_events,
+        ..
     }) = one(&*store, change(Some(1), &["read"]))
     else {
         panic!("the update applies");
@@ -166,6 +170,7 @@ fn a_block_reaches_live_certificates_and_new_ones_leave_its_scope_out(backend: B
         by: "alice".into(),
         at: t0() + Duration::seconds(5),
         certificates: None,
+        set_globally: false,
     };
     let Ok(Applied::Scoped {
         block: Some(set),
@@ -235,6 +240,27 @@ fn a_block_reaches_live_certificates_and_new_ones_leave_its_scope_out(backend: B
         at: t0(),
     };
     assert_eq!(one(&*store, by_tenant), Err(Conflict::BlockNotFound));
+    // A block of the tenant that an admin of every tenant set is not the
+    // tenant's admin's to lift.
+    let mut from_above = block(Some("acme/prod"));
+    from_above.set_globally = true;
+    let Ok(Applied::Scoped {
+        block: Some(from_above),
+        ..
+    }) = one(&*store, Change::BlockScope(from_above))
+    else {
+        panic!("blocked");
+    };
+    let lift = |tenant: Option<&str>| Change::UnblockScope {
+        id: from_above.id,
+        tenant: tenant.map(Into::into),
+        at: t0(),
+    };
+    assert_eq!(
+        one(&*store, lift(Some("acme"))),
+        Err(Conflict::BlockNotFound)
+    );
+    assert!(one(&*store, lift(None)).is_ok());
     // Feed events are numbered with revocations, without gaps.
     let seqs: Vec<u64> = records
         .scope_events_after(0, 100)
@@ -242,7 +268,7 @@ fn a_block_reaches_live_certificates_and_new_ones_leave_its_scope_out(backend: B
         .iter()
         .map(|e| e.seq)
         .collect();
-    assert_eq!(seqs, (1..=5).collect::<Vec<u64>>());
+    assert_eq!(seqs, (1..=7).collect::<Vec<u64>>());
 }
 
 fn a_retired_agent_gets_nothing_and_its_name_is_taken_only_on_purpose(backend: Backend) {
@@ -296,6 +322,7 @@ fn a_retired_agent_gets_nothing_and_its_name_is_taken_only_on_purpose(backend: B
         update: update(&["admin"]),
         by: "bob".into(),
         at: t0(),
+        then_propose: None,
     };
     assert_eq!(one(&*store, change), Err(Conflict::AgentRetired));
     // The name: refused, unless reused on purpose (the next version).
@@ -303,6 +330,7 @@ fn a_retired_agent_gets_nothing_and_its_name_is_taken_only_on_purpose(backend: B
         agent: agent("acme", "bot"),
         by: "bob".into(),
         reuse,
+        then_propose: None,
     };
     assert_eq!(one(&*store, again(false)), Err(Conflict::AgentRetired));
     assert!(matches!(
@@ -325,23 +353,44 @@ fn a_pending_change_applies_once_another_admin_approves_it_in_time(backend: Back
     let place = Place::new(backend);
     let store = open(&place);
     let (a, _) = registered(&*store, &["read"]);
-    let pending = |based_on| PendingRecord {
+    let pending = PendingRecord {
         id: 0,
         agent_key: a.key(),
-        based_on,
+        based_on: 0,
         update: update(&["read", "write"]),
         by: "alice".into(),
         at: t0(),
         expires_at: t0() + Duration::hours(1),
         description: "scopes added: write".into(),
     };
+    // An update that applies nothing at once, and what waits, stored in
+    // the same transaction, based on the version it leaves.
+    let propose = |expected| Change::UpdateAgent {
+        key: a.key(),
+        expected,
+        update: Update::default(),
+        by: "alice".into(),
+        at: t0(),
+        then_propose: Some(pending.clone()),
+    };
     assert_eq!(
-        one(&*store, Change::Propose(pending(3))),
+        one(&*store, propose(Some(3))),
         Err(Conflict::VersionConflict { current: 1 })
     );
-    let Ok(Applied::Proposed(first)) = one(&*store, Change::Propose(pending(1))) else {
+    let records = Records::new(store.clone());
+    assert!(
+        records.pending_changes().unwrap().is_empty(),
+        "nothing written"
+    );
+    let Ok(Applied::Versioned {
+        version: 1,
+        pending: Some(first),
+        ..
+    }) = one(&*store, propose(Some(1)))
+    else {
         panic!("proposed");
     };
+    assert_eq!(first.based_on, 1);
     let approve = |id, by: &str, secs| Change::Approve {
         id,
         by: by.into(),
@@ -359,7 +408,6 @@ fn a_pending_change_applies_once_another_admin_approves_it_in_time(backend: Back
         one(&*store, approve(first.id, "bob", 1)),
         Ok(Applied::Versioned { version: 2, .. })
     ));
-    let records = Records::new(store.clone());
     let now = records.agent(&a.key()).unwrap().unwrap();
     assert_eq!(now.scopes, scoped(&["read", "write"]));
     assert_eq!(
@@ -372,7 +420,11 @@ fn a_pending_change_applies_once_another_admin_approves_it_in_time(backend: Back
     );
     // A change based on a version the registration left is refused, and
     // one rejected is gone.
-    let Ok(Applied::Proposed(stale)) = one(&*store, Change::Propose(pending(2))) else {
+    let Ok(Applied::Versioned {
+        pending: Some(stale),
+        ..
+    }) = one(&*store, propose(None))
+    else {
         panic!("proposed");
     };
     let demote = Change::UpdateAgent {
@@ -381,6 +433,7 @@ fn a_pending_change_applies_once_another_admin_approves_it_in_time(backend: Back
         update: update(&[]),
         by: "carol".into(),
         at: t0(),
+        then_propose: None,
     };
     one(&*store, demote).unwrap();
     assert_eq!(
@@ -409,6 +462,7 @@ fn a_registration_from_before_versions_gets_its_first_version_when_it_changes(ba
         update: update(&["read"]),
         by: "bob".into(),
         at: t0() + Duration::seconds(30),
+        then_propose: None,
     };
     one(&*store, change).unwrap();
     let history = records.agent_history(&a.key()).unwrap();
@@ -427,4 +481,66 @@ fn a_registration_from_before_versions_gets_its_first_version_when_it_changes(ba
             (2, "bob", scoped(&["read"]), t0() + Duration::seconds(30)),
         ]
     );
+}
+
+fn scope_events_are_pruned_once_they_no_longer_matter_and_blocks_in_force_stay(backend: Backend) {
+    let place = Place::new(backend);
+    let store = open(&place);
+    let (a, c) = registered(&*store, &["pay", "read"]);
+    let at = t0() + Duration::seconds(1);
+    let block = |scope: &str, target: Option<&str>| BlockRecord {
+        id: 0,
+        scope: scope.into(),
+        target: target.map(Into::into),
+        reason: None,
+        by: "alice".into(),
+        at,
+        certificates: None,
+        set_globally: false,
+    };
+    // A withdrawal (seq 1), a block of every agent (2), the agent's block
+    // listing its certificate (3), one lifted (4, lifted by 5).
+    let demote = Change::UpdateAgent {
+        key: a.key(),
+        expected: None,
+        update: update(&["pay"]),
+        by: "bob".into(),
+        at,
+        then_propose: None,
+    };
+    one(&*store, demote).unwrap();
+    one(&*store, Change::BlockScope(block("audit", None))).unwrap();
+    one(&*store, Change::BlockScope(block("pay", Some(&a.key())))).unwrap();
+    let Ok(Applied::Scoped {
+        block: Some(lifted),
+        ..
+    }) = one(&*store, Change::BlockScope(block("other", Some("acme"))))
+    else {
+        panic!("blocked");
+    };
+    let unblock = Change::UnblockScope {
+        id: lifted.id,
+        tenant: None,
+        at: at + Duration::seconds(1),
+    };
+    one(&*store, unblock).unwrap();
+    let records = Records::new(store.clone());
+    let seqs = |records: &Records| -> Vec<u64> {
+        records
+            .scope_events_after(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(seqs(&records), [1, 2, 3, 4, 5]);
+    // Before the certificate expired: only the lifted block's events go.
+    let prune = |before| Change::Prune { before, limit: 100 };
+    one(&*store, prune(at + Duration::seconds(2))).unwrap();
+    assert_eq!(seqs(&records), [1, 2, 3]);
+    // Once it expired: its withdrawal and the block listing it go; the
+    // block of every agent stays while it stands.
+    one(&*store, prune(c.not_after + Duration::seconds(1))).unwrap();
+    assert_eq!(seqs(&records), [2]);
+    assert_eq!(records.scope_blocks().unwrap().len(), 2, "the blocks stand");
 }

@@ -54,6 +54,10 @@ pub enum Applied {
         version: u64,
         /// The feed's events of the withdrawals.
         scope_events: Vec<ScopeEventRecord>,
+        /// The registration's scopes after the change (none for an admin).
+        scopes: Vec<String>,
+        /// The change stored to wait for review with it, if any.
+        pending: Option<super::records::PendingRecord>,
     },
     /// A change waiting for review, stored (or removed).
     Proposed(super::records::PendingRecord),
@@ -120,18 +124,18 @@ pub enum Conflict {
     /// The same scope is blocked for the same target already.
     #[error("this scope is blocked for this target already")]
     BlockExists,
-    /// As many blocks as allowed are in force.
-    #[error("too many scope blocks are in force")]
-    TooManyBlocks,
+    /// As many blocks of its kind as allowed are in force (the limit).
+    #[error("{0} scope blocks of this kind are in force, the most allowed")]
+    TooManyBlocks(usize),
     /// No such block.
     #[error("no such block")]
     BlockNotFound,
     /// No such pending change.
     #[error("no such pending change")]
     PendingNotFound,
-    /// As many changes as allowed wait for review.
-    #[error("too many changes wait for review")]
-    TooManyPending,
+    /// As many changes as allowed wait for review (the limit).
+    #[error("{0} changes wait for review, the most allowed")]
+    TooManyPending(usize),
     /// The pending change may not be approved.
     #[error("{0}")]
     Review(#[from] super::review::ReviewRefusal),

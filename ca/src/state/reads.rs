@@ -199,11 +199,15 @@ impl Records {
             .collect()
     }
 
-    /// The changes waiting for review, oldest first (at most
-    /// [`super::governance::MAX_PENDING`]).
+    /// The changes waiting for review (lapsed ones too, until pruned),
+    /// oldest first (at most [`super::governance::MAX_PENDING_SCAN`]).
     pub fn pending_changes(&self) -> Result<Vec<super::records::PendingRecord>, StoreError> {
         self.store
-            .scan_prefix(Table::PendingChanges, &[], super::governance::MAX_PENDING)?
+            .scan_prefix(
+                Table::PendingChanges,
+                &[],
+                super::governance::MAX_PENDING_SCAN,
+            )?
             .iter()
             .map(|(_, v)| decode(Table::PendingChanges, v))
             .collect()

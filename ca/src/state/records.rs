@@ -193,6 +193,10 @@ pub struct BlockRecord {
     /// Live certificates it reached when set (targeted blocks).
     #[serde(default)]
     pub certificates: Option<usize>,
+    /// Whether an admin of every tenant set it: then only such an admin
+    /// lifts it, not the tenant's own.
+    #[serde(default)]
+    pub set_globally: bool,
 }
 
 /// One scope event of the feed. Key: `seq`, big-endian, in
@@ -235,6 +239,13 @@ pub enum ScopeChangeRecord {
         serials: Option<Vec<Serial>>,
         /// What the block names.
         target: Option<String>,
+        /// The last end of validity of the listed certificates (none for
+        /// a block of every agent): after it, the event lists nothing live.
+        #[serde(with = "time::serde::timestamp::option", default)]
+        not_after: Option<OffsetDateTime>,
+        /// When the block was lifted, once it was.
+        #[serde(with = "time::serde::timestamp::option", default)]
+        lifted_at: Option<OffsetDateTime>,
     },
     /// A block lifted.
     Unblocked {
@@ -246,14 +257,39 @@ pub enum ScopeChangeRecord {
 }
 
 impl ScopeEventRecord {
-    /// When the event stops mattering: a withdrawal once its certificate
-    /// expired; blocks and their lifting never (they are kept while the
-    /// CA runs: few, and a verifier that follows the feed from far back
-    /// needs both).
+    /// When the event stops mattering (then it is pruned after the
+    /// retention window): a withdrawal once its certificate expired; a
+    /// block's event once the block was lifted, or once every certificate
+    /// it lists expired (one listing none, at once: certificates issued
+    /// while it stands do not carry the scope); a block of every agent
+    /// not while it stands; a lifting at once (a verifier that falls
+    /// behind loads the CA's snapshot again).
     pub fn ends(&self) -> Option<OffsetDateTime> {
         match &self.change {
             ScopeChangeRecord::Withdrawn { not_after, .. } => Some(*not_after),
-            _ => None,
+            ScopeChangeRecord::Blocked {
+                serials,
+                not_after,
+                lifted_at,
+                ..
+            } => match (lifted_at, serials) {
+                (Some(lifted), _) => Some(*lifted),
+                (None, None) => None,
+                (None, Some(_)) => Some(not_after.unwrap_or(self.at)),
+            },
+            ScopeChangeRecord::Unblocked { .. } => Some(self.at),
+        }
+    }
+
+    /// Marks this event, if it is one of block `id`'s, as lifted at `at`.
+    pub fn lift(&mut self, id: u64, at: OffsetDateTime) {
+        if let ScopeChangeRecord::Blocked {
+            block, lifted_at, ..
+        } = &mut self.change
+        {
+            if *block == id {
+                *lifted_at = Some(at);
+            }
         }
     }
 }

@@ -25,6 +25,29 @@ pub enum ReviewRefusal {
     Expired,
 }
 
+/// Most changes of one tenant's agents waiting at once: one tenant's
+/// admin cannot use up the room of others.
+pub const MAX_PENDING_PER_TENANT: usize = 100;
+/// Most changes waiting at once, over all tenants.
+pub const MAX_PENDING: usize = 1000;
+
+/// Whether `new` may wait for review beside `pending`: within
+/// [`MAX_PENDING_PER_TENANT`] for its agent's tenant and [`MAX_PENDING`]
+/// in all, counting only changes that have not lapsed by `new.at`.
+/// Returns the limit reached otherwise.
+pub fn may_propose(pending: &[PendingRecord], new: &PendingRecord) -> Result<(), usize> {
+    let tenant = |p: &PendingRecord| p.agent_key.split('/').next().map(str::to_owned);
+    let waiting: Vec<&PendingRecord> = pending.iter().filter(|p| p.expires_at > new.at).collect();
+    if waiting.len() >= MAX_PENDING {
+        return Err(MAX_PENDING);
+    }
+    let mine = tenant(new);
+    if waiting.iter().filter(|p| tenant(p) == mine).count() >= MAX_PENDING_PER_TENANT {
+        return Err(MAX_PENDING_PER_TENANT);
+    }
+    Ok(())
+}
+
 /// `update` of `before`, split into what applies at once and what waits
 /// for review (`None` when nothing grants more). Scopes: those kept apply
 /// at once (removals included), those added wait. Lifetime: a shorter one
@@ -130,6 +153,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(split(&b, &same).1, None);
+    }
+
+    #[test]
+    fn a_tenants_waiting_changes_are_bounded_and_lapsed_ones_do_not_count() {
+        let change = |agent: &str, secs: i64| PendingRecord {
+            id: 0,
+            agent_key: agent.into(),
+            based_on: 1,
+            update: Update::default(),
+            by: "alice".into(),
+            at: t0(),
+            expires_at: t0() + Duration::seconds(secs),
+            description: String::new(),
+        };
+        let full: Vec<PendingRecord> = (0..MAX_PENDING_PER_TENANT)
+            .map(|_| change("acme/prod/bot", 60))
+            .collect();
+        assert_eq!(
+            may_propose(&full, &change("acme/dev/x", 60)),
+            Err(MAX_PENDING_PER_TENANT)
+        );
+        assert_eq!(may_propose(&full, &change("globex/prod/y", 60)), Ok(()));
+        // Lapsed exactly now: they wait no more.
+        let lapsed: Vec<PendingRecord> = (0..MAX_PENDING)
+            .map(|_| change("acme/prod/bot", 0))
+            .collect();
+        assert_eq!(may_propose(&lapsed, &change("acme/prod/bot", 60)), Ok(()));
     }
 
     #[test]

@@ -19,6 +19,65 @@ use time::OffsetDateTime;
 
 use super::records::{AgentRecord, AgentVersionRecord, BlockRecord, CertRecord};
 
+/// Most blocks of every agent in force at once.
+pub const MAX_GLOBAL_BLOCKS: usize = 100;
+/// Most blocks in force at once naming agents of one tenant: a tenant's
+/// admin cannot use up the room others' blocks need.
+pub const MAX_TENANT_BLOCKS: usize = 100;
+/// Most blocks naming agents in force at once, over all tenants.
+pub const MAX_TARGETED_BLOCKS: usize = 1000;
+
+/// Why a block may not be set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlockRefusal {
+    /// The same scope is blocked for the same target.
+    #[error("this scope is blocked for this target already")]
+    Exists,
+    /// As many blocks of its kind as allowed are in force.
+    #[error("{0} blocks of this kind are in force, the most allowed")]
+    TooMany(usize),
+}
+
+/// The tenant a block's target names (`None`: every agent).
+pub fn block_tenant(target: Option<&str>) -> Option<&str> {
+    target.map(|t| t.split('/').next().unwrap_or(t))
+}
+
+/// Whether `new` may be set while `blocks` are in force: not twice, and
+/// within [`MAX_GLOBAL_BLOCKS`], [`MAX_TENANT_BLOCKS`] for its tenant and
+/// [`MAX_TARGETED_BLOCKS`] in all, so that one tenant's blocks never
+/// leave no room for a block of every agent or another tenant's.
+pub fn may_add_block(blocks: &[BlockRecord], new: &BlockRecord) -> Result<(), BlockRefusal> {
+    if blocks
+        .iter()
+        .any(|b| b.scope == new.scope && b.target == new.target)
+    {
+        return Err(BlockRefusal::Exists);
+    }
+    let tenant = block_tenant(new.target.as_deref());
+    let (limit, count) = match tenant {
+        None => (
+            MAX_GLOBAL_BLOCKS,
+            blocks.iter().filter(|b| b.target.is_none()).count(),
+        ),
+        Some(t) => {
+            let targeted = blocks.iter().filter(|b| b.target.is_some()).count();
+            if targeted >= MAX_TARGETED_BLOCKS {
+                return Err(BlockRefusal::TooMany(MAX_TARGETED_BLOCKS));
+            }
+            let of_tenant = blocks
+                .iter()
+                .filter(|b| block_tenant(b.target.as_deref()) == Some(t))
+                .count();
+            (MAX_TENANT_BLOCKS, of_tenant)
+        }
+    };
+    if count >= limit {
+        return Err(BlockRefusal::TooMany(limit));
+    }
+    Ok(())
+}
+
 /// Whether a verifier may still accept `cert` at `at`: not revoked, and
 /// `at` no later than its notAfter (a validity period includes its end,
 /// RFC 5280 §4.1.2.5, and verifiers accept the certificate through that
@@ -141,6 +200,7 @@ mod tests {
             by: "root".into(),
             at: t0(),
             certificates: None,
+            set_globally: false,
         }
     }
 
@@ -159,6 +219,47 @@ mod tests {
         assert!(!block_reaches(&b(Some("acme")), "acme2/prod/bot"));
         assert!(!block_reaches(&b(Some("acme/prod/bot")), "acme/prod/bot2"));
         assert!(!block_reaches(&b(Some("acme/dev")), "acme/prod/bot"));
+    }
+
+    #[test]
+    fn a_tenants_blocks_never_use_up_the_room_of_others() {
+        let blocks: Vec<BlockRecord> = (0..MAX_TENANT_BLOCKS)
+            .map(|i| block(&format!("s{i}"), Some("acme")))
+            .collect();
+        assert_eq!(
+            may_add_block(&blocks, &block("s0", Some("acme"))),
+            Err(BlockRefusal::Exists)
+        );
+        assert_eq!(
+            may_add_block(&blocks, &block("more", Some("acme/prod/bot"))),
+            Err(BlockRefusal::TooMany(MAX_TENANT_BLOCKS))
+        );
+        // Another tenant, and every agent, still have room.
+        assert_eq!(
+            may_add_block(&blocks, &block("more", Some("globex"))),
+            Ok(())
+        );
+        assert_eq!(may_add_block(&blocks, &block("more", None)), Ok(()));
+        let globals: Vec<BlockRecord> = (0..MAX_GLOBAL_BLOCKS)
+            .map(|i| block(&format!("g{i}"), None))
+            .collect();
+        assert_eq!(
+            may_add_block(&globals, &block("more", None)),
+            Err(BlockRefusal::TooMany(MAX_GLOBAL_BLOCKS))
+        );
+        assert_eq!(
+            may_add_block(&globals, &block("more", Some("acme"))),
+            Ok(())
+        );
+        let targeted: Vec<BlockRecord> = (0..MAX_TARGETED_BLOCKS)
+            .map(|i| block("s", Some(&format!("t{i}"))))
+            .collect();
+        assert_eq!(
+            may_add_block(&targeted, &block("s", Some("new"))),
+            Err(BlockRefusal::TooMany(MAX_TARGETED_BLOCKS))
+        );
+        assert_eq!(block_tenant(Some("acme/prod/bot")), Some("acme"));
+        assert_eq!(block_tenant(None), None);
     }
 
     #[test]

@@ -33,8 +33,7 @@ pub(super) async fn watch(shared: Arc<Shared>) {
                 return;
             }
         };
-        let serial = shared.current.load().serial.clone();
-        let found = match since {
+        let asked = match since {
             None => client
                 .call::<(), FeedSnapshot>(
                     reqwest::Method::GET,
@@ -43,7 +42,7 @@ pub(super) async fn watch(shared: Arc<Shared>) {
                     None,
                 )
                 .await
-                .map(|s| (names(&s.scopes, &serial), s.latest)),
+                .map(|s| (s.scopes, s.latest)),
             Some(after) => client
                 .call::<(), RevocationPage>(
                     reqwest::Method::GET,
@@ -52,8 +51,12 @@ pub(super) async fn watch(shared: Arc<Shared>) {
                     None,
                 )
                 .await
-                .map(|p| (names(&p.scopes, &serial), p.latest)),
+                .map(|p| (p.scopes, p.latest)),
         };
+        // The certificate held when the answer came: it may have rotated
+        // during a long poll.
+        let serial = shared.current.load().serial.clone();
+        let found = asked.map(|(events, latest)| (names(&events, &serial), latest));
         match found {
             Ok((withdrawn, latest)) => {
                 failures = 0;
