@@ -31,6 +31,7 @@ pub mod reads;
 pub mod records;
 pub mod retention;
 pub mod review;
+mod scope_records;
 pub mod scopes;
 pub mod token;
 mod writes;
