@@ -85,7 +85,7 @@ enum Command {
     Reject(govern::PendingArgs),
     /// Export, follow or verify the audit trail (global admin).
     Audit(audit::AuditArgs),
-    /// Create, list or revoke named admin tokens (global admin).
+    /// Create, list or revoke named admin tokens; change their role, see their versions (global admin).
     Admin(audit::AdminArgs),
     /// Get a first certificate with a bootstrap token; writes cert.pem, key.pem, bundle.pem.
     Enroll(agent::EnrollArgs),
