@@ -1,5 +1,6 @@
 //! The JSON bodies of the API (enroll, renew, register, token, revoke,
-//! admin, audit pruning) as the CA reads them: deserialized with unknown
+//! admin, audit pruning, registration update, scope block, admin role, and
+//! the feed's page and snapshot as verifiers read them) as the CA reads them: deserialized with unknown
 //! fields refused, then the names, scopes and serials in them checked as
 //! the authority checks them. Nothing may panic; what parses re-encodes to
 //! JSON that parses to the same value.
@@ -7,8 +8,9 @@
 
 use agentca::identity::{AgentId, InstanceId, Name, Part};
 use agentca::wire::{
-    CreateAdminRequest, CreateTokenRequest, EnrollRequest, PruneAuditRequest,
-    RegisterAgentRequest, RenewRequest, RevokeRequest, Serial,
+    BlockScopeRequest, CreateAdminRequest, CreateTokenRequest, EnrollRequest, FeedSnapshot,
+    PruneAuditRequest, RegisterAgentRequest, RenewRequest, RevocationPage, RevokeRequest, Serial,
+    SetAdminRoleRequest, UpdateAgentRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -36,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((which, body)) = data.split_first() else {
         return;
     };
-    match which % 8 {
+    match which % 13 {
         0 => {
             let _ = parse::<EnrollRequest>(body);
         }
@@ -66,6 +68,38 @@ fuzz_target!(|data: &[u8]| {
         }
         6 => {
             let _ = parse::<PruneAuditRequest>(body);
+        }
+        7 => {
+            if let Some(r) = parse::<UpdateAgentRequest>(body) {
+                let _ = agentca::scopes::normalize(&r.scopes.unwrap_or_default());
+            }
+        }
+        8 => {
+            if let Some(r) = parse::<BlockScopeRequest>(body) {
+                let _ = agentca::scopes::check_scope(&r.scope);
+                names(
+                    r.tenant.as_deref().unwrap_or(""),
+                    r.env.as_deref().unwrap_or(""),
+                    r.agent.as_deref().unwrap_or(""),
+                );
+            }
+        }
+        9 => {
+            let _ = parse::<SetAdminRoleRequest>(body);
+        }
+        10 => {
+            // What a verifier applies: nothing in it may panic the cache.
+            if let Some(page) = parse::<RevocationPage>(body) {
+                let cache = agentca::verify::RevocationCache::new();
+                cache.apply_page(&page.events, &page.scopes, page.latest, time::OffsetDateTime::UNIX_EPOCH);
+            }
+        }
+        11 => {
+            if let Some(snapshot) = parse::<FeedSnapshot>(body) {
+                let cache = agentca::verify::RevocationCache::new();
+                cache.load_snapshot(&snapshot, time::OffsetDateTime::UNIX_EPOCH);
+                cache.prune(time::OffsetDateTime::UNIX_EPOCH);
+            }
         }
         _ => {
             let text = String::from_utf8_lossy(body);
