@@ -91,7 +91,12 @@ fuzz_target!(|data: &[u8]| {
             // What a verifier applies: nothing in it may panic the cache.
             if let Some(page) = parse::<RevocationPage>(body) {
                 let cache = agentca::verify::RevocationCache::new();
-                cache.apply_page(&page.events, &page.scopes, page.latest, time::OffsetDateTime::UNIX_EPOCH);
+                cache.apply_page(
+                    &page.events,
+                    &page.scopes,
+                    page.latest,
+                    time::OffsetDateTime::UNIX_EPOCH,
+                );
             }
         }
         11 => {
