@@ -399,6 +399,12 @@ async fn a_retired_agent_gets_nothing_again_and_its_name_is_reused_only_on_purpo
         .admin::<(), AuditPage>(Method::GET, "/v1/admin/audit?limit=1000", None)
         .await
         .unwrap();
+    let retirement = trail
+        .events
+        .iter()
+        .find(|e| e.action == "retire" && e.outcome == "ok")
+        .expect("the retirement is audited");
+    assert_eq!(retirement.version, Some(2));
     assert!(trail.events.iter().any(|e| e.action == "register"
         && e.reason
             .as_deref()

@@ -318,9 +318,9 @@ impl Authority {
         self.audited(event, async |event| {
             let id = self.id_of_name(name)?;
             admin.may_change(&name.tenant)?;
-            let before = self.registered(&id)?;
             let mut done = event.clone();
-            done.version = Some(before.version + 1);
+            // Set from what commits.
+            done.version = Some(0);
             let change = Change::Retire {
                 key: id.path_key(),
                 by: admin.name().to_owned(),

@@ -512,6 +512,9 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
                     }
                 }
                 if let Applied::Revoked(summary) = applied {
+                    if summary.version.is_some() && event.version.is_some() {
+                        event.version = summary.version;
+                    }
                     // What the revocation did, in the event itself.
                     let did = format!(
                         "{} certificate(s) revoked, {} agent(s) disabled, {} token(s) voided",

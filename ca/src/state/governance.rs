@@ -365,7 +365,7 @@ pub(super) fn retire(
         exact: true,
     };
     let outcome = writes::revoke(txn, &target, CESSATION_OF_OPERATION, at)?;
-    let Ok(Applied::Revoked(summary)) = outcome else {
+    let Ok(Applied::Revoked(mut summary)) = outcome else {
         return Ok(outcome);
     };
     let Some(mut record) = get::<AgentRecord>(txn, Table::Agents, key.as_bytes())? else {
@@ -376,6 +376,7 @@ pub(super) fn retire(
     agent::retire(&mut record, &mut [], at);
     put(txn, Table::Agents, key.as_bytes(), &record)?;
     record_version(txn, &record, by, "retire", at)?;
+    summary.version = Some(record.version);
     Ok(Ok(Applied::Revoked(summary)))
 }
 

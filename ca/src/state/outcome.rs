@@ -94,6 +94,8 @@ pub struct RevokeSummary {
     pub tokens_voided: usize,
     /// Agents the target matched.
     pub agents_matched: usize,
+    /// For a retirement, the registration's version it made.
+    pub version: Option<u64>,
 }
 
 /// Why a change was not applied. Nothing was written for it.
