@@ -153,6 +153,42 @@ async fn enrolled_by_cli(ca: &TestCa, agent: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test]
+async fn enroll_refuses_to_replace_an_identity_unless_forced_and_spends_no_token_refusing() {
+    let ca = TestCa::start();
+    let out_dir = enrolled_by_cli(&ca, "bot").await;
+    let held = std::fs::read_to_string(out_dir.join("cert.pem")).unwrap();
+    let token = ca.token("acme", "prod", "bot", 1).await;
+    let err = fails(
+        ca.command()
+            .env("AGENTCA_TOKEN", &token)
+            .arg("enroll")
+            .arg("--out-dir")
+            .arg(&out_dir),
+    );
+    assert!(
+        err.contains("already holds an identity")
+            && err.contains("spiffe://example.org/tenant/acme/env/prod/agent/bot")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("cert.pem")).unwrap(),
+        held,
+        "the identity is untouched"
+    );
+    // The token was not spent: --force uses it, and replaces the identity.
+    ok(ca
+        .command()
+        .env("AGENTCA_TOKEN", &token)
+        .args(["enroll", "--force", "--out-dir"])
+        .arg(&out_dir));
+    assert_ne!(
+        std::fs::read_to_string(out_dir.join("cert.pem")).unwrap(),
+        held
+    );
+}
+
+#[tokio::test]
 async fn a_renewal_whose_answer_was_lost_resumes_with_the_same_key_and_raises_no_alarm() {
     let ca = TestCa::start();
     let out_dir = enrolled_by_cli(&ca, "bot").await;

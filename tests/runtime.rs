@@ -283,6 +283,34 @@ async fn agentca_run_killed_after_sending_a_renewal_recovers_with_the_same_csr_a
 }
 
 #[tokio::test]
+async fn agentca_run_runs_its_hook_after_the_first_enrollment_too() {
+    let ca = TestCa::start();
+    ca.register("acme", "prod", "worker").await;
+    let token_file = write(
+        ca.root.path(),
+        "token",
+        &ca.token("acme", "prod", "worker", 1).await,
+    );
+    let dir = ca.root.path().join("worker");
+    let hook_log = ca.root.path().join("hook.log");
+    let hook = format!("echo \"$AGENTCA_DIR\" >> {}", hook_log.display());
+    let mut run = run_agent(&ca, &dir, &token_file, &["--exec", &hook]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ran = loop {
+        let hooks = std::fs::read_to_string(&hook_log).unwrap_or_default();
+        if !hooks.is_empty() || Instant::now() > deadline {
+            break hooks;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = run.kill();
+    let _ = run.wait();
+    // Five-minute certificates: no renewal came yet; this is the enrollment's.
+    assert_eq!(ran.lines().collect::<Vec<_>>(), [dir.to_str().unwrap()]);
+    assert!(dir.join("cert.pem").exists());
+}
+
+#[tokio::test]
 async fn agentca_run_keeps_the_files_current_runs_its_hook_and_stops_on_revocation() {
     let ca = short_lived_ca();
     ca.register_with_ttl("acme", "prod", "worker", Some(5))

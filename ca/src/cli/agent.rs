@@ -58,6 +58,11 @@ pub struct EnrollArgs {
     /// Key algorithm: p256, p384 or ed25519.
     #[arg(long, default_value = "p256")]
     key_alg: KeyAlgorithm,
+    /// Replace the identity the directory holds (without it, enrolling
+    /// into a directory that holds one is refused before the token is
+    /// spent).
+    #[arg(long)]
+    force: bool,
 }
 
 pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
@@ -65,6 +70,19 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         .token
         .get()?
         .context("no bootstrap token: give --token-file <file> or set AGENTCA_TOKEN")?;
+    let dir = AgentDir::new(&args.out_dir);
+    if !args.force {
+        let held = dir
+            .load()
+            .with_context(|| format!("reading {}", args.out_dir.display()))?;
+        if let Some(held) = held {
+            anyhow::bail!(
+                "{} already holds an identity ({}): enrolling would replace it; give --force to replace it, or another --out-dir",
+                args.out_dir.display(),
+                describe_held(&held.chain_pem)
+            );
+        }
+    }
     let client = CaClient::new(&args.ca.urls.list(), args.ca.trust()?, None)?;
     let bundle = client
         .bundle()
@@ -73,7 +91,6 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let key = PrivateKey::generate(args.key_alg)?;
     let issued = client.enroll(&token, &key.csr_pem()?).await?;
     check_issued(&issued, &key)?;
-    let dir = AgentDir::new(&args.out_dir);
     dir.install(
         &issued.certificate_chain,
         &key.to_pem(),
@@ -171,6 +188,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.key_algorithm = args.key_alg;
     config.abort_after_renewal_response = args.abort_after_renewal_response;
     config.follow_withdrawals = args.follow_withdrawals;
+    // What the directory held before: if starting writes a new identity,
+    // the hook runs for it as after every rotation.
+    let held = AgentDir::new(&args.out_dir)
+        .load()
+        .ok()
+        .flatten()
+        .map(|s| s.chain_pem);
     let agent = Agent::start(config).await.map_err(|e| match e {
         AgentError::NoToken => anyhow::anyhow!(
             "{} holds no valid certificate and there is no bootstrap token: give --token-file or set AGENTCA_TOKEN",
@@ -186,6 +210,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rfc3339(current.not_after),
         args.out_dir.display()
     );
+    if held.as_deref() != Some(current.chain_pem.as_str()) {
+        after_rotation(&args);
+    }
     let mut rotations = agent.rotations();
     let mut health = agent.health();
     let mut terminate = terminate_signal();
@@ -268,6 +295,40 @@ fn terminate_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> 
         }
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+/// The identity and end of validity of the leaf in `chain_pem`, for
+/// people.
+fn describe_held(chain_pem: &str) -> String {
+    let leaf = agentca::client::parse_chain(chain_pem)
+        .ok()
+        .and_then(|chain| chain.into_iter().next());
+    let Some(leaf) = leaf else {
+        return "a certificate that does not parse".into();
+    };
+    match x509_parser::parse_x509_certificate(&leaf) {
+        Ok((_, cert)) => {
+            let id = cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .and_then(|san| {
+                    san.value.general_names.iter().find_map(|n| match n {
+                        x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+                        _ => None,
+                    })
+                })
+                .unwrap_or_else(|| "no SPIFFE ID".into());
+            let not_after = cert.validity().not_after.to_datetime();
+            let state = if not_after < OffsetDateTime::now_utc() {
+                "expired"
+            } else {
+                "valid to"
+            };
+            format!("{id}, {state} {}", rfc3339(not_after))
+        }
+        Err(_) => "a certificate that does not parse".into(),
+    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
