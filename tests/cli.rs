@@ -153,6 +153,45 @@ async fn enrolled_by_cli(ca: &TestCa, agent: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test]
+async fn ca_info_gives_the_fingerprint_an_agent_pins_and_the_cas_certificates() {
+    let ca = TestCa::start();
+    let out = ok(ca
+        .command()
+        .args(["ca", "info", "--format", "json", "--data-dir"])
+        .arg(&ca.data_dir));
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fingerprint = info["root"]["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(fingerprint, ca.root_fingerprint().to_string());
+    assert_eq!(info["trust_domain"], "example.org");
+    assert_eq!(info["store"], "redb");
+    assert_eq!(info["intermediate"]["key"], "ECDSA P-256");
+    assert!(info["root_key_present"].as_bool().unwrap());
+    // The table says the same, and the fingerprint works as a pin.
+    let table = ok(ca
+        .command()
+        .args(["ca", "info", "--data-dir"])
+        .arg(&ca.data_dir));
+    assert!(
+        table.contains(&format!("root fingerprint:  {fingerprint}")),
+        "{table}"
+    );
+    ca.register("acme", "prod", "pinned").await;
+    let token = ca.token("acme", "prod", "pinned", 1).await;
+    ok(ca
+        .command()
+        .env_remove("AGENTCA_BUNDLE")
+        .env("AGENTCA_TOKEN", &token)
+        .args(["enroll", "--fingerprint", &fingerprint, "--out-dir"])
+        .arg(ca.root.path().join("pinned")));
+    let err = fails(
+        ca.command()
+            .args(["ca", "info", "--data-dir"])
+            .arg(ca.root.path().join("nothing")),
+    );
+    assert!(err.contains("holds no CA"), "{err}");
+}
+
+#[tokio::test]
 async fn enroll_refuses_to_replace_an_identity_unless_forced_and_spends_no_token_refusing() {
     let ca = TestCa::start();
     let out_dir = enrolled_by_cli(&ca, "bot").await;

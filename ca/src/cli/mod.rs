@@ -14,6 +14,7 @@ mod audit;
 mod backup;
 mod config;
 mod govern;
+mod info;
 mod init;
 mod local;
 mod serve;
@@ -55,6 +56,8 @@ enum Command {
     Init(init::InitArgs),
     /// Run the CA's HTTPS API (initialising a local CA on first run).
     Serve(serve::ServeArgs),
+    /// Show the CA: trust domain, root fingerprint, key types, validity, store (`agentca ca info`).
+    Ca(info::CaArgs),
     /// Register an agent (admin).
     Register(admin::RegisterArgs),
     /// List registered agents (admin).
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Init(args) => init::init(args),
             Command::Serve(args) => serve::serve(args).await,
+            Command::Ca(args) => info::ca(args),
             Command::Register(args) => admin::register(args).await,
             Command::Agents(args) => admin::list(args).await,
             Command::Agent(args) => admin::show(args).await,

@@ -1,0 +1,174 @@
+//! `agentca ca info`: what a CA is, from its data directory: the trust
+//! domain, the root's fingerprint (what a new agent pins), each CA
+//! certificate's key type and validity, and the store.
+
+use std::path::{Path, PathBuf};
+
+use agentca::bundle::Fingerprint;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::default_data_dir;
+use crate::datadir::DataDir;
+
+/// `agentca ca`.
+#[derive(Args, Debug)]
+pub struct CaArgs {
+    #[command(subcommand)]
+    command: CaCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Show the trust domain, the root's fingerprint (what agents pin with
+    /// --fingerprint), the CA certificates' key types and validity, and
+    /// the store, read from the data directory.
+    Info {
+        /// The CA's data directory (default: the local CA).
+        #[arg(long, env = "AGENTCA_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// `table` (for people) or `json` (for scripts).
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+}
+
+/// One CA certificate, as `ca info` shows it.
+#[derive(Debug, Serialize)]
+struct CertInfo {
+    subject: String,
+    /// SHA-256 of the certificate (DER), as `--fingerprint` takes it.
+    fingerprint: String,
+    key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    not_after: OffsetDateTime,
+}
+
+/// What `ca info` shows.
+#[derive(Debug, Serialize)]
+struct Info {
+    data_dir: PathBuf,
+    trust_domain: String,
+    store: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    root: CertInfo,
+    intermediate: CertInfo,
+    /// Whether the root's key is in the data directory (it signs the
+    /// root's CRL; it may be moved offline).
+    root_key_present: bool,
+}
+
+pub fn ca(args: CaArgs) -> anyhow::Result<()> {
+    match args.command {
+        CaCommand::Info { data_dir, format } => {
+            let dir = DataDir::new(data_dir.unwrap_or_else(default_data_dir));
+            let info = read(&dir)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_table(&info);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read(dir: &DataDir) -> anyhow::Result<Info> {
+    anyhow::ensure!(
+        dir.exists(),
+        "{} holds no CA: give --data-dir (or AGENTCA_DATA_DIR), or create one with `agentca init` or `agentca serve`",
+        dir.path().display()
+    );
+    let meta = dir
+        .read_meta()
+        .with_context(|| format!("reading {}", dir.meta().display()))?;
+    Ok(Info {
+        data_dir: dir.path().to_owned(),
+        trust_domain: meta.trust_domain,
+        store: format!("{:?}", meta.store).to_lowercase(),
+        created_at: meta.created_at,
+        root: cert_info(&dir.root_cert())?,
+        intermediate: cert_info(&dir.intermediate_cert())?,
+        root_key_present: dir.root_key().exists(),
+    })
+}
+
+fn cert_info(path: &Path) -> anyhow::Result<CertInfo> {
+    let pem_text =
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let der = agentca::certs_from_pem(&pem_text)
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{} holds no certificate", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{} does not parse: {e}", path.display()))?;
+    let spki = cert.public_key();
+    let key = match spki.parsed() {
+        Ok(x509_parser::public_key::PublicKey::EC(point)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| match oid.to_id_string().as_str() {
+                    "1.2.840.10045.3.1.7" => "P-256".to_owned(),
+                    "1.3.132.0.34" => "P-384".to_owned(),
+                    other => other.to_owned(),
+                })
+                .unwrap_or_else(|| format!("{} bits", point.key_size()));
+            format!("ECDSA {curve}")
+        }
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
+        _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => "Ed25519".into(),
+        _ => spki.algorithm.algorithm.to_id_string(),
+    };
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        fingerprint: Fingerprint::of(&der).to_string(),
+        key,
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+    })
+}
+
+fn print_table(info: &Info) {
+    let when = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    println!("data directory:    {}", info.data_dir.display());
+    println!("trust domain:      {}", info.trust_domain);
+    println!("store:             {}", info.store);
+    println!("created:           {}", when(info.created_at));
+    println!("root fingerprint:  {}", info.root.fingerprint);
+    for (name, c) in [("root", &info.root), ("intermediate", &info.intermediate)] {
+        println!("{name}:");
+        println!("  subject:         {}", c.subject);
+        println!("  key:             {}", c.key);
+        println!(
+            "  valid:           {} to {}",
+            when(c.not_before),
+            when(c.not_after)
+        );
+        println!("  fingerprint:     {}", c.fingerprint);
+    }
+    println!(
+        "root key:          {}",
+        if info.root_key_present {
+            "in the data directory"
+        } else {
+            "not here (offline)"
+        }
+    );
+    println!();
+    println!(
+        "An agent pins this CA with: agentca enroll --ca-url https://<ca>:8443 --fingerprint {}",
+        info.root.fingerprint
+    );
+}
