@@ -592,3 +592,35 @@ fn a_bad_configuration_is_refused_with_the_reason() {
         );
     }
 }
+
+#[test]
+fn version_completions_and_manual_pages_come_from_the_binary() {
+    let bin = common::agentca_bin();
+    let version = ok(std::process::Command::new(bin).arg("--version"));
+    // `agentca 0.1.0 (commit 0123456789ab)`, or `unknown` outside git.
+    let commit = version
+        .trim()
+        .strip_suffix(')')
+        .and_then(|v| v.split("(commit ").nth(1))
+        .unwrap_or_else(|| panic!("{version:?}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{version:?}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(std::process::Command::new(bin).args(["completions", shell]));
+        for command in ["scope", "retire", "enroll"] {
+            assert!(script.contains(command), "{shell}: {command}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    ok(std::process::Command::new(bin)
+        .args(["man", "--out-dir"])
+        .arg(dir.path()));
+    for page in ["agentca.1", "agentca-scope-block.1", "agentca-ca-info.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is a manual page");
+    }
+    assert!(!dir.path().join("agentca-help.1").exists());
+}

@@ -32,7 +32,7 @@ const EXIT_FAILURE: u8 = 1;
 #[derive(Parser, Debug)]
 #[command(
     name = "agentca",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("AGENTCA_COMMIT"), ")"),
     about = "A certificate authority for AI-agent workload identity",
     long_about = "agentca gives every AI agent its own SPIFFE identity and a certificate that lives \
 minutes, not months.\n\nRun the CA:      agentca serve\nRegister agents: agentca register / token\n\
@@ -104,6 +104,17 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Move a stopped CA's store onto PostgreSQL (`agentca store migrate`).
     Store(backup::StoreArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (agentca.1 and one per command) into a directory.
+    Man {
+        /// Where to write them.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
 }
 
 /// Runs the command line; the process's exit code.
@@ -155,6 +166,8 @@ pub fn main() -> ExitCode {
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args),
             Command::Store(args) => backup::store(args),
+            Command::Completions { shell } => completions(shell),
+            Command::Man { out_dir } => man_pages(&out_dir),
         }
     });
     match result {
@@ -164,6 +177,35 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Prints the completion script of `shell` (written whole, so that a
+/// closed pipe is an error, not a panic).
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "agentca", &mut script);
+    match std::io::stdout().write_all(&script) {
+        // Piped into a reader that stopped (`| head`): nothing to report.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Writes `agentca.1` and `agentca-<command>.1` (for every command and
+/// subcommand) into `dir`.
+fn man_pages(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // No pages for the `help` subcommands: `--help` is on every page.
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    clap_mangen::generate_to(command, dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    println!("manual pages written to {}", dir.display());
+    Ok(())
 }
 
 /// The command line, with `serve --config <file>` applied: the file's
