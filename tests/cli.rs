@@ -624,3 +624,41 @@ fn version_completions_and_manual_pages_come_from_the_binary() {
     }
     assert!(!dir.path().join("agentca-help.1").exists());
 }
+
+#[tokio::test]
+async fn each_kind_of_failure_has_its_documented_exit_code() {
+    use common::fails_with;
+    let ca = TestCa::start();
+    let show = [
+        "agent", "--tenant", "acme", "--env", "prod", "--agent", "ghost",
+    ];
+    fails_with(ca.command().args(show), 3);
+    let wrong = common::write(ca.root.path(), "wrong.token", "agentca-at-wrong");
+    fails_with(
+        ca.command()
+            .env("AGENTCA_ADMIN_TOKEN_FILE", &wrong)
+            .args(["agents"]),
+        4,
+    );
+    let register = [
+        "register",
+        "--tenant",
+        "acme",
+        "--env",
+        "prod",
+        "--agent",
+        "twice",
+        "--owner",
+        "o",
+        "--purpose",
+        "p",
+    ];
+    ok(ca.command().args(register));
+    let err = fails_with(ca.command().args(register), 5);
+    assert!(err.contains("agent_exists"), "{err}");
+    // Nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    fails_with(ca.command().env("AGENTCA_URL", &url).args(["agents"]), 69);
+}

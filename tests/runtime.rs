@@ -362,7 +362,7 @@ async fn agentca_run_keeps_the_files_current_runs_its_hook_and_stops_on_revocati
     .unwrap();
     assert_eq!(
         code,
-        Some(3),
-        "exits with the needs-action code once renewal is refused for good"
+        Some(4),
+        "exits with the refusal code once renewal is refused for good"
     );
 }

@@ -693,13 +693,27 @@ pub fn ok(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Runs `cmd`, which must exit with code 1, and returns its stderr.
+/// Runs `cmd`, which must fail (any documented exit code but usage's 2),
+/// and returns its stderr.
 pub fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        matches!(out.status.code(), Some(1 | 3 | 4 | 5 | 69 | 75)),
+        "{cmd:?} should fail with one of the documented exit codes, not {:?}:\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Runs `cmd`, which must exit with `code`, and returns its stderr.
+pub fn fails_with(cmd: &mut Command, code: i32) -> String {
     let out = run(cmd);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "{cmd:?} should fail with exit code 1:\n{}{}",
+        Some(code),
+        "{cmd:?}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

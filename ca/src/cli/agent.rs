@@ -23,8 +23,9 @@ use time::OffsetDateTime;
 use super::{read_secret_file, CaConnection, CaUrls};
 
 /// Exit code of `agentca run` when renewal failed for good (revoked,
-/// disabled, token spent): a human must act.
-pub const EXIT_NEEDS_ACTION: u8 = 3;
+/// disabled, retired, token spent): a human must act. The CLI's code for
+/// a refusal ([`super::exit_code`]).
+pub const EXIT_NEEDS_ACTION: u8 = 4;
 
 /// Where the bootstrap token comes from.
 #[derive(Args, Debug, Clone)]

@@ -26,8 +26,35 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use time::Duration;
 
-/// Exit code for a refusal or failure (clap uses 2 for usage errors).
+/// Exit code for a failure not otherwise classed (clap uses 2 for usage
+/// errors); [`exit_code`] gives the others.
 const EXIT_FAILURE: u8 = 1;
+
+/// The exit code of a command that failed with `error`, by what the CA
+/// answered: 3 not found, 4 refused (unauthenticated, forbidden, revoked,
+/// disabled, retired), 5 conflict, 75 asked to retry later (rate limited),
+/// 69 unavailable (the CA unreachable or failing); 1 otherwise. (2 is a
+/// usage error, from the argument parser.)
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    use agentca::client::ClientError;
+    for cause in error.chain() {
+        match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::Refused { status, .. }) => {
+                return match status {
+                    404 => 3,
+                    401 | 403 => 4,
+                    409 => 5,
+                    429 => 75,
+                    500..=599 => 69,
+                    _ => EXIT_FAILURE,
+                }
+            }
+            Some(ClientError::Transport(_)) => return 69,
+            _ => {}
+        }
+    }
+    EXIT_FAILURE
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -174,7 +201,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agentca: error: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -383,6 +410,42 @@ impl CaConnection {
         Ok(CaTrust::Bundle(agentca::bundle::TrustBundle::from_pem(
             &pem,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use agentca::client::ClientError;
+
+    use super::exit_code;
+
+    fn refused(status: u16) -> anyhow::Error {
+        anyhow::Error::from(ClientError::Refused {
+            status,
+            error: "x".into(),
+            detail: "x".into(),
+            retry_after: None,
+        })
+        .context("doing something")
+    }
+
+    #[test]
+    fn each_kind_of_answer_has_its_exit_code() {
+        for (status, code) in [
+            (404, 3),
+            (401, 4),
+            (403, 4),
+            (409, 5),
+            (429, 75),
+            (503, 69),
+            (500, 69),
+            (400, 1),
+        ] {
+            assert_eq!(exit_code(&refused(status)), code, "{status}");
+        }
+        let down = anyhow::Error::from(ClientError::Transport("refused".into()));
+        assert_eq!(exit_code(&down), 69);
+        assert_eq!(exit_code(&anyhow::anyhow!("a local file is missing")), 1);
     }
 }
 
