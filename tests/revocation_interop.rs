@@ -276,6 +276,41 @@ struct Nginx {
 
 impl Nginx {
     fn start(dir: &Path, server_cert: &Path, server_key: &Path) -> Self {
+        let inline = format!(
+            "ssl_client_certificate {};\n        ssl_verify_client on;\n        ssl_verify_depth 2;\n        ssl_crl {};",
+            dir.join("root.pem").display(),
+            dir.join("chain-crls.pem").display()
+        );
+        Self::start_with(server_cert, server_key, &inline)
+    }
+
+    /// nginx with the client-certificate part of `deploy/nginx/agentca-mtls.conf`,
+    /// its paths pointed at `dir`'s root.pem and chain-crls.pem: the
+    /// configuration the project ships, as shipped.
+    fn start_shipped(dir: &Path, server_cert: &Path, server_key: &Path) -> Self {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/agentca-mtls.conf"),
+        )
+        .unwrap();
+        let snippet = shipped
+            .replace(
+                "/etc/agentca/bundle.pem",
+                dir.join("root.pem").to_str().unwrap(),
+            )
+            .replace(
+                "/etc/agentca/crls.pem",
+                dir.join("chain-crls.pem").to_str().unwrap(),
+            );
+        let path = dir.join("agentca-mtls.conf");
+        std::fs::write(&path, snippet).unwrap();
+        Self::start_with(
+            server_cert,
+            server_key,
+            &format!("include {};", path.display()),
+        )
+    }
+
+    fn start_with(server_cert: &Path, server_key: &Path, client_auth: &str) -> Self {
         let prefix = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -302,18 +337,13 @@ http {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
-        ssl_client_certificate {root};
-        ssl_verify_client on;
-        ssl_verify_depth 2;
-        ssl_crl {crls};
+        {client_auth}
         location / {{ return 200 "hello $ssl_client_s_dn\n"; }}
     }}
 }}
 "#,
             cert = server_cert.display(),
             key = server_key.display(),
-            root = dir.join("root.pem").display(),
-            crls = dir.join("chain-crls.pem").display(),
         );
         std::fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
         let child = Command::new("nginx")
@@ -447,4 +477,67 @@ async fn nginx_lets_a_live_agent_in_and_refuses_a_revoked_one_after_a_crl_refres
     );
     let (code, _) = nginx.curl(dir, "alice.crt", "alice.key");
     assert_eq!(code, 200, "the live agent still gets through");
+}
+
+#[tokio::test]
+async fn nginx_keeps_a_live_agent_in_past_the_crls_next_update_with_agentca_crl_watching() {
+    // CRLs valid 10 s: without a refresher, nginx would refuse everyone
+    // once the CRL it loaded expired.
+    let ca = TestCa::start_with(&[], &["--crl-validity", "10s"]);
+    let dir = ca.root.path().to_owned();
+    enroll_files(&ca, &dir, "service", "service").await;
+    enroll_files(&ca, &dir, "alice", "alice").await;
+    enroll_files(&ca, &dir, "mallory", "mallory").await;
+    std::fs::copy(ca.bundle_path(), dir.join("root.pem")).unwrap();
+    let crls = dir.join("chain-crls.pem");
+    common::ok(ca.command().args(["crl", "--out"]).arg(&crls));
+    let first = std::fs::read_to_string(&crls).unwrap();
+    assert_eq!(first.matches("-----BEGIN X509 CRL-----").count(), 2);
+    let nginx = Nginx::start_shipped(&dir, &dir.join("service.crt"), &dir.join("service.key"));
+    let mut refresher = Refresher(
+        ca.command()
+            .args(["crl", "--watch", "--interval", "1s", "--out"])
+            .arg(&crls)
+            .args(["--exec", &format!("kill -HUP {}", nginx.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Past the first CRL's nextUpdate, the live agent still gets in.
+    let until = Instant::now() + Duration::from_secs(14);
+    while Instant::now() < until {
+        let (code, body) = nginx.curl(&dir, "alice.crt", "alice.key");
+        assert_eq!(code, 200, "{body}\n{}", nginx.error_log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_ne!(std::fs::read_to_string(&crls).unwrap(), first, "refreshed");
+    // A revocation reaches nginx through the refresher.
+    ca.revoke_agent("acme", "prod", "mallory", "keyCompromise")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = nginx.curl(&dir, "mallory.crt", "mallory.key");
+        if code == 400 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx still lets the revoked agent in:\n{}",
+            nginx.error_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(nginx.curl(&dir, "alice.crt", "alice.key").0, 200);
+    let _ = refresher.0.kill();
+}
+
+/// `agentca crl --watch`, killed on drop.
+struct Refresher(std::process::Child);
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

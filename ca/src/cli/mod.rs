@@ -13,6 +13,7 @@ mod agent;
 mod audit;
 mod backup;
 mod config;
+mod crl;
 mod govern;
 mod info;
 mod init;
@@ -125,6 +126,8 @@ enum Command {
     Run(agent::RunArgs),
     /// Check a certificate chain offline as a service would; print the identity.
     Verify(verify::VerifyArgs),
+    /// Keep the CA's CRLs in a PEM file for nginx or HAProxy, checked and fresh (--watch).
+    Crl(crl::CrlArgs),
     /// Write a backup of the running CA to a file (global admin).
     Backup(backup::BackupArgs),
     /// Restore a backup into a new data directory or an empty database.
@@ -190,6 +193,7 @@ pub fn main() -> ExitCode {
             Command::Renew(args) => agent::renew(args).await,
             Command::Run(args) => agent::run(args).await,
             Command::Verify(args) => verify::verify(args),
+            Command::Crl(args) => crl::crl(args).await,
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args),
             Command::Store(args) => backup::store(args),
