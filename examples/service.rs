@@ -17,7 +17,11 @@
 //! ```
 //!
 //! Its own certificate can be an agent's (`agentca enroll`): agentca
-//! certificates carry both the clientAuth and serverAuth usages.
+//! certificates carry both the clientAuth and serverAuth usages. It lives
+//! minutes: keep the files current with `agentca run --out-dir svc` and
+//! give `--cert svc/cert.pem --key svc/key.pem`; the service reads them
+//! again when they change. Refused callers are logged with the reason, a
+//! few a minute (`RUST_LOG` sets the level; `info` by default).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +29,7 @@ use std::sync::Arc;
 
 use agentca::bundle::TrustBundle;
 use agentca::identity::TrustDomain;
+use agentca::verify::reload::CertificateFiles;
 use agentca::verify::serve::{require_scope, serve, Peer};
 use agentca::verify::{feed, PeerIdentity, RevocationCache, Verifier};
 use anyhow::Context;
@@ -32,8 +37,6 @@ use axum::handler::Handler;
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Parser)]
 #[command(about = "An HTTPS service that requires agentca client certificates")]
@@ -82,6 +85,13 @@ async fn create_ticket(Peer(peer): Peer) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let bundle_pem = std::fs::read(&args.bundle)
         .with_context(|| format!("reading {}", args.bundle.display()))?;
     let bundle = TrustBundle::from_pem(&bundle_pem)?;
@@ -110,12 +120,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let verifier = builder.build()?;
 
-    let chain = CertificateDer::pem_file_iter(&args.cert)
-        .with_context(|| format!("reading {}", args.cert.display()))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(&args.key)
-        .with_context(|| format!("reading {}", args.key.display()))?;
-    let tls = verifier.server_config(chain, key)?;
+    // This service's own certificate, read again whenever the files change.
+    let files = CertificateFiles::load(&args.cert, &args.key)?;
+    let _watch = files.watch(std::time::Duration::from_secs(2));
+    let tls = verifier.server_config_with(files)?;
 
     let app = Router::new()
         .route(

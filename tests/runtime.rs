@@ -283,6 +283,46 @@ async fn agentca_run_killed_after_sending_a_renewal_recovers_with_the_same_csr_a
 }
 
 #[tokio::test]
+async fn the_example_service_keeps_presenting_a_valid_certificate_as_agentca_run_rotates_it() {
+    let ca = short_lived_ca();
+    // The service's own certificate lives 4 seconds.
+    ca.register_with_ttl("acme", "prod", "orders", Some(4))
+        .await;
+    let token_file = write(
+        ca.root.path(),
+        "orders.token",
+        &ca.token("acme", "prod", "orders", 1).await,
+    );
+    let svc = ca.root.path().join("orders");
+    let mut run = run_agent(&ca, &svc, &token_file, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !svc.join("key.pem").exists() {
+        assert!(Instant::now() < deadline, "agentca run wrote no files");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = serial_in(&svc);
+    let service = Service::start_with_files(&ca, &svc.join("cert.pem"), &svc.join("key.pem"), &[]);
+    let (caller, key) = ca.enrolled("acme", "prod", "caller").await;
+    // New connections for 12 s, three lifetimes of the service's first
+    // certificate: each handshake checks the certificate the service
+    // presents, which must be current.
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let client = common::agent_client(&ca, &caller, &key);
+        let resp = client
+            .get(format!("{}/whoami", service.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the service's certificate was not kept current: {e:?}"));
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_ne!(serial_in(&svc), first, "agentca run rotated it meanwhile");
+    let _ = run.kill();
+    let _ = run.wait();
+}
+
+#[tokio::test]
 async fn agentca_run_runs_its_hook_after_the_first_enrollment_too() {
     let ca = TestCa::start();
     ca.register("acme", "prod", "worker").await;

@@ -51,6 +51,8 @@ mod verifier;
 #[cfg(feature = "feed")]
 pub mod feed;
 #[cfg(feature = "tokio")]
+pub mod reload;
+#[cfg(feature = "tokio")]
 pub mod serve;
 
 use std::fmt;

@@ -58,8 +58,76 @@ pub async fn accept(
     Ok((tls, peer))
 }
 
+/// At most [`REFUSALS_LOGGED_PER_MINUTE`] refused callers are logged one by
+/// one each minute; the others are counted, and the next line logged says
+/// how many went unsaid. (A caller that keeps retrying must not flood the
+/// service's log.)
+pub const REFUSALS_LOGGED_PER_MINUTE: u32 = 10;
+
+/// The rate limit of the refusal log lines of [`serve`](self::serve).
+struct RefusalLog {
+    /// When the current minute began, lines said in it, refusals unsaid.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u32, u64)>,
+}
+
+static REFUSALS: RefusalLog = RefusalLog {
+    state: std::sync::Mutex::new((None, 0, 0)),
+};
+
+impl RefusalLog {
+    /// Whether to log a refusal at `now`: `Some(unsaid)` (refusals not
+    /// logged since the last line), or `None` when counted instead.
+    fn say(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, said, unsaid) = &mut *state;
+        if start.is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(60)) {
+            *start = Some(now);
+            *said = 0;
+        }
+        if *said < REFUSALS_LOGGED_PER_MINUTE {
+            *said += 1;
+            Some(std::mem::take(unsaid))
+        } else {
+            *unsaid += 1;
+            None
+        }
+    }
+}
+
+/// Logs a refused caller (`what`, its identity or address, why), a few a
+/// minute.
+fn log_refusal(what: &str, who: &dyn std::fmt::Display, why: &dyn std::fmt::Display) {
+    if let Some(unsaid) = REFUSALS.say(std::time::Instant::now()) {
+        tracing::info!(%who, reason = %why, unsaid, "{what}");
+    }
+}
+
 #[cfg(feature = "axum")]
 pub use self::axum_integration::{require_scope, serve, Peer, RequireScope};
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_few_refusals_a_minute_are_logged_and_the_rest_counted() {
+        let log = RefusalLog {
+            state: std::sync::Mutex::new((None, 0, 0)),
+        };
+        let t0 = Instant::now();
+        for _ in 0..REFUSALS_LOGGED_PER_MINUTE {
+            assert_eq!(log.say(t0), Some(0));
+        }
+        for _ in 0..5 {
+            assert_eq!(log.say(t0 + Duration::from_secs(59)), None);
+        }
+        // The next minute's first line says how many went unsaid.
+        assert_eq!(log.say(t0 + Duration::from_secs(60)), Some(5));
+        assert_eq!(log.say(t0 + Duration::from_secs(61)), Some(0));
+    }
+}
 
 #[cfg(feature = "axum")]
 mod axum_integration {
@@ -210,7 +278,8 @@ mod axum_integration {
                             ScopeRefusal::Unknown => StatusCode::SERVICE_UNAVAILABLE,
                             _ => StatusCode::FORBIDDEN,
                         };
-                        tracing::info!(peer = %peer.spiffe_id, scope = %self.scope, reason = e.reason.code(), "scope refused");
+                        let why = format!("{}: {}", e.reason.code(), self.scope);
+                        super::log_refusal("scope refused", &peer.spiffe_id, &why);
                         error_response(status, e.reason.code(), e.to_string())
                     })
                 }
@@ -299,7 +368,13 @@ mod axum_integration {
                 let (stream, peer) = match accept(&acceptor, tcp, &verifier).await {
                     Ok(ok) => ok,
                     Err(AcceptError::Refused(e)) => {
-                        tracing::info!(%remote, error = %e, "peer refused after handshake");
+                        super::log_refusal("peer refused after handshake", &remote, &e);
+                        return;
+                    }
+                    // A handshake the verifier refused (an unknown CA, a
+                    // revoked certificate) is a refused caller too.
+                    Err(AcceptError::Handshake(e)) => {
+                        super::log_refusal("TLS handshake refused", &remote, &e);
                         return;
                     }
                     Err(e) => {
@@ -314,7 +389,7 @@ mod axum_integration {
                     let app = app.clone();
                     async move {
                         if let Err(e) = verifier.check_current(&peer, OffsetDateTime::now_utc()) {
-                            tracing::info!(peer = %peer.spiffe_id, error = %e, "request refused");
+                            super::log_refusal("request refused", &peer.spiffe_id, &e);
                             return Ok::<_, std::convert::Infallible>(refusal(&e));
                         }
                         req.extensions_mut().insert(peer);

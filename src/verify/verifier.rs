@@ -199,6 +199,22 @@ impl Verifier {
         Ok(config)
     }
 
+    /// [`Verifier::server_config`] with the service's certificate from
+    /// `certificate` on every handshake: for one that changes, such as
+    /// [`reload::CertificateFiles`](super::reload::CertificateFiles) over
+    /// the files `agentca run` keeps current.
+    pub fn server_config_with(
+        self: &Arc<Self>,
+        certificate: Arc<dyn rustls::server::ResolvesServerCert>,
+    ) -> Result<rustls::ServerConfig, rustls::Error> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(self.clone())
+            .with_cert_resolver(certificate);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// A rustls client configuration for an agent calling a peer that
     /// presents an agentca certificate, verified by this verifier (the
     /// SPIFFE identity, not the DNS name), presenting `chain`/`key`.

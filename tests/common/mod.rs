@@ -752,6 +752,17 @@ pub struct Service {
 impl Service {
     /// Starts it with the files in `dir` and `extra` arguments.
     pub fn start(ca: &TestCa, dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_files(
+            ca,
+            &dir.join("service.pem"),
+            &dir.join("service.key"),
+            extra,
+        )
+    }
+
+    /// Starts it presenting the certificate in `cert` and `key` (read again
+    /// when they change), with `extra` arguments.
+    pub fn start_with_files(ca: &TestCa, cert: &Path, key: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(service_bin())
             .args([
                 "--listen",
@@ -762,9 +773,9 @@ impl Service {
                 "acme",
             ])
             .arg("--cert")
-            .arg(dir.join("service.pem"))
+            .arg(cert)
             .arg("--key")
-            .arg(dir.join("service.key"))
+            .arg(key)
             .arg("--bundle")
             .arg(ca.bundle_path())
             .args(["--ca-url", &ca.url])
