@@ -91,7 +91,7 @@ impl Authority {
             };
             self.commit(change, event.clone(), Named::Admin(&req.name))
                 .await?;
-            tracing::info!(admin = admin.name(), name = %record.name, tenant = ?record.tenant, "admin created");
+            tracing::info!(admin = admin.name(), name = %record.name, tenant = record.tenant.as_deref().unwrap_or("every tenant"), "admin created");
             Ok(CreateAdminResponse {
                 admin: admin_info(&record),
                 token: secret,

@@ -234,7 +234,7 @@ impl Authority {
             let Applied::Scoped { block: Some(block), .. } = applied else {
                 return Err(AuthorityError::Internal("a block committed without its record".into()));
             };
-            tracing::warn!(admin = admin.name(), scope = %block.scope, target = block.target.as_deref().unwrap_or("every agent"), id = block.id, certificates = ?block.certificates, "scope blocked");
+            tracing::warn!(admin = admin.name(), scope = %block.scope, target = block.target.as_deref().unwrap_or("every agent"), id = block.id, certificates = block.certificates.unwrap_or(0), "scope blocked");
             Ok(block_info(&block))
         })
         .await

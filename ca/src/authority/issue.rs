@@ -39,7 +39,7 @@ impl Authority {
             .unwrap_or_else(|p| p.into_inner())
             .say(std::time::Instant::now());
         if let Some(unsaid) = said {
-            tracing::warn!(agent = %id, issued = limit.count, retry_at = %limit.retry_at, unsaid, "issuance limit reached: the agent or one instance asks for certificates far more often than its lifetime needs");
+            tracing::warn!(agent = %id, issued = limit.count, retry_at = %super::rfc3339(limit.retry_at), unsaid, "issuance limit reached: the agent or one instance asks for certificates far more often than its lifetime needs");
         }
         AuthorityError::IssuanceLimited(limit)
     }

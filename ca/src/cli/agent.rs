@@ -204,13 +204,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         other => other.into(),
     })?;
     let current = agent.current();
-    println!(
-        "agentca run: {} serial {} valid to {}, files in {}",
-        current.spiffe_id,
-        current.serial,
-        rfc3339(current.not_after),
-        args.out_dir.display()
-    );
+    tracing::info!(id = %current.spiffe_id, serial = %current.serial, not_after = %rfc3339(current.not_after), dir = %args.out_dir.display(), "identity ready");
     if held.as_deref() != Some(current.chain_pem.as_str()) {
         after_rotation(&args);
     }
@@ -224,7 +218,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     anyhow::bail!("the renewal task stopped");
                 }
                 let identity = rotations.borrow_and_update().clone();
-                println!("agentca run: renewed {} serial {} valid to {}", identity.spiffe_id, identity.serial, rfc3339(identity.not_after));
+                tracing::info!(id = %identity.spiffe_id, serial = %identity.serial, not_after = %rfc3339(identity.not_after), "files replaced");
                 after_rotation(&args);
             }
             changed = health.changed() => {
@@ -233,16 +227,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 let state = health.borrow_and_update().clone();
                 match state {
-                    Health::Healthy => println!("agentca run: healthy"),
-                    Health::Unhealthy(why) => eprintln!("agentca run: unhealthy: {why}"),
+                    Health::Healthy => tracing::info!("healthy"),
+                    Health::Unhealthy(why) => tracing::warn!(reason = %why, "unhealthy"),
                     Health::Failed(why) => {
+                        tracing::error!(reason = %why, "renewal refused for good; stopping");
                         eprintln!("agentca: error: {why}");
                         std::process::exit(i32::from(EXIT_NEEDS_ACTION));
                     }
                 }
             }
             () = &mut terminate => {
-                println!("agentca run: stopping");
+                tracing::info!("stopping");
                 return Ok(());
             }
         }
@@ -258,8 +253,8 @@ fn after_rotation(args: &RunArgs) {
             .status()
         {
             Ok(status) if status.success() => {}
-            Ok(status) => eprintln!("agentca run: --exec command exited with {status}"),
-            Err(e) => eprintln!("agentca run: cannot run the --exec command: {e}"),
+            Ok(status) => tracing::warn!(%status, "the --exec command failed"),
+            Err(e) => tracing::warn!(error = %e, "cannot run the --exec command"),
         }
     }
     if let (Some(signal), Some(pid_file)) = (&args.signal, &args.pid_file) {
@@ -273,10 +268,12 @@ fn after_rotation(args: &RunArgs) {
                 .status()
             {
                 Ok(status) if status.success() => {}
-                Ok(status) => eprintln!("agentca run: kill -{signal} {pid} exited with {status}"),
-                Err(e) => eprintln!("agentca run: cannot signal {pid}: {e}"),
+                Ok(status) => tracing::warn!(signal = %signal, pid, %status, "kill failed"),
+                Err(e) => {
+                    tracing::warn!(signal = %signal, pid, error = %e, "cannot signal the process")
+                }
             },
-            None => eprintln!("agentca run: {} holds no pid", pid_file.display()),
+            None => tracing::warn!(file = %pid_file.display(), "the pid file holds no pid"),
         }
     }
 }

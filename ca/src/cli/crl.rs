@@ -120,7 +120,7 @@ async fn refresh(client: &CaClient, bundle: &TrustBundle, args: &CrlArgs) -> any
     }
     write_atomically(&args.out, text.as_bytes())
         .with_context(|| format!("writing {}", args.out.display()))?;
-    println!("agentca crl: wrote {}", args.out.display());
+    tracing::info!(file = %args.out.display(), "CRLs written");
     if let Some(cmd) = &args.exec {
         match Command::new("sh")
             .arg("-c")

@@ -156,7 +156,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let quiet_default = !matches!(cli.command, Command::Serve(_));
+    // Daemons log what they do; one-shot commands only what goes wrong.
+    let quiet_default = !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Run(_) | Command::Crl(_)
+    );
     init_logging(&cli.log, cli.log_format == "json", quiet_default);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
