@@ -132,8 +132,8 @@ pub struct AgentInfo {
     #[serde(default)]
     pub live_certificates_truncated: bool,
     /// Renewals refused because a certificate was renewed twice with
-    /// different keys (only on `GET` of one agent).
-    #[serde(default)]
+    /// different keys (only on `GET` of one agent; absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clone_alerts: Vec<CloneAlert>,
     /// Changes of its registration waiting for a second admin's approval
     /// (on `GET` of one agent, and in the answer of an update that made

@@ -23,7 +23,11 @@ pub struct AdminConnection {
     ca: CaConnection,
     /// File holding an admin token (default: admin.token of the local CA).
     /// Alternatively set AGENTCA_ADMIN_TOKEN.
-    #[arg(long, env = "AGENTCA_ADMIN_TOKEN_FILE")]
+    #[arg(
+        help_heading = "Reaching the CA",
+        long,
+        env = "AGENTCA_ADMIN_TOKEN_FILE"
+    )]
     admin_token_file: Option<PathBuf>,
 }
 

@@ -68,11 +68,17 @@ Get a cert:      agentca enroll / renew"
 )]
 struct Cli {
     /// Log filter (tracing syntax, e.g. `info`, `agentca_ca=debug`).
-    #[arg(long, global = true, env = "AGENTCA_LOG", default_value = "info")]
+    #[arg(
+        help_heading = "Logging",
+        long,
+        global = true,
+        env = "AGENTCA_LOG",
+        default_value = "info"
+    )]
     log: String,
     /// Log format: `human` (one readable line per event) or `json` (one
     /// JSON object per line, for log collectors).
-    #[arg(long, global = true, env = "AGENTCA_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    #[arg(help_heading = "Logging", long, global = true, env = "AGENTCA_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -368,6 +374,7 @@ struct CaUrls {
     /// for several replicas of one CA: a request moves to the next when
     /// one cannot be reached or answers with a 5xx.
     #[arg(
+        help_heading = "Reaching the CA",
         long = "ca-url",
         env = "AGENTCA_URL",
         value_delimiter = ',',
@@ -389,10 +396,15 @@ struct CaConnection {
     #[command(flatten)]
     urls: CaUrls,
     /// PEM trust bundle of the CA (default: bundle.pem of the local CA, if any).
-    #[arg(long, env = "AGENTCA_BUNDLE", conflicts_with = "fingerprint")]
+    #[arg(
+        help_heading = "Reaching the CA",
+        long,
+        env = "AGENTCA_BUNDLE",
+        conflicts_with = "fingerprint"
+    )]
     bundle: Option<PathBuf>,
     /// SHA-256 fingerprint of the CA's root, to pin on first contact.
-    #[arg(long, env = "AGENTCA_FINGERPRINT")]
+    #[arg(help_heading = "Reaching the CA", long, env = "AGENTCA_FINGERPRINT")]
     fingerprint: Option<String>,
 }
 
