@@ -662,3 +662,36 @@ async fn each_kind_of_failure_has_its_documented_exit_code() {
     drop(closed);
     fails_with(ca.command().env("AGENTCA_URL", &url).args(["agents"]), 69);
 }
+
+#[tokio::test]
+async fn records_print_as_json_by_default_and_as_a_table_when_asked() {
+    let ca = TestCa::start();
+    ca.register("acme", "prod", "alpha").await;
+    ca.register("acme", "prod", "beta").await;
+    let json = ok(ca.command().args(["agents", "--tenant", "acme"]));
+    let agents: Vec<AgentInfo> = serde_json::from_str(&json).unwrap();
+    assert_eq!(agents.len(), 2);
+    let table = ok(ca
+        .command()
+        .args(["agents", "--tenant", "acme", "--format", "table"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].contains("SPIFFE_ID") && lines[0].contains("VERSION"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("/agent/alpha") && lines[2].contains("/agent/beta"),
+        "{table}"
+    );
+    let one = ok(ca.command().args([
+        "agent", "--tenant", "acme", "--env", "prod", "--agent", "alpha", "--format", "table",
+    ]));
+    assert!(
+        one.lines()
+            .any(|l| l.starts_with("owner:") && l.contains("team-test")),
+        "{one}"
+    );
+    let none = ok(ca.command().args(["scope", "blocks", "--format", "table"]));
+    assert_eq!(none, "(none)\n");
+}

@@ -29,9 +29,24 @@ pub struct AdminConnection {
         env = "AGENTCA_ADMIN_TOKEN_FILE"
     )]
     admin_token_file: Option<PathBuf>,
+    /// How to print what the CA answers: json (for scripts) or table (for
+    /// people).
+    #[arg(
+        help_heading = "Output",
+        long,
+        global = true,
+        value_enum,
+        default_value = "json"
+    )]
+    format: super::output::Format,
 }
 
 impl AdminConnection {
+    /// Prints `value` in the `--format` asked for.
+    pub(super) fn print<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        super::output::print(value, self.format)
+    }
+
     fn connect(&self) -> anyhow::Result<(CaClient, String)> {
         let token = if let Some(path) = &self.admin_token_file {
             read_secret_file(path)?
@@ -147,7 +162,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         .conn
         .call(Method::POST, "/v1/admin/agents", Some(&body))
         .await?;
-    print_json(&info)
+    args.conn.print(&info)
 }
 
 /// `agentca agents`.
@@ -211,7 +226,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             None => break,
         }
     }
-    print_json(&agents)
+    args.conn.print(&agents)
 }
 
 /// Commands on one agent: `agent`, `enable`, `disable`.
@@ -228,7 +243,7 @@ pub async fn show(args: AgentArgs) -> anyhow::Result<()> {
         .conn
         .call::<(), _>(Method::GET, &args.agent.path()?, None)
         .await?;
-    print_json(&info)
+    args.conn.print(&info)
 }
 
 pub async fn set_enabled(args: AgentArgs, enabled: bool) -> anyhow::Result<()> {
@@ -238,7 +253,7 @@ pub async fn set_enabled(args: AgentArgs, enabled: bool) -> anyhow::Result<()> {
         if enabled { "enable" } else { "disable" }
     );
     let info: AgentInfo = args.conn.call::<(), _>(Method::POST, &path, None).await?;
-    print_json(&info)
+    args.conn.print(&info)
 }
 
 /// `agentca token`.
@@ -326,10 +341,5 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         .conn
         .call(Method::POST, "/v1/admin/revoke", Some(&body))
         .await?;
-    print_json(&done)
-}
-
-pub(super) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    args.conn.print(&done)
 }

@@ -451,7 +451,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 .conn
                 .call::<(), _>(Method::GET, "/v1/admin/admins", None)
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&admins)?);
+            args.conn.print(&admins)?;
             Ok(())
         }
         AdminCommand::Role {
@@ -469,7 +469,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 }
                 None => args.conn.call(Method::PATCH, &path, Some(&body)).await?,
             };
-            println!("{}", serde_json::to_string_pretty(&info)?);
+            args.conn.print(&info)?;
             Ok(())
         }
         AdminCommand::History { name } => {
@@ -481,7 +481,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&versions)?);
+            args.conn.print(&versions)?;
             Ok(())
         }
         AdminCommand::Revoke { name } => {

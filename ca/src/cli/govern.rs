@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use time::Duration;
 
-use super::admin::{print_json, AdminConnection, AgentArgs, AgentRef};
+use super::admin::{AdminConnection, AgentArgs, AgentRef};
 use super::parse_duration;
 
 /// `agentca update`.
@@ -70,7 +70,7 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
         }
         None => args.conn.call(Method::PATCH, &path, Some(&body)).await?,
     };
-    print_json(&info)
+    args.conn.print(&info)
 }
 
 /// `agentca history`.
@@ -96,13 +96,13 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
         path.push_str(&format!("?at={}", at.unix_timestamp()));
     }
     let versions: Vec<AgentVersion> = args.conn.call::<(), _>(Method::GET, &path, None).await?;
-    print_json(&versions)
+    args.conn.print(&versions)
 }
 
 pub async fn retire(args: AgentArgs) -> anyhow::Result<()> {
     let path = format!("{}/retire", args.agent.path()?);
     let info: AgentInfo = args.conn.call::<(), _>(Method::POST, &path, None).await?;
-    print_json(&info)
+    args.conn.print(&info)
 }
 
 /// `agentca scope`.
@@ -165,7 +165,7 @@ pub async fn scope(args: ScopeArgs) -> anyhow::Result<()> {
                 .conn
                 .call(Method::POST, "/v1/admin/scopes/blocks", Some(&body))
                 .await?;
-            print_json(&block)
+            args.conn.print(&block)
         }
         ScopeCommand::Unblock { id } => {
             let block: ScopeBlock = args
@@ -176,14 +176,14 @@ pub async fn scope(args: ScopeArgs) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            print_json(&block)
+            args.conn.print(&block)
         }
         ScopeCommand::Blocks => {
             let blocks: Vec<ScopeBlock> = args
                 .conn
                 .call::<(), _>(Method::GET, "/v1/admin/scopes/blocks", None)
                 .await?;
-            print_json(&blocks)
+            args.conn.print(&blocks)
         }
     }
 }
@@ -209,17 +209,17 @@ pub async fn pending(args: PendingListArgs) -> anyhow::Result<()> {
         .conn
         .call::<(), _>(Method::GET, "/v1/admin/pending", None)
         .await?;
-    print_json(&waiting)
+    args.conn.print(&waiting)
 }
 
 pub async fn approve(args: PendingArgs) -> anyhow::Result<()> {
     let path = format!("/v1/admin/pending/{}/approve", args.id);
     let info: AgentInfo = args.conn.call::<(), _>(Method::POST, &path, None).await?;
-    print_json(&info)
+    args.conn.print(&info)
 }
 
 pub async fn reject(args: PendingArgs) -> anyhow::Result<()> {
     let path = format!("/v1/admin/pending/{}", args.id);
     let dropped: PendingChange = args.conn.call::<(), _>(Method::DELETE, &path, None).await?;
-    print_json(&dropped)
+    args.conn.print(&dropped)
 }

@@ -18,6 +18,7 @@ mod govern;
 mod info;
 mod init;
 mod local;
+mod output;
 mod serve;
 mod verify;
 
@@ -471,6 +472,14 @@ mod exit_tests {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_command_line_is_coherent_in_every_command() {
+        // Duplicate names, conflicting defaults, bad headings: clap checks
+        // them all here rather than when a user runs the command.
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
     #[test]
     fn an_empty_or_relative_xdg_data_home_is_ignored() {
         use std::ffi::OsString;
