@@ -175,7 +175,7 @@ impl Authority {
             agent = %current.agent_key,
             instance = %current.instance_id,
             serial = %current.serial,
-            remote = ?remote,
+            remote = %remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
             "clone alert: a certificate was renewed a second time with another key"
         );
         Err(AuthorityError::CloneDetected(current.serial.clone()))

@@ -469,10 +469,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(
         listen = %local,
-        http_listen = ?http_local,
+        http_listen = %http_local.map_or_else(|| "none".to_owned(), |a| a.to_string()),
         trust_domain = %authority.trust_domain(),
         ca = %place,
-        crl = ?authority.ca().distribution().crl,
+        crl = %authority.ca().distribution().crl.join(" "),
         "agentca is serving"
     );
     if let Some(fingerprint) = &created {

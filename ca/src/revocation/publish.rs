@@ -272,7 +272,11 @@ async fn sign_root_crl(
             }
         })?;
     }
-    tracing::info!(number = crl.number, next_update = %crl.next_update, "root CRL signed");
+    let next_update = crl
+        .next_update
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    tracing::info!(number = crl.number, %next_update, "root CRL signed");
     Ok(crl)
 }
 
