@@ -86,11 +86,7 @@ impl Authority {
             now,
         );
         self.audited(event, async |event| {
-            let (pending, agent) = self.pending_for(admin, id)?;
-            event.subject = Some(agent.to_string());
-            admin.may_change(agent.tenant().as_str())?;
-            let mut done = event.clone();
-            done.reason = Some(format!("change {id} by {}: {}", pending.by, pending.description));
+            let (pending, agent, mut done) = self.decide_on(admin, id, event)?;
             // Set from what commits.
             done.version = Some(0);
             done.scopes = Some(Vec::new());
@@ -122,14 +118,7 @@ impl Authority {
             now,
         );
         self.audited(event, async |event| {
-            let (pending, agent) = self.pending_for(admin, id)?;
-            event.subject = Some(agent.to_string());
-            admin.may_change(agent.tenant().as_str())?;
-            let mut done = event.clone();
-            done.reason = Some(format!(
-                "change {id} by {}: {}",
-                pending.by, pending.description
-            ));
+            let (_, agent, done) = self.decide_on(admin, id, event)?;
             let named = Named::Pending(&agent, Some(id));
             let applied = self.commit(Change::Reject { id }, done, named).await?;
             let Applied::Proposed(rejected) = applied else {
@@ -140,6 +129,26 @@ impl Authority {
             self.pending_info(&rejected)
         })
         .await
+    }
+
+    /// The pending change `id` that `admin` decides on (approves or
+    /// rejects), its agent, and the audit event of the decision: the
+    /// admin must be one that changes the agent's tenant.
+    fn decide_on(
+        &self,
+        admin: &Admin,
+        id: u64,
+        event: &mut agentca::wire::AuditEvent,
+    ) -> Result<(PendingRecord, AgentId, agentca::wire::AuditEvent), AuthorityError> {
+        let (pending, agent) = self.pending_for(admin, id)?;
+        event.subject = Some(agent.to_string());
+        admin.may_change(agent.tenant().as_str())?;
+        let mut done = event.clone();
+        done.reason = Some(format!(
+            "change {id} by {}: {}",
+            pending.by, pending.description
+        ));
+        Ok((pending, agent, done))
     }
 
     /// The pending change `id` and its agent, if `admin` may see it (a

@@ -95,10 +95,10 @@ pub(super) async fn list_agents(
     Ok(response)
 }
 
-type AgentPath = (String, String, String);
+pub(super) type AgentPath = (String, String, String);
 
 /// The agent named by a `{tenant}/{env}/{agent}` path.
-fn agent_name((tenant, env, agent): AgentPath) -> AgentName {
+pub(super) fn agent_name((tenant, env, agent): AgentPath) -> AgentName {
     AgentName { tenant, env, agent }
 }
 

@@ -12,13 +12,8 @@ use agentca::wire::{BlockScopeRequest, SetAdminRoleRequest, UpdateAgentRequest};
 
 use super::extract::*;
 use super::{ApiError, AppState};
-use crate::authority::AgentName;
 
-type AgentPath = (String, String, String);
-
-fn agent_name((tenant, env, agent): AgentPath) -> AgentName {
-    AgentName { tenant, env, agent }
-}
+use super::admin::{agent_name, AgentPath};
 
 /// The version an `If-Match` header names: `"3"`, `3` or `W/"3"`; absent
 /// or `*`, none.
