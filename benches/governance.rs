@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use agentca::verify::{RevocationCache, ScopeRefusal};
 use agentca::wire::{AgentInfo, BlockScopeRequest, RegisterAgentRequest, ScopeBlock, Serial};
 use anyhow::{bail, ensure, Context};
-use support::{ms, quantile, Ca};
+use support::{ms, quantile, short, Ca};
 
 const USAGE: &str = "\
 usage: cargo bench -p agentca-ca --bench governance -- [options]
@@ -253,13 +253,4 @@ async fn collect(
         }
     }
     Ok(())
-}
-
-fn short(bin: &std::path::Path) -> String {
-    let s = bin.display().to_string();
-    if s.len() > 40 {
-        format!("…{}", &s[s.len() - 39..])
-    } else {
-        s
-    }
 }

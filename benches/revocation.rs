@@ -41,7 +41,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use support::{ms, quantile, Ca};
+use support::{ms, quantile, short, Ca};
 use tokio::net::TcpStream;
 
 const USAGE: &str = "\
@@ -223,15 +223,6 @@ fn run(o: &Options) -> anyhow::Result<()> {
         println!("(before: the share of verifiers that refused the serial before the revoke call answered)");
     }
     Ok(())
-}
-
-fn short(bin: &std::path::Path) -> String {
-    let s = bin.display().to_string();
-    if s.len() > 40 {
-        format!("…{}", &s[s.len() - 39..])
-    } else {
-        s
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -97,15 +97,7 @@ async fn a_revocation_on_one_replica_reaches_the_others_ocsp_crl_and_feed_within
     let serial = issued.serial.to_string();
     // A subscriber of replica 2 waits for the next event.
     let since = cas[2].feed(0, 0).await.latest;
-    let subscriber = {
-        let http = cas[2].http();
-        let url = format!("{}/v1/revocations?since={since}&wait=20", cas[2].url);
-        tokio::spawn(async move {
-            let page: agentca::wire::RevocationPage =
-                http.get(url).send().await.unwrap().json().await.unwrap();
-            (page, Instant::now())
-        })
-    };
+    let subscriber = next_page(&cas[2], since);
     cas[2].wait_feed_subscribers(1).await;
     let crl_before = crl_serials(&cas[1].crl().await).1;
 
@@ -169,15 +161,7 @@ async fn a_scope_block_on_one_replica_reaches_the_others_feed_and_snapshot_withi
     use agentca::wire::{BlockScopeRequest, FeedSnapshot, ScopeBlock, ScopeChange};
     let (cas, _) = replicas(2);
     let since = cas[1].feed(0, 0).await.latest;
-    let subscriber = {
-        let http = cas[1].http();
-        let url = format!("{}/v1/revocations?since={since}&wait=20", cas[1].url);
-        tokio::spawn(async move {
-            let page: agentca::wire::RevocationPage =
-                http.get(url).send().await.unwrap().json().await.unwrap();
-            (page, Instant::now())
-        })
-    };
+    let subscriber = next_page(&cas[1], since);
     cas[1].wait_feed_subscribers(1).await;
     let blocked_at = Instant::now();
     let block: ScopeBlock = cas[0]
@@ -349,6 +333,21 @@ async fn a_replica_refuses_a_database_without_a_ca_and_init_refuses_one_with() {
 }
 
 /// Runs `futures` concurrently on this task; their outputs in order.
+/// A feed subscriber of `ca` waiting (up to 20 s) for the next page after
+/// `since`: the page and when it arrived.
+fn next_page(
+    ca: &TestCa,
+    since: u64,
+) -> tokio::task::JoinHandle<(agentca::wire::RevocationPage, Instant)> {
+    let http = ca.http();
+    let url = format!("{}/v1/revocations?since={since}&wait=20", ca.url);
+    tokio::spawn(async move {
+        let page: agentca::wire::RevocationPage =
+            http.get(url).send().await.unwrap().json().await.unwrap();
+        (page, Instant::now())
+    })
+}
+
 async fn futures_join_all<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output> {

@@ -410,3 +410,21 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// A binary's path as a table shows it: its last 40 characters.
+pub fn short(bin: &Path) -> String {
+    let s = bin.display().to_string();
+    if s.chars().count() > 40 {
+        let tail: String = s
+            .chars()
+            .rev()
+            .take(39)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{tail}")
+    } else {
+        s
+    }
+}

@@ -25,7 +25,7 @@ use super::{read_secret_file, CaConnection, CaUrls};
 /// Exit code of `agentca run` when renewal failed for good (revoked,
 /// disabled, retired, token spent): a human must act. The CLI's code for
 /// a refusal ([`super::exit_code`]).
-pub const EXIT_NEEDS_ACTION: u8 = 4;
+pub const EXIT_NEEDS_ACTION: u8 = super::EXIT_REFUSED;
 
 /// Where the bootstrap token comes from.
 #[derive(Args, Debug, Clone)]
@@ -80,7 +80,7 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
             anyhow::bail!(
                 "{} already holds an identity ({}): enrolling would replace it; give --force to replace it, or another --out-dir",
                 args.out_dir.display(),
-                describe_held(&held.chain_pem)
+                describe_held(&held)
             );
         }
     }
@@ -295,37 +295,22 @@ fn terminate_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> 
     })
 }
 
-/// The identity and end of validity of the leaf in `chain_pem`, for
-/// people.
-fn describe_held(chain_pem: &str) -> String {
-    let leaf = agentca::client::parse_chain(chain_pem)
-        .ok()
-        .and_then(|chain| chain.into_iter().next());
-    let Some(leaf) = leaf else {
-        return "a certificate that does not parse".into();
-    };
-    match x509_parser::parse_x509_certificate(&leaf) {
-        Ok((_, cert)) => {
-            let id = cert
-                .subject_alternative_name()
-                .ok()
-                .flatten()
-                .and_then(|san| {
-                    san.value.general_names.iter().find_map(|n| match n {
-                        x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
-                        _ => None,
-                    })
-                })
-                .unwrap_or_else(|| "no SPIFFE ID".into());
-            let not_after = cert.validity().not_after.to_datetime();
-            let state = if not_after < OffsetDateTime::now_utc() {
+/// The identity a directory holds and its end of validity, for people.
+fn describe_held(held: &agentca::client::files::Stored) -> String {
+    match agentca::client::agent::Identity::from_pem(&held.chain_pem, &held.key_pem) {
+        Ok(identity) => {
+            let state = if identity.not_after < OffsetDateTime::now_utc() {
                 "expired"
             } else {
                 "valid to"
             };
-            format!("{id}, {state} {}", rfc3339(not_after))
+            format!(
+                "{}, {state} {}",
+                identity.spiffe_id,
+                rfc3339(identity.not_after)
+            )
         }
-        Err(_) => "a certificate that does not parse".into(),
+        Err(e) => format!("files that do not make an identity: {e}"),
     }
 }
 

@@ -10,8 +10,7 @@
 //! A CRL that does not check is never written: the file keeps the last
 //! good one, and the failure is logged.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use agentca::bundle::TrustBundle;
@@ -118,8 +117,9 @@ async fn refresh(client: &CaClient, bundle: &TrustBundle, args: &CrlArgs) -> any
     if std::fs::read_to_string(&args.out).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
     }
-    write_atomically(&args.out, text.as_bytes())
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    // Written beside it and renamed over it: a reader sees the old file or
+    // the new one, never a part.
+    crate::datadir::write_file(&args.out, text.as_bytes(), false)?;
     tracing::info!(file = %args.out.display(), "CRLs written");
     if let Some(cmd) = &args.exec {
         match Command::new("sh")
@@ -134,30 +134,4 @@ async fn refresh(client: &CaClient, bundle: &TrustBundle, args: &CrlArgs) -> any
         }
     }
     Ok(true)
-}
-
-/// Replaces `path` with `contents`: written and synced beside it, renamed
-/// over it, the directory synced. A reader sees the old file or the new
-/// one, never a part.
-fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path names no file"))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

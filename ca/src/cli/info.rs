@@ -108,26 +108,7 @@ fn cert_info(path: &Path) -> anyhow::Result<CertInfo> {
         .with_context(|| format!("{} holds no certificate", path.display()))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| anyhow::anyhow!("{} does not parse: {e}", path.display()))?;
-    let spki = cert.public_key();
-    let key = match spki.parsed() {
-        Ok(x509_parser::public_key::PublicKey::EC(point)) => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|oid| match oid.to_id_string().as_str() {
-                    "1.2.840.10045.3.1.7" => "P-256".to_owned(),
-                    "1.3.132.0.34" => "P-384".to_owned(),
-                    other => other.to_owned(),
-                })
-                .unwrap_or_else(|| format!("{} bits", point.key_size()));
-            format!("ECDSA {curve}")
-        }
-        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
-        _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => "Ed25519".into(),
-        _ => spki.algorithm.algorithm.to_id_string(),
-    };
+    let key = crate::issuance::csr::key_name(cert.public_key());
     Ok(CertInfo {
         subject: cert.subject().to_string(),
         fingerprint: Fingerprint::of(&der).to_string(),

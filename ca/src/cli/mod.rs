@@ -32,6 +32,10 @@ use time::Duration;
 /// errors); [`exit_code`] gives the others.
 const EXIT_FAILURE: u8 = 1;
 
+/// Exit code of a refusal (unauthenticated, forbidden, revoked, disabled,
+/// retired).
+pub const EXIT_REFUSED: u8 = 4;
+
 /// The exit code of a command that failed with `error`, by what the CA
 /// answered: 3 not found, 4 refused (unauthenticated, forbidden, revoked,
 /// disabled, retired), 5 conflict, 75 asked to retry later (rate limited),
@@ -44,7 +48,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             Some(ClientError::Refused { status, .. }) => {
                 return match status {
                     404 => 3,
-                    401 | 403 => 4,
+                    401 | 403 => EXIT_REFUSED,
                     409 => 5,
                     429 => 75,
                     500..=599 => 69,

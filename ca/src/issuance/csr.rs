@@ -70,22 +70,22 @@ pub fn check(pem_text: &str) -> Result<CheckedCsr, CsrError> {
     })
 }
 
-fn check_key_type(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), CsrError> {
+/// What kind of key `spki` is, for people: `Ed25519`, `ECDSA P-256`,
+/// `ECDSA P-384`, `ECDSA on curve …`, `RSA-2048`, `the algorithm …`.
+pub fn key_name(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> String {
     let alg = &spki.algorithm;
     if alg.algorithm == OID_SIG_ED25519 {
-        return Ok(());
+        return "Ed25519".into();
     }
     if alg.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = alg.parameters.as_ref().and_then(|p| p.as_oid().ok());
-        return match curve {
-            Some(c) if c == OID_EC_P256 || c == OID_NIST_EC_P384 => Ok(()),
-            Some(c) => Err(CsrError::KeyTypeNotAllowed(format!("ECDSA on curve {c}"))),
-            None => Err(CsrError::KeyTypeNotAllowed(
-                "ECDSA without a named curve".into(),
-            )),
+        return match alg.parameters.as_ref().and_then(|p| p.as_oid().ok()) {
+            Some(c) if c == OID_EC_P256 => "ECDSA P-256".into(),
+            Some(c) if c == OID_NIST_EC_P384 => "ECDSA P-384".into(),
+            Some(c) => format!("ECDSA on curve {c}"),
+            None => "ECDSA without a named curve".into(),
         };
     }
-    let name = match alg.algorithm.to_id_string().as_str() {
+    match alg.algorithm.to_id_string().as_str() {
         "1.2.840.113549.1.1.1" => {
             let bits = match spki.parsed() {
                 Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa.key_size(),
@@ -94,8 +94,15 @@ fn check_key_type(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<
             format!("RSA-{bits}")
         }
         other => format!("the algorithm {other}"),
-    };
-    Err(CsrError::KeyTypeNotAllowed(name))
+    }
+}
+
+/// Whether agents may have a key of this kind: ECDSA P-256, P-384, Ed25519.
+fn check_key_type(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), CsrError> {
+    match key_name(spki).as_str() {
+        "Ed25519" | "ECDSA P-256" | "ECDSA P-384" => Ok(()),
+        other => Err(CsrError::KeyTypeNotAllowed(other.to_owned())),
+    }
 }
 
 #[cfg(test)]

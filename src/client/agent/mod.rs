@@ -186,7 +186,9 @@ impl Identity {
     }
 
     /// From what a certificate directory holds.
-    fn from_stored(chain_pem: &str, key_pem: &str) -> Result<Self, ClientError> {
+    /// An identity from its chain (leaf first) and key, as PEM: what an
+    /// agent directory holds.
+    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Self, ClientError> {
         let key = PrivateKey::from_pem(key_pem)?;
         let chain = parse_chain(chain_pem)?;
         use x509_parser::prelude::FromDer;
@@ -270,7 +272,7 @@ impl Agent {
             None => None,
         };
         let from_disk = stored.and_then(|s| {
-            let identity = Identity::from_stored(&s.chain_pem, &s.key_pem).ok()?;
+            let identity = Identity::from_pem(&s.chain_pem, &s.key_pem).ok()?;
             let bundle = TrustBundle::from_pem(s.bundle_pem.as_bytes()).ok()?;
             (identity.not_after > now).then_some((identity, bundle))
         });
@@ -331,7 +333,7 @@ impl Agent {
         let stored = dir.load()?.ok_or_else(|| {
             AgentError::Refused(format!("{} holds no certificate", dir.path().display()))
         })?;
-        let identity = Arc::new(Identity::from_stored(&stored.chain_pem, &stored.key_pem)?);
+        let identity = Arc::new(Identity::from_pem(&stored.chain_pem, &stored.key_pem)?);
         let bundle =
             TrustBundle::from_pem(stored.bundle_pem.as_bytes()).map_err(ClientError::from)?;
         let shared = Shared {
