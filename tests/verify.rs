@@ -197,3 +197,65 @@ async fn the_verify_command_checks_a_chain_offline() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_refused_caller_reads_why_even_when_it_writes_on() {
+    // In TLS 1.3 a client finishes its handshake before the server has
+    // checked its certificate, and writes its request at once. A server
+    // that closes at once answers the client's next bytes with a reset,
+    // and the client's following write fails (curl: "send failure") before
+    // it reads the alert that says why. The service lingers instead.
+    use agentca::identity::TrustDomain;
+    use agentca::verify::Verifier;
+    use std::io::{Read, Write};
+
+    let ca = TestCa::start();
+    let dir = service_files(&ca).await;
+    let (issued, key) = ca.enrolled("acme", "prod", "billing-bot").await;
+    let service = Service::start(&ca, &dir, &[]);
+    ca.revoke_agent("acme", "prod", "billing-bot", "keyCompromise")
+        .await;
+    let client = agent_client(&ca, &issued, &key);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while whoami(&client, &service).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the service learns of the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let verifier = Verifier::builder(ca.bundle(), TrustDomain::new("example.org").unwrap())
+        .without_revocation_checks()
+        .build()
+        .unwrap();
+    let config = std::sync::Arc::new(
+        verifier
+            .client_config(common::chain_der(&issued), common::key_der(&key))
+            .unwrap(),
+    );
+    let addr = service.url.trim_start_matches("https://").to_owned();
+    for attempt in 0..5 {
+        let tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("service.example").unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        }
+        // The server's answer (the alert) has arrived: it has refused us.
+        tls.sock.peek(&mut [0u8; 1]).unwrap();
+        // Write on, as a client that has not read yet; a reset needs a
+        // round trip on loopback to come back.
+        let _ = tls.write_all(b"GET /whoami HTTP/1.1\r\nhost: service\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(50));
+        let wrote_on = tls.write_all(b"more").and_then(|()| tls.flush());
+        let read = tls.read(&mut [0u8; 64]);
+        let err = format!("{wrote_on:?} {read:?}");
+        assert!(
+            wrote_on.is_ok() && err.contains("AlertReceived(CertificateRevoked)"),
+            "attempt {attempt}: {err}"
+        );
+    }
+}

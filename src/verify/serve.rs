@@ -49,13 +49,51 @@ pub async fn accept(
     tcp: TcpStream,
     verifier: &Verifier,
 ) -> Result<(TlsStream<TcpStream>, PeerIdentity), AcceptError> {
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible())
         .await
-        .map_err(|_| AcceptError::Timeout)?
-        .map_err(AcceptError::Handshake)?;
+        .map_err(|_| AcceptError::Timeout)?;
+    let tls = match handshake {
+        Ok(tls) => tls,
+        Err((e, tcp)) => {
+            linger(tcp).await;
+            return Err(AcceptError::Handshake(e));
+        }
+    };
     let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
     let peer = verifier.peer_of_handshake(chain, OffsetDateTime::now_utc())?;
     Ok((tls, peer))
+}
+
+/// How long, and for how many bytes, a refused connection is drained.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes the connection of a refused handshake so that the peer reads the
+/// alert saying why (tokio-rustls has written it).
+///
+/// In TLS 1.3 a client finishes its handshake before the server has
+/// checked its certificate, and sends its request at once. Closing with
+/// those bytes unread makes the kernel answer with a reset, which can
+/// destroy the alert before the client reads it: the caller would see
+/// "connection reset" instead of "certificate revoked". So the write side
+/// is shut first, and what the client still sends is read and dropped,
+/// for at most [`LINGER`] and [`LINGER_BYTES`].
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// At most [`REFUSALS_LOGGED_PER_MINUTE`] refused callers are logged one by
