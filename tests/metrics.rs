@@ -93,7 +93,7 @@ const ENROLLED: &[(&str, &str)] = &[
     ("kind", "enroll"),
     ("tenant", "acme"),
     ("env", "prod"),
-    ("outcome", "issued"),
+    ("outcome", "ok"),
 ];
 
 #[tokio::test]
@@ -107,10 +107,20 @@ async fn metrics_parse_and_move_with_issuance_revocation_and_refusals() {
         "agentca_http_request_duration_seconds",
         "agentca_live_certificates",
         "agentca_crl_entries",
-        "agentca_crl_age_seconds",
+        "agentca_crl_this_update_timestamp_seconds",
+        "agentca_crl_next_update_timestamp_seconds",
         "agentca_feed_subscribers",
         "agentca_store_bytes",
         "agentca_audit_last_sequence",
+        "agentca_ready",
+        "agentca_build_info",
+        "agentca_clone_alerts_total",
+        "agentca_intermediate_not_after_timestamp_seconds",
+        "agentca_root_not_after_timestamp_seconds",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
     ] {
         assert!(
             text.contains(&format!("# TYPE {family} ")),
@@ -185,8 +195,13 @@ async fn metrics_parse_and_move_with_issuance_revocation_and_refusals() {
     assert_eq!(value(&revoked, "agentca_crl_entries", &[]), 1.0);
     assert_eq!(value(&revoked, "agentca_live_certificates", &[]), 1.0);
     // Re-signed for the revocation, seconds ago.
-    let age = value(&revoked, "agentca_crl_age_seconds", &[]);
-    assert!((0.0..30.0).contains(&age), "CRL age {age}");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    let this_update = value(&revoked, "agentca_crl_this_update_timestamp_seconds", &[]);
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&this_update),
+        "CRL thisUpdate {this_update}, now {now}"
+    );
+    assert_eq!(value(&revoked, "agentca_ready", &[]), 1.0);
 
     // A waiting feed request is a subscriber until news ends its wait.
     let waiting = {
@@ -203,7 +218,20 @@ async fn metrics_parse_and_move_with_issuance_revocation_and_refusals() {
     .await
     .unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), 200);
-    assert_eq!(value(&scrape(&ca).1, "agentca_feed_subscribers", &[]), 0.0);
+    let (text, after_wait) = scrape(&ca);
+    assert_eq!(value(&after_wait, "agentca_feed_subscribers", &[]), 0.0);
+    // The long poll is counted, and kept out of the latency histogram.
+    assert!(
+        counter(
+            &after_wait,
+            "agentca_http_requests_total",
+            &[("route", "/v1/revocations"), ("code", "200")]
+        ) >= 1.0
+    );
+    assert!(
+        !text.contains("agentca_http_request_duration_seconds_count{route=\"/v1/revocations\"}"),
+        "{text}"
+    );
 
     // Anyone may scrape, and sees the same counts without a tenant's or an
     // environment's name.
@@ -216,7 +244,7 @@ async fn metrics_parse_and_move_with_issuance_revocation_and_refusals() {
         value(
             &anonymous,
             "agentca_issuance_total",
-            &[("kind", "enroll"), ("outcome", "issued")]
+            &[("kind", "enroll"), ("outcome", "ok")]
         ),
         2.0
     );

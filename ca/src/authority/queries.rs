@@ -298,17 +298,21 @@ impl Authority {
         let crl = self.revocations.crl();
         let revoked_unexpired = self.revocations.revoked_unexpired(now);
         Ok(crate::metrics::Snapshot {
+            ready: self.health(now).status == "ok",
             live_certificates: self
                 .metrics
                 .unexpired(now)
                 .saturating_sub(revoked_unexpired),
             crl_entries: crl.entries as u64,
             crl_number: crl.number,
-            crl_age_seconds: (now - crl.this_update).whole_seconds(),
-            crl_next_update_seconds: (crl.next_update - now).whole_seconds(),
+            crl_this_update: crl.this_update.unix_timestamp(),
+            crl_next_update: crl.next_update.unix_timestamp(),
             store_bytes: self.records.store().size_on_disk(),
-            audit_last_sequence: self.records.audit_head()?.seq,
-            intermediate_expiry_seconds: (self.ca.not_after() - now).whole_seconds(),
+            // A store that does not answer makes the CA not ready; the
+            // scrape still says so.
+            audit_last_sequence: self.records.audit_head().ok().map(|head| head.seq),
+            intermediate_not_after: self.ca.not_after().unix_timestamp(),
+            root_not_after: self.ca.root_not_after().unix_timestamp(),
         })
     }
 

@@ -57,6 +57,7 @@ pub struct IssuingCa {
     issuer: Issuer<'static, KeyPair>,
     leaf_issuer: Issuer<'static, LeafKey>,
     not_after: OffsetDateTime,
+    root_not_after: OffsetDateTime,
     root: CertificateDer<'static>,
     anchor: TrustAnchor<'static>,
     intermediate: CertificateDer<'static>,
@@ -92,6 +93,12 @@ impl IssuingCa {
             name_sha256: digest(&aws_lc_rs::digest::SHA256, name),
             key_sha256: digest(&aws_lc_rs::digest::SHA256, key_bits),
         };
+        let root_not_after = X509Certificate::from_der(&root)
+            .map_err(|e| IssuerError(format!("the root certificate does not parse: {e}")))?
+            .1
+            .validity()
+            .not_after
+            .to_datetime();
         let anchor = webpki::anchor_from_trusted_cert(&root)
             .map_err(|e| {
                 IssuerError(format!(
@@ -110,6 +117,7 @@ impl IssuingCa {
             issuer,
             leaf_issuer,
             not_after,
+            root_not_after,
             intermediate_pem: agentca::certs_to_pem(std::slice::from_ref(&intermediate)),
             bundle_pem: agentca::certs_to_pem(std::slice::from_ref(&root)),
             root,
@@ -152,6 +160,11 @@ impl IssuingCa {
     /// End of the intermediate's validity.
     pub fn not_after(&self) -> OffsetDateTime {
         self.not_after
+    }
+
+    /// End of the root's validity.
+    pub fn root_not_after(&self) -> OffsetDateTime {
+        self.root_not_after
     }
 
     /// The root certificate.

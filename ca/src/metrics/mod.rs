@@ -153,28 +153,38 @@ pub struct Metrics {
     replaced: ByLimit,
     /// Issuances refused at an issuance limit.
     issuance_limited: std::sync::atomic::AtomicU64,
+    /// Renewals refused as clones.
+    clone_alerts: std::sync::atomic::AtomicU64,
 }
 
 /// Stored state, read at scrape time.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
+    /// Whether the CA is ready (`/readyz`): its store answers and its
+    /// issuing certificate is valid.
+    pub ready: bool,
     /// Certificates neither expired nor revoked.
     pub live_certificates: u64,
     /// Entries of the current CRL.
     pub crl_entries: u64,
     /// The current CRL's number.
     pub crl_number: u64,
-    /// Seconds since the current CRL's thisUpdate.
-    pub crl_age_seconds: i64,
-    /// Seconds until the current CRL's nextUpdate.
-    pub crl_next_update_seconds: i64,
+    /// The current CRL's thisUpdate and nextUpdate, Unix seconds.
+    pub crl_this_update: i64,
+    pub crl_next_update: i64,
     /// Bytes of the store's files on disk.
     pub store_bytes: u64,
-    /// Sequence number of the last audit event.
-    pub audit_last_sequence: u64,
-    /// Seconds until the issuing intermediate expires.
-    pub intermediate_expiry_seconds: i64,
+    /// Sequence number of the last audit event, when the store answered.
+    pub audit_last_sequence: Option<u64>,
+    /// The issuing intermediate's and the root's notAfter, Unix seconds.
+    pub intermediate_not_after: i64,
+    pub root_not_after: i64,
 }
+
+/// Routes whose requests wait for news (the revocation feed's long poll):
+/// counted, but kept out of the latency histogram, whose buckets would
+/// otherwise say nothing but how long the CA waited.
+pub const LONG_POLL_ROUTES: [&str; 1] = ["/v1/revocations"];
 
 /// The tenant and env of an audit event's subject (a SPIFFE ID or
 /// `tenant/env/agent`), or empty strings.
@@ -215,12 +225,18 @@ impl Metrics {
         }
         let counted = inner.routes.get_mut(route).expect("inserted above");
         *counted.codes.entry(status).or_default() += 1;
-        counted.latency.observe(elapsed.as_secs_f64());
+        if !LONG_POLL_ROUTES.contains(&route) {
+            counted.latency.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Counts a committed audit event as ending in `outcome` (its own, or
     /// `retry` for a renewal answered with the certificate issued before).
     pub fn observe_event(&self, event: &AuditEvent, outcome: &str) {
+        if event.reason.as_deref() == Some("clone_detected") {
+            self.clone_alerts
+                .fetch_add(event.count.unwrap_or(1), Ordering::Relaxed);
+        }
         self.lock().count_event(event, outcome);
     }
 
@@ -302,7 +318,7 @@ impl Metrics {
         let families: [(&str, &str, &[&str]); 3] = [
             (
                 "agentca_issuance_total",
-                "Enrollments and renewals, by tenant, env and outcome (issued, refused, or retry: a renewal answered again with the certificate it issued before).",
+                "Enrollments and renewals, by tenant, env and outcome (ok, refused, or retry: a renewal answered again with the certificate it issued before).",
                 &["enroll", "renew"],
             ),
             (
@@ -328,10 +344,7 @@ impl Metrics {
                 if !matches {
                     continue;
                 }
-                let outcome = match (issuance, key.outcome.as_str()) {
-                    (true, "ok") => "issued",
-                    (_, other) => other,
-                };
+                let outcome = key.outcome.as_str();
                 let mut labels: Vec<(&str, &str)> = if issuance {
                     vec![
                         ("kind", &key.action),
@@ -404,11 +417,14 @@ impl Metrics {
         header(
             &mut out,
             name,
-            "Time from a request's headers to its response, by route.",
+            "Time from a request's headers to its response, by route (not the revocation feed's long polls).",
             "histogram",
         );
         for (route, counted) in &routes {
             let h = &counted.latency;
+            if LONG_POLL_ROUTES.contains(route) {
+                continue;
+            }
             for (le, count) in LATENCY_BUCKETS.iter().zip(h.buckets) {
                 let le = le.to_string();
                 sample(
@@ -434,7 +450,41 @@ impl Metrics {
         }
         drop(inner);
 
-        let gauges: [(&str, &str, f64); 9] = [
+        header(
+            &mut out,
+            "agentca_clone_alerts_total",
+            "Renewals refused as clones (clone_detected): a certificate renewed a second time with another key.",
+            "counter",
+        );
+        sample(
+            &mut out,
+            "agentca_clone_alerts_total",
+            &[],
+            self.clone_alerts.load(Ordering::Relaxed) as f64,
+        );
+        header(
+            &mut out,
+            "agentca_build_info",
+            "The agentca version and the commit it was built from; always 1.",
+            "gauge",
+        );
+        sample(
+            &mut out,
+            "agentca_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("AGENTCA_COMMIT")),
+            ],
+            1.0,
+        );
+
+        let ts = |t: i64| t as f64;
+        let mut gauges: Vec<(&str, &str, f64)> = vec![
+            (
+                "agentca_ready",
+                "1 while the CA is ready (its store answers, its issuing certificate is valid), else 0: what /readyz says.",
+                if snapshot.ready { 1.0 } else { 0.0 },
+            ),
             (
                 "agentca_live_certificates",
                 "Issued certificates neither expired nor revoked.",
@@ -451,14 +501,14 @@ impl Metrics {
                 snapshot.crl_number as f64,
             ),
             (
-                "agentca_crl_age_seconds",
-                "Seconds since the current CRL's thisUpdate.",
-                snapshot.crl_age_seconds as f64,
+                "agentca_crl_this_update_timestamp_seconds",
+                "The current CRL's thisUpdate, in seconds since the Unix epoch.",
+                ts(snapshot.crl_this_update),
             ),
             (
-                "agentca_crl_next_update_seconds",
-                "Seconds until the current CRL's nextUpdate (negative once stale).",
-                snapshot.crl_next_update_seconds as f64,
+                "agentca_crl_next_update_timestamp_seconds",
+                "The current CRL's nextUpdate, in seconds since the Unix epoch.",
+                ts(snapshot.crl_next_update),
             ),
             (
                 "agentca_feed_subscribers",
@@ -471,20 +521,28 @@ impl Metrics {
                 snapshot.store_bytes as f64,
             ),
             (
-                "agentca_audit_last_sequence",
-                "Sequence number of the last audit event.",
-                snapshot.audit_last_sequence as f64,
+                "agentca_intermediate_not_after_timestamp_seconds",
+                "When the issuing intermediate certificate expires, in seconds since the Unix epoch.",
+                ts(snapshot.intermediate_not_after),
             ),
             (
-                "agentca_intermediate_expiry_seconds",
-                "Seconds until the issuing intermediate certificate expires.",
-                snapshot.intermediate_expiry_seconds as f64,
+                "agentca_root_not_after_timestamp_seconds",
+                "When the root certificate expires, in seconds since the Unix epoch.",
+                ts(snapshot.root_not_after),
             ),
         ];
+        if let Some(seq) = snapshot.audit_last_sequence {
+            gauges.push((
+                "agentca_audit_last_sequence",
+                "Sequence number of the last audit event.",
+                seq as f64,
+            ));
+        }
         for (name, help, value) in gauges {
             header(&mut out, name, help, "gauge");
             sample(&mut out, name, &[], value);
         }
+        process::Process::read().render(&mut out);
         out
     }
 }
@@ -516,6 +574,8 @@ fn escape(value: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+mod process;
 
 #[cfg(test)]
 pub(crate) mod tests;

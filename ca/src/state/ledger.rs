@@ -182,7 +182,7 @@ mod tests {
             format!("agentca_issuance_total{{kind=\"{kind}\",tenant=\"acme\",env=\"prod\",outcome=\"{outcome}\"}} 1\n")
         };
         // The enrollment whose commit conflicted is not counted.
-        assert!(text.contains(&series("enroll", "issued")), "{text}");
+        assert!(text.contains(&series("enroll", "ok")), "{text}");
         assert!(text.contains(&series("renew", "retry")), "{text}");
         // Two events were appended: the head moves by two.
         assert_eq!(*head.borrow(), 9);
