@@ -61,8 +61,14 @@ impl Admin {
         Ok(admin::may_change_anything(&self.0)?)
     }
 
+    /// Whether its role only reads (an auditor): for showing, not for
+    /// deciding, which the rules do.
+    pub fn reads_only(&self) -> bool {
+        self.0.role == crate::state::records::Role::Auditor
+    }
+
     /// The one tenant it may act on, if it is limited to one.
-    pub(super) fn tenant(&self) -> Option<&str> {
+    pub fn tenant(&self) -> Option<&str> {
         self.0.tenant.as_deref()
     }
 

@@ -16,6 +16,7 @@
 mod admins;
 mod audited;
 mod backup;
+mod console;
 mod enroll;
 mod error;
 mod govern;
@@ -44,6 +45,7 @@ use crate::state::{Ledger, Records};
 
 pub use admins::MAX_ADMIN_NAME;
 pub use audited::{Admin, RequestContext};
+pub use console::AuditTail;
 pub use error::{AuthorityError, ErrorKind};
 pub use issue::ServerCertificate;
 pub use policy::{Policy, PolicyError, Review};

@@ -35,6 +35,7 @@
 //! authority and answer: nothing here decides who may have what.
 
 mod admin;
+mod console;
 pub mod error;
 mod extract;
 pub mod fairness;
@@ -184,6 +185,7 @@ pub fn router(authority: Arc<Authority>, issuing: IssuanceLimit) -> Router {
             get(govern::admin_history),
         )
         .route("/metrics", get(metrics))
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -78,6 +78,8 @@ struct Inner {
     /// Issued certificates not yet expired, counted by notAfter (Unix
     /// seconds).
     unexpired: BTreeMap<i64, u64>,
+    /// Issuance per minute, for the console.
+    history: history::History,
 }
 
 impl Inner {
@@ -237,7 +239,19 @@ impl Metrics {
             self.clone_alerts
                 .fetch_add(event.count.unwrap_or(1), Ordering::Relaxed);
         }
-        self.lock().count_event(event, outcome);
+        let mut inner = self.lock();
+        if matches!(event.action.as_str(), "enroll" | "renew") {
+            let issued = matches!(outcome, "ok" | "retry");
+            inner
+                .history
+                .note(event.at, issued, event.count.unwrap_or(1));
+        }
+        inner.count_event(event, outcome);
+    }
+
+    /// Enrollments and renewals in each minute of the hour up to `now`.
+    pub fn issuance_last_hour(&self, now: OffsetDateTime) -> Vec<history::Minute> {
+        self.lock().history.last_hour(now)
     }
 
     /// Counts a committed certificate as unexpired until `not_after`.
@@ -575,6 +589,7 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+pub mod history;
 mod process;
 
 #[cfg(test)]

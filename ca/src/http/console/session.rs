@@ -1,0 +1,190 @@
+//! Console sessions: an admin token exchanged for a random session id in
+//! an `HttpOnly; Secure; SameSite=Strict` cookie. The token stays in this
+//! process's memory, never in the browser after the login form; each
+//! request authenticates with it again, so that an admin revoked while
+//! logged in is out at its next click. Sessions end after
+//! [`IDLE`] without a request, [`LONGEST`] after the login, or at logout.
+//! They are this replica's: behind a load balancer, keep a console user on
+//! one replica (or log in again).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use time::{Duration, OffsetDateTime};
+
+/// A session ends after this long without a request…
+pub const IDLE: Duration = Duration::minutes(15);
+/// …and this long after the login, whatever happens.
+pub const LONGEST: Duration = Duration::hours(8);
+/// Most sessions at once; a login beyond them is refused until some end.
+pub const MAX_SESSIONS: usize = 1024;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "agentca_session";
+/// The login form's own anti-forgery cookie (double submit: there is no
+/// session yet to hold its token).
+pub const LOGIN_COOKIE: &str = "agentca_login";
+
+/// One logged-in admin.
+#[derive(Clone)]
+pub struct Session {
+    /// The admin token it logged in with.
+    pub token: String,
+    /// The token every form of the session carries.
+    pub csrf: String,
+    started: OffsetDateTime,
+    seen: OffsetDateTime,
+}
+
+/// Every session of this process, by the SHA-256 of its id (a stolen
+/// memory dump does not give usable cookies).
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Session>>);
+
+/// 32 random bytes, base64url.
+pub fn random_id() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the operating system RNG failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn key(id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a session begun at `started` and last used at `seen` is over
+/// at `now`.
+pub fn expired(started: OffsetDateTime, seen: OffsetDateTime, now: OffsetDateTime) -> bool {
+    now - seen >= IDLE || now - started >= LONGEST
+}
+
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+impl Sessions {
+    /// A new session for `token`: its id (the cookie's value), or `None`
+    /// when [`MAX_SESSIONS`] are open.
+    pub fn start(&self, token: String, now: OffsetDateTime) -> Option<String> {
+        let mut sessions = self.lock();
+        sessions.retain(|_, s| !expired(s.started, s.seen, now));
+        if sessions.len() >= MAX_SESSIONS {
+            return None;
+        }
+        let id = random_id();
+        sessions.insert(
+            key(&id),
+            Session {
+                token,
+                csrf: random_id(),
+                started: now,
+                seen: now,
+            },
+        );
+        Some(id)
+    }
+
+    /// The session of cookie value `id`, if it is open at `now` (which
+    /// counts as its latest use).
+    pub fn get(&self, id: &str, now: OffsetDateTime) -> Option<Session> {
+        let mut sessions = self.lock();
+        let k = key(id);
+        let session = sessions.get_mut(&k)?;
+        if expired(session.started, session.seen, now) {
+            sessions.remove(&k);
+            return None;
+        }
+        session.seen = now;
+        Some(session.clone())
+    }
+
+    /// Ends the session of cookie value `id`.
+    pub fn end(&self, id: &str) {
+        self.lock().remove(&key(id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value for `/ui`: `HttpOnly; Secure; SameSite=Strict`,
+/// removed at once when `value` is empty.
+pub fn set_cookie(name: &str, value: &str) -> String {
+    let age = if value.is_empty() {
+        0
+    } else {
+        LONGEST.whole_seconds()
+    };
+    format!("{name}={value}; Path=/ui; Max-Age={age}; HttpOnly; Secure; SameSite=Strict")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(minutes: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + Duration::minutes(minutes)
+    }
+
+    #[test]
+    fn a_session_ends_when_idle_too_long_or_open_too_long() {
+        assert!(!expired(t(0), t(0), t(14)));
+        assert!(expired(t(0), t(0), t(15)));
+        assert!(!expired(t(0), t(470), t(479)));
+        assert!(expired(t(0), t(479), t(480)));
+    }
+
+    #[test]
+    fn sessions_start_are_found_by_their_id_and_end() {
+        let sessions = Sessions::default();
+        let id = sessions.start("token".into(), t(0)).unwrap();
+        let other = sessions.start("token".into(), t(0)).unwrap();
+        assert_ne!(id, other);
+        let s = sessions.get(&id, t(10)).unwrap();
+        assert_eq!(s.token, "token");
+        assert_ne!(s.csrf, sessions.get(&other, t(10)).unwrap().csrf);
+        // Used at 10, so still open at 24; not at 40.
+        assert!(sessions.get(&id, t(24)).is_some());
+        assert!(sessions.get(&id, t(40)).is_none());
+        assert!(sessions.get("made-up", t(0)).is_none());
+        sessions.end(&other);
+        assert!(sessions.get(&other, t(11)).is_none());
+    }
+
+    #[test]
+    fn sessions_are_bounded() {
+        let sessions = Sessions::default();
+        for _ in 0..MAX_SESSIONS {
+            sessions.start("t".into(), t(0)).unwrap();
+        }
+        assert!(sessions.start("t".into(), t(1)).is_none());
+        // Expired ones make room.
+        assert!(sessions.start("t".into(), t(20)).is_some());
+    }
+
+    #[test]
+    fn cookies_are_read_and_set_strictly() {
+        assert_eq!(cookie("a=1; agentca_session=xyz; b=2", COOKIE), Some("xyz"));
+        assert_eq!(cookie("agentca_sessionx=1", COOKIE), None);
+        let set = set_cookie(COOKIE, "v");
+        for part in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"] {
+            assert!(set.contains(part), "{set}");
+        }
+        assert!(set_cookie(COOKIE, "").contains("Max-Age=0"));
+        assert!(same_secret("abc", "abc") && !same_secret("abc", "abd"));
+    }
+}
