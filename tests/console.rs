@@ -99,6 +99,23 @@ async fn an_admin_revokes_an_agent_from_the_console_and_the_service_refuses_it()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Logging in and out are events of their own, by the admin.
+    let trail: agentca::wire::AuditPage = ca
+        .admin(
+            Method::GET,
+            "/v1/admin/audit?since=0&limit=1000",
+            None::<&()>,
+        )
+        .await
+        .unwrap();
+    for action in ["console.login", "console.logout"] {
+        assert!(
+            trail.events.iter().any(|e| e.action == action
+                && e.outcome == "ok"
+                && matches!(&e.actor, agentca::wire::Actor::Admin { name } if name == "admin")),
+            "no {action} event by admin"
+        );
+    }
     for page in [
         "login",
         "overview",

@@ -67,7 +67,7 @@ def main():
         # From here on the browser must report no error (the refused login
         # above was a 401, on purpose).
         errors.clear()
-        cookie = next(c for c in context.cookies() if c["name"] == "agentca_session")
+        cookie = next(c for c in context.cookies() if c["name"] == "__Host-agentca_session")
         assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict", cookie
         print("logged in; the session cookie is HttpOnly, Secure, SameSite=Strict")
 
@@ -142,14 +142,14 @@ def main():
         page.set_viewport_size({"width": 1280, "height": 800})
 
         # Logging out ends the session, on the server too.
-        session = next(c for c in context.cookies() if c["name"] == "agentca_session")["value"]
+        session = next(c for c in context.cookies() if c["name"] == "__Host-agentca_session")["value"]
         page.goto(f"{URL}/ui")
         page.get_by_role("button", name="Log out").click()
         expect(page).to_have_url(f"{URL}/ui/login")
         page.goto(f"{URL}/ui")
         expect(page).to_have_url(f"{URL}/ui/login")
         replay = browser.new_context(ignore_https_errors=True)
-        replay.add_cookies([{"name": "agentca_session", "value": session, "url": f"{URL}/ui"}])
+        replay.add_cookies([{"name": "__Host-agentca_session", "value": session, "url": f"{URL}/"}])
         replayed = replay.new_page()
         replayed.goto(f"{URL}/ui")
         expect(replayed).to_have_url(f"{URL}/ui/login")

@@ -26,6 +26,29 @@ impl Authority {
         ctx: &RequestContext,
         bearer: Option<&str>,
     ) -> Result<Admin, AuthorityError> {
+        match bearer.and_then(token::hash) {
+            Some(hash) => self.admin_by_hash(ctx, &hash).await,
+            None => {
+                let event = self.event(
+                    ctx,
+                    Actor::Anonymous,
+                    "admin.auth",
+                    None,
+                    OffsetDateTime::now_utc(),
+                );
+                self.audited(event, async |_| Err(AuthorityError::Unauthorized))
+                    .await
+            }
+        }
+    }
+
+    /// Authenticates an admin by the hash of its token (a console session
+    /// keeps the hash, not the token); a refusal is audited.
+    pub async fn admin_by_hash(
+        &self,
+        ctx: &RequestContext,
+        hash: &crate::state::records::TokenHash,
+    ) -> Result<Admin, AuthorityError> {
         let event = self.event(
             ctx,
             Actor::Anonymous,
@@ -34,11 +57,8 @@ impl Authority {
             OffsetDateTime::now_utc(),
         );
         self.audited(event, async |_| {
-            let hash = bearer
-                .and_then(token::hash)
-                .ok_or(AuthorityError::Unauthorized)?;
             self.records
-                .admin(&hash)?
+                .admin(hash)?
                 .map(Admin)
                 .ok_or(AuthorityError::Unauthorized)
         })

@@ -21,56 +21,81 @@ pub struct AuditTail {
 }
 
 impl Authority {
-    /// The last `max` events of the audit trail (global admins), and
-    /// whether they verify: each event's hash, the links between them,
-    /// and the last one against the CA's recorded head. The whole trail
-    /// is `agentca audit verify`'s to check.
+    /// The last `max` events of the audit trail as it stood when asked
+    /// (global admins), and, with `verify`, whether they verify: each
+    /// event's number and hash, each link to the event before (the first
+    /// one's too: to the event before the window, the checkpoint, or the
+    /// trail's start), and the last one against the CA's recorded head.
+    /// Events appended while reading are left for the next look. The whole
+    /// trail is `agentca audit verify`'s to check.
     pub async fn audit_tail(
         &self,
         ctx: &RequestContext,
         admin: &Admin,
         max: usize,
+        verify: bool,
     ) -> Result<AuditTail, AuthorityError> {
+        let no_wait = std::time::Duration::ZERO;
         let first = self
-            .audit_page(ctx, admin, u64::MAX - 1, 1, std::time::Duration::ZERO)
+            .audit_page(ctx, admin, u64::MAX - 1, 1, no_wait)
             .await?;
-        let start = first.head_seq.saturating_sub(max as u64);
-        let start = match &first.checkpoint {
-            Some(c) => start.max(c.seq),
-            None => start,
+        let (head_seq, head_hash) = (first.head_seq, first.head_hash.clone());
+        let checkpoint = first.checkpoint.clone();
+        let mut start = head_seq.saturating_sub(max as u64);
+        if let Some(c) = &checkpoint {
+            start = start.max(c.seq);
+        }
+        // The event the window's first one links to, when it is stored.
+        let before = match &checkpoint {
+            _ if start == 0 => None,
+            Some(c) if c.seq == start => None,
+            _ => self
+                .audit_page(ctx, admin, start - 1, 1, no_wait)
+                .await?
+                .events
+                .into_iter()
+                .next(),
         };
         let mut events = Vec::new();
         let mut since = start;
-        let mut page = first;
-        while since < page.head_seq && events.len() < max {
-            page = self
-                .audit_page(ctx, admin, since, MAX_AUDIT_PAGE, std::time::Duration::ZERO)
+        while since < head_seq {
+            let page = self
+                .audit_page(ctx, admin, since, MAX_AUDIT_PAGE, no_wait)
                 .await?;
             let Some(last) = page.events.last() else {
                 break;
             };
             since = last.seq;
-            events.append(&mut page.events);
+            events.extend(page.events.into_iter().filter(|e| e.seq <= head_seq));
         }
-        let verified = match events.first() {
-            None => Ok(0),
-            Some(first) => crate::audit::verify_chain(&events, first.seq, &first.prev_hash)
-                .map_err(|b| b.to_string())
-                .and_then(|n| {
-                    let last = events.last().expect("not empty");
-                    if last.seq == page.head_seq && last.hash == page.head_hash {
-                        Ok(n)
-                    } else {
-                        Err(format!(
-                            "the trail ends at event {}, but the CA recorded {} as its last",
-                            last.seq, page.head_seq
-                        ))
-                    }
-                }),
+        let verified = if !verify {
+            Ok(events.len() as u64)
+        } else {
+            let anchor = match (&checkpoint, &before) {
+                (Some(c), _) if c.seq == start => Ok(c.hash.clone()),
+                _ if start == 0 => Ok(crate::audit::genesis()),
+                (_, Some(b)) if b.seq == start && crate::audit::hash(b) == b.hash => {
+                    Ok(b.hash.clone())
+                }
+                _ => Err(format!(
+                    "event {start}, before the window, is missing or changed"
+                )),
+            };
+            anchor.and_then(|anchor| {
+                let n = crate::audit::verify_chain(&events, start + 1, &anchor)
+                    .map_err(|b| b.to_string())?;
+                match events.last() {
+                    None if head_seq == start => Ok(n),
+                    Some(last) if last.seq == head_seq && last.hash == head_hash => Ok(n),
+                    _ => Err(format!(
+                        "the trail read ends before event {head_seq}, the CA's recorded last"
+                    )),
+                }
+            })
         };
         Ok(AuditTail {
             events,
-            head_seq: page.head_seq,
+            head_seq,
             verified,
         })
     }
@@ -82,9 +107,11 @@ impl Authority {
     }
 
     /// Records that `admin` opened (`console.login`) or closed
-    /// (`console.logout`) a console session, as reads are recorded.
+    /// (`console.logout`) a console session: an event of its own each.
     pub async fn console_session(&self, ctx: &RequestContext, admin: &Admin, action: &str) {
         let event = self.event(ctx, admin.actor(), action, None, OffsetDateTime::now_utc());
-        let _ = self.audited_read(event, async |_| Ok(())).await;
+        if let Err(e) = self.writer.apply(crate::state::Change::Audit(event)).await {
+            tracing::error!(error = %e, "could not record a console session in the audit trail");
+        }
     }
 }

@@ -112,12 +112,19 @@ impl FromRequestParts<AppState> for Console {
             .ok_or_else(to_login)?;
         let id = cookie_of(&parts.headers, COOKIE).ok_or_else(to_login)?;
         let session = sessions.get(&id, now()).ok_or_else(to_login)?;
-        // An admin revoked since the login is out now.
-        let admin = match ca.admin(&ctx, Some(&session.token)).await {
+        // An admin revoked since the login is out now; a store that does
+        // not answer ends nothing.
+        let admin = match ca.admin_by_hash(&ctx, &session.token_hash).await {
             Ok(admin) => admin,
-            Err(_) => {
+            Err(AuthorityError::Unauthorized) => {
                 sessions.end(&id);
                 return Err(to_login());
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let status = super::ApiError::from(e).status;
+                let page = pages::problem(None, "Unavailable", &text).into_string();
+                return Err((status, Html(page)).into_response());
             }
         };
         Ok(Console {
@@ -254,7 +261,13 @@ async fn login(
             "That is not an admin token of this CA.",
         );
     };
-    let Some(id) = sessions.start(token, now()) else {
+    let Some(hash) = crate::token::hash(&token) else {
+        return retry(
+            StatusCode::UNAUTHORIZED,
+            "That is not an admin token of this CA.",
+        );
+    };
+    let Some(id) = sessions.start(hash, now()) else {
         return retry(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many console sessions are open; try again later.",
@@ -333,7 +346,7 @@ async fn agent_page(
         .await
         .unwrap_or_default();
     let id = info.spiffe_id.to_string();
-    let events = read::tail(ca, c).await.map(|t| {
+    let events = read::tail(ca, c, false).await.map(|t| {
         let mut mine: Vec<AuditEvent> = t
             .events
             .into_iter()

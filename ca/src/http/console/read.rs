@@ -30,25 +30,29 @@ pub(super) async fn all_agents(
             env: None,
             enabled: None,
             idle_for: None,
-            limit: crate::authority::MAX_LIST,
+            limit: (MAX_AGENTS - agents.len()).min(crate::authority::MAX_LIST),
             after,
         };
         let page = ca.list_agents(&c.ctx, &c.admin, &filter, now()).await?;
         agents.extend(page.agents);
         match page.next_after {
             Some(next) if agents.len() < MAX_AGENTS => after = Some(next),
-            Some(_) => return Ok((agents, true)),
-            None => return Ok((agents, false)),
+            more => return Ok((agents, more.is_some())),
         }
     }
 }
 
 /// The end of the audit trail, for a global admin; `None` for others.
-pub(super) async fn tail(ca: &AppState, c: &Console) -> Option<crate::authority::AuditTail> {
+/// (Unverified: the audit page is where the trail is verified.)
+pub(super) async fn tail(
+    ca: &AppState,
+    c: &Console,
+    verify: bool,
+) -> Option<crate::authority::AuditTail> {
     if c.admin.tenant().is_some() {
         return None;
     }
-    ca.audit_tail(&c.ctx, &c.admin, TAIL).await.ok()
+    ca.audit_tail(&c.ctx, &c.admin, TAIL, verify).await.ok()
 }
 
 pub(super) async fn overview(State(ca): State<AppState>, c: Console) -> Response {
@@ -97,7 +101,7 @@ pub(super) async fn overview(State(ca): State<AppState>, c: Console) -> Response
         found.drain(..skip);
         found
     };
-    let trail = tail(&ca, &c).await;
+    let trail = tail(&ca, &c, false).await;
     let revocations = trail.as_ref().map(|t| {
         recent(
             &|e: &AuditEvent| e.action == "revoke" && e.outcome == "ok",
@@ -172,7 +176,7 @@ pub(super) async fn audit(
     c: Console,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let tail = match ca.audit_tail(&c.ctx, &c.admin, TAIL).await {
+    let tail = match ca.audit_tail(&c.ctx, &c.admin, TAIL, true).await {
         Ok(tail) => tail,
         Err(e) => return problem(&c, e),
     };

@@ -1,9 +1,11 @@
 //! Console sessions: an admin token exchanged for a random session id in
-//! an `HttpOnly; Secure; SameSite=Strict` cookie. The token stays in this
-//! process's memory, never in the browser after the login form; each
-//! request authenticates with it again, so that an admin revoked while
-//! logged in is out at its next click. Sessions end after
-//! [`IDLE`] without a request, [`LONGEST`] after the login, or at logout.
+//! a `__Host-` cookie (`HttpOnly; Secure; SameSite=Strict; Path=/`, which
+//! no sibling domain can set or shadow). The session keeps the token's
+//! hash, as the store does, never the token; each request authenticates
+//! with it again, so that an admin revoked while logged in is out at its
+//! next click. Sessions end after [`IDLE`] without a request, [`LONGEST`]
+//! after the login, or at logout; an admin has at most [`PER_ADMIN`], the
+//! oldest giving way.
 //! They are this replica's: behind a load balancer, keep a console user on
 //! one replica (or log in again).
 
@@ -12,32 +14,36 @@ use std::sync::Mutex;
 
 use time::{Duration, OffsetDateTime};
 
+use crate::state::records::TokenHash;
+
 /// A session ends after this long without a request…
 pub const IDLE: Duration = Duration::minutes(15);
 /// …and this long after the login, whatever happens.
 pub const LONGEST: Duration = Duration::hours(8);
 /// Most sessions at once; a login beyond them is refused until some end.
 pub const MAX_SESSIONS: usize = 1024;
+/// Most sessions of one admin token: one admin cannot fill the table.
+pub const PER_ADMIN: usize = 8;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "agentca_session";
+pub const COOKIE: &str = "__Host-agentca_session";
 /// The login form's own anti-forgery cookie (double submit: there is no
 /// session yet to hold its token).
-pub const LOGIN_COOKIE: &str = "agentca_login";
+pub const LOGIN_COOKIE: &str = "__Host-agentca_login";
 
 /// One logged-in admin.
 #[derive(Clone)]
 pub struct Session {
-    /// The admin token it logged in with.
-    pub token: String,
+    /// The hash of the admin token it logged in with.
+    pub token_hash: TokenHash,
     /// The token every form of the session carries.
     pub csrf: String,
     started: OffsetDateTime,
     seen: OffsetDateTime,
 }
 
-/// Every session of this process, by the SHA-256 of its id (a stolen
-/// memory dump does not give usable cookies).
+/// Every session of this process, by the SHA-256 of its id (a memory dump
+/// gives neither usable cookies nor tokens).
 #[derive(Default)]
 pub struct Sessions(Mutex<HashMap<String, Session>>);
 
@@ -67,11 +73,21 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
-    /// A new session for `token`: its id (the cookie's value), or `None`
-    /// when [`MAX_SESSIONS`] are open.
-    pub fn start(&self, token: String, now: OffsetDateTime) -> Option<String> {
+    /// A new session for the token hashed `token_hash`: its id (the
+    /// cookie's value), or `None` when [`MAX_SESSIONS`] are open. The
+    /// admin's oldest session ends if it has [`PER_ADMIN`] already.
+    pub fn start(&self, token_hash: TokenHash, now: OffsetDateTime) -> Option<String> {
         let mut sessions = self.lock();
         sessions.retain(|_, s| !expired(s.started, s.seen, now));
+        let mut mine: Vec<(OffsetDateTime, String)> = sessions
+            .iter()
+            .filter(|(_, s)| s.token_hash == token_hash)
+            .map(|(k, s)| (s.started, k.clone()))
+            .collect();
+        mine.sort();
+        for (_, k) in mine.iter().take((mine.len() + 1).saturating_sub(PER_ADMIN)) {
+            sessions.remove(k);
+        }
         if sessions.len() >= MAX_SESSIONS {
             return None;
         }
@@ -79,7 +95,7 @@ impl Sessions {
         sessions.insert(
             key(&id),
             Session {
-                token,
+                token_hash,
                 csrf: random_id(),
                 started: now,
                 seen: now,
@@ -121,15 +137,16 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// A `Set-Cookie` value for `/ui`: `HttpOnly; Secure; SameSite=Strict`,
-/// removed at once when `value` is empty.
+/// A `Set-Cookie` value: `HttpOnly; Secure; SameSite=Strict; Path=/`
+/// (what a `__Host-` name requires), removed at once when `value` is
+/// empty.
 pub fn set_cookie(name: &str, value: &str) -> String {
     let age = if value.is_empty() {
         0
     } else {
         LONGEST.whole_seconds()
     };
-    format!("{name}={value}; Path=/ui; Max-Age={age}; HttpOnly; Secure; SameSite=Strict")
+    format!("{name}={value}; Path=/; Max-Age={age}; HttpOnly; Secure; SameSite=Strict")
 }
 
 #[cfg(test)]
@@ -151,11 +168,11 @@ mod tests {
     #[test]
     fn sessions_start_are_found_by_their_id_and_end() {
         let sessions = Sessions::default();
-        let id = sessions.start("token".into(), t(0)).unwrap();
-        let other = sessions.start("token".into(), t(0)).unwrap();
+        let id = sessions.start([1; 32], t(0)).unwrap();
+        let other = sessions.start([1; 32], t(0)).unwrap();
         assert_ne!(id, other);
         let s = sessions.get(&id, t(10)).unwrap();
-        assert_eq!(s.token, "token");
+        assert_eq!(s.token_hash, [1; 32]);
         assert_ne!(s.csrf, sessions.get(&other, t(10)).unwrap().csrf);
         // Used at 10, so still open at 24; not at 40.
         assert!(sessions.get(&id, t(24)).is_some());
@@ -166,22 +183,36 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_bounded() {
+    fn sessions_are_bounded_in_all_and_per_admin() {
         let sessions = Sessions::default();
-        for _ in 0..MAX_SESSIONS {
-            sessions.start("t".into(), t(0)).unwrap();
+        // One admin: its oldest session gives way to its newest.
+        let first = sessions.start([7; 32], t(0)).unwrap();
+        let later: Vec<String> = (1..=PER_ADMIN as i64)
+            .map(|i| sessions.start([7; 32], t(i)).unwrap())
+            .collect();
+        assert!(sessions.get(&first, t(9)).is_none());
+        assert!(later.iter().all(|id| sessions.get(id, t(9)).is_some()));
+        // Many admins: the table fills, then refuses…
+        for i in 0..MAX_SESSIONS - PER_ADMIN {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            sessions.start(hash, t(9)).unwrap();
         }
-        assert!(sessions.start("t".into(), t(1)).is_none());
-        // Expired ones make room.
-        assert!(sessions.start("t".into(), t(20)).is_some());
+        assert!(sessions.start([9; 32], t(10)).is_none());
+        // …until expired ones make room.
+        assert!(sessions.start([9; 32], t(30)).is_some());
     }
 
     #[test]
     fn cookies_are_read_and_set_strictly() {
-        assert_eq!(cookie("a=1; agentca_session=xyz; b=2", COOKIE), Some("xyz"));
-        assert_eq!(cookie("agentca_sessionx=1", COOKIE), None);
+        assert_eq!(
+            cookie("a=1; __Host-agentca_session=xyz; b=2", COOKIE),
+            Some("xyz")
+        );
+        assert_eq!(cookie("agentca_session=1", COOKIE), None);
         let set = set_cookie(COOKIE, "v");
-        for part in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"] {
+        assert!(set.starts_with("__Host-"));
+        for part in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/;"] {
             assert!(set.contains(part), "{set}");
         }
         assert!(set_cookie(COOKIE, "").contains("Max-Age=0"));
