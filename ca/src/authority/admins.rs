@@ -42,9 +42,9 @@ impl Authority {
         }
     }
 
-    /// Authenticates an admin by the hash of its token (a console session
-    /// keeps the hash, not the token); a refusal is audited.
-    pub async fn admin_by_hash(
+    /// Authenticates an admin by the hash of its token; a refusal is
+    /// audited.
+    pub(super) async fn admin_by_hash(
         &self,
         ctx: &RequestContext,
         hash: &crate::state::records::TokenHash,

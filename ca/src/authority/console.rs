@@ -8,6 +8,19 @@ use time::OffsetDateTime;
 use super::{Admin, Authority, AuthorityError, RequestContext, MAX_AUDIT_PAGE};
 use crate::metrics::history::Minute;
 
+/// What a console session keeps of an admin's token: its hash, as the
+/// store keeps it; never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminKey(crate::state::records::TokenHash);
+
+#[cfg(test)]
+impl AdminKey {
+    /// A key from bytes, for tests of what keeps keys.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
 /// The newest audit events and what checking their chain found.
 #[derive(Debug)]
 pub struct AuditTail {
@@ -21,6 +34,27 @@ pub struct AuditTail {
 }
 
 impl Authority {
+    /// Authenticates an admin by its token (audited as [`Authority::admin`]),
+    /// and the key a session keeps to authenticate it again.
+    pub async fn admin_key(
+        &self,
+        ctx: &RequestContext,
+        token: &str,
+    ) -> Result<(Admin, AdminKey), AuthorityError> {
+        let admin = self.admin(ctx, Some(token)).await?;
+        let hash = crate::token::hash(token).ok_or(AuthorityError::Unauthorized)?;
+        Ok((admin, AdminKey(hash)))
+    }
+
+    /// Authenticates again the admin of a session's key.
+    pub async fn admin_by_key(
+        &self,
+        ctx: &RequestContext,
+        key: &AdminKey,
+    ) -> Result<Admin, AuthorityError> {
+        self.admin_by_hash(ctx, &key.0).await
+    }
+
     /// The last `max` events of the audit trail as it stood when asked
     /// (global admins), and, with `verify`, whether they verify: each
     /// event's number and hash, each link to the event before (the first

@@ -45,7 +45,7 @@ use crate::state::{Ledger, Records};
 
 pub use admins::MAX_ADMIN_NAME;
 pub use audited::{Admin, RequestContext};
-pub use console::AuditTail;
+pub use console::{AdminKey, AuditTail};
 pub use error::{AuthorityError, ErrorKind};
 pub use issue::ServerCertificate;
 pub use policy::{Policy, PolicyError, Review};

@@ -114,7 +114,7 @@ impl FromRequestParts<AppState> for Console {
         let session = sessions.get(&id, now()).ok_or_else(to_login)?;
         // An admin revoked since the login is out now; a store that does
         // not answer ends nothing.
-        let admin = match ca.admin_by_hash(&ctx, &session.token_hash).await {
+        let admin = match ca.admin_by_key(&ctx, &session.admin).await {
             Ok(admin) => admin,
             Err(AuthorityError::Unauthorized) => {
                 sessions.end(&id);
@@ -253,21 +253,14 @@ async fn login(
         )
             .into_response()
     };
-    let token = form.token.trim().to_owned();
     // The refusal is audited by the authority, as the API's are.
-    let Ok(admin) = ca.admin(&ctx, Some(&token)).await else {
+    let Ok((admin, key)) = ca.admin_key(&ctx, form.token.trim()).await else {
         return retry(
             StatusCode::UNAUTHORIZED,
             "That is not an admin token of this CA.",
         );
     };
-    let Some(hash) = crate::token::hash(&token) else {
-        return retry(
-            StatusCode::UNAUTHORIZED,
-            "That is not an admin token of this CA.",
-        );
-    };
-    let Some(id) = sessions.start(hash, now()) else {
+    let Some(id) = sessions.start(key, now()) else {
         return retry(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many console sessions are open; try again later.",

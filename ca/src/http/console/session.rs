@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::state::records::TokenHash;
+use crate::authority::AdminKey;
 
 /// A session ends after this long without a request…
 pub const IDLE: Duration = Duration::minutes(15);
@@ -34,8 +34,8 @@ pub const LOGIN_COOKIE: &str = "__Host-agentca_login";
 /// One logged-in admin.
 #[derive(Clone)]
 pub struct Session {
-    /// The hash of the admin token it logged in with.
-    pub token_hash: TokenHash,
+    /// The key of the admin token it logged in with.
+    pub admin: AdminKey,
     /// The token every form of the session carries.
     pub csrf: String,
     started: OffsetDateTime,
@@ -73,15 +73,15 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
-    /// A new session for the token hashed `token_hash`: its id (the
+    /// A new session for the admin of `admin`: its id (the
     /// cookie's value), or `None` when [`MAX_SESSIONS`] are open. The
     /// admin's oldest session ends if it has [`PER_ADMIN`] already.
-    pub fn start(&self, token_hash: TokenHash, now: OffsetDateTime) -> Option<String> {
+    pub fn start(&self, admin: AdminKey, now: OffsetDateTime) -> Option<String> {
         let mut sessions = self.lock();
         sessions.retain(|_, s| !expired(s.started, s.seen, now));
         let mut mine: Vec<(OffsetDateTime, String)> = sessions
             .iter()
-            .filter(|(_, s)| s.token_hash == token_hash)
+            .filter(|(_, s)| s.admin == admin)
             .map(|(k, s)| (s.started, k.clone()))
             .collect();
         mine.sort();
@@ -95,7 +95,7 @@ impl Sessions {
         sessions.insert(
             key(&id),
             Session {
-                token_hash,
+                admin,
                 csrf: random_id(),
                 started: now,
                 seen: now,
@@ -168,11 +168,11 @@ mod tests {
     #[test]
     fn sessions_start_are_found_by_their_id_and_end() {
         let sessions = Sessions::default();
-        let id = sessions.start([1; 32], t(0)).unwrap();
-        let other = sessions.start([1; 32], t(0)).unwrap();
+        let id = sessions.start(AdminKey::from_bytes([1; 32]), t(0)).unwrap();
+        let other = sessions.start(AdminKey::from_bytes([1; 32]), t(0)).unwrap();
         assert_ne!(id, other);
         let s = sessions.get(&id, t(10)).unwrap();
-        assert_eq!(s.token_hash, [1; 32]);
+        assert_eq!(s.admin, AdminKey::from_bytes([1; 32]));
         assert_ne!(s.csrf, sessions.get(&other, t(10)).unwrap().csrf);
         // Used at 10, so still open at 24; not at 40.
         assert!(sessions.get(&id, t(24)).is_some());
@@ -186,9 +186,9 @@ mod tests {
     fn sessions_are_bounded_in_all_and_per_admin() {
         let sessions = Sessions::default();
         // One admin: its oldest session gives way to its newest.
-        let first = sessions.start([7; 32], t(0)).unwrap();
+        let first = sessions.start(AdminKey::from_bytes([7; 32]), t(0)).unwrap();
         let later: Vec<String> = (1..=PER_ADMIN as i64)
-            .map(|i| sessions.start([7; 32], t(i)).unwrap())
+            .map(|i| sessions.start(AdminKey::from_bytes([7; 32]), t(i)).unwrap())
             .collect();
         assert!(sessions.get(&first, t(9)).is_none());
         assert!(later.iter().all(|id| sessions.get(id, t(9)).is_some()));
@@ -196,11 +196,15 @@ mod tests {
         for i in 0..MAX_SESSIONS - PER_ADMIN {
             let mut hash = [0u8; 32];
             hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            sessions.start(hash, t(9)).unwrap();
+            sessions.start(AdminKey::from_bytes(hash), t(9)).unwrap();
         }
-        assert!(sessions.start([9; 32], t(10)).is_none());
+        assert!(sessions
+            .start(AdminKey::from_bytes([9; 32]), t(10))
+            .is_none());
         // …until expired ones make room.
-        assert!(sessions.start([9; 32], t(30)).is_some());
+        assert!(sessions
+            .start(AdminKey::from_bytes([9; 32]), t(30))
+            .is_some());
     }
 
     #[test]
