@@ -1399,3 +1399,97 @@ async fn exported_events_are_pruned_and_the_export_and_the_trail_verify_as_one_c
         .arg(dir.path().join("none.jsonl")));
     assert!(out.contains("nothing to prune"), "{out}");
 }
+
+/// The banner of the console's audit page, seen by the CA's first admin
+/// after logging in as a browser would (login form, its cookie, the
+/// session cookie).
+async fn console_audit_banner(ca: &TestCa) -> String {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            agentca::client::client_config(&agentca::client::CaTrust::Bundle(ca.bundle()), None)
+                .unwrap(),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = |resp: &reqwest::Response| {
+        resp.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+            .find(|c| !c.ends_with('='))
+            .unwrap()
+    };
+    let form = http
+        .get(format!("{}/ui/login", ca.url))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = cookie(&form);
+    let page = form.text().await.unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let token = std::fs::read_to_string(ca.data_dir.join("admin.token")).unwrap();
+    let logged_in = http
+        .post(format!("{}/ui/login", ca.url))
+        .header("cookie", login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}&csrf={csrf}", token.trim()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logged_in.status(), 303);
+    let session = cookie(&logged_in);
+    let page = http
+        .get(format!("{}/ui/audit", ca.url))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let banner = page
+        .split("<p class=\"")
+        .nth(1)
+        .and_then(|p| p.split("</p>").next())
+        .unwrap_or_default();
+    banner.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_says_when_the_end_of_the_trail_does_not_verify() {
+    let mut ca = ca_with_a_trail().await;
+    let banner = console_audit_banner(&ca).await;
+    assert!(
+        banner.starts_with("done\" role=\"status\">The last "),
+        "{banner}"
+    );
+    ca.kill();
+    let original = read_stored(&ca.data_dir);
+    // An event changed with its hash recomputed: the next one gives it away.
+    tamper(&mut ca, &original, |t| {
+        let e = t.events.get_mut(&7).unwrap();
+        e.outcome = "ok".into();
+        e.hash = chain::hash(e);
+    });
+    let banner = console_audit_banner(&ca).await;
+    assert!(
+        banner
+            .contains("role=\"alert\">The trail does not verify: event 7 was changed or replaced"),
+        "{banner}"
+    );
+    // The first event of the trail removed: its successor's number says so.
+    tamper(&mut ca, &original, |t| {
+        t.events.remove(&1);
+    });
+    let banner = console_audit_banner(&ca).await;
+    assert!(
+        banner.contains("role=\"alert\">The trail does not verify"),
+        "{banner}"
+    );
+}
