@@ -184,20 +184,7 @@ impl HaProxy {
 
 impl Drop for HaProxy {
     fn drop(&mut self) {
-        // SIGTERM: the master stops its workers, then itself; SIGKILL only
-        // if it does not stop.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.master.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.master.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.master.kill();
-        let _ = self.master.wait();
+        common::stop_gracefully(&mut self.master);
     }
 }
 

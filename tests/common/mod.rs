@@ -822,3 +822,21 @@ pub async fn service_files(ca: &TestCa) -> PathBuf {
     write(&dir, "service.key", &key.to_pem());
     dir
 }
+
+/// Stops a server that has workers of its own (nginx, HAProxy) with
+/// SIGTERM, so that its master stops them too (SIGKILL would leave them
+/// running, orphaned); SIGKILL only if it does not stop within 5 s.
+pub fn stop_gracefully(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

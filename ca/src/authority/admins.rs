@@ -26,28 +26,16 @@ impl Authority {
         ctx: &RequestContext,
         bearer: Option<&str>,
     ) -> Result<Admin, AuthorityError> {
-        match bearer.and_then(token::hash) {
-            Some(hash) => self.admin_by_hash(ctx, &hash).await,
-            None => {
-                let event = self.event(
-                    ctx,
-                    Actor::Anonymous,
-                    "admin.auth",
-                    None,
-                    OffsetDateTime::now_utc(),
-                );
-                self.audited(event, async |_| Err(AuthorityError::Unauthorized))
-                    .await
-            }
-        }
+        self.admin_by_hash(ctx, bearer.and_then(token::hash).as_ref())
+            .await
     }
 
-    /// Authenticates an admin by the hash of its token; a refusal is
-    /// audited.
+    /// Authenticates an admin by the hash of its token (`None`: a token
+    /// that cannot be one); a refusal is audited.
     pub(super) async fn admin_by_hash(
         &self,
         ctx: &RequestContext,
-        hash: &crate::state::records::TokenHash,
+        hash: Option<&crate::state::records::TokenHash>,
     ) -> Result<Admin, AuthorityError> {
         let event = self.event(
             ctx,
@@ -57,6 +45,7 @@ impl Authority {
             OffsetDateTime::now_utc(),
         );
         self.audited(event, async |_| {
+            let hash = hash.ok_or(AuthorityError::Unauthorized)?;
             self.records
                 .admin(hash)?
                 .map(Admin)

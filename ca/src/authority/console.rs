@@ -52,7 +52,7 @@ impl Authority {
         ctx: &RequestContext,
         key: &AdminKey,
     ) -> Result<Admin, AuthorityError> {
-        self.admin_by_hash(ctx, &key.0).await
+        self.admin_by_hash(ctx, Some(&key.0)).await
     }
 
     /// The last `max` events of the audit trail as it stood when asked
