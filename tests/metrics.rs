@@ -272,6 +272,17 @@ async fn metrics_parse_and_move_with_issuance_revocation_and_refusals() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    // A clone: the same certificate renewed again with another key.
+    assert_eq!(value(&before, "agentca_clone_alerts_total", &[]), 0.0);
+    let (issued, key) = ca.enrolled("acme", "prod", "cloned").await;
+    let holder = ca.client_with(&issued.certificate_chain, &key);
+    holder.renew(&common::csr()).await.unwrap();
+    assert_eq!(
+        refusal(holder.renew(&common::csr()).await).1,
+        "clone_detected"
+    );
+    let (_, cloned) = scrape(&ca);
+    assert_eq!(value(&cloned, "agentca_clone_alerts_total", &[]), 1.0);
 }
 
 #[tokio::test]

@@ -44,7 +44,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Largest answer read from the CA (a snapshot lists every revoked,
 /// unexpired serial).
-const MAX_BODY: usize = 64 * 1024 * 1024;
+const MAX_BODY: usize = crate::wire::MAX_SNAPSHOT_BYTES;
 
 /// Why the subscription could not start.
 #[derive(Debug, thiserror::Error)]

@@ -389,6 +389,12 @@ mod tests {
                 not_after: t0(),
             },
         ));
+        // Both stand: the block is what refuses it.
+        assert_eq!(
+            g.usable(&serial(1), &carried, "pay"),
+            Err(ScopeRefusal::Blocked)
+        );
+        // Lifting the block does not restore the withdrawn scope.
         g.apply(&event(3, ScopeChange::Unblocked { block: 1 }));
         assert_eq!(
             g.usable(&serial(1), &carried, "pay"),

@@ -623,6 +623,11 @@ fn only_the_feed_with_its_scope_events_keeps_the_scope_state_fresh() {
         change: ScopeChange::Unblocked { block: 8 },
     };
     cache.apply_page(&[], std::slice::from_ref(&lifted), 9, now());
+    assert_eq!(cache.scope_usable(&serial, &granted, "pay"), Ok(()));
+    // The block's page again, alone: it is behind the position, and stays
+    // lifted.
+    cache.apply_page(&[], std::slice::from_ref(&block), 8, now());
+    assert_eq!(cache.scope_usable(&serial, &granted, "pay"), Ok(()));
     cache.apply_page(&[], &[block, lifted], 9, now());
     assert_eq!(cache.scope_usable(&serial, &granted, "pay"), Ok(()));
     assert_eq!(cache.feed_position(), 9);

@@ -93,7 +93,23 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+/// The reason code of a renewal refused as a clone (a certificate renewed a
+/// second time with another key); the audit event's reason starts with it.
+pub const CLONE_DETECTED: &str = "clone_detected";
+
 impl AuditEvent {
+    /// Whether this event is a clone alert: a renewal refused with
+    /// [`CLONE_DETECTED`] (the reason goes on to name the key asked for).
+    pub fn is_clone_alert(&self) -> bool {
+        self.action == "renew"
+            && self.outcome == "refused"
+            && self
+                .reason
+                .as_deref()
+                .and_then(|r| r.strip_prefix(CLONE_DETECTED))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+    }
+
     /// An event of `action` by `actor` on `subject` at `at`, outcome `ok`;
     /// the store sets its sequence number and hashes.
     pub fn new(at: OffsetDateTime, actor: Actor, action: &str, subject: Option<String>) -> Self {

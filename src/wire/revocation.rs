@@ -234,3 +234,7 @@ pub struct ScopeBlock {
     #[serde(default)]
     pub certificates: Option<usize>,
 }
+
+/// Largest revocation snapshot a client reads (`GET
+/// /v1/revocations/snapshot` lists every revoked, unexpired serial).
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;

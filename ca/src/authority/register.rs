@@ -82,15 +82,6 @@ impl Authority {
             if !record.scopes.is_empty() {
                 done.reason = Some(format!("scopes {}", record.scopes.join(" ")));
             }
-            if let Some(scopes) = &reviewed {
-                done.reason = Some(format!("scopes {} wait for review", scopes.join(" ")));
-            }
-            if req.reuse_retired {
-                done.reason = Some(match done.reason {
-                    Some(r) => format!("reusing a retired name; {r}"),
-                    None => "reusing a retired name".into(),
-                });
-            }
             // Set from what commits.
             done.scopes = Some(Vec::new());
             done.version = Some(0);
@@ -103,6 +94,12 @@ impl Authority {
             });
             if let Some(p) = &then_propose {
                 done.reason = Some(format!("waits for review: {}", p.description));
+            }
+            if req.reuse_retired {
+                done.reason = Some(match done.reason {
+                    Some(r) => format!("reusing a retired name; {r}"),
+                    None => "reusing a retired name".into(),
+                });
             }
             let change = Change::Register {
                 agent: record.clone(),

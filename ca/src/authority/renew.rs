@@ -161,7 +161,8 @@ impl Authority {
         };
         event.outcome = "refused".into();
         event.reason = Some(format!(
-            "clone_detected: renewed before, now asked for key {}",
+            "{}: renewed before, now asked for key {}",
+            agentca::wire::CLONE_DETECTED,
             csr.key_sha256
         ));
         let id = self.id_of_key(&current.agent_key)?;

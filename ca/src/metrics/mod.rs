@@ -235,7 +235,7 @@ impl Metrics {
     /// Counts a committed audit event as ending in `outcome` (its own, or
     /// `retry` for a renewal answered with the certificate issued before).
     pub fn observe_event(&self, event: &AuditEvent, outcome: &str) {
-        if event.reason.as_deref() == Some("clone_detected") {
+        if event.is_clone_alert() {
             self.clone_alerts
                 .fetch_add(event.count.unwrap_or(1), Ordering::Relaxed);
         }

@@ -115,7 +115,7 @@ fn long_polls_are_counted_but_not_timed() {
 fn clone_alerts_build_info_readiness_and_timestamps_are_exported() {
     let m = Metrics::default();
     let mut clone = event("renew", None, "refused");
-    clone.reason = Some("clone_detected".into());
+    clone.reason = Some("clone_detected: renewed before, now asked for key 12ab".into());
     m.observe_event_own(&clone);
     let mut folded = clone.clone();
     folded.count = Some(4);

@@ -300,18 +300,8 @@ pub(super) fn unblock(
     let Some(index) = all.iter().position(|b| b.id == id) else {
         return Ok(Err(Conflict::BlockNotFound));
     };
-    // A tenant's admin lifts only its tenant's blocks, and not one an
-    // admin of every tenant set.
-    if let Some(tenant) = tenant {
-        if all[index].set_globally {
-            return Ok(Err(Conflict::BlockNotFound));
-        }
-        let own = all[index].target.as_deref().is_some_and(|t| {
-            t == tenant || t.strip_prefix(tenant).is_some_and(|r| r.starts_with('/'))
-        });
-        if !own {
-            return Ok(Err(Conflict::BlockNotFound));
-        }
+    if !scopes::may_lift(&all[index], tenant) {
+        return Ok(Err(Conflict::BlockNotFound));
     }
     let lifted = all.remove(index);
     put(

@@ -78,6 +78,16 @@ pub fn may_add_block(blocks: &[BlockRecord], new: &BlockRecord) -> Result<(), Bl
     Ok(())
 }
 
+/// Whether an admin limited to `tenant` (`None`: every tenant) may lift
+/// `block`: a tenant's admin only its own tenant's blocks, and not one an
+/// admin of every tenant set.
+pub fn may_lift(block: &BlockRecord, tenant: Option<&str>) -> bool {
+    match tenant {
+        None => true,
+        Some(t) => !block.set_globally && block_tenant(block.target.as_deref()) == Some(t),
+    }
+}
+
 /// Whether a verifier may still accept `cert` at `at`: not revoked, and
 /// `at` no later than its notAfter (a validity period includes its end,
 /// RFC 5280 §4.1.2.5, and verifiers accept the certificate through that
@@ -190,6 +200,23 @@ mod tests {
     use super::*;
     use crate::state::records::Revocation;
     use crate::state::tests::{agent, cert, t0};
+
+    #[test]
+    fn a_tenants_admin_lifts_its_tenants_blocks_only() {
+        for target in ["acme", "acme/prod", "acme/prod/bot"] {
+            assert!(
+                may_lift(&block("s", Some(target)), Some("acme")),
+                "{target}"
+            );
+            assert!(may_lift(&block("s", Some(target)), None), "{target}");
+        }
+        assert!(!may_lift(&block("s", Some("acme2/prod")), Some("acme")));
+        assert!(!may_lift(&block("s", None), Some("acme")));
+        let mut from_above = block("s", Some("acme"));
+        from_above.set_globally = true;
+        assert!(!may_lift(&from_above, Some("acme")));
+        assert!(may_lift(&from_above, None));
+    }
 
     fn block(scope: &str, target: Option<&str>) -> BlockRecord {
         BlockRecord {

@@ -21,27 +21,41 @@ pub(super) fn names(events: &[ScopeEvent], serial: &Serial) -> bool {
 pub(super) async fn watch(shared: Arc<Shared>) {
     let mut since: Option<u64> = None;
     let mut failures: u32 = 0;
+    // One client (and its kept-alive connection) for as long as the trust
+    // bundle stays the same.
+    let mut client: Option<(Arc<TrustBundle>, CaClient)> = None;
     loop {
-        let client = match CaClient::new(
-            &shared.config.ca_url,
-            CaTrust::Bundle((**shared.bundle.load()).clone()),
-            None,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot follow the CA's feed for withdrawn scopes");
-                return;
+        let bundle = shared.bundle.load_full();
+        if !client
+            .as_ref()
+            .is_some_and(|(b, _)| Arc::ptr_eq(b, &bundle))
+        {
+            match CaClient::new(
+                &shared.config.ca_url,
+                CaTrust::Bundle((*bundle).clone()),
+                None,
+            ) {
+                Ok(c) => client = Some((bundle, c)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow the CA's feed for withdrawn scopes");
+                    return;
+                }
             }
-        };
+        }
+        let (_, client) = client.as_ref().expect("set above");
         let asked = match since {
+            // A snapshot may be larger than an API answer.
             None => client
-                .call::<(), FeedSnapshot>(
-                    reqwest::Method::GET,
+                .download(
                     "/v1/revocations/snapshot",
                     None,
-                    None,
+                    crate::wire::MAX_SNAPSHOT_BYTES,
                 )
                 .await
+                .and_then(|body| {
+                    serde_json::from_slice::<FeedSnapshot>(&body)
+                        .map_err(|e| ClientError::InvalidResponse(format!("the snapshot: {e}")))
+                })
                 .map(|s| (s.scopes, s.latest)),
             Some(after) => client
                 .call::<(), RevocationPage>(

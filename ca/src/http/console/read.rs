@@ -108,12 +108,9 @@ pub(super) async fn overview(State(ca): State<AppState>, c: Console) -> Response
             &t.events,
         )
     });
-    let clones = trail.as_ref().map(|t| {
-        recent(
-            &|e: &AuditEvent| e.reason.as_deref() == Some("clone_detected"),
-            &t.events,
-        )
-    });
+    let clones = trail
+        .as_ref()
+        .map(|t| recent(&|e: &AuditEvent| e.is_clone_alert(), &t.events));
     let snapshot = ca.metrics_snapshot(now).unwrap_or_default();
     let ts = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap_or(now);
     let o = pages::Overview {
