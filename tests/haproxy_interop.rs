@@ -321,7 +321,7 @@ async fn haproxy_keeps_a_live_agent_in_past_the_crls_next_update_with_agentca_cr
     let crls = dir.join("crls.pem");
     let first = std::fs::read_to_string(&crls).unwrap();
     let haproxy = HaProxy::start_shipped(&dir);
-    let mut refresher = Refresher(
+    let mut refresher = common::KillOnDrop(
         ca.command()
             .args(["crl", "--watch", "--interval", "1s", "--out"])
             .arg(&crls)
@@ -352,14 +352,4 @@ async fn haproxy_keeps_a_live_agent_in_past_the_crls_next_update_with_agentca_cr
     let (code, body) = haproxy.curl_as(&dir, "alice");
     assert_eq!(code, 200, "{body}\n{}", haproxy.log());
     let _ = refresher.0.kill();
-}
-
-/// `agentca crl --watch`, killed on drop.
-struct Refresher(Child);
-
-impl Drop for Refresher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -294,7 +294,7 @@ async fn the_example_service_keeps_presenting_a_valid_certificate_as_agentca_run
         &ca.token("acme", "prod", "orders", 1).await,
     );
     let svc = ca.root.path().join("orders");
-    let _run = Running(run_agent(&ca, &svc, &token_file, &[]));
+    let _run = common::KillOnDrop(run_agent(&ca, &svc, &token_file, &[]));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !svc.join("key.pem").exists() {
         assert!(Instant::now() < deadline, "agentca run wrote no files");
@@ -320,16 +320,6 @@ async fn the_example_service_keeps_presenting_a_valid_certificate_as_agentca_run
     assert_ne!(serial_in(&svc), first, "agentca run rotated it meanwhile");
 }
 
-/// A child process killed when the test ends, passing or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn agentca_run_runs_its_hook_after_the_first_enrollment_too() {
     let ca = TestCa::start();
@@ -342,7 +332,7 @@ async fn agentca_run_runs_its_hook_after_the_first_enrollment_too() {
     let dir = ca.root.path().join("worker");
     let hook_log = ca.root.path().join("hook.log");
     let hook = format!("echo \"$AGENTCA_DIR\" >> {}", hook_log.display());
-    let run = Running(run_agent(&ca, &dir, &token_file, &["--exec", &hook]));
+    let run = common::KillOnDrop(run_agent(&ca, &dir, &token_file, &["--exec", &hook]));
     let deadline = Instant::now() + Duration::from_secs(20);
     let ran = loop {
         let hooks = std::fs::read_to_string(&hook_log).unwrap_or_default();

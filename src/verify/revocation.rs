@@ -155,6 +155,27 @@ impl RevocationCache {
         self.read().grants.usable(serial, granted, scope)
     }
 
+    /// [`RevocationCache::scope_usable`], then, unless `fail_open`, whether
+    /// the scope state is within `bound` of `now` (else
+    /// [`ScopeRefusal::Unknown`]): the one look a request's scope check
+    /// takes at the cache.
+    pub fn scope_usable_now(
+        &self,
+        serial: &Serial,
+        granted: &[String],
+        scope: &str,
+        now: OffsetDateTime,
+        bound: Duration,
+        fail_open: bool,
+    ) -> Result<(), ScopeRefusal> {
+        let state = self.read();
+        state.grants.usable(serial, granted, scope)?;
+        if !fail_open && stale(state.grants_synced_at, now, bound).is_some() {
+            return Err(ScopeRefusal::Unknown);
+        }
+        Ok(())
+    }
+
     /// Adds `serial` until `until` (tests, or a revocation learned some
     /// other way).
     pub fn insert(&self, serial: Serial, until: OffsetDateTime) {

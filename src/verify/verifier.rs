@@ -131,27 +131,29 @@ impl Verifier {
         scope: &str,
         now: OffsetDateTime,
     ) -> Result<(), MissingScope> {
-        peer.require_scope(scope)?;
         let Revocation::Checked {
             cache,
             max_staleness,
             fail_open,
         } = &self.revocation
         else {
-            return Ok(());
+            return peer.require_scope(scope);
         };
-        let refused = |reason| MissingScope {
-            agent: peer.spiffe_id.clone(),
-            scope: scope.to_owned(),
-            reason,
-        };
+        // Not granted, then blocked or withdrawn, then unknown (stale).
         cache
-            .scope_usable(&peer.serial, &peer.scopes, scope)
-            .map_err(refused)?;
-        if !fail_open && cache.scopes_staleness(now, *max_staleness).is_some() {
-            return Err(refused(super::ScopeRefusal::Unknown));
-        }
-        Ok(())
+            .scope_usable_now(
+                &peer.serial,
+                &peer.scopes,
+                scope,
+                now,
+                *max_staleness,
+                *fail_open,
+            )
+            .map_err(|reason| MissingScope {
+                agent: peer.spiffe_id.clone(),
+                scope: scope.to_owned(),
+                reason,
+            })
     }
 
     fn check_chain(

@@ -57,11 +57,6 @@ pub struct UpdateAgentRequest {
     pub scopes: Option<Vec<String>>,
 }
 
-/// Request header of an update: the version it was based on. An update
-/// based on another version than the current one is refused
-/// (`409 version_conflict`).
-pub const IF_MATCH_HEADER: &str = "if-match";
-
 /// One version of a registration (`GET …/history`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentVersion {

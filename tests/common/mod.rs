@@ -840,3 +840,13 @@ pub fn stop_gracefully(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A child process killed (and reaped) when the test ends, passing or not.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -69,69 +69,61 @@ impl Authority {
         max: usize,
         verify: bool,
     ) -> Result<AuditTail, AuthorityError> {
-        let no_wait = std::time::Duration::ZERO;
-        let first = self
-            .audit_page(ctx, admin, u64::MAX - 1, 1, no_wait)
-            .await?;
-        let (head_seq, head_hash) = (first.head_seq, first.head_hash.clone());
-        let checkpoint = first.checkpoint.clone();
-        let mut start = head_seq.saturating_sub(max as u64);
-        if let Some(c) = &checkpoint {
-            start = start.max(c.seq);
-        }
-        // The event the window's first one links to, when it is stored.
-        let before = match &checkpoint {
-            _ if start == 0 => None,
-            Some(c) if c.seq == start => None,
-            _ => self
-                .audit_page(ctx, admin, start - 1, 1, no_wait)
-                .await?
-                .events
-                .into_iter()
-                .next(),
-        };
-        let mut events = Vec::new();
-        let mut since = start;
-        while since < head_seq {
-            let page = self
-                .audit_page(ctx, admin, since, MAX_AUDIT_PAGE, no_wait)
-                .await?;
-            let Some(last) = page.events.last() else {
-                break;
+        let now = OffsetDateTime::now_utc();
+        let event = self.event(ctx, admin.actor(), "audit.read", None, now);
+        self.audited_read(event, async |_| {
+            admin.may_act_globally()?;
+            let head = self.records.audit_head()?;
+            let checkpoint = self.records.audit_checkpoint()?;
+            let mut start = head.seq.saturating_sub(max as u64);
+            if let Some(c) = &checkpoint {
+                start = start.max(c.seq);
+            }
+            let mut events = Vec::new();
+            let mut since = start;
+            while since < head.seq {
+                let page = self.records.audit_since(since, MAX_AUDIT_PAGE)?;
+                let Some(last) = page.last() else {
+                    break;
+                };
+                since = last.seq;
+                events.extend(page.into_iter().filter(|e| e.seq <= head.seq));
+            }
+            let verified = if verify {
+                // What the window's first event links to: the checkpoint,
+                // the trail's start, or the stored event before it.
+                let anchor = match &checkpoint {
+                    Some(c) if c.seq == start => Ok(c.hash.clone()),
+                    _ if start == 0 => Ok(crate::audit::genesis()),
+                    _ => match self.records.audit_since(start - 1, 1)?.pop() {
+                        Some(b) if b.seq == start && crate::audit::hash(&b) == b.hash => Ok(b.hash),
+                        _ => Err(format!(
+                            "event {start}, before the window, is missing or changed"
+                        )),
+                    },
+                };
+                anchor.and_then(|anchor| {
+                    let n = crate::audit::verify_chain(&events, start + 1, &anchor)
+                        .map_err(|b| b.to_string())?;
+                    match events.last() {
+                        None if head.seq == start => Ok(n),
+                        Some(last) if last.seq == head.seq && last.hash == head.hash => Ok(n),
+                        _ => Err(format!(
+                            "the trail read ends before event {}, the CA's recorded last",
+                            head.seq
+                        )),
+                    }
+                })
+            } else {
+                Ok(events.len() as u64)
             };
-            since = last.seq;
-            events.extend(page.events.into_iter().filter(|e| e.seq <= head_seq));
-        }
-        let verified = if !verify {
-            Ok(events.len() as u64)
-        } else {
-            let anchor = match (&checkpoint, &before) {
-                (Some(c), _) if c.seq == start => Ok(c.hash.clone()),
-                _ if start == 0 => Ok(crate::audit::genesis()),
-                (_, Some(b)) if b.seq == start && crate::audit::hash(b) == b.hash => {
-                    Ok(b.hash.clone())
-                }
-                _ => Err(format!(
-                    "event {start}, before the window, is missing or changed"
-                )),
-            };
-            anchor.and_then(|anchor| {
-                let n = crate::audit::verify_chain(&events, start + 1, &anchor)
-                    .map_err(|b| b.to_string())?;
-                match events.last() {
-                    None if head_seq == start => Ok(n),
-                    Some(last) if last.seq == head_seq && last.hash == head_hash => Ok(n),
-                    _ => Err(format!(
-                        "the trail read ends before event {head_seq}, the CA's recorded last"
-                    )),
-                }
+            Ok(AuditTail {
+                events,
+                head_seq: head.seq,
+                verified,
             })
-        };
-        Ok(AuditTail {
-            events,
-            head_seq,
-            verified,
         })
+        .await
     }
 
     /// Enrollments and renewals per minute over the hour up to `now`, as

@@ -329,18 +329,7 @@ impl Authority {
             let applied = self.commit(change, done, Named::Agent(&id)).await?;
             // As a revocation does: answered once the CRL lists them.
             if let Applied::Revoked(summary) = &applied {
-                if let Some(max) = summary.events.iter().map(|e| e.seq).max() {
-                    if !self
-                        .revocations
-                        .wait_listed(max, std::time::Duration::from_secs(5))
-                        .await
-                    {
-                        tracing::warn!(
-                            seq = max,
-                            "the CRL did not list the retirement's revocations within 5 s"
-                        );
-                    }
-                }
+                self.wait_crl_lists(summary, "retirement").await;
             }
             tracing::warn!(admin = admin.name(), agent = %id, "agent retired");
             self.info(&self.registered(&id)?)

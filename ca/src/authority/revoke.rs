@@ -18,6 +18,26 @@ use crate::state::records::{AdminRecord, ScopeChangeRecord, ScopeEventRecord};
 use crate::state::{admin, Applied, Change, RevokeTarget};
 
 impl Authority {
+    /// Waits (at most 5 s) until the CRL lists the revocations of
+    /// `summary`, which `what` (a revocation, a retirement) committed;
+    /// answering after that means a verifier reading the CRL sees them.
+    pub(super) async fn wait_crl_lists(&self, summary: &crate::state::RevokeSummary, what: &str) {
+        let Some(max) = summary.events.iter().map(|e| e.seq).max() else {
+            return;
+        };
+        let listed = self
+            .revocations
+            .wait_listed(max, std::time::Duration::from_secs(5))
+            .await;
+        if !listed {
+            tracing::warn!(
+                seq = max,
+                what,
+                "the CRL did not list the revoked certificates within 5 s"
+            );
+        }
+    }
+
     /// Revokes certificates: one by serial, every live one of an instance,
     /// or every live one of an agent, an environment or a tenant. Revoking
     /// agents also disables them and voids their unused tokens, so that they
@@ -141,15 +161,7 @@ impl Authority {
             // The ledger publishes committed revocations itself, in order,
             // even if this request is gone; here we only wait for the CRL to
             // list them.
-            if let Some(max) = summary.events.iter().map(|e| e.seq).max() {
-                if !self
-                    .revocations
-                    .wait_listed(max, std::time::Duration::from_secs(5))
-                    .await
-                {
-                    tracing::warn!(seq = max, "the CRL did not list the revocation within 5 s");
-                }
-            }
+            self.wait_crl_lists(&summary, "revocation").await;
             Ok(RevokeResponse {
                 serials_truncated: revoked > serials.len(),
                 revoked,

@@ -246,16 +246,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn after_rotation(args: &RunArgs) {
     if let Some(cmd) = &args.exec {
-        match Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .env("AGENTCA_DIR", &args.out_dir)
-            .status()
-        {
-            Ok(status) if status.success() => {}
-            Ok(status) => tracing::warn!(%status, "the --exec command failed"),
-            Err(e) => tracing::warn!(error = %e, "cannot run the --exec command"),
-        }
+        run_hook(cmd, "AGENTCA_DIR", &args.out_dir);
     }
     if let (Some(signal), Some(pid_file)) = (&args.signal, &args.pid_file) {
         let pid = std::fs::read_to_string(pid_file)
@@ -275,6 +266,21 @@ fn after_rotation(args: &RunArgs) {
             },
             None => tracing::warn!(file = %pid_file.display(), "the pid file holds no pid"),
         }
+    }
+}
+
+/// Runs an `--exec` command with `sh -c`, `var` set to `value` (the files
+/// it is about); a failure is logged, not fatal.
+pub(super) fn run_hook(cmd: &str, var: &str, value: &std::path::Path) {
+    match Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env(var, value)
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => tracing::warn!(%status, "the --exec command failed"),
+        Err(e) => tracing::warn!(error = %e, "cannot run the --exec command"),
     }
 }
 

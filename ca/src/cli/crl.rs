@@ -11,7 +11,6 @@
 //! good one, and the failure is logged.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use agentca::bundle::TrustBundle;
 use agentca::client::CaClient;
@@ -122,16 +121,7 @@ async fn refresh(client: &CaClient, bundle: &TrustBundle, args: &CrlArgs) -> any
     crate::datadir::write_file(&args.out, text.as_bytes(), false)?;
     tracing::info!(file = %args.out.display(), "CRLs written");
     if let Some(cmd) = &args.exec {
-        match Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .env("AGENTCA_CRL", &args.out)
-            .status()
-        {
-            Ok(status) if status.success() => {}
-            Ok(status) => tracing::warn!(%status, "the --exec command failed"),
-            Err(e) => tracing::warn!(error = %e, "cannot run the --exec command"),
-        }
+        super::agent::run_hook(cmd, "AGENTCA_CRL", &args.out);
     }
     Ok(true)
 }

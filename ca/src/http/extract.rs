@@ -96,6 +96,20 @@ pub(super) async fn admin(
     Ok(authority.admin(ctx, bearer(headers)).await?)
 }
 
+/// The admin behind a request that may also come from anyone: `None`
+/// without a bearer token, an error for a wrong one (refused rather than
+/// silently answered as anonymous).
+pub(super) async fn optional_admin(
+    authority: &Authority,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+) -> Result<Option<Admin>, ApiError> {
+    match bearer(headers) {
+        Some(_) => Ok(Some(admin(authority, ctx, headers).await?)),
+        None => Ok(None),
+    }
+}
+
 /// The body, once the caller is known: a malformed body of an audited
 /// request is itself an audited refusal.
 pub(super) async fn body<T>(

@@ -50,8 +50,7 @@ pub(super) async fn update(
     let info = ca
         .update_agent(&ctx, &admin, &name, req, expected, now())
         .await?;
-    let etag = header::HeaderValue::try_from(format!("\"{}\"", info.version))
-        .map_err(|e| ApiError::from(crate::authority::AuthorityError::Internal(e.to_string())))?;
+    let etag = format!("\"{}\"", info.version);
     // What waits for review is accepted, not done.
     let status = if info.pending.is_empty() {
         StatusCode::OK

@@ -67,10 +67,7 @@ pub(super) async fn feed(
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
     // An admin's token shows who was revoked and why; a wrong token is
     // refused rather than silently answered as anonymous.
-    let reader = match bearer(&headers) {
-        Some(_) => Some(admin(&ca, &ctx, &headers).await?),
-        None => None,
-    };
+    let reader = optional_admin(&ca, &ctx, &headers).await?;
     let wait = std::time::Duration::from_secs(q.wait.unwrap_or(20)).min(MAX_FEED_WAIT);
     let limit = q.limit.unwrap_or(crate::revocation::MAX_FEED_PAGE);
     let _waiting = FeedWaiting::new(ca.metrics().clone());
@@ -86,10 +83,7 @@ pub(super) async fn feed_snapshot(
     Ctx(ctx): Ctx,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let reader = match bearer(&headers) {
-        Some(_) => Some(admin(&ca, &ctx, &headers).await?),
-        None => None,
-    };
+    let reader = optional_admin(&ca, &ctx, &headers).await?;
     Ok(Json(ca.feed_snapshot(reader.as_ref(), now())))
 }
 
@@ -116,10 +110,7 @@ pub(super) async fn metrics(
     Ctx(ctx): Ctx,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let admin = match bearer(&headers) {
-        Some(_) => Some(admin(&ca, &ctx, &headers).await?),
-        None => None,
-    };
+    let admin = optional_admin(&ca, &ctx, &headers).await?;
     Ok((
         [(
             header::CONTENT_TYPE,

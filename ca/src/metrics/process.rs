@@ -2,8 +2,6 @@
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …), read
 //! from Linux's `/proc/self` at scrape time. Elsewhere there are none.
 
-use std::fmt::Write as _;
-
 /// What `/proc/self` says of the process; `None` where it could not be read.
 #[derive(Debug, Default, PartialEq)]
 pub struct Process {
@@ -141,9 +139,8 @@ impl Process {
         ];
         for (name, help, kind, value) in families {
             if let Some(value) = value {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                let _ = writeln!(out, "{name} {value}");
+                super::header(out, name, help, kind);
+                super::sample(out, name, &[], value);
             }
         }
     }

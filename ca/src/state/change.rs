@@ -267,13 +267,17 @@ fn still_fits(
     cert: &CertRecord,
     agent: &AgentRecord,
 ) -> Result<bool, StoreError> {
-    let Some(carried) = &cert.scopes else {
-        return Ok(true);
-    };
-    if carried.is_empty() {
+    if !carries_scopes(cert) {
         return Ok(true);
     }
+    let carried = cert.scopes.as_deref().unwrap_or_default();
     Ok(scopes::fits(carried, agent, &governance::blocks(txn)?))
+}
+
+/// Whether `cert` carries scopes (only then do the scope blocks matter to
+/// its issuance).
+fn carries_scopes(cert: &CertRecord) -> bool {
+    cert.scopes.as_ref().is_some_and(|s| !s.is_empty())
 }
 
 /// The agent under `key`, if it may be issued certificates and tokens.
@@ -312,13 +316,17 @@ impl Job for Change {
                 read(Table::Tokens, token_hash);
                 read(Table::Agents, cert.agent_key.as_bytes());
                 read(Table::Certs, cert.serial.as_bytes());
-                read(Table::Meta, super::records::SCOPE_BLOCKS_KEY);
+                if carries_scopes(cert) {
+                    read(Table::Meta, super::records::SCOPE_BLOCKS_KEY);
+                }
             }
             Change::Renew { from, cert, .. } => {
                 read(Table::Certs, from.as_bytes());
                 read(Table::Agents, cert.agent_key.as_bytes());
                 read(Table::Certs, cert.serial.as_bytes());
-                read(Table::Meta, super::records::SCOPE_BLOCKS_KEY);
+                if carries_scopes(cert) {
+                    read(Table::Meta, super::records::SCOPE_BLOCKS_KEY);
+                }
             }
             Change::BumpCounter(name) => read(Table::Meta, name.as_bytes()),
             Change::Audit(_) => read(Table::Meta, crate::audit::HEAD_KEY.as_bytes()),

@@ -277,16 +277,16 @@ pub(super) fn block(txn: &mut dyn WriteTxn, block: &BlockRecord) -> Result<Outco
     }
     block.id = events[0].seq;
     all.push(block.clone());
-    put(
-        txn,
-        Table::Meta,
-        SCOPE_BLOCKS_KEY,
-        &ScopeBlocks { blocks: all },
-    )?;
+    put_blocks(txn, all)?;
     Ok(Ok(Applied::Scoped {
         block: Some(block),
         scope_events: events,
     }))
+}
+
+/// Stores the blocks in force.
+fn put_blocks(txn: &mut dyn WriteTxn, blocks: Vec<BlockRecord>) -> Result<(), StoreError> {
+    put(txn, Table::Meta, SCOPE_BLOCKS_KEY, &ScopeBlocks { blocks })
 }
 
 /// Lifts the block `id`.
@@ -304,12 +304,7 @@ pub(super) fn unblock(
         return Ok(Err(Conflict::BlockNotFound));
     }
     let lifted = all.remove(index);
-    put(
-        txn,
-        Table::Meta,
-        SCOPE_BLOCKS_KEY,
-        &ScopeBlocks { blocks: all },
-    )?;
+    put_blocks(txn, all)?;
     // Its events end now: they are numbered one after another from its id
     // (written in one transaction).
     let chunks = lifted

@@ -1,8 +1,8 @@
 //! Promotions are reviewed; demotions are immediate.
 //!
 //! Where the operator requires review, a change of registration that
-//! grants more (a scope added, a longer certificate lifetime:
-//! [`super::scopes::is_promotion`]) is split ([`split`]): what it takes
+//! grants more (a scope added, a longer certificate lifetime) is split
+//! ([`split`]): what it takes
 //! away, and what it changes without granting (owner, purpose), applies at
 //! once; what it grants waits as a [`PendingRecord`] until a second admin,
 //! not its author, approves it before it lapses ([`may_approve`]).

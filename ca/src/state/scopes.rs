@@ -10,7 +10,8 @@
 //!   scope ([`block_reaches_cert`]). Verifiers learn both from the feed,
 //!   by serial ([`agentca::verify::Grants`] applies them).
 //! - Adding a scope or lengthening the lifetime is a promotion
-//!   ([`is_promotion`]): the tenant may require a second admin's review.
+//!   ([`super::review::split`]): the tenant may require a second admin's
+//!   review.
 //!
 //! Pure functions of records and the time: nothing here reads or writes
 //! the store.
@@ -167,12 +168,6 @@ pub fn block_reaches_cert(cert: &CertRecord, scope: &str, at: OffsetDateTime) ->
             .scopes
             .as_ref()
             .is_none_or(|carried| carried.iter().any(|s| s == scope))
-}
-
-/// Whether changing a registration from `before` to `after` grants more:
-/// a scope added, or a longer certificate lifetime.
-pub fn is_promotion(before: &AgentRecord, after: &AgentRecord) -> bool {
-    after.ttl_secs > before.ttl_secs || after.scopes.iter().any(|s| !before.scopes.contains(s))
 }
 
 /// The scopes `before` had and `after` has not.
@@ -355,20 +350,9 @@ mod tests {
     }
 
     #[test]
-    fn adding_a_scope_or_lengthening_the_lifetime_is_a_promotion() {
+    fn the_scopes_an_update_removes() {
         let mut before = agent("acme", "bot");
         before.scopes = scoped(&["read", "write"]);
-        let mut after = before.clone();
-        assert!(!is_promotion(&before, &after));
-        after.scopes = scoped(&["read"]);
-        assert!(!is_promotion(&before, &after), "removing is a demotion");
-        after.ttl_secs -= 60;
-        assert!(!is_promotion(&before, &after));
-        after.scopes = scoped(&["admin", "read"]);
-        assert!(is_promotion(&before, &after), "a scope swapped in is one");
-        after = before.clone();
-        after.ttl_secs += 1;
-        assert!(is_promotion(&before, &after));
         assert_eq!(
             removed(&before.scopes, &scoped(&["write"])),
             scoped(&["read"])

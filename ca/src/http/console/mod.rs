@@ -308,17 +308,13 @@ struct AgentQuery {
     done: Option<String>,
 }
 
-fn name_of(tenant: String, env: String, agent: String) -> AgentName {
-    AgentName { tenant, env, agent }
-}
-
 async fn agent(
     State(ca): State<AppState>,
     c: Console,
     axum::extract::Path((tenant, env, agent)): axum::extract::Path<(String, String, String)>,
     Query(query): Query<AgentQuery>,
 ) -> Response {
-    let name = name_of(tenant, env, agent);
+    let name = super::admin::agent_name((tenant, env, agent));
     agent_page(&ca, &c, &name, query.done.as_deref(), None).await
 }
 
@@ -399,7 +395,7 @@ async fn act(
     if !form_allowed(&headers, &uri, &c.csrf, &form.csrf) {
         return forbidden_form();
     }
-    let name = name_of(tenant, env, agent);
+    let name = super::admin::agent_name((tenant, env, agent));
     if form.confirm != "yes" {
         let why = "Tick \"I am sure\" to confirm.";
         return agent_page(&ca, &c, &name, None, Some(why)).await;

@@ -277,11 +277,9 @@ fn agent_link(spiffe_id: &str) -> Markup {
 
 /// `tenant/env/agent` of a SPIFFE ID the CA wrote.
 pub fn agent_path(spiffe_id: &str) -> Option<String> {
-    let rest = spiffe_id.strip_prefix("spiffe://")?;
-    match rest.split('/').collect::<Vec<_>>()[..] {
-        [_, "tenant", t, "env", e, "agent", a] => Some(format!("{t}/{e}/{a}")),
-        _ => None,
-    }
+    agentca::identity::AgentId::parse(spiffe_id)
+        .ok()
+        .map(|id| id.path_key())
 }
 
 pub fn agents(

@@ -66,14 +66,15 @@ pub(super) async fn overview(State(ca): State<AppState>, c: Console) -> Response
     let mut idle = Vec::new();
     for a in &list {
         let id = a.spiffe_id.to_string();
-        let path = pages::agent_path(&id).unwrap_or_default();
-        let mut parts = path.split('/');
-        let (t, e) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (t, e) = (
+            a.spiffe_id.tenant().to_string(),
+            a.spiffe_id.env().to_string(),
+        );
         let g = groups
-            .entry((t.into(), e.into()))
+            .entry((t.clone(), e.clone()))
             .or_insert_with(|| pages::Group {
-                tenant: t.into(),
-                env: e.into(),
+                tenant: t,
+                env: e,
                 ..Default::default()
             });
         match (a.retired_at.is_some(), a.enabled) {
