@@ -1489,7 +1489,7 @@ async fn the_console_says_when_the_end_of_the_trail_does_not_verify() {
     });
     let banner = console_audit_banner(&ca).await;
     assert!(
-        banner.contains("role=\"alert\">The trail does not verify"),
+        banner.contains("role=\"alert\">The trail does not verify: events after 0 are missing"),
         "{banner}"
     );
 }

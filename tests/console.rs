@@ -91,7 +91,18 @@ async fn an_admin_revokes_an_agent_from_the_console_and_the_service_refuses_it()
     loop {
         match client.get(&whoami).send().await {
             Ok(r) if r.status() == 200 => {}
-            _ => break,
+            // The open connection: refused as revoked.
+            Ok(r) => {
+                let (status, body) = (r.status(), r.text().await.unwrap_or_default());
+                assert_eq!(status, 401, "{body}");
+                assert!(body.contains("certificate_revoked"), "{body}");
+                break;
+            }
+            Err(e) => {
+                let e = format!("{e:?}");
+                assert!(e.contains("CertificateRevoked"), "{e}");
+                break;
+            }
         }
         assert!(
             Instant::now() < deadline,

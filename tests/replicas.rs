@@ -211,8 +211,9 @@ async fn a_scope_block_on_one_replica_reaches_the_others_feed_and_snapshot_withi
         )
         .await
         .unwrap();
+    // Every replica within the same second of the unblock.
+    let deadline = Instant::now() + Duration::from_secs(1);
     for ca in &cas {
-        let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             let snapshot: FeedSnapshot = ca
                 .http()

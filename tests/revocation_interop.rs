@@ -518,6 +518,12 @@ async fn nginx_keeps_a_live_agent_in_past_the_crls_next_update_with_agentca_crl_
     loop {
         let (code, _) = nginx.curl(&dir, "mallory.crt", "mallory.key");
         if code == 400 {
+            // Refused for its revocation, not for a stale CRL.
+            assert!(
+                nginx.error_log().contains("certificate revoked"),
+                "{}",
+                nginx.error_log()
+            );
             break;
         }
         assert!(

@@ -104,7 +104,11 @@ def main():
         revoke = page.locator("form", has=page.get_by_role("button", name=f"Revoke {target_name}"))
         revoke.get_by_label("Reason").select_option("keyCompromise")
         revoke.get_by_role("button").click()
-        # The browser's own check stops the form: still unrevoked.
+        # The browser's own check stops the form: it is invalid, and the
+        # agent is still enabled on the server.
+        assert revoke.evaluate("f => !f.checkValidity()"), "the form was valid without confirming"
+        page.reload()
+        expect(page.get_by_text("enabled", exact=True).first).to_be_visible()
         expect(page.get_by_role("status")).to_have_count(0)
         revoke.get_by_label("I am sure").check()
         revoke.get_by_role("button").click()
