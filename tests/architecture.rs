@@ -201,6 +201,10 @@ fn each_part_uses_only_what_is_below_it() {
             ],
         ),
         ("http", &["authority", "revocation", "metrics", "quiet"]),
+        (
+            "events",
+            &["store", "state", "audit", "issuance", "metrics"],
+        ),
     ];
     for (part, allowed) in may_use {
         let uses = graph.get(*part).cloned().unwrap_or_default();

@@ -22,6 +22,7 @@ pub mod authority;
 pub mod backup;
 pub mod cli;
 pub mod datadir;
+pub mod events;
 pub mod http;
 pub mod issuance;
 pub mod metrics;

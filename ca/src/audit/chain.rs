@@ -168,18 +168,29 @@ pub enum PruneRefusal {
     /// what the store holds.
     #[error("event {0} in the store does not have the hash given: export it again")]
     HashMismatch(u64),
+    /// A security-event receiver has not acknowledged the events yet.
+    #[error("the event receiver {receiver:?} has acknowledged events up to {delivered} only; they stay until it has them")]
+    Undelivered {
+        /// The receiver furthest behind.
+        receiver: String,
+        /// The last event it acknowledged.
+        delivered: u64,
+    },
 }
 
 /// Whether the events after `checkpoint` up to `through` may be pruned,
 /// when the trail's head is `head`, the stored event `through` has hash
 /// `stored`, and the caller names it by `asked` (the hash of the last
-/// event it exported: the checkpoint the trail will link to).
+/// event it exported: the checkpoint the trail will link to). Events a
+/// security-event receiver has not acknowledged stay: `slowest` is the
+/// receiver furthest behind and the last event it acknowledged.
 pub fn may_prune(
     checkpoint: &Head,
     head: &Head,
     through: u64,
     stored: Option<&str>,
     asked: &str,
+    slowest: Option<(&str, u64)>,
 ) -> Result<(), PruneRefusal> {
     if through <= checkpoint.seq {
         return Err(PruneRefusal::AlreadyPruned {
@@ -201,6 +212,12 @@ pub fn may_prune(
     }
     if stored != Some(asked) {
         return Err(PruneRefusal::HashMismatch(through));
+    }
+    if let Some((receiver, delivered)) = slowest.filter(|(_, d)| through > *d) {
+        return Err(PruneRefusal::Undelivered {
+            receiver: receiver.to_owned(),
+            delivered,
+        });
     }
     Ok(())
 }
@@ -343,13 +360,13 @@ mod tests {
             hash: c[4].hash.clone(),
         };
         let h3 = c[2].hash.as_str();
-        assert_eq!(may_prune(&none, &head, 3, Some(h3), h3), Ok(()));
+        assert_eq!(may_prune(&none, &head, 3, Some(h3), h3, None), Ok(()));
         assert_eq!(
-            may_prune(&none, &head, 3, Some(h3), &c[1].hash),
+            may_prune(&none, &head, 3, Some(h3), &c[1].hash, None),
             Err(PruneRefusal::HashMismatch(3))
         );
         assert_eq!(
-            may_prune(&none, &head, 5, Some(&c[4].hash), &c[4].hash),
+            may_prune(&none, &head, 5, Some(&c[4].hash), &c[4].hash, None),
             Err(PruneRefusal::NotBeforeHead {
                 through: 5,
                 head: 5
@@ -360,11 +377,11 @@ mod tests {
             hash: h3.to_owned(),
         };
         assert_eq!(
-            may_prune(&at3, &head, 3, Some(h3), h3),
+            may_prune(&at3, &head, 3, Some(h3), h3, None),
             Err(PruneRefusal::AlreadyPruned { checkpoint: 3 })
         );
         assert_eq!(
-            may_prune(&at3, &head, 4, Some(&c[3].hash), &c[3].hash),
+            may_prune(&at3, &head, 4, Some(&c[3].hash), &c[3].hash, None),
             Ok(())
         );
         let far = Head {
@@ -372,16 +389,36 @@ mod tests {
             hash: genesis(),
         };
         assert_eq!(
-            may_prune(&none, &far, super::super::MAX_PRUNED + 1, Some("x"), "x"),
+            may_prune(
+                &none,
+                &far,
+                super::super::MAX_PRUNED + 1,
+                Some("x"),
+                "x",
+                None
+            ),
             Err(PruneRefusal::TooMany {
                 asked: super::super::MAX_PRUNED + 1,
                 max: super::super::MAX_PRUNED
             })
         );
         assert_eq!(
-            may_prune(&none, &far, super::super::MAX_PRUNED, None, "x"),
+            may_prune(&none, &far, super::super::MAX_PRUNED, None, "x", None),
             Err(PruneRefusal::HashMismatch(super::super::MAX_PRUNED)),
             "an event missing from the store is not pruned"
+        );
+        // A receiver that acknowledged up to 3 keeps 4 and later.
+        let h4 = c[3].hash.as_str();
+        assert_eq!(
+            may_prune(&none, &head, 3, Some(h3), h3, Some(("siem", 3))),
+            Ok(())
+        );
+        assert_eq!(
+            may_prune(&none, &head, 4, Some(h4), h4, Some(("siem", 3))),
+            Err(PruneRefusal::Undelivered {
+                receiver: "siem".into(),
+                delivered: 3
+            })
         );
     }
 

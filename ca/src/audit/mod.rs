@@ -70,11 +70,14 @@ pub fn checkpoint(store: &dyn Store) -> Result<Head, StoreError> {
 
 /// Removes the events up to `through` inside `txn`, if [`may_prune`]
 /// allows it (the caller exported them, and names the last one by
-/// `hash`); the checkpoint moves to it. Returns how many were removed.
+/// `hash`; no event receiver still waits for them, `slowest` naming the
+/// one furthest behind); the checkpoint moves to it. Returns how many
+/// were removed.
 pub fn prune(
     txn: &mut dyn WriteTxn,
     through: u64,
     hash: &str,
+    slowest: Option<(&str, u64)>,
 ) -> Result<Result<u64, PruneRefusal>, StoreError> {
     let checkpoint = Head::decode(txn.get(Table::Meta, CHECKPOINT_KEY.as_bytes())?.as_deref())?;
     let head = Head::decode(txn.get(Table::Meta, HEAD_KEY.as_bytes())?.as_deref())?;
@@ -82,7 +85,14 @@ pub fn prune(
         Some(bytes) => Some(AuditEvent::from(record::decode(&bytes)?).hash),
         None => None,
     };
-    if let Err(refusal) = may_prune(&checkpoint, &head, through, stored.as_deref(), hash) {
+    if let Err(refusal) = may_prune(
+        &checkpoint,
+        &head,
+        through,
+        stored.as_deref(),
+        hash,
+        slowest,
+    ) {
         return Ok(Err(refusal));
     }
     for seq in checkpoint.seq + 1..=through {

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// How long a change waits for approval before it lapses.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pending_ttl: Duration,
+    /// TOML file of the receivers of security events (revocations, clone
+    /// alerts, …, as signed Security Event Tokens): docs/security-events.md.
+    #[arg(long, env = "AGENTCA_EVENT_RECEIVERS", value_name = "FILE")]
+    event_receivers: Option<PathBuf>,
     /// Most open connections.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -274,6 +278,10 @@ fn open_ca(args: &ServeArgs) -> anyhow::Result<Opened> {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let receivers = match &args.event_receivers {
+        Some(path) => crate::events::load(path)?,
+        None => Vec::new(),
+    };
     let Opened {
         loaded,
         material,
@@ -295,6 +303,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tenants: args.review_tenants.clone(),
             pending_ttl: args.pending_ttl,
         },
+        event_receivers: receivers.iter().map(|r| r.name.clone()).collect(),
         ..Policy::default()
     };
     policy.validate()?;
@@ -350,6 +359,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let writer = Ledger::start(store.clone(), Some(committed_tx), metrics.clone())?;
+    let outbox = (store.clone(), writer.clone(), ca.clone(), metrics.clone());
     let records = Records::new(store);
     metrics.load_unexpired(records.unexpired_by_second(OffsetDateTime::now_utc())?);
     let revocations = Revocations::start(
@@ -454,6 +464,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (store, ledger, ca, metrics) = outbox;
+    crate::events::start(receivers, store, ledger, ca, metrics, stop_rx.clone())?;
     let mut plain = None;
     if let Some(listener) = http_listener {
         let app = crate::http::public_router(authority.clone());

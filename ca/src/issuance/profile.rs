@@ -275,6 +275,39 @@ pub fn server(
     Ok(params)
 }
 
+/// id-kp-documentSigning (RFC 9336): the only purpose of the security
+/// events' signing certificate, so that no TLS peer takes it for a client
+/// or a server.
+pub const DOCUMENT_SIGNING: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 36];
+
+/// The parameters of the certificate that signs the CA's Security Event
+/// Tokens: its URI SAN is the trust domain's own SPIFFE ID (no path, so no
+/// verifier takes it for an agent), the tokens' `iss`.
+pub fn event_signer(
+    trust_domain: &TrustDomain,
+    serial: &[u8; 16],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = whole_seconds(not_before);
+    params.not_after = whole_seconds(not_after);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "agentca");
+    dn.push(
+        DnType::CommonName,
+        format!("agentca security events for {trust_domain}"),
+    );
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(DOCUMENT_SIGNING.to_vec())];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
 /// Where verifiers fetch revocation data: the URLs put in every leaf's CRL
 /// distribution point and Authority Information Access extensions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

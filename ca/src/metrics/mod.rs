@@ -157,6 +157,8 @@ pub struct Metrics {
     issuance_limited: std::sync::atomic::AtomicU64,
     /// Renewals refused as clones.
     clone_alerts: std::sync::atomic::AtomicU64,
+    /// Security events delivered to receivers.
+    pub events: events::Delivery,
 }
 
 /// Stored state, read at scrape time.
@@ -557,6 +559,7 @@ impl Metrics {
             sample(&mut out, name, &[], value);
         }
         process::Process::read().render(&mut out);
+        self.events.render(&mut out);
         out
     }
 }
@@ -589,6 +592,7 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+pub mod events;
 pub mod history;
 mod process;
 

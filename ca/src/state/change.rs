@@ -219,7 +219,13 @@ pub enum Change {
         through: u64,
         /// Its hash.
         hash: String,
+        /// The event receivers whose cursors it must not pass.
+        #[serde(default)]
+        keep_for: Vec<String>,
     },
+    /// Take or renew the hold of an event receiver, and move its cursor
+    /// past what it acknowledged ([`super::events::moved`]).
+    EventCursor(super::events::CursorMove),
     /// Take the turn of pruning at `at`: refused unless a pass is due
     /// ([`retention::pruning_due`]), so that of several replicas one
     /// prunes per `period`.
@@ -551,8 +557,15 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             }
             return Ok(Ok(Applied::Crl(published)));
         }
-        Change::PruneAudit { through, hash } => {
-            return Ok(crate::audit::prune(txn, *through, hash)?
+        Change::EventCursor(m) => return writes::move_cursor(txn, m),
+        Change::PruneAudit {
+            through,
+            hash,
+            keep_for,
+        } => {
+            let kept = writes::cursors(txn, keep_for)?;
+            let slowest = super::events::slowest(kept.iter().map(|(r, d)| (r.as_str(), *d)));
+            return Ok(crate::audit::prune(txn, *through, hash, slowest)?
                 .map(Applied::AuditPruned)
                 .map_err(Conflict::from));
         }

@@ -9,7 +9,9 @@
 //!   [`crl`] (which published CRL replicas serve), [`scopes`] (what a
 //!   certificate carries and may still be used for as the registration
 //!   changes and scopes are blocked), [`review`] (which changes wait for
-//!   a second admin, and who may approve them) and [`issuance_limit`].
+//!   a second admin, and who may approve them), [`issuance_limit`] and
+//!   [`events`] (how far each security-event receiver is, and which
+//!   replica sends to it).
 //! - The records ([`records`]), read with [`Records`] and changed with
 //!   [`Change`]s through the [`Ledger`]: a change turns a decision of the
 //!   authority into conditional writes, asking the rules again at commit
@@ -23,6 +25,7 @@ pub mod agent;
 pub mod certificate;
 pub mod change;
 pub mod crl;
+pub mod events;
 pub mod governance;
 pub mod issuance_limit;
 pub mod ledger;

@@ -42,6 +42,9 @@ pub enum Applied {
     Counter(u64),
     /// Audit events removed.
     AuditPruned(u64),
+    /// An event receiver's cursor after the change: the last event it
+    /// acknowledged.
+    Cursor(u64),
     /// Records of expired certificates compacted.
     Compacted(usize),
     /// The published CRL of an issuer, after the change: the one it
@@ -192,6 +195,9 @@ pub enum Conflict {
     /// The audit trail may not be pruned so.
     #[error("{0}")]
     AuditPrune(#[from] crate::audit::PruneRefusal),
+    /// An event receiver's cursor may not move so.
+    #[error("{0}")]
+    Cursor(#[from] super::events::CursorConflict),
     /// The agent or the instance reached its issuance limit.
     #[error("{0}")]
     LimitReached(#[from] super::issuance_limit::LimitReached),

@@ -75,7 +75,84 @@ on_every_backend!(
     counters_only_grow_and_survive_reopening,
     a_second_open_waits_for_the_first_to_close_unless_the_store_is_shared,
     reads_see_the_last_write_of_every_key_in_order,
+    an_event_cursor_moves_under_its_hold_and_keeps_what_it_has_not_acknowledged,
 );
+
+/// A receiver's cursor: taken at the trail's head, held by one replica,
+/// moved forward only, kept across reopening; pruning stops short of it.
+fn an_event_cursor_moves_under_its_hold_and_keeps_what_it_has_not_acknowledged(backend: Backend) {
+    use super::events::{CursorConflict, CursorMove};
+    use agentca::wire::{Actor, AuditEvent};
+    let dir = Place::new(backend);
+    let store = open(&dir);
+    let audit = |n: u64| {
+        for _ in 0..n {
+            let event = AuditEvent::new(t0(), Actor::System, "revoke", None);
+            assert_eq!(one(&*store, Change::Audit(event)), DONE);
+        }
+    };
+    let by = |replica: &str, expected: Option<u64>, to: Option<u64>| {
+        Change::EventCursor(CursorMove {
+            receiver: "siem".into(),
+            replica: replica.into(),
+            expected,
+            to,
+            at: t0(),
+            hold: Duration::seconds(30),
+            exclusive: false,
+        })
+    };
+    audit(3);
+    assert_eq!(one(&*store, by("a", None, None)), Ok(Applied::Cursor(3)));
+    assert!(matches!(
+        one(&*store, by("b", None, None)),
+        Err(Conflict::Cursor(CursorConflict::Held { .. }))
+    ));
+    audit(3);
+    assert_eq!(
+        one(&*store, by("a", Some(3), Some(4))),
+        Ok(Applied::Cursor(4))
+    );
+    assert_eq!(
+        one(&*store, by("a", Some(3), Some(5))),
+        Err(Conflict::Cursor(CursorConflict::Moved {
+            current: 4,
+            expected: 3
+        }))
+    );
+    let fifth = crate::audit::since(&*store, 4, 1).unwrap().remove(0);
+    let prune = |keep_for: Vec<String>| Change::PruneAudit {
+        through: 5,
+        hash: fifth.hash.clone(),
+        keep_for,
+    };
+    assert_eq!(
+        one(&*store, prune(vec!["siem".into(), "never-started".into()])),
+        Err(Conflict::AuditPrune(
+            crate::audit::PruneRefusal::Undelivered {
+                receiver: "siem".into(),
+                delivered: 4
+            }
+        ))
+    );
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(
+        one(&*store, by("a", Some(4), Some(6))),
+        Ok(Applied::Cursor(6))
+    );
+    assert_eq!(
+        one(
+            &*store,
+            Change::PruneAudit {
+                through: 5,
+                hash: fifth.hash.clone(),
+                keep_for: vec!["siem".into()],
+            }
+        ),
+        Ok(Applied::AuditPruned(5))
+    );
+}
 
 fn summary(outcome: Result<Applied, Conflict>) -> RevokeSummary {
     match outcome {

@@ -342,3 +342,40 @@ pub(super) fn time_of(table: Table, bytes: &[u8]) -> Result<OffsetDateTime, Stor
         i64::try_from(u64::from_be_bytes(secs)).map_err(|_| corrupt("index time out of range"))?;
     OffsetDateTime::from_unix_timestamp(secs).map_err(|_| corrupt("index time out of range"))
 }
+
+/// Moves an event receiver's cursor as `m` asks, if the rules allow
+/// ([`super::events::moved`]); a receiver never seen starts at the audit
+/// trail's head.
+pub(super) fn move_cursor(
+    txn: &mut dyn WriteTxn,
+    m: &super::events::CursorMove,
+) -> Result<Outcome, StoreError> {
+    let key = super::events::cursor_key(&m.receiver);
+    let stored = get::<super::events::EventCursor>(txn, Table::Meta, &key)?;
+    let head = crate::audit::Head::decode(
+        txn.get(Table::Meta, crate::audit::HEAD_KEY.as_bytes())?
+            .as_deref(),
+    )?;
+    match super::events::moved(stored, head.seq, m) {
+        Ok(cursor) => {
+            put(txn, Table::Meta, &key, &cursor)?;
+            Ok(Ok(Applied::Cursor(cursor.delivered)))
+        }
+        Err(conflict) => Ok(Err(conflict.into())),
+    }
+}
+
+/// The stored cursors of `receivers` (those never seen have none).
+pub(super) fn cursors(
+    txn: &mut dyn WriteTxn,
+    receivers: &[String],
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut found = Vec::new();
+    for receiver in receivers {
+        let key = super::events::cursor_key(receiver);
+        if let Some(cursor) = get::<super::events::EventCursor>(txn, Table::Meta, &key)? {
+            found.push((receiver.clone(), cursor.delivered));
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,493 @@
+//! Sending security events: one task per receiver.
+//!
+//! A task holds its receiver ([`crate::state::events`]: one replica at a
+//! time), reads the audit trail after the receiver's cursor, POSTs a token
+//! for each event that is sent ([`super::set`]) until the receiver answers
+//! 2xx, and only then moves the cursor past it. A failed attempt is
+//! retried after a backoff that doubles up to [`MAX_BACKOFF`]; a token is
+//! never dropped, so a receiver that refuses one holds up the ones after
+//! it (the metrics and the log say so). Events that need no token move the
+//! cursor once per batch.
+
+use std::sync::{Arc, Mutex};
+
+use agentca::wire::AuditEvent;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::watch;
+
+use super::set::{self, Transmitter};
+use super::sign::{SignError, Signer};
+use super::Receiver;
+use crate::issuance::issuer::IssuingCa;
+use crate::metrics::events::Failure;
+use crate::metrics::Metrics;
+use crate::state::events::{CursorConflict, CursorMove};
+use crate::state::{Applied, Change, Conflict, Ledger};
+use crate::store::Store;
+
+/// How long a replica's hold of a receiver lasts unless renewed; it is
+/// renewed every third of it while the replica sends.
+pub const HOLD: Duration = Duration::seconds(30);
+/// How often a hold is renewed while the replica sends or waits.
+const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest wait between two attempts at one token.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+/// Longest wait for a receiver's answer.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Audit events read at once.
+const BATCH: usize = 256;
+/// Most bytes of a refusal's body read (for the log).
+const MAX_ANSWER_BYTES: usize = 4096;
+
+/// The wait before attempt `failures + 1` of a token, after `failures`
+/// failed ones: 1 s, doubling, at most [`MAX_BACKOFF`]; `jitter` in
+/// [0, 1) takes up to half of it off, so that receivers coming back are
+/// not met by every replica at once.
+pub fn backoff(failures: u32, jitter: f64) -> std::time::Duration {
+    let full = std::time::Duration::from_secs(1)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    full.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// What every receiver's task shares.
+pub struct Outbox {
+    /// The store, for the trail.
+    pub store: Arc<dyn Store>,
+    /// The ledger, for the cursors.
+    pub ledger: Ledger,
+    /// The intermediate, which certifies the signing key.
+    pub ca: Arc<IssuingCa>,
+    /// Where delivery is counted.
+    pub metrics: Arc<Metrics>,
+    /// This replica's name in the holds.
+    pub replica: String,
+    /// Whether the store is this process's alone.
+    pub exclusive: bool,
+    /// The tokens' `iss` and `x509_issuer`.
+    pub transmitter: Transmitter,
+    signer: Mutex<Option<Arc<Signer>>>,
+}
+
+impl Outbox {
+    /// The shared part of the tasks.
+    pub fn new(
+        store: Arc<dyn Store>,
+        ledger: Ledger,
+        ca: Arc<IssuingCa>,
+        metrics: Arc<Metrics>,
+        replica: String,
+        exclusive: bool,
+    ) -> Result<Self, SignError> {
+        let x509_issuer = {
+            use x509_parser::prelude::FromDer;
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(ca.intermediate())
+                .map_err(|e| SignError::new(format!("the intermediate does not parse: {e}")))?;
+            cert.subject().to_string()
+        };
+        let transmitter = Transmitter {
+            issuer: format!("spiffe://{}", ca.trust_domain()),
+            x509_issuer,
+        };
+        Ok(Self {
+            store,
+            ledger,
+            ca,
+            metrics,
+            replica,
+            exclusive,
+            transmitter,
+            signer: Mutex::new(None),
+        })
+    }
+
+    /// The signer at `now`: a new one when there is none yet or half its
+    /// certificate's life has passed.
+    fn signer(&self, now: OffsetDateTime) -> Result<Arc<Signer>, SignError> {
+        let mut slot = self.signer.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(signer) if !signer.renewal_due(now) => Ok(signer.clone()),
+            _ => {
+                let signer = Arc::new(Signer::issue(&self.ca, now)?);
+                tracing::info!(kid = signer.kid(), "security event signing key made");
+                *slot = Some(signer.clone());
+                Ok(signer)
+            }
+        }
+    }
+
+    /// Starts one task per receiver; they stop when `stop` turns true.
+    pub fn start(
+        self: Arc<Self>,
+        receivers: Vec<Receiver>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, SignError> {
+        let mut tasks = Vec::new();
+        for receiver in receivers {
+            self.metrics.events.register(&receiver.name);
+            let client = http_client(&receiver)?;
+            let task = Task {
+                outbox: self.clone(),
+                receiver,
+                client,
+                seen: None,
+                read_to: 0,
+                renewed: None,
+                stop: stop.clone(),
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        Ok(tasks)
+    }
+}
+
+fn http_client(receiver: &Receiver) -> Result<reqwest::Client, SignError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(receiver.roots.iter().cloned());
+    if added == 0 {
+        return Err(SignError::new(format!(
+            "receiver {:?}: none of its roots is a usable certificate",
+            receiver.name
+        )));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| SignError::new(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(ATTEMPT_TIMEOUT)
+        .timeout(ATTEMPT_TIMEOUT)
+        .build()
+        .map_err(|e| SignError::new(format!("receiver {:?}: {e}", receiver.name)))
+}
+
+/// How a step of a task ended.
+enum Step {
+    /// It sent or skipped events: go on at once.
+    Progress,
+    /// Nothing after the cursor.
+    CaughtUp,
+    /// Another replica holds the receiver, until then.
+    Held(OffsetDateTime),
+    /// The store failed; try again later.
+    Failed,
+    /// The CA is stopping.
+    Stopped,
+}
+
+struct Task {
+    outbox: Arc<Outbox>,
+    receiver: Receiver,
+    client: reqwest::Client,
+    /// The cursor as this task last saw it.
+    seen: Option<u64>,
+    /// The last event it handled: sent, or passed over as one that needs
+    /// no token (at or after `seen`).
+    read_to: u64,
+    /// When this task last took or renewed its hold.
+    renewed: Option<OffsetDateTime>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut head = self.outbox.ledger.audit_head();
+        let mut store_failures = 0;
+        loop {
+            let step = self.step().await;
+            let name = &self.receiver.name;
+            let wait = match step {
+                Step::Progress => {
+                    store_failures = 0;
+                    continue;
+                }
+                Step::Stopped => return,
+                Step::CaughtUp => {
+                    store_failures = 0;
+                    self.outbox.metrics.events.idle(name);
+                    // New events wake it; so does the time to renew the
+                    // hold.
+                    RENEW_EVERY
+                }
+                Step::Held(until) => {
+                    self.seen = None;
+                    self.read_to = 0;
+                    self.renewed = None;
+                    self.outbox.metrics.events.idle(name);
+                    (until - OffsetDateTime::now_utc())
+                        .clamp(Duration::seconds(1), HOLD)
+                        .unsigned_abs()
+                }
+                Step::Failed => {
+                    store_failures += 1;
+                    backoff(store_failures, jitter())
+                }
+            };
+            tokio::select! {
+                _ = head.changed(), if matches!(step, Step::CaughtUp) => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Sends what follows the cursor, under the hold. An idle receiver
+    /// costs no write: the hold is taken (or renewed) only when there is
+    /// something to send or pass over, and lapses while there is not.
+    async fn step(&mut self) -> Step {
+        let seen = match self.seen {
+            Some(seen) => seen,
+            None => {
+                if let Err(step) = self.hold(None, OffsetDateTime::now_utc()).await {
+                    return step;
+                }
+                let Some(seen) = self.seen else {
+                    return Step::Failed;
+                };
+                seen
+            }
+        };
+        let from = self.read_to.max(seen);
+        let events = match crate::audit::since(&*self.outbox.store, from, BATCH) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(receiver = %self.receiver.name, error = %e, "cannot read the audit trail for security events");
+                return Step::Failed;
+            }
+        };
+        let Some(first) = events.first() else {
+            return Step::CaughtUp;
+        };
+        // Whoever held it while this task was idle may have moved it: the
+        // renewal says so (and this task reads from there) before anything
+        // is sent.
+        if let Err(step) = self.renew_if_due(OffsetDateTime::now_utc()).await {
+            return step;
+        }
+        if first.seq > from + 1 {
+            tracing::error!(receiver = %self.receiver.name, after = from, next = first.seq, "audit events were pruned before this receiver had them: they are not sent");
+        }
+        for event in &events {
+            match set::claims(event, &self.outbox.transmitter, &self.receiver.audience) {
+                Some(claims) => {
+                    if let Err(step) = self.send(event, &claims).await {
+                        return step;
+                    }
+                }
+                None => self.read_to = event.seq,
+            }
+        }
+        // Events that need no token move the stored cursor with the
+        // hold's renewals, or after a long run of them.
+        if self.read_to >= seen + 4 * BATCH as u64 {
+            if let Err(step) = self
+                .hold(Some(self.read_to), OffsetDateTime::now_utc())
+                .await
+            {
+                return step;
+            }
+        }
+        Step::Progress
+    }
+
+    /// Sends one token until the receiver acknowledges it, then moves the
+    /// cursor to its event.
+    async fn send(&mut self, event: &AuditEvent, claims: &serde_json::Value) -> Result<(), Step> {
+        let name = self.receiver.name.clone();
+        let since = OffsetDateTime::now_utc().unix_timestamp();
+        let mut failures = 0;
+        loop {
+            let now = OffsetDateTime::now_utc();
+            self.renew_if_due(now).await?;
+            let attempt = match self.outbox.signer(now) {
+                Ok(signer) => match signer.sign(claims) {
+                    Ok(token) => self.post(token).await,
+                    Err(e) => Err((Failure::Internal, e.to_string())),
+                },
+                Err(e) => Err((Failure::Internal, e.to_string())),
+            };
+            match attempt {
+                Ok(()) => break,
+                Err((failure, detail)) => {
+                    failures += 1;
+                    self.outbox.metrics.events.failed(&name, failure, since);
+                    let wait = backoff(failures, jitter());
+                    tracing::warn!(receiver = %name, audit_seq = event.seq, attempt = failures, failure = failure.label(), detail = %detail, retry_in_ms = wait.as_millis() as u64, "a security event was not delivered; retrying");
+                    self.sleep_holding(wait).await?;
+                }
+            }
+        }
+        self.hold(Some(event.seq), OffsetDateTime::now_utc())
+            .await?;
+        self.outbox.metrics.events.delivered(
+            &name,
+            event.seq,
+            OffsetDateTime::now_utc().unix_timestamp(),
+        );
+        tracing::info!(receiver = %name, audit_seq = event.seq, action = %event.action, "security event delivered");
+        Ok(())
+    }
+
+    /// One POST of `token`.
+    async fn post(&self, token: String) -> Result<(), (Failure, String)> {
+        let mut request = self
+            .client
+            .post(self.receiver.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, set::MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(token);
+        if let Some(bearer) = &self.receiver.authorization {
+            request = request.bearer_auth(bearer);
+        }
+        let mut answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) if e.is_timeout() => return Err((Failure::Timeout, e.to_string())),
+            Err(e) => return Err((Failure::Unreachable, error_chain(&e))),
+        };
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        // RFC 8935 section 2.3: a refusal says why in JSON; keep a little of
+        // it for the log.
+        let mut body = Vec::new();
+        while body.len() < MAX_ANSWER_BYTES {
+            match answer.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        body.truncate(MAX_ANSWER_BYTES);
+        let text = String::from_utf8_lossy(&body);
+        let failure = if status.is_client_error() {
+            Failure::Rejected
+        } else {
+            Failure::ServerError
+        };
+        Err((failure, format!("HTTP {status}: {}", text.trim())))
+    }
+
+    /// Sleeps `wait`, renewing the hold on the way; stops early when the
+    /// CA stops.
+    async fn sleep_holding(&mut self, wait: std::time::Duration) -> Result<(), Step> {
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            let slice = (end - now).min(RENEW_EVERY);
+            tokio::select! {
+                _ = tokio::time::sleep(slice) => {}
+                _ = self.stop.wait_for(|s| *s) => return Err(Step::Stopped),
+            }
+            self.renew_if_due(OffsetDateTime::now_utc()).await?;
+        }
+    }
+
+    async fn renew_if_due(&mut self, now: OffsetDateTime) -> Result<(), Step> {
+        if *self.stop.borrow() {
+            return Err(Step::Stopped);
+        }
+        match self.renewed {
+            Some(at) if now - at < HOLD / 3 => Ok(()),
+            _ => {
+                let to = self
+                    .seen
+                    .filter(|s| self.read_to > *s)
+                    .map(|_| self.read_to);
+                self.hold(to, now).await
+            }
+        }
+    }
+
+    /// Takes or renews the hold, moving the cursor to `to` if given.
+    async fn hold(&mut self, to: Option<u64>, now: OffsetDateTime) -> Result<(), Step> {
+        let m = CursorMove {
+            receiver: self.receiver.name.clone(),
+            replica: self.outbox.replica.clone(),
+            expected: self.seen,
+            to,
+            at: now,
+            hold: HOLD,
+            exclusive: self.outbox.exclusive,
+        };
+        match self.outbox.ledger.apply(Change::EventCursor(m)).await {
+            Ok(Ok(Applied::Cursor(delivered))) => {
+                self.seen = Some(delivered);
+                self.read_to = self.read_to.max(delivered);
+                self.renewed = Some(now);
+                self.outbox
+                    .metrics
+                    .events
+                    .cursor(&self.receiver.name, delivered);
+                Ok(())
+            }
+            Ok(Err(Conflict::Cursor(CursorConflict::Held { holder, until }))) => {
+                tracing::debug!(receiver = %self.receiver.name, holder = %holder, "another replica sends to this receiver");
+                Err(Step::Held(until))
+            }
+            Ok(Ok(other)) => {
+                tracing::error!(receiver = %self.receiver.name, "moving the receiver's cursor answered {other:?}");
+                Err(Step::Failed)
+            }
+            Ok(Err(conflict)) => {
+                // Moved under it: another replica sent while this one's
+                // hold had lapsed. Read it again.
+                tracing::warn!(receiver = %self.receiver.name, %conflict, "the receiver's cursor moved elsewhere; reading it again");
+                self.seen = None;
+                self.read_to = 0;
+                self.renewed = None;
+                Err(Step::Progress)
+            }
+            Err(e) => {
+                tracing::error!(receiver = %self.receiver.name, error = %e, "cannot record the receiver's cursor");
+                Err(Step::Failed)
+            }
+        }
+    }
+}
+
+/// A number in [0, 1) from the system's random source.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    f64::from(u32::from_be_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// An error and its sources, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_ceiling_and_jitter_takes_at_most_half() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(backoff(1, 0.0), s(1));
+        assert_eq!(backoff(2, 0.0), s(2));
+        assert_eq!(backoff(3, 0.0), s(4));
+        assert_eq!(backoff(9, 0.0), s(256));
+        assert_eq!(backoff(10, 0.0), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX, 0.0), MAX_BACKOFF);
+        assert_eq!(backoff(3, 0.5), s(3));
+        assert_eq!(backoff(3, 1.0), s(2));
+        assert_eq!(backoff(0, 0.0), s(1));
+    }
+}
