@@ -7,7 +7,7 @@
 //! retried after a backoff that doubles up to [`MAX_BACKOFF`]; a token is
 //! never dropped, so a receiver that refuses one holds up the ones after
 //! it (the metrics and the log say so). Events that need no token move the
-//! cursor once per batch.
+//! cursor with the hold's renewals, or after a long run of them.
 
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +34,8 @@ const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
 /// Longest wait for a receiver's answer.
 pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a task waits, once woken by a commit, for more to commit.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Audit events read at once.
 const BATCH: usize = 256;
 /// Most bytes of a refusal's body read (for the log).
@@ -229,9 +231,22 @@ impl Task {
                     backoff(store_failures, jitter())
                 }
             };
+            // A commit wakes a task that caught up (unless the ledger is
+            // gone: then only the time does).
+            let woken = tokio::select! {
+                changed = head.changed(), if matches!(step, Step::CaughtUp) => Some(changed.is_ok()),
+                _ = tokio::time::sleep(wait) => None,
+                _ = self.stop.wait_for(|s| *s) => return,
+            };
+            let pause = match woken {
+                // Gather what commits in the next moments: one read of the
+                // trail for many events under load.
+                Some(true) => GATHER,
+                Some(false) => wait,
+                None => continue,
+            };
             tokio::select! {
-                _ = head.changed(), if matches!(step, Step::CaughtUp) => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = self.stop.wait_for(|s| *s) => return,
             }
         }
@@ -293,7 +308,11 @@ impl Task {
                 return step;
             }
         }
-        Step::Progress
+        if events.len() < BATCH {
+            Step::CaughtUp
+        } else {
+            Step::Progress
+        }
     }
 
     /// Sends one token until the receiver acknowledges it, then moves the
