@@ -30,6 +30,8 @@ pub struct Received {
     pub header: Value,
     /// Its claims.
     pub claims: Value,
+    /// The token as it came.
+    pub token: String,
 }
 
 impl Received {
@@ -268,11 +270,11 @@ async fn handle(
     let token = String::from_utf8_lossy(&body).into_owned();
     match verify(&token, root, trust_domain) {
         Ok((header, claims)) => {
-            state
-                .lock()
-                .unwrap()
-                .accepted
-                .push(Received { header, claims });
+            state.lock().unwrap().accepted.push(Received {
+                header,
+                claims,
+                token,
+            });
             answer(202, "")
         }
         Err(why) => {
