@@ -2,8 +2,11 @@
 //! clone alerts, scope blocks, retirements, agents disabled and enabled,
 //! and issuance limits reached as signed Security Event Tokens (RFC 8417,
 //! RFC 8935 push) to a TLS receiver on 127.0.0.1, which checks each
-//! token's signature against the agentca root. A receiver that was down
-//! gets everything after it comes back, once, across `kill -9` of the CA.
+//! token's signature against the agentca root; a Python receiver's checks
+//! (PyJWT and cryptography: Debian's python3-jwt and python3-cryptography,
+//! in `/usr/bin/python3` or `AGENTCA_TEST_PYTHON`) take them too. A
+//! receiver that was down gets everything after it comes back, once,
+//! across `kill -9` of the CA.
 
 mod common;
 #[path = "support/postgres.rs"]
@@ -12,6 +15,9 @@ mod postgres;
 mod receiver;
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentca::wire::{AuditPage, PruneAuditRequest, PruneAuditResponse};
@@ -30,9 +36,10 @@ const ENABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/accou
 const BLOCKED: &str = "https://github.com/agentca/agentca/secevent/scope-blocked";
 const LIMITED: &str = "https://github.com/agentca/agentca/secevent/issuance-limited";
 
-/// A CA sending to `receiver` as `soc`, with `serve_args`.
-fn ca_sending_to(receiver: &Receiver, serve_args: &[&str]) -> TestCa {
-    let file = receiver.receivers_file("soc");
+/// A CA sending to `receiver` as `soc` the kinds of events `events` names
+/// (every kind when empty), with `serve_args`.
+fn ca_sending_to(receiver: &Receiver, events: &[&str], serve_args: &[&str]) -> TestCa {
+    let file = receiver.receivers_file("soc", events);
     let mut args = vec!["--event-receivers", file.to_str().unwrap()];
     args.extend_from_slice(serve_args);
     let ca = TestCa::start_with(&[], &args);
@@ -74,6 +81,41 @@ async fn metric_reaches(ca: &TestCa, name: &str, reason: Option<&str>, at_least:
     }
 }
 
+/// The jti of each of `tokens` as a receiver in Python checks them
+/// (`tests/support/verify_set.py`), or why it refused one.
+fn verified_in_python(tokens: &[&str], bundle: &Path, audience: &str) -> Vec<String> {
+    let python =
+        std::env::var("AGENTCA_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".to_owned());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/verify_set.py");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(bundle)
+        .arg(TRUST_DOMAIN)
+        .arg(audience)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python} runs (python3-jwt, python3-cryptography): {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(tokens.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{python} refused a token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 async fn trail(ca: &TestCa) -> AuditPage {
     ca.admin::<(), _>(Method::GET, "/v1/admin/audit?since=0", None)
         .await
@@ -83,7 +125,7 @@ async fn trail(ca: &TestCa) -> AuditPage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_security_event_reaches_the_receiver_signed_once_and_in_order() {
     let receiver = Receiver::start(TRUST_DOMAIN).await;
-    let ca = ca_sending_to(&receiver, &["--max-certs-per-agent", "3"]);
+    let ca = ca_sending_to(&receiver, &[], &["--max-certs-per-agent", "3"]);
 
     // A clone: the same certificate renewed a second time with another key.
     let (cert, key) = ca.enrolled("acme", "prod", "bot").await;
@@ -136,7 +178,9 @@ async fn each_security_event_reaches_the_receiver_signed_once_and_in_order() {
         last_seq = seq;
         let event = events.iter().find(|e| e.seq == seq).unwrap();
         assert_eq!(r.claims["jti"], event.hash.as_str());
-        assert_eq!(r.claims["iat"], event.at.unix_timestamp());
+        // When it happened, and when it was signed (after).
+        assert_eq!(r.claims["toe"], event.at.unix_timestamp());
+        assert!(r.claims["iat"].as_i64().unwrap() >= event.at.unix_timestamp());
         assert_eq!(r.claims["aud"], "urn:test:soc");
         assert_eq!(r.claims["iss"], format!("spiffe://{TRUST_DOMAIN}"));
         assert_eq!(r.header["kid"], got[0].header["kid"]);
@@ -214,16 +258,72 @@ async fn each_security_event_reaches_the_receiver_signed_once_and_in_order() {
         .map(|r| r.claims["jti"].to_string())
         .collect();
     assert_eq!(jtis.len(), 7, "nothing was sent twice");
+
+    // A receiver in Python takes every token too.
+    let tokens: Vec<&str> = got.iter().map(|r| r.token.as_str()).collect();
+    let jtis = verified_in_python(&tokens, &ca.bundle_path(), "urn:test:soc");
+    let expected: Vec<String> = got
+        .iter()
+        .map(|r| r.claims["jti"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(jtis, expected);
+
+    // The CA certified its signing key on the record.
+    let signers: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "events.signer")
+        .collect();
+    assert_eq!(signers.len(), 1, "{signers:#?}");
+    let signer_der = STANDARD
+        .decode(got[0].header["x5c"][0].as_str().unwrap())
+        .unwrap();
+    let signer_cert = agentca::wire::Serial::from_bytes(
+        x509_parser::parse_x509_certificate(&signer_der)
+            .unwrap()
+            .1
+            .raw_serial(),
+    )
+    .unwrap();
+    assert_eq!(signers[0].serial.as_ref(), Some(&signer_cert));
+    assert_eq!(
+        signers[0].subject.as_deref(),
+        Some(format!("spiffe://{TRUST_DOMAIN}").as_str())
+    );
+
+    // Events that need no token move the cursor too, once the receiver
+    // is idle: the trail behind it may be pruned.
+    ca.register("acme", "prod", "quiet").await;
+    let registered = trail(&ca)
+        .await
+        .events
+        .into_iter()
+        .rfind(|e| e.action == "register")
+        .unwrap();
+    metric_reaches(
+        &ca,
+        "agentca_security_events_cursor",
+        None,
+        registered.seq as f64,
+    )
+    .await;
+    assert!(
+        receiver.duplicates().is_empty(),
+        "{:?}",
+        receiver.duplicates()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
     let mut receiver = Receiver::start(TRUST_DOMAIN).await;
     receiver.stop().await;
-    let mut ca = ca_sending_to(&receiver, &[]);
+    let mut ca = ca_sending_to(&receiver, &["revocation"], &[]);
     for agent in ["one", "two"] {
         ca.register("acme", "prod", agent).await;
     }
+    // A kind of event this receiver did not choose: never sent.
+    ca.set_enabled("acme", "prod", "two", false).await;
+    ca.set_enabled("acme", "prod", "two", true).await;
 
     // The receiver is down: the revocation waits, retried.
     ca.revoke_agent("acme", "prod", "one", "keyCompromise")
@@ -299,6 +399,7 @@ async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
     assert_eq!(got.len(), 3, "nothing sent twice: {got:#?}");
     assert_eq!(got[2].claims["sub_id"]["uri"], id("three").as_str());
     assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
+    assert!(got.iter().all(|r| r.event_type() == CHANGE), "{got:#?}");
 
     // Delivered everywhere it had to go: the trail may be pruned now.
     metric_reaches(&ca, "agentca_security_events_delivered_total", None, 1.0).await;
@@ -314,6 +415,21 @@ async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
         .await
         .unwrap();
     assert_eq!(pruned.pruned, revocation.seq);
+
+    // Stopped as an operator stops it, then started: the last token is not
+    // sent again either (a later one comes, and nothing before it).
+    ca.stop();
+    ca.start_again();
+    ca.register("acme", "prod", "four").await;
+    ca.revoke_agent("acme", "prod", "four", "superseded").await;
+    let got = receiver.wait_for(4).await;
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert_eq!(got[3].claims["sub_id"]["uri"], id("four").as_str());
+    assert!(
+        receiver.duplicates().is_empty(),
+        "{:?}",
+        receiver.duplicates()
+    );
 }
 
 /// Replicas on one PostgreSQL database: one at a time sends to a
@@ -323,7 +439,7 @@ async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_send_each_event_once_and_take_over_from_one_killed() {
     let receiver = Receiver::start(TRUST_DOMAIN).await;
-    let file = receiver.receivers_file("soc");
+    let file = receiver.receivers_file("soc", &[]);
     let url = postgres::fresh_database();
     let mut cas = TestCa::start_replicas(&url, 2, &["--event-receivers", file.to_str().unwrap()]);
     receiver.trust(&cas[0].bundle_path());
@@ -367,6 +483,11 @@ async fn replicas_send_each_event_once_and_take_over_from_one_killed() {
     assert_eq!(got.len(), 5, "{got:#?}");
     assert_eq!(got[4].claims["sub_id"]["uri"], id("a4").as_str());
     assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
+    assert!(
+        receiver.duplicates().is_empty(),
+        "{:?}",
+        receiver.duplicates()
+    );
 }
 
 #[test]

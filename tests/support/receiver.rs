@@ -57,6 +57,8 @@ impl Received {
 struct State {
     accepted: Vec<Received>,
     refused: Vec<String>,
+    /// The `jti`s accepted more than once.
+    duplicates: Vec<String>,
 }
 
 /// The receiver.
@@ -123,17 +125,18 @@ impl Receiver {
     }
 
     /// A receivers file naming it as `name`, for `agentca serve
-    /// --event-receivers`.
-    pub fn receivers_file(&self, name: &str) -> PathBuf {
+    /// --event-receivers`; it gets the kinds of events `events` names
+    /// (every kind when empty).
+    pub fn receivers_file(&self, name: &str, events: &[&str]) -> PathBuf {
         let path = self.dir.path().join("receivers.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[[receiver]]\nname = \"{name}\"\nurl = \"{}\"\naudience = \"urn:test:soc\"\nca-file = \"receiver-ca.pem\"\nauthorization-file = \"bearer\"\n",
-                self.url()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "[[receiver]]\nname = \"{name}\"\nurl = \"{}\"\naudience = \"urn:test:soc\"\nca-file = \"receiver-ca.pem\"\nauthorization-file = \"bearer\"\n",
+            self.url()
+        );
+        if !events.is_empty() {
+            text.push_str(&format!("events = {events:?}\n"));
+        }
+        std::fs::write(&path, text).unwrap();
         path
     }
 
@@ -195,6 +198,12 @@ impl Receiver {
     /// What it accepted so far, in order.
     pub fn accepted(&self) -> Vec<Received> {
         self.state.lock().unwrap().accepted.clone()
+    }
+
+    /// The `jti`s it accepted more than once (none, when the CA is right:
+    /// a token is sent again only when its acknowledgement was lost).
+    pub fn duplicates(&self) -> Vec<String> {
+        self.state.lock().unwrap().duplicates.clone()
     }
 
     /// Tokens it refused (none, when the CA is right).
@@ -270,7 +279,15 @@ async fn handle(
     let token = String::from_utf8_lossy(&body).into_owned();
     match verify(&token, root, trust_domain) {
         Ok((header, claims)) => {
-            state.lock().unwrap().accepted.push(Received {
+            let mut state = state.lock().unwrap();
+            if state
+                .accepted
+                .iter()
+                .any(|r| r.claims["jti"] == claims["jti"])
+            {
+                state.duplicates.push(claims["jti"].to_string());
+            }
+            state.accepted.push(Received {
                 header,
                 claims,
                 token,

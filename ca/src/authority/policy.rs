@@ -27,9 +27,6 @@ pub struct Policy {
     pub issuance_limits: IssuanceLimits,
     /// Which changes of registration wait for a second admin.
     pub review: Review,
-    /// The security-event receivers configured: audit events they have
-    /// not acknowledged are not pruned.
-    pub event_receivers: Vec<String>,
 }
 
 /// Where promotions (a scope added, a longer lifetime) wait for a second
@@ -72,7 +69,6 @@ impl Default for Policy {
             max_token_uses: 1_000_000,
             issuance_limits: IssuanceLimits::DEFAULT,
             review: Review::default(),
-            event_receivers: Vec::new(),
         }
     }
 }

@@ -242,7 +242,7 @@ impl Authority {
             let change = Change::PruneAudit {
                 through: req.through,
                 hash: req.hash.clone(),
-                keep_for: self.policy.event_receivers.clone(),
+                at: Some(now),
             };
             let mut done = event.clone();
             done.reason = Some(format!("checkpoint {}", req.hash));

@@ -303,7 +303,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tenants: args.review_tenants.clone(),
             pending_ttl: args.pending_ttl,
         },
-        event_receivers: receivers.iter().map(|r| r.name.clone()).collect(),
         ..Policy::default()
     };
     policy.validate()?;
@@ -465,7 +464,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (store, ledger, ca, metrics) = outbox;
-    crate::events::start(receivers, store, ledger, ca, metrics, stop_rx.clone())?;
+    let sending = crate::events::start(receivers, store, ledger, ca, metrics, stop_rx.clone())?;
     let mut plain = None;
     if let Some(listener) = http_listener {
         let app = crate::http::public_router(authority.clone());
@@ -512,6 +511,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(plain) = plain {
         let _ = plain.await;
     }
+    sending.stopped().await;
     authority
         .write_refusal_summaries(OffsetDateTime::now_utc(), true)
         .await;

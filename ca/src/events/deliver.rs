@@ -6,12 +6,14 @@
 //! 2xx, and only then moves the cursor past it. A failed attempt is
 //! retried after a backoff that doubles up to [`MAX_BACKOFF`]; a token is
 //! never dropped, so a receiver that refuses one holds up the ones after
-//! it (the metrics and the log say so). Events that need no token move the
-//! cursor with the hold's renewals, or after a long run of them.
+//! it (the metrics and the log say so). Events that need no token (or are
+//! of a kind the receiver did not choose) move the cursor with the hold's
+//! renewals, or after a long run of them. A task that stops releases its
+//! hold, so that another replica takes the receiver over at once.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use agentca::wire::AuditEvent;
+use agentca::wire::{Actor, AuditEvent, Serial};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::watch;
 
@@ -32,14 +34,10 @@ pub const HOLD: Duration = Duration::seconds(30);
 const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest wait between two attempts at one token.
 pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
-/// Longest wait for a receiver's answer.
-pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a task waits, once woken by a commit, for more to commit.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Audit events read at once.
 const BATCH: usize = 256;
-/// Most bytes of a refusal's body read (for the log).
-const MAX_ANSWER_BYTES: usize = 4096;
 
 /// The wait before attempt `failures + 1` of a token, after `failures`
 /// failed ones: 1 s, doubling, at most [`MAX_BACKOFF`]; `jitter` in
@@ -68,7 +66,7 @@ pub struct Outbox {
     pub exclusive: bool,
     /// The tokens' `iss` and `x509_issuer`.
     pub transmitter: Transmitter,
-    signer: Mutex<Option<Arc<Signer>>>,
+    signer: tokio::sync::Mutex<Option<Arc<Signer>>>,
 }
 
 impl Outbox {
@@ -99,23 +97,53 @@ impl Outbox {
             replica,
             exclusive,
             transmitter,
-            signer: Mutex::new(None),
+            signer: tokio::sync::Mutex::new(None),
         })
     }
 
     /// The signer at `now`: a new one when there is none yet or half its
-    /// certificate's life has passed.
-    fn signer(&self, now: OffsetDateTime) -> Result<Arc<Signer>, SignError> {
-        let mut slot = self.signer.lock().unwrap_or_else(|p| p.into_inner());
-        match &*slot {
-            Some(signer) if !signer.renewal_due(now) => Ok(signer.clone()),
-            _ => {
-                let signer = Arc::new(Signer::issue(&self.ca, now)?);
-                tracing::info!(kid = signer.kid(), "security event signing key made");
-                *slot = Some(signer.clone());
-                Ok(signer)
+    /// certificate's life has passed. The CA certifies its signing key as
+    /// it certifies any other: on the audit trail, before the key is used.
+    async fn signer(&self, now: OffsetDateTime) -> Result<Arc<Signer>, SignError> {
+        let mut slot = self.signer.lock().await;
+        if let Some(signer) = &*slot {
+            if !signer.renewal_due(now) {
+                return Ok(signer.clone());
             }
         }
+        let signer = Arc::new(Signer::issue(&self.ca, now)?);
+        let mut event = AuditEvent::new(
+            crate::issuance::profile::whole_seconds(now),
+            Actor::System,
+            "events.signer",
+            Some(self.transmitter.issuer.clone()),
+        );
+        event.serial = Some(
+            Serial::from_bytes(signer.serial())
+                .map_err(|e| SignError::new(format!("the signing certificate's serial: {e}")))?,
+        );
+        event.not_after = Some(signer.not_after());
+        event.reason = Some(format!(
+            "security event signing key {} of replica {}",
+            signer.kid(),
+            self.replica
+        ));
+        match self.ledger.apply(Change::Audit(event)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(conflict)) => {
+                return Err(SignError::new(format!(
+                    "recording the signing certificate: {conflict}"
+                )))
+            }
+            Err(e) => {
+                return Err(SignError::new(format!(
+                    "recording the signing certificate: {e}"
+                )))
+            }
+        }
+        tracing::info!(kid = signer.kid(), "security event signing key made");
+        *slot = Some(signer.clone());
+        Ok(signer)
     }
 
     /// Starts one task per receiver; they stop when `stop` turns true.
@@ -127,7 +155,7 @@ impl Outbox {
         let mut tasks = Vec::new();
         for receiver in receivers {
             self.metrics.events.register(&receiver.name);
-            let client = http_client(&receiver)?;
+            let client = super::push::client(&receiver)?;
             let task = Task {
                 outbox: self.clone(),
                 receiver,
@@ -141,32 +169,6 @@ impl Outbox {
         }
         Ok(tasks)
     }
-}
-
-fn http_client(receiver: &Receiver) -> Result<reqwest::Client, SignError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(receiver.roots.iter().cloned());
-    if added == 0 {
-        return Err(SignError::new(format!(
-            "receiver {:?}: none of its roots is a usable certificate",
-            receiver.name
-        )));
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SignError::new(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .https_only(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(ATTEMPT_TIMEOUT)
-        .timeout(ATTEMPT_TIMEOUT)
-        .build()
-        .map_err(|e| SignError::new(format!("receiver {:?}: {e}", receiver.name)))
 }
 
 /// How a step of a task ended.
@@ -209,12 +211,12 @@ impl Task {
                     store_failures = 0;
                     continue;
                 }
-                Step::Stopped => return,
+                Step::Stopped => break,
                 Step::CaughtUp => {
                     store_failures = 0;
                     self.outbox.metrics.events.idle(name);
-                    // New events wake it; so does the time to renew the
-                    // hold.
+                    // New events wake it; so does the time to record
+                    // where it is ([`Task::step`]).
                     RENEW_EVERY
                 }
                 Step::Held(until) => {
@@ -236,7 +238,7 @@ impl Task {
             let woken = tokio::select! {
                 changed = head.changed(), if matches!(step, Step::CaughtUp) => Some(changed.is_ok()),
                 _ = tokio::time::sleep(wait) => None,
-                _ = self.stop.wait_for(|s| *s) => return,
+                _ = self.stop.wait_for(|s| *s) => break,
             };
             let pause = match woken {
                 // Gather what commits in the next moments: one read of the
@@ -247,14 +249,47 @@ impl Task {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = self.stop.wait_for(|s| *s) => return,
+                _ = self.stop.wait_for(|s| *s) => break,
             }
         }
+        self.release().await;
+    }
+
+    /// Records where the receiver is and lets go of it, so that another
+    /// replica takes it over at its next try rather than once the hold
+    /// lapses.
+    async fn release(&mut self) {
+        let Some(seen) = self.seen else {
+            return;
+        };
+        let m = CursorMove {
+            receiver: self.receiver.name.clone(),
+            replica: self.outbox.replica.clone(),
+            expected: Some(seen),
+            to: (self.read_to > seen).then_some(self.read_to),
+            at: OffsetDateTime::now_utc(),
+            hold: Duration::ZERO,
+            exclusive: self.outbox.exclusive,
+        };
+        match self.outbox.ledger.apply(Change::EventCursor(m)).await {
+            Ok(Ok(_)) => {
+                tracing::debug!(receiver = %self.receiver.name, "released the receiver");
+            }
+            // Taken over already, or the store is going: the hold lapses.
+            Ok(Err(conflict)) => {
+                tracing::debug!(receiver = %self.receiver.name, %conflict, "the receiver was not released");
+            }
+            Err(e) => {
+                tracing::warn!(receiver = %self.receiver.name, error = %e, "cannot release the receiver; its hold lapses");
+            }
+        }
+        self.seen = None;
     }
 
     /// Sends what follows the cursor, under the hold. An idle receiver
-    /// costs no write: the hold is taken (or renewed) only when there is
-    /// something to send or pass over, and lapses while there is not.
+    /// costs no write once its cursor caught up: the hold is taken (or
+    /// renewed) only when there is something to send or pass over, and
+    /// lapses while there is not.
     async fn step(&mut self) -> Step {
         let seen = match self.seen {
             Some(seen) => seen,
@@ -277,6 +312,15 @@ impl Task {
             }
         };
         let Some(first) = events.first() else {
+            // Where events that need no token brought it is recorded once
+            // the hold is due for renewal: an idle receiver's cursor
+            // catches up with the trail (pruning and the cursor metric
+            // wait for it) at the cost of one write.
+            if self.read_to > seen {
+                if let Err(step) = self.renew_if_due(OffsetDateTime::now_utc()).await {
+                    return step;
+                }
+            }
             return Step::CaughtUp;
         };
         // Whoever held it while this task was idle may have moved it: the
@@ -289,9 +333,20 @@ impl Task {
             tracing::error!(receiver = %self.receiver.name, after = from, next = first.seq, "audit events were pruned before this receiver had them: they are not sent");
         }
         for event in &events {
-            match set::claims(event, &self.outbox.transmitter, &self.receiver.audience) {
+            let chosen = set::kind_of(event).is_some_and(|k| self.receiver.kinds.contains(&k));
+            let claims = chosen
+                .then(|| {
+                    set::claims(
+                        event,
+                        &self.outbox.transmitter,
+                        &self.receiver.audience,
+                        OffsetDateTime::now_utc(),
+                    )
+                })
+                .flatten();
+            match claims {
                 Some(claims) => {
-                    if let Err(step) = self.send(event, &claims).await {
+                    if let Err(step) = self.send(event, claims).await {
                         return step;
                     }
                 }
@@ -316,17 +371,23 @@ impl Task {
     }
 
     /// Sends one token until the receiver acknowledges it, then moves the
-    /// cursor to its event.
-    async fn send(&mut self, event: &AuditEvent, claims: &serde_json::Value) -> Result<(), Step> {
+    /// cursor to its event. Each attempt is signed anew (its `iat` is
+    /// when).
+    async fn send(
+        &mut self,
+        event: &AuditEvent,
+        mut claims: serde_json::Value,
+    ) -> Result<(), Step> {
         let name = self.receiver.name.clone();
         let since = OffsetDateTime::now_utc().unix_timestamp();
         let mut failures = 0;
         loop {
             let now = OffsetDateTime::now_utc();
             self.renew_if_due(now).await?;
-            let attempt = match self.outbox.signer(now) {
-                Ok(signer) => match signer.sign(claims) {
-                    Ok(token) => self.post(token).await,
+            claims["iat"] = serde_json::json!(now.unix_timestamp());
+            let attempt = match self.outbox.signer(now).await {
+                Ok(signer) => match signer.sign(&claims) {
+                    Ok(token) => super::push::post(&self.client, &self.receiver, token).await,
                     Err(e) => Err((Failure::Internal, e.to_string())),
                 },
                 Err(e) => Err((Failure::Internal, e.to_string())),
@@ -337,7 +398,7 @@ impl Task {
                     failures += 1;
                     self.outbox.metrics.events.failed(&name, failure, since);
                     let wait = backoff(failures, jitter());
-                    tracing::warn!(receiver = %name, audit_seq = event.seq, attempt = failures, failure = failure.label(), detail = %detail, retry_in_ms = wait.as_millis() as u64, "a security event was not delivered; retrying");
+                    tracing::warn!(receiver = %name, audit_seq = event.seq, attempt = failures, failure = failure.label(), detail = ?detail, retry_in_ms = wait.as_millis() as u64, "a security event was not delivered; retrying");
                     self.sleep_holding(wait).await?;
                 }
             }
@@ -351,45 +412,6 @@ impl Task {
         );
         tracing::info!(receiver = %name, audit_seq = event.seq, action = %event.action, "security event delivered");
         Ok(())
-    }
-
-    /// One POST of `token`.
-    async fn post(&self, token: String) -> Result<(), (Failure, String)> {
-        let mut request = self
-            .client
-            .post(self.receiver.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, set::MEDIA_TYPE)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(token);
-        if let Some(bearer) = &self.receiver.authorization {
-            request = request.bearer_auth(bearer);
-        }
-        let mut answer = match request.send().await {
-            Ok(answer) => answer,
-            Err(e) if e.is_timeout() => return Err((Failure::Timeout, e.to_string())),
-            Err(e) => return Err((Failure::Unreachable, error_chain(&e))),
-        };
-        let status = answer.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        // RFC 8935 section 2.3: a refusal says why in JSON; keep a little of
-        // it for the log.
-        let mut body = Vec::new();
-        while body.len() < MAX_ANSWER_BYTES {
-            match answer.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-        body.truncate(MAX_ANSWER_BYTES);
-        let text = String::from_utf8_lossy(&body);
-        let failure = if status.is_client_error() {
-            Failure::Rejected
-        } else {
-            Failure::ServerError
-        };
-        Err((failure, format!("HTTP {status}: {}", text.trim())))
     }
 
     /// Sleeps `wait`, renewing the hold on the way; stops early when the
@@ -478,18 +500,6 @@ fn jitter() -> f64 {
     let mut bytes = [0u8; 4];
     let _ = aws_lc_rs::rand::fill(&mut bytes);
     f64::from(u32::from_be_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
-}
-
-/// An error and its sources, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -8,13 +8,15 @@
 //! - [`deliver`]: one task per receiver, sending the trail's events after
 //!   the receiver's cursor, retrying with backoff, and moving the cursor
 //!   once the receiver acknowledged ([`crate::state::events`] decides the
-//!   cursor's moves and which replica sends).
+//!   cursor's moves and which replica sends);
+//! - [`push`]: one POST, and what counts as an acknowledgement.
 //!
 //! Receivers are listed in a TOML file (`agentca serve --event-receivers`),
 //! read here. The audit trail is the outbox: nothing is stored twice, and
 //! what committed is sent, across restarts.
 
 pub mod deliver;
+pub mod push;
 pub mod set;
 pub mod sign;
 
@@ -51,6 +53,8 @@ pub struct Receiver {
     pub authorization: Option<String>,
     /// The roots its TLS server certificate is verified with.
     pub roots: Arc<Vec<CertificateDer<'static>>>,
+    /// The kinds of events it gets (all unless its entry chooses).
+    pub kinds: Vec<set::Kind>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -61,12 +65,14 @@ impl std::fmt::Debug for Receiver {
             .field("audience", &self.audience)
             .field("authorization", &self.authorization.as_ref().map(|_| "…"))
             .field("roots", &self.roots.len())
+            .field("kinds", &self.kinds)
             .finish()
     }
 }
 
 /// Starts sending to `receivers` (none: nothing starts) from this
-/// process, until `stop` turns true.
+/// process, until `stop` turns true; [`Sending::stopped`] waits for the
+/// tasks to let go of their receivers.
 pub fn start(
     receivers: Vec<Receiver>,
     store: Arc<dyn crate::store::Store>,
@@ -74,16 +80,35 @@ pub fn start(
     ca: Arc<crate::issuance::issuer::IssuingCa>,
     metrics: Arc<crate::metrics::Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), sign::SignError> {
+) -> Result<Sending, sign::SignError> {
     if receivers.is_empty() {
-        return Ok(());
+        return Ok(Sending(Vec::new()));
     }
     // Several replicas share a PostgreSQL store; an embedded one is this
     // process's alone.
     let exclusive = store.backend() != crate::store::Backend::Postgres;
     let outbox = deliver::Outbox::new(store, ledger, ca, metrics, replica_name(), exclusive)?;
-    Arc::new(outbox).start(receivers, stop)?;
-    Ok(())
+    Ok(Sending(Arc::new(outbox).start(receivers, stop)?))
+}
+
+/// The running tasks, one per receiver.
+pub struct Sending(Vec<tokio::task::JoinHandle<()>>);
+
+impl Sending {
+    /// Waits, once `stop` turned true, for the tasks to end: a POST under
+    /// way is given its time ([`push::ATTEMPT_TIMEOUT`]), then the task
+    /// records its cursor and releases its hold.
+    pub async fn stopped(self) {
+        let wait = push::ATTEMPT_TIMEOUT + std::time::Duration::from_secs(2);
+        let all = async {
+            for task in self.0 {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(wait, all).await.is_err() {
+            tracing::warn!("security event delivery did not stop in time; its holds lapse");
+        }
+    }
 }
 
 /// This process's name in the receivers' holds: the host's name and a
@@ -120,6 +145,7 @@ struct Entry {
     audience: Option<String>,
     ca_file: Option<std::path::PathBuf>,
     authorization_file: Option<std::path::PathBuf>,
+    events: Option<Vec<String>>,
 }
 
 /// The receivers listed in the TOML file at `path`; relative file names in
@@ -168,9 +194,13 @@ fn entry_to_receiver(entry: Entry, base: &Path) -> Result<Receiver, ReceiverErro
             entry.url
         )));
     }
-    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
         return Err(fail(format!(
-            "url {:?} must not carry credentials or a fragment (use authorization-file)",
+            "url {:?} must not carry credentials, a query or a fragment (a secret goes in authorization-file)",
             entry.url
         )));
     }
@@ -216,12 +246,35 @@ fn entry_to_receiver(entry: Entry, base: &Path) -> Result<Receiver, ReceiverErro
             roots_path.display()
         )));
     }
+    let kinds = match entry.events {
+        None => set::Kind::ALL.to_vec(),
+        Some(names) => {
+            let mut kinds = Vec::new();
+            for name in &names {
+                let kind = set::Kind::named(name).ok_or_else(|| {
+                    let known: Vec<&str> = set::Kind::ALL.iter().map(|k| k.name()).collect();
+                    fail(format!(
+                        "events: unknown kind {name:?}; the kinds are: {}",
+                        known.join(", ")
+                    ))
+                })?;
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            if kinds.is_empty() {
+                return Err(fail("events: name at least one kind".into()));
+            }
+            kinds
+        }
+    };
     Ok(Receiver {
         name,
         url,
         audience,
         authorization,
         roots: Arc::new(roots),
+        kinds,
     })
 }
 
@@ -243,17 +296,24 @@ fn check_name(name: &str) -> Result<(), ReceiverError> {
     }
 }
 
+/// The text of the file at `path`, at most [`MAX_FILE_BYTES`] (whatever
+/// the file claims to be: a pipe or a device is read only so far).
 fn read_limited(path: &Path) -> Result<String, ReceiverError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ReceiverError(format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > MAX_FILE_BYTES {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| ReceiverError(format!("cannot read {}: {e}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
         return Err(ReceiverError(format!(
             "{} is larger than {MAX_FILE_BYTES} bytes",
             path.display()
         )));
     }
-    std::fs::read_to_string(path)
-        .map_err(|e| ReceiverError(format!("cannot read {}: {e}", path.display())))
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -289,6 +349,7 @@ mod tests {
             url = "https://soc.example.com/ssf"
             audience = "urn:soc"
             ca-file = "roots.pem"
+            events = ["revocation", "clone", "revocation"]
             "#,
         )
         .unwrap();
@@ -298,7 +359,12 @@ mod tests {
         assert_eq!(receivers[0].authorization.as_deref(), Some("s3cret-token"));
         assert!(!receivers[0].roots.is_empty());
         assert!(!format!("{:?}", receivers[0]).contains("s3cret"));
+        assert_eq!(receivers[0].kinds, set::Kind::ALL.to_vec());
         assert_eq!(receivers[1].audience, "urn:soc");
+        assert_eq!(
+            receivers[1].kinds,
+            vec![set::Kind::Revocation, set::Kind::Clone]
+        );
         assert_eq!(receivers[1].authorization, None);
         assert!(parsed(&dir, "").unwrap().is_empty());
     }
@@ -314,6 +380,15 @@ mod tests {
         for (text, says) in [
             (entry("siem", "http://siem.example.com/", ""), "must be https://"),
             (entry("siem", "https://u:p@siem.example.com/", ""), "credentials"),
+            (entry("siem", "https://siem.example.com/?key=s3cret", ""), "a query"),
+            (
+                entry("siem", "https://siem.example.com/", "events = [\"revoke\"]"),
+                "unknown kind \"revoke\"",
+            ),
+            (
+                entry("siem", "https://siem.example.com/", "events = []"),
+                "at least one",
+            ),
             (entry("siem", "not a url", ""), "is not a URL"),
             (entry("Siem", "https://siem.example.com/", ""), "lowercase"),
             (entry("", "https://siem.example.com/", ""), "lowercase"),

@@ -44,6 +44,7 @@ pub struct Signer {
     header: String,
     /// The RFC 7638 thumbprint of the key, the header's `kid`.
     kid: String,
+    serial: [u8; 16],
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 }
@@ -60,13 +61,9 @@ impl Signer {
         if not_after <= now {
             return Err(SignError("the issuing certificate has expired".into()));
         }
-        let params = profile::event_signer(
-            ca.trust_domain(),
-            &profile::random_serial(),
-            not_before,
-            not_after,
-        )
-        .map_err(|e| err(&e))?;
+        let serial = profile::random_serial();
+        let params = profile::event_signer(ca.trust_domain(), &serial, not_before, not_after)
+            .map_err(|e| err(&e))?;
         let cert = params
             .signed_by(&generated, ca.issuer())
             .map_err(|e| err(&e))?;
@@ -82,6 +79,7 @@ impl Signer {
             rng: SystemRandom::new(),
             header: URL_SAFE_NO_PAD.encode(header.to_string()),
             kid,
+            serial,
             not_before,
             not_after,
         })
@@ -96,6 +94,16 @@ impl Signer {
     /// The key's id (`kid`).
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// Its certificate's serial number.
+    pub fn serial(&self) -> &[u8] {
+        &self.serial
+    }
+
+    /// When its certificate expires.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
     }
 
     /// `claims` as a signed token (JWS compact serialization).
@@ -160,7 +168,9 @@ mod tests {
         // Document signing only: no TLS purpose.
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(!eku.client_auth && !eku.server_auth && !eku.any);
-        assert_eq!(eku.other.len(), 1);
+        let purposes: Vec<String> = eku.other.iter().map(|o| o.to_id_string()).collect();
+        assert_eq!(purposes, ["1.3.6.1.5.5.7.3.36"]);
+        assert_eq!(cert.raw_serial(), signer.serial());
         let san = cert.subject_alternative_name().unwrap().unwrap().value;
         assert_eq!(
             san.general_names,

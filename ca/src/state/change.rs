@@ -219,9 +219,10 @@ pub enum Change {
         through: u64,
         /// Its hash.
         hash: String,
-        /// The event receivers whose cursors it must not pass.
+        /// Now: the receivers' cursors written since
+        /// [`super::events::FORGOTTEN_AFTER`] keep what follows them.
         #[serde(default)]
-        keep_for: Vec<String>,
+        at: Option<OffsetDateTime>,
     },
     /// Take or renew the hold of an event receiver, and move its cursor
     /// past what it acknowledged ([`super::events::moved`]).
@@ -558,13 +559,11 @@ pub fn apply(txn: &mut dyn WriteTxn, change: &Change) -> Result<Outcome, StoreEr
             return Ok(Ok(Applied::Crl(published)));
         }
         Change::EventCursor(m) => return writes::move_cursor(txn, m),
-        Change::PruneAudit {
-            through,
-            hash,
-            keep_for,
-        } => {
-            let kept = writes::cursors(txn, keep_for)?;
-            let slowest = super::events::slowest(kept.iter().map(|(r, d)| (r.as_str(), *d)));
+        Change::PruneAudit { through, hash, at } => {
+            let cursors = writes::cursors(txn)?;
+            let slowest = at.and_then(|at| {
+                super::events::slowest(cursors.iter().map(|(r, c)| (r.as_str(), c)), at)
+            });
             return Ok(crate::audit::prune(txn, *through, hash, slowest)?
                 .map(Applied::AuditPruned)
                 .map_err(Conflict::from));

@@ -20,6 +20,13 @@ use time::{Duration, OffsetDateTime};
 /// Meta key prefix of the receivers' cursors (then the receiver's name).
 pub const CURSOR_PREFIX: &str = "event_cursor/";
 
+/// How long after a replica last wrote a receiver's cursor the cursor
+/// still keeps the audit events after it from pruning. A receiver being
+/// sent to has its cursor written whenever the trail moves, and every few
+/// seconds while a token waits; one no replica has sent to for this long
+/// was removed from the receivers files.
+pub const FORGOTTEN_AFTER: Duration = Duration::days(7);
+
 /// The Meta key of `receiver`'s cursor.
 pub fn cursor_key(receiver: &str) -> Vec<u8> {
     format!("{CURSOR_PREFIX}{receiver}").into_bytes()
@@ -157,10 +164,26 @@ pub fn moved(
     })
 }
 
-/// Of the receivers' cursors, the one furthest behind: the audit events
-/// after it are not pruned ([`crate::audit::may_prune`]).
-pub fn slowest<'a>(cursors: impl IntoIterator<Item = (&'a str, u64)>) -> Option<(&'a str, u64)> {
-    cursors.into_iter().min_by_key(|(_, delivered)| *delivered)
+/// Whether `cursor` still keeps the audit events after it from pruning at
+/// `now`: a replica wrote it less than [`FORGOTTEN_AFTER`] ago.
+pub fn keeps(cursor: &EventCursor, now: OffsetDateTime) -> bool {
+    cursor
+        .held_until
+        .is_some_and(|until| now < until + FORGOTTEN_AFTER)
+}
+
+/// Of the receivers' cursors, the one furthest behind among those that
+/// still keep events ([`keeps`]): the audit events after it are not pruned
+/// ([`crate::audit::may_prune`]).
+pub fn slowest<'a>(
+    cursors: impl IntoIterator<Item = (&'a str, &'a EventCursor)>,
+    now: OffsetDateTime,
+) -> Option<(&'a str, u64)> {
+    cursors
+        .into_iter()
+        .filter(|(_, c)| keeps(c, now))
+        .map(|(name, c)| (name, c.delivered))
+        .min_by_key(|(_, delivered)| *delivered)
 }
 
 #[cfg(test)]
@@ -216,6 +239,20 @@ mod tests {
     }
 
     #[test]
+    fn a_released_hold_is_taken_over_at_once() {
+        let stored = held_by("a", t0() + Duration::seconds(30));
+        let release = CursorMove {
+            hold: Duration::ZERO,
+            ..by("a", Some(7), Some(8))
+        };
+        let released = moved(Some(stored), 99, &release).unwrap();
+        assert_eq!(released.delivered, 8, "where it got to is kept");
+        assert_eq!(released.held_until, Some(t0()));
+        let taken = moved(Some(released), 99, &by("b", Some(8), None)).unwrap();
+        assert_eq!(taken.holder.as_deref(), Some("b"));
+    }
+
+    #[test]
     fn a_new_receiver_starts_at_the_head() {
         let cursor = moved(None, 42, &by("a", None, None)).unwrap();
         assert_eq!(cursor.delivered, 42);
@@ -255,8 +292,29 @@ mod tests {
     }
 
     #[test]
-    fn the_slowest_receiver_bounds_pruning() {
-        assert_eq!(slowest([]), None);
-        assert_eq!(slowest([("a", 9), ("b", 3), ("c", 5)]), Some(("b", 3)));
+    fn the_slowest_receiver_still_sent_to_bounds_pruning() {
+        let at = |delivered, until| EventCursor {
+            delivered,
+            holder: Some("r".into()),
+            held_until: Some(until),
+        };
+        let a = at(9, t0());
+        let b = at(3, t0());
+        let forgotten = at(1, t0() - FORGOTTEN_AFTER);
+        assert_eq!(slowest([], t0()), None);
+        assert_eq!(
+            slowest([("a", &a), ("b", &b), ("gone", &forgotten)], t0()),
+            Some(("b", 3))
+        );
+        // Exactly FORGOTTEN_AFTER after its last write, a cursor keeps
+        // nothing; a second before, it does.
+        assert!(!keeps(&forgotten, t0()));
+        assert!(keeps(&forgotten, t0() - Duration::seconds(1)));
+        let never = EventCursor {
+            delivered: 0,
+            holder: None,
+            held_until: None,
+        };
+        assert!(!keeps(&never, t0()));
     }
 }

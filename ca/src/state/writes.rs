@@ -365,17 +365,16 @@ pub(super) fn move_cursor(
     }
 }
 
-/// The stored cursors of `receivers` (those never seen have none).
+/// Every receiver's stored cursor, by name.
 pub(super) fn cursors(
     txn: &mut dyn WriteTxn,
-    receivers: &[String],
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut found = Vec::new();
-    for receiver in receivers {
-        let key = super::events::cursor_key(receiver);
-        if let Some(cursor) = get::<super::events::EventCursor>(txn, Table::Meta, &key)? {
-            found.push((receiver.clone(), cursor.delivered));
-        }
-    }
-    Ok(found)
+) -> Result<Vec<(String, super::events::EventCursor)>, StoreError> {
+    let prefix = super::events::CURSOR_PREFIX.as_bytes();
+    txn.scan_prefix(Table::Meta, prefix, usize::MAX)?
+        .into_iter()
+        .map(|(key, value)| {
+            let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            Ok((name, decode(Table::Meta, &value)?))
+        })
+        .collect()
 }
