@@ -416,8 +416,10 @@ async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
         .unwrap();
     assert_eq!(pruned.pruned, revocation.seq);
 
-    // Stopped as an operator stops it, then started: the last token is not
-    // sent again either (a later one comes, and nothing before it).
+    // Stopped as an operator stops it (the delivery task ends with the
+    // server, well within the test's 20 s), then started: nothing is sent
+    // again (a later token comes, and nothing before it). Releasing the
+    // hold matters with replicas: the next test.
     ca.stop();
     ca.start_again();
     ca.register("acme", "prod", "four").await;
@@ -482,6 +484,29 @@ async fn replicas_send_each_event_once_and_take_over_from_one_killed() {
     let got = receiver.accepted();
     assert_eq!(got.len(), 5, "{got:#?}");
     assert_eq!(got[4].claims["sub_id"]["uri"], id("a4").as_str());
+
+    // Stopped as an operator stops it, the replica sending now lets go of
+    // the receiver: the one started again takes over at its next try
+    // (every 10 s), not once the hold renewed when a4 went out (30 s)
+    // lapses.
+    let other = 1 - sender;
+    cas[sender].start_again();
+    cas[other].stop();
+    let stopped = Instant::now();
+    let back = &cas[sender];
+    back.register("acme", "prod", "a5").await;
+    back.revoke_agent("acme", "prod", "a5", "superseded").await;
+    while receiver.accepted().len() < 6 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "the stopped replica did not let go of the receiver: {}",
+            back.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = receiver.accepted();
+    assert_eq!(got.len(), 6, "{got:#?}");
+    assert_eq!(got[5].claims["sub_id"]["uri"], id("a5").as_str());
     assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
     assert!(
         receiver.duplicates().is_empty(),

@@ -48,6 +48,9 @@ def check(token, root, issuer, audience):
     )
     signed_by(leaf, intermediate)
     signed_by(intermediate, root)
+    constraints = intermediate.extensions.get_extension_for_class(x509.BasicConstraints)
+    if not constraints.value.ca:
+        raise ValueError("x5c[1] is not a CA certificate")
     now = datetime.datetime.utcnow()
     for cert in (leaf, intermediate, root):
         if not cert.not_valid_before <= now <= cert.not_valid_after:

@@ -3,13 +3,18 @@
 //! A task holds its receiver ([`crate::state::events`]: one replica at a
 //! time), reads the audit trail after the receiver's cursor, POSTs a token
 //! for each event that is sent ([`super::set`]) until the receiver answers
-//! 2xx, and only then moves the cursor past it. A failed attempt is
+//! 202 ([`super::push`]), and only then moves the cursor past it. A failed attempt is
 //! retried after a backoff that doubles up to [`MAX_BACKOFF`]; a token is
 //! never dropped, so a receiver that refuses one holds up the ones after
 //! it (the metrics and the log say so). Events that need no token (or are
 //! of a kind the receiver did not choose) move the cursor with the hold's
 //! renewals, or after a long run of them. A task that stops releases its
-//! hold, so that another replica takes the receiver over at once.
+//! hold, so that another replica takes the receiver over at its next try
+//! (every [`RENEW_EVERY`]) rather than once the hold lapses.
+//!
+//! The hold outlasts any attempt: it is renewed right before each POST,
+//! which takes at most [`super::push::ATTEMPT_TIMEOUT`], and every
+//! [`RENEW_EVERY`] while waiting; both are well under [`HOLD`].
 
 use std::sync::Arc;
 
@@ -31,7 +36,13 @@ use crate::store::Store;
 /// renewed every third of it while the replica sends.
 pub const HOLD: Duration = Duration::seconds(30);
 /// How often a hold is renewed while the replica sends or waits.
-const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const RENEW_EVERY: Duration = Duration::seconds(10);
+// A POST started right before a renewal falls due ends before the hold
+// lapses.
+const _: () = assert!(
+    RENEW_EVERY.whole_seconds() + (super::push::ATTEMPT_TIMEOUT.as_secs() as i64)
+        < HOLD.whole_seconds()
+);
 /// Longest wait between two attempts at one token.
 pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
 /// How long a task waits, once woken by a commit, for more to commit.
@@ -217,15 +228,17 @@ impl Task {
                     self.outbox.metrics.events.idle(name);
                     // New events wake it; so does the time to record
                     // where it is ([`Task::step`]).
-                    RENEW_EVERY
+                    RENEW_EVERY.unsigned_abs()
                 }
                 Step::Held(until) => {
                     self.seen = None;
                     self.read_to = 0;
                     self.renewed = None;
                     self.outbox.metrics.events.idle(name);
+                    // Try again when the hold lapses, or sooner: a replica
+                    // that stops releases it.
                     (until - OffsetDateTime::now_utc())
-                        .clamp(Duration::seconds(1), HOLD)
+                        .clamp(Duration::seconds(1), RENEW_EVERY)
                         .unsigned_abs()
                 }
                 Step::Failed => {
@@ -383,13 +396,16 @@ impl Task {
         let mut failures = 0;
         loop {
             let now = OffsetDateTime::now_utc();
-            self.renew_if_due(now).await?;
             claims["iat"] = serde_json::json!(now.unix_timestamp());
-            let attempt = match self.outbox.signer(now).await {
-                Ok(signer) => match signer.sign(&claims) {
-                    Ok(token) => super::push::post(&self.client, &self.receiver, token).await,
-                    Err(e) => Err((Failure::Internal, e.to_string())),
-                },
+            // The signer may wait on the store (a new key is recorded
+            // first): the hold is renewed after it, right before the POST.
+            let token = match self.outbox.signer(now).await {
+                Ok(signer) => signer.sign(&claims),
+                Err(e) => Err(e),
+            };
+            self.renew_if_due(OffsetDateTime::now_utc()).await?;
+            let attempt = match token {
+                Ok(token) => super::push::post(&self.client, &self.receiver, token).await,
                 Err(e) => Err((Failure::Internal, e.to_string())),
             };
             match attempt {
@@ -423,7 +439,14 @@ impl Task {
             if now >= end {
                 return Ok(());
             }
-            let slice = (end - now).min(RENEW_EVERY);
+            // Wake when the hold is next due for renewal, not a whole
+            // RENEW_EVERY from now.
+            let due = self.renewed.map_or(std::time::Duration::ZERO, |at| {
+                (at + RENEW_EVERY - OffsetDateTime::now_utc())
+                    .max(Duration::ZERO)
+                    .unsigned_abs()
+            });
+            let slice = (end - now).min(due.max(std::time::Duration::from_millis(100)));
             tokio::select! {
                 _ = tokio::time::sleep(slice) => {}
                 _ = self.stop.wait_for(|s| *s) => return Err(Step::Stopped),
@@ -437,7 +460,7 @@ impl Task {
             return Err(Step::Stopped);
         }
         match self.renewed {
-            Some(at) if now - at < HOLD / 3 => Ok(()),
+            Some(at) if now - at < RENEW_EVERY => Ok(()),
             _ => {
                 let to = self
                     .seen

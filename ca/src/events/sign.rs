@@ -1,7 +1,7 @@
 //! Signing Security Event Tokens: a compact JWS (RFC 7515) with ES256.
 //!
-//! Each CA process makes its own P-256 key at start and has the issuing
-//! intermediate certify it ([`profile::event_signer`]: the trust domain's
+//! Each CA process makes its own P-256 key before its first token and has
+//! the issuing intermediate certify it ([`profile::event_signer`]: the trust domain's
 //! SPIFFE ID, for document signing only); the key never leaves the
 //! process, and is replaced when half its certificate's life has passed.
 //! Every token carries the certificate and the intermediate in `x5c`, so a
