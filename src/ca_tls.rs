@@ -118,7 +118,7 @@ impl ServerCertVerifier for PinnedRoot {
 /// Exponential backoff for retry number `attempt` (from 1): `base`
 /// doubled per attempt up to `max`, scaled by `jitter` (0 to 1) into its
 /// upper half, so that clients that failed together do not retry together.
-pub(crate) fn half_jittered(base: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
+pub fn half_jittered(base: Duration, max: Duration, attempt: u32, jitter: f64) -> Duration {
     let exp = attempt.saturating_sub(1).min(16);
     let full = base.saturating_mul(1 << exp).min(max);
     full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)

@@ -70,7 +70,7 @@ pub mod bundle;
 #[cfg(any(feature = "client", feature = "feed"))]
 mod ca_tls;
 #[cfg(any(feature = "client", feature = "feed"))]
-pub use ca_tls::{CaTrust, TlsConfigError};
+pub use ca_tls::{half_jittered, jitter, CaTrust, TlsConfigError};
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(any(feature = "client", feature = "feed"))]
@@ -81,6 +81,31 @@ pub mod verify;
 pub mod wire;
 
 use rustls_pki_types::CertificateDer;
+
+/// `e` and its causes on one line, each said once: many errors (reqwest's,
+/// tokio-postgres's) keep what went wrong (a TLS alert, what PostgreSQL
+/// said) in their sources, not in their own text.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `t` in RFC 3339 (`2026-12-06T10:00:00Z`), as the wire, the logs and
+/// the console write times; the Unix time for a year RFC 3339 cannot
+/// write.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -131,4 +156,40 @@ pub fn certs_from_pem(
         .filter(|b| b.tag() == "CERTIFICATE")
         .map(|b| CertificateDer::from(b.into_contents()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    /// An error saying `text`, caused by `cause`.
+    #[derive(Debug)]
+    struct Failed(&'static str, Option<Box<Failed>>);
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let alert = Failed("received fatal alert: UnknownCA", None);
+        let tls = Failed("tls handshake", Some(Box::new(alert)));
+        let request = Failed("error sending request", Some(Box::new(tls)));
+        assert_eq!(
+            super::error_chain(&request),
+            "error sending request: tls handshake: received fatal alert: UnknownCA"
+        );
+        // A cause the text already says is not said again.
+        let db = Failed(
+            "db error: relation missing",
+            Some(Box::new(Failed("relation missing", None))),
+        );
+        assert_eq!(super::error_chain(&db), "db error: relation missing");
+    }
 }

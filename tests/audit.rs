@@ -19,7 +19,7 @@ use agentca::wire::{
 };
 use agentca_ca::audit::{self as chain, Head, HEAD_KEY};
 use agentca_ca::store::{open, Backend, Table};
-use common::{csr, fails, ok, refusal, run, TestCa};
+use common::{csr, fails, ok, refusal, refused_with, run, TestCa};
 use reqwest::Method;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -1127,7 +1127,7 @@ async fn export_prints_the_events_after_since_and_follow_prints_new_ones() {
     );
 
     // Follow: started at the current end, it prints what happens next.
-    let mut child = Follower(
+    let mut child = common::KillOnDrop(
         ca.command()
             .args(["audit", "follow"])
             .stdout(Stdio::piped())
@@ -1184,16 +1184,6 @@ async fn export_prints_the_events_after_since_and_follow_prints_new_ones() {
         child.0.try_wait().unwrap().is_none(),
         "follow runs until stopped"
     );
-}
-
-/// `agentca audit follow`, stopped when the test ends, however it ends.
-struct Follower(std::process::Child);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1363,22 +1353,12 @@ async fn exported_events_are_pruned_and_the_export_and_the_trail_verify_as_one_c
         (11, "0".repeat(64), "does not have the hash given"),
         (3, checkpoint.hash.clone(), "pruned already"),
     ] {
-        let refused = ca
-            .admin::<_, agentca::wire::PruneAuditResponse>(
-                Method::POST,
-                "/v1/admin/audit/prune",
-                Some(&agentca::wire::PruneAuditRequest { through, hash }),
-            )
-            .await;
-        match refused {
-            Err(agentca::client::ClientError::Refused {
-                status: 409,
-                error,
-                detail,
-                ..
-            }) if error == "audit_prune_refused" => assert!(detail.contains(why), "{detail}"),
-            other => panic!("expected 409 audit_prune_refused: {other:?}"),
-        }
+        let detail = refused_with(
+            ca.prune_audit(through, &hash).await,
+            409,
+            "audit_prune_refused",
+        );
+        assert!(detail.contains(why), "{detail}");
     }
     let after: AuditPage = ca
         .admin::<(), _>(Method::GET, "/v1/admin/audit?since=0", None)

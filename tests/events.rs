@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agentca::wire::{AuditPage, PruneAuditRequest, PruneAuditResponse};
+use agentca::wire::AuditPage;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use common::*;
@@ -166,7 +166,7 @@ async fn each_security_event_reaches_the_receiver_signed_once_and_in_order() {
         [COMPROMISE, LIMITED, BLOCKED, DISABLED, ENABLED, CHANGE, PURGED],
         "{got:#?}"
     );
-    assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
+    receiver.assert_each_taken_once();
 
     // Each token is its audit event: `jti` is the event's hash, in the
     // trail's order, and nothing else of the trail was sent.
@@ -306,11 +306,7 @@ async fn each_security_event_reaches_the_receiver_signed_once_and_in_order() {
         registered.seq as f64,
     )
     .await;
-    assert!(
-        receiver.duplicates().is_empty(),
-        "{:?}",
-        receiver.duplicates()
-    );
+    receiver.assert_each_taken_once();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,27 +348,12 @@ async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
     // The trail keeps what the receiver has not acknowledged.
     let events = trail(&ca).await.events;
     let revocation = events.iter().find(|e| e.action == "revoke").unwrap();
-    let refused = ca
-        .admin::<_, PruneAuditResponse>(
-            Method::POST,
-            "/v1/admin/audit/prune",
-            Some(&PruneAuditRequest {
-                through: revocation.seq,
-                hash: revocation.hash.clone(),
-            }),
-        )
-        .await;
-    match refused {
-        Err(agentca::client::ClientError::Refused {
-            status: 409,
-            error,
-            detail,
-            ..
-        }) if error == "audit_prune_refused" => {
-            assert!(detail.contains("\"soc\""), "{detail}")
-        }
-        other => panic!("expected 409 audit_prune_refused: {other:?}"),
-    }
+    let detail = refused_with(
+        ca.prune_audit(revocation.seq, &revocation.hash).await,
+        409,
+        "audit_prune_refused",
+    );
+    assert!(detail.contains("\"soc\""), "{detail}");
 
     // Killed with the token unsent, started again: the outbox is the
     // trail, so it is still there.
@@ -398,20 +379,13 @@ async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
     let got = receiver.wait_for(3).await;
     assert_eq!(got.len(), 3, "nothing sent twice: {got:#?}");
     assert_eq!(got[2].claims["sub_id"]["uri"], id("three").as_str());
-    assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
+    receiver.assert_each_taken_once();
     assert!(got.iter().all(|r| r.event_type() == CHANGE), "{got:#?}");
 
     // Delivered everywhere it had to go: the trail may be pruned now.
     metric_reaches(&ca, "agentca_security_events_delivered_total", None, 1.0).await;
-    let pruned: PruneAuditResponse = ca
-        .admin(
-            Method::POST,
-            "/v1/admin/audit/prune",
-            Some(&PruneAuditRequest {
-                through: revocation.seq,
-                hash: revocation.hash.clone(),
-            }),
-        )
+    let pruned = ca
+        .prune_audit(revocation.seq, &revocation.hash)
         .await
         .unwrap();
     assert_eq!(pruned.pruned, revocation.seq);
@@ -427,11 +401,7 @@ async fn a_receiver_that_was_down_gets_every_event_once_across_kill_9() {
     let got = receiver.wait_for(4).await;
     assert_eq!(got.len(), 4, "{got:#?}");
     assert_eq!(got[3].claims["sub_id"]["uri"], id("four").as_str());
-    assert!(
-        receiver.duplicates().is_empty(),
-        "{:?}",
-        receiver.duplicates()
-    );
+    receiver.assert_each_taken_once();
 }
 
 /// Replicas on one PostgreSQL database: one at a time sends to a
@@ -507,12 +477,7 @@ async fn replicas_send_each_event_once_and_take_over_from_one_killed() {
     let got = receiver.accepted();
     assert_eq!(got.len(), 6, "{got:#?}");
     assert_eq!(got[5].claims["sub_id"]["uri"], id("a5").as_str());
-    assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
-    assert!(
-        receiver.duplicates().is_empty(),
-        "{:?}",
-        receiver.duplicates()
-    );
+    receiver.assert_each_taken_once();
 }
 
 #[test]

@@ -493,7 +493,7 @@ async fn nginx_keeps_a_live_agent_in_past_the_crls_next_update_with_agentca_crl_
     let first = std::fs::read_to_string(&crls).unwrap();
     assert_eq!(first.matches("-----BEGIN X509 CRL-----").count(), 2);
     let nginx = Nginx::start_shipped(&dir, &dir.join("service.crt"), &dir.join("service.key"));
-    let mut refresher = common::KillOnDrop(
+    let _refresher = common::KillOnDrop(
         ca.command()
             .args(["crl", "--watch", "--interval", "1s", "--out"])
             .arg(&crls)
@@ -534,5 +534,4 @@ async fn nginx_keeps_a_live_agent_in_past_the_crls_next_update_with_agentca_crl_
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(nginx.curl(&dir, "alice.crt", "alice.key").0, 200);
-    let _ = refresher.0.kill();
 }

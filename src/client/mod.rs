@@ -93,14 +93,7 @@ pub enum ClientError {
 
 fn transport(e: reqwest::Error) -> ClientError {
     // reqwest's Display hides the cause (e.g. the TLS alert); show the chain.
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    ClientError::Transport(msg)
+    ClientError::Transport(crate::error_chain(&e))
 }
 
 /// Key types the CA accepts for agents.

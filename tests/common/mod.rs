@@ -385,6 +385,24 @@ impl TestCa {
             .await
     }
 
+    /// `POST /v1/admin/audit/prune` through event `through`, whose hash is
+    /// `hash`.
+    pub async fn prune_audit(
+        &self,
+        through: u64,
+        hash: &str,
+    ) -> Result<agentca::wire::PruneAuditResponse, ClientError> {
+        self.admin(
+            Method::POST,
+            "/v1/admin/audit/prune",
+            Some(&agentca::wire::PruneAuditRequest {
+                through,
+                hash: hash.to_owned(),
+            }),
+        )
+        .await
+    }
+
     pub async fn revoke_agent(
         &self,
         tenant: &str,
@@ -537,6 +555,24 @@ impl TestCa {
 impl Drop for TestCa {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The detail of a refusal with `status` and `code`, or a panic naming what
+/// came instead.
+pub fn refused_with<T: std::fmt::Debug>(
+    result: Result<T, ClientError>,
+    status: u16,
+    code: &str,
+) -> String {
+    match result {
+        Err(ClientError::Refused {
+            status: s,
+            error,
+            detail,
+            ..
+        }) if s == status && error == code => detail,
+        other => panic!("expected {status} {code}, got {other:?}"),
     }
 }
 

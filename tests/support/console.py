@@ -133,9 +133,21 @@ def main():
         for form in [{"confirm": "yes"}, {"confirm": "yes", "csrf": "forged"}]:
             response = page.request.post(f"{bystander_url}/disable", form=form)
             assert response.status == 403, f"{form}: {response.status}"
+        # With its token, a form is still refused from another origin, and
+        # does nothing unconfirmed (the server checks, not only the browser).
+        page.goto(bystander_url)
+        csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+        response = page.request.post(
+            f"{bystander_url}/disable",
+            form={"confirm": "yes", "csrf": csrf},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert response.status == 403, f"another origin: {response.status}"
+        response = page.request.post(f"{bystander_url}/disable", form={"csrf": csrf})
+        assert "Tick" in response.text(), f"unconfirmed: {response.status}"
         page.goto(bystander_url)
         expect(page.get_by_role("button", name="Disable")).to_be_visible()
-        print("forms without the anti-forgery token are refused")
+        print("forms without the anti-forgery token, from another origin, or unconfirmed are refused")
 
         # Phone width: readable, nothing wider than the screen.
         page.set_viewport_size({"width": 390, "height": 844})

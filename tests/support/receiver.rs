@@ -200,15 +200,22 @@ impl Receiver {
         self.state.lock().unwrap().accepted.clone()
     }
 
-    /// The `jti`s it accepted more than once (none, when the CA is right:
-    /// a token is sent again only when its acknowledgement was lost).
-    pub fn duplicates(&self) -> Vec<String> {
-        self.state.lock().unwrap().duplicates.clone()
-    }
-
     /// Tokens it refused (none, when the CA is right).
     pub fn refused(&self) -> Vec<String> {
         self.state.lock().unwrap().refused.clone()
+    }
+
+    /// Asserts that it refused nothing and took no `jti` twice (a token is
+    /// sent again only when its acknowledgement was lost, which the tests
+    /// do not do).
+    pub fn assert_each_taken_once(&self) {
+        let state = self.state.lock().unwrap();
+        assert!(state.refused.is_empty(), "refused: {:?}", state.refused);
+        assert!(
+            state.duplicates.is_empty(),
+            "taken twice: {:?}",
+            state.duplicates
+        );
     }
 
     /// Waits (at most 30 s) until it accepted `n` tokens; returns them.

@@ -137,6 +137,11 @@ pub enum AuditBreak {
         /// The last event found.
         found: u64,
     },
+    /// The trail's last event is the head's number but not its hash.
+    #[error(
+        "event {0} was changed or replaced: its hash is not the one the CA recorded as the head"
+    )]
+    NotHead(u64),
 }
 
 /// Why events may not be pruned.
@@ -253,6 +258,23 @@ pub fn verify_chain(events: &[AuditEvent], first_seq: u64, after: &str) -> Resul
     Ok(events.len() as u64)
 }
 
+/// Whether a trail read (and chained) up to `last`, its last event's
+/// number and hash, ends at the CA's recorded `head`. When the read found
+/// no event, `last` is the event it started after.
+pub fn ends_at_head(last: (u64, &str), head: &Head) -> Result<(), AuditBreak> {
+    let (found, hash) = last;
+    if found != head.seq {
+        return Err(AuditBreak::Truncated {
+            expected: head.seq,
+            found,
+        });
+    }
+    if hash != head.hash {
+        return Err(AuditBreak::NotHead(found));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +292,32 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    #[test]
+    fn a_read_ends_at_the_head_only_on_its_number_and_hash() {
+        let events = chain(3);
+        let head = Head {
+            seq: 3,
+            hash: events[2].hash.clone(),
+        };
+        assert_eq!(ends_at_head((3, &events[2].hash), &head), Ok(()));
+        assert_eq!(
+            ends_at_head((2, &events[1].hash), &head),
+            Err(AuditBreak::Truncated {
+                expected: 3,
+                found: 2
+            })
+        );
+        assert_eq!(
+            ends_at_head((3, &events[1].hash), &head),
+            Err(AuditBreak::NotHead(3))
+        );
+        let empty = Head {
+            seq: 0,
+            hash: genesis(),
+        };
+        assert_eq!(ends_at_head((0, &genesis()), &empty), Ok(()));
     }
 
     #[test]

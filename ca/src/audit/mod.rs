@@ -18,7 +18,9 @@ use agentca::wire::AuditEvent;
 
 use crate::store::{Store, StoreError, Table, WriteTxn};
 
-pub use chain::{genesis, hash, may_prune, verify_chain, AuditBreak, Head, PruneRefusal};
+pub use chain::{
+    ends_at_head, genesis, hash, may_prune, verify_chain, AuditBreak, Head, PruneRefusal,
+};
 
 /// Meta key of the trail's head: its last sequence number (8 bytes,
 /// big-endian) and hash (32 bytes).

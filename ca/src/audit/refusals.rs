@@ -251,10 +251,7 @@ fn summary(kind: Kind, tally: Tally, now: OffsetDateTime, reads: bool) -> AuditE
     let mut event = AuditEvent::new(now, actor, &kind.action, kind.subject);
     event.outcome = template.outcome;
     event.reason = if reads {
-        let first = template
-            .at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let first = agentca::rfc3339(template.at);
         Some(format!("first read at {first}"))
     } else {
         template.reason

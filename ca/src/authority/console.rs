@@ -41,8 +41,9 @@ impl Authority {
         ctx: &RequestContext,
         token: &str,
     ) -> Result<(Admin, AdminKey), AuthorityError> {
-        let admin = self.admin(ctx, Some(token)).await?;
-        let hash = crate::token::hash(token).ok_or(AuthorityError::Unauthorized)?;
+        let hash = crate::token::hash(token);
+        let admin = self.admin_by_hash(ctx, hash.as_ref()).await?;
+        let hash = hash.ok_or(AuthorityError::Unauthorized)?;
         Ok((admin, AdminKey(hash)))
     }
 
@@ -105,14 +106,11 @@ impl Authority {
                 anchor.and_then(|anchor| {
                     let n = crate::audit::verify_chain(&events, start + 1, &anchor)
                         .map_err(|b| b.to_string())?;
-                    match events.last() {
-                        None if head.seq == start => Ok(n),
-                        Some(last) if last.seq == head.seq && last.hash == head.hash => Ok(n),
-                        _ => Err(format!(
-                            "the trail read ends before event {}, the CA's recorded last",
-                            head.seq
-                        )),
-                    }
+                    let last = events
+                        .last()
+                        .map_or((start, anchor.as_str()), |e| (e.seq, e.hash.as_str()));
+                    crate::audit::ends_at_head(last, &head).map_err(|b| b.to_string())?;
+                    Ok(n)
                 })
             } else {
                 Ok(events.len() as u64)

@@ -243,7 +243,7 @@ impl AuthorityError {
             E::CertificateNotYetValid => ("certificate_not_yet_valid", K::Unauthenticated),
             E::CertificateRevoked => ("certificate_revoked", K::Unauthenticated),
             E::KeyReused => ("key_reused", K::Invalid),
-            E::CloneDetected(_) => ("clone_detected", K::Conflict),
+            E::CloneDetected(_) => (agentca::wire::CLONE_DETECTED, K::Conflict),
             E::IssuerExpired => ("issuer_expired", K::Unavailable),
             E::Store(_) => ("store_unavailable", K::Unavailable),
             E::CertificateNotFound(_) => ("certificate_not_found", K::NotFound),

@@ -34,6 +34,7 @@ mod tokens;
 use std::sync::Arc;
 
 use agentca::identity::{AgentId, Name, Part, TrustDomain};
+pub(crate) use agentca::rfc3339;
 use agentca::wire::Health;
 use time::OffsetDateTime;
 
@@ -191,9 +192,4 @@ impl Authority {
             .agent(&id.path_key())?
             .ok_or_else(|| AuthorityError::AgentNotFound(id.clone()))
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

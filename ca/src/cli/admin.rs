@@ -7,7 +7,6 @@ use agentca::wire::{
     AgentInfo, CreateTokenRequest, RegisterAgentRequest, RevokeRequest, RevokeResponse,
     TokenCreated,
 };
-use anyhow::Context;
 use clap::Args;
 use reqwest::Method;
 use serde::Serialize;
@@ -290,10 +289,7 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
             created.token_id,
             created.spiffe_id,
             created.uses,
-            created
-                .expires_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .context("formatting the expiry")?
+            agentca::rfc3339(created.expires_at)
         );
     }
     Ok(())

@@ -15,6 +15,7 @@ use agentca::client::files::AgentDir;
 use agentca::client::{
     check_issued, Agent, AgentConfig, AgentError, CaClient, CaTrust, KeyAlgorithm, PrivateKey,
 };
+use agentca::rfc3339;
 use agentca::wire::IssuedCertificate;
 use anyhow::Context;
 use clap::Args;
@@ -246,7 +247,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn after_rotation(args: &RunArgs) {
     if let Some(cmd) = &args.exec {
-        run_hook(cmd, "AGENTCA_DIR", &args.out_dir);
+        super::run_hook(cmd, "AGENTCA_DIR", &args.out_dir);
     }
     if let (Some(signal), Some(pid_file)) = (&args.signal, &args.pid_file) {
         let pid = std::fs::read_to_string(pid_file)
@@ -266,21 +267,6 @@ fn after_rotation(args: &RunArgs) {
             },
             None => tracing::warn!(file = %pid_file.display(), "the pid file holds no pid"),
         }
-    }
-}
-
-/// Runs an `--exec` command with `sh -c`, `var` set to `value` (the files
-/// it is about); a failure is logged, not fatal.
-pub(super) fn run_hook(cmd: &str, var: &str, value: &std::path::Path) {
-    match Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env(var, value)
-        .status()
-    {
-        Ok(status) if status.success() => {}
-        Ok(status) => tracing::warn!(%status, "the --exec command failed"),
-        Err(e) => tracing::warn!(error = %e, "cannot run the --exec command"),
     }
 }
 
@@ -318,11 +304,6 @@ fn describe_held(held: &agentca::client::files::Stored) -> String {
         }
         Err(e) => format!("files that do not make an identity: {e}"),
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn report(what: &str, issued: &IssuedCertificate, dir: &std::path::Path) {

@@ -240,17 +240,13 @@ async fn verify(
             }
             last => {
                 let (found, hash) = last.map_or((since, prev.clone()), |l| (l.seq, l.hash.clone()));
-                if found != page.head_seq {
-                    let broken = crate::audit::AuditBreak::Truncated {
-                        expected: page.head_seq,
-                        found,
-                    };
+                let head = crate::audit::Head {
+                    seq: page.head_seq,
+                    hash: page.head_hash.clone(),
+                };
+                if let Err(broken) = crate::audit::ends_at_head((found, &hash), &head) {
                     anyhow::bail!("audit trail broken: {broken}");
                 }
-                anyhow::ensure!(
-                    hash == page.head_hash,
-                    "audit trail broken: event {found} was changed or replaced: its hash is not the one the CA recorded as the head"
-                );
                 break (found, hash);
             }
         }

@@ -121,7 +121,7 @@ async fn refresh(client: &CaClient, bundle: &TrustBundle, args: &CrlArgs) -> any
     crate::datadir::write_file(&args.out, text.as_bytes(), false)?;
     tracing::info!(file = %args.out.display(), "CRLs written");
     if let Some(cmd) = &args.exec {
-        super::agent::run_hook(cmd, "AGENTCA_CRL", &args.out);
+        super::run_hook(cmd, "AGENTCA_CRL", &args.out);
     }
     Ok(true)
 }

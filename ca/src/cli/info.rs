@@ -119,10 +119,7 @@ fn cert_info(path: &Path) -> anyhow::Result<CertInfo> {
 }
 
 fn print_table(info: &Info) {
-    let when = |t: OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
+    let when = agentca::rfc3339;
     println!("data directory:    {}", info.data_dir.display());
     println!("trust domain:      {}", info.trust_domain);
     println!("store:             {}", info.store);

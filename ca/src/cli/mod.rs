@@ -360,6 +360,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::seconds(secs))
 }
 
+/// Runs an `--exec` command (`agentca run`, `agentca crl --watch`) with
+/// `sh -c`, `var` set to `value` (the files it is about); a failure is
+/// logged, not fatal.
+fn run_hook(cmd: &str, var: &str, value: &Path) {
+    match std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env(var, value)
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => tracing::warn!(%status, "the --exec command failed"),
+        Err(e) => tracing::warn!(error = %e, "cannot run the --exec command"),
+    }
+}
+
 /// Reads a small secret file (a token), without its final line break.
 fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     let meta = std::fs::metadata(path)

@@ -428,7 +428,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         if let Err(e) = identity.replace(cert.chain, cert.key) {
                             tracing::error!(error = %e, "could not install the new server certificate");
                         } else {
-                            tracing::info!(not_after = %cert.not_after.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(), "server certificate rotated");
+                            tracing::info!(not_after = %agentca::rfc3339(cert.not_after), "server certificate rotated");
                         }
                     }
                     Err(e) => {

@@ -51,14 +51,16 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 const BATCH: usize = 256;
 
 /// The wait before attempt `failures + 1` of a token, after `failures`
-/// failed ones: 1 s, doubling, at most [`MAX_BACKOFF`]; `jitter` in
-/// [0, 1) takes up to half of it off, so that receivers coming back are
-/// not met by every replica at once.
+/// failed ones: 1 s, doubling, at most [`MAX_BACKOFF`], scaled by `jitter`
+/// (0 to 1) into its upper half, so that receivers coming back are not met
+/// by every replica at once (as the agents' and verifiers' retries are).
 pub fn backoff(failures: u32, jitter: f64) -> std::time::Duration {
-    let full = std::time::Duration::from_secs(1)
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    full.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0)
+    agentca::half_jittered(
+        std::time::Duration::from_secs(1),
+        MAX_BACKOFF,
+        failures,
+        jitter,
+    )
 }
 
 /// What every receiver's task shares.
@@ -243,7 +245,7 @@ impl Task {
                 }
                 Step::Failed => {
                     store_failures += 1;
-                    backoff(store_failures, jitter())
+                    backoff(store_failures, agentca::jitter())
                 }
             };
             // A commit wakes a task that caught up (unless the ledger is
@@ -275,15 +277,8 @@ impl Task {
         let Some(seen) = self.seen else {
             return;
         };
-        let m = CursorMove {
-            receiver: self.receiver.name.clone(),
-            replica: self.outbox.replica.clone(),
-            expected: Some(seen),
-            to: (self.read_to > seen).then_some(self.read_to),
-            at: OffsetDateTime::now_utc(),
-            hold: Duration::ZERO,
-            exclusive: self.outbox.exclusive,
-        };
+        let to = (self.read_to > seen).then_some(self.read_to);
+        let m = self.cursor_move(to, OffsetDateTime::now_utc(), Duration::ZERO);
         match self.outbox.ledger.apply(Change::EventCursor(m)).await {
             Ok(Ok(_)) => {
                 tracing::debug!(receiver = %self.receiver.name, "released the receiver");
@@ -413,7 +408,7 @@ impl Task {
                 Err((failure, detail)) => {
                     failures += 1;
                     self.outbox.metrics.events.failed(&name, failure, since);
-                    let wait = backoff(failures, jitter());
+                    let wait = backoff(failures, agentca::jitter());
                     tracing::warn!(receiver = %name, audit_seq = event.seq, attempt = failures, failure = failure.label(), detail = ?detail, retry_in_ms = wait.as_millis() as u64, "a security event was not delivered; retrying");
                     self.sleep_holding(wait).await?;
                 }
@@ -471,17 +466,23 @@ impl Task {
         }
     }
 
-    /// Takes or renews the hold, moving the cursor to `to` if given.
-    async fn hold(&mut self, to: Option<u64>, now: OffsetDateTime) -> Result<(), Step> {
-        let m = CursorMove {
+    /// This replica's move of the cursor from where it saw it to `to` (if
+    /// given) at `at`, holding the receiver for `hold` after.
+    fn cursor_move(&self, to: Option<u64>, at: OffsetDateTime, hold: Duration) -> CursorMove {
+        CursorMove {
             receiver: self.receiver.name.clone(),
             replica: self.outbox.replica.clone(),
             expected: self.seen,
             to,
-            at: now,
-            hold: HOLD,
+            at,
+            hold,
             exclusive: self.outbox.exclusive,
-        };
+        }
+    }
+
+    /// Takes or renews the hold, moving the cursor to `to` if given.
+    async fn hold(&mut self, to: Option<u64>, now: OffsetDateTime) -> Result<(), Step> {
+        let m = self.cursor_move(to, now, HOLD);
         match self.outbox.ledger.apply(Change::EventCursor(m)).await {
             Ok(Ok(Applied::Cursor(delivered))) => {
                 self.seen = Some(delivered);
@@ -518,13 +519,6 @@ impl Task {
     }
 }
 
-/// A number in [0, 1) from the system's random source.
-fn jitter() -> f64 {
-    let mut bytes = [0u8; 4];
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    f64::from(u32::from_be_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,14 +526,14 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_its_ceiling_and_jitter_takes_at_most_half() {
         let s = std::time::Duration::from_secs;
-        assert_eq!(backoff(1, 0.0), s(1));
-        assert_eq!(backoff(2, 0.0), s(2));
-        assert_eq!(backoff(3, 0.0), s(4));
-        assert_eq!(backoff(9, 0.0), s(256));
-        assert_eq!(backoff(10, 0.0), MAX_BACKOFF);
-        assert_eq!(backoff(u32::MAX, 0.0), MAX_BACKOFF);
+        assert_eq!(backoff(1, 1.0), s(1));
+        assert_eq!(backoff(2, 1.0), s(2));
+        assert_eq!(backoff(3, 1.0), s(4));
+        assert_eq!(backoff(9, 1.0), s(256));
+        assert_eq!(backoff(10, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX, 1.0), MAX_BACKOFF);
         assert_eq!(backoff(3, 0.5), s(3));
-        assert_eq!(backoff(3, 1.0), s(2));
-        assert_eq!(backoff(0, 0.0), s(1));
+        assert_eq!(backoff(3, 0.0), s(2));
+        assert_eq!(backoff(0, 1.0), s(1));
     }
 }

@@ -74,7 +74,7 @@ pub async fn post(
     let mut answer = match request.send().await {
         Ok(answer) => answer,
         Err(e) if e.is_timeout() => return Err((Failure::Timeout, e.to_string())),
-        Err(e) => return Err((Failure::Unreachable, error_chain(&e))),
+        Err(e) => return Err((Failure::Unreachable, agentca::error_chain(&e))),
     };
     let status = answer.status();
     let Some(failure) = failure_of(status) else {
@@ -92,18 +92,6 @@ pub async fn post(
     body.truncate(MAX_ANSWER_BYTES);
     let text = String::from_utf8_lossy(&body);
     Err((failure, format!("HTTP {status}: {}", text.trim())))
-}
-
-/// An error and its sources, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -250,29 +250,45 @@ pub fn server(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> Result<CertificateParams, rcgen::Error> {
-    let mut params = CertificateParams::default();
-    params.serial_number = Some(SerialNumber::from_slice(serial));
-    params.not_before = whole_seconds(not_before);
-    params.not_after = whole_seconds(not_after);
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "agentca");
-    dn.push(
-        DnType::CommonName,
-        format!("agentca server for {trust_domain}"),
-    );
-    params.distinguished_name = dn;
-    params.subject_alt_names = names
+    let names = names
         .iter()
         .map(|n| match n {
             ServerName::Dns(d) => Ok(SanType::DnsName(d.clone().try_into()?)),
             ServerName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
         })
         .collect::<Result<_, rcgen::Error>>()?;
+    Ok(own_certificate(
+        ca_name(trust_domain, "server"),
+        names,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        serial,
+        not_before,
+        not_after,
+    ))
+}
+
+/// The parameters of a certificate the CA issues for itself (its TLS
+/// server, its event signer): named `name`, with the SANs `names`, not a
+/// CA, for digital signatures with the one `purpose`.
+fn own_certificate(
+    name: DistinguishedName,
+    names: Vec<SanType>,
+    purpose: ExtendedKeyUsagePurpose,
+    serial: &[u8; 16],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = whole_seconds(not_before);
+    params.not_after = whole_seconds(not_after);
+    params.distinguished_name = name;
+    params.subject_alt_names = names;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.extended_key_usages = vec![purpose];
     params.use_authority_key_identifier_extension = true;
-    Ok(params)
+    params
 }
 
 /// id-kp-documentSigning (RFC 9336): the only purpose of the security
@@ -289,23 +305,14 @@ pub fn event_signer(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> Result<CertificateParams, rcgen::Error> {
-    let mut params = CertificateParams::default();
-    params.serial_number = Some(SerialNumber::from_slice(serial));
-    params.not_before = whole_seconds(not_before);
-    params.not_after = whole_seconds(not_after);
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "agentca");
-    dn.push(
-        DnType::CommonName,
-        format!("agentca security events for {trust_domain}"),
-    );
-    params.distinguished_name = dn;
-    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(DOCUMENT_SIGNING.to_vec())];
-    params.use_authority_key_identifier_extension = true;
-    Ok(params)
+    Ok(own_certificate(
+        ca_name(trust_domain, "security events"),
+        vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)],
+        ExtendedKeyUsagePurpose::Other(DOCUMENT_SIGNING.to_vec()),
+        serial,
+        not_before,
+        not_after,
+    ))
 }
 
 /// Where verifiers fetch revocation data: the URLs put in every leaf's CRL

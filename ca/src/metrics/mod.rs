@@ -83,13 +83,19 @@ struct Inner {
 }
 
 impl Inner {
-    /// Counts `event` as ending in `outcome`.
+    /// Counts `event` as ending in `outcome` (enrollments and renewals in
+    /// the console's history too).
     fn count_event(&mut self, event: &AuditEvent, outcome: &str) {
         // Tenant and env label issuance and revocations only; a refused
         // revocation may name tenants that do not exist, so it is not
         // labelled by them.
         let labelled = match event.action.as_str() {
-            "enroll" | "renew" => true,
+            "enroll" | "renew" => {
+                let issued = matches!(outcome, "ok" | "retry");
+                self.history
+                    .note(event.at, issued, event.count.unwrap_or(1));
+                true
+            }
             "revoke" => outcome == "ok",
             _ => false,
         };
@@ -241,14 +247,7 @@ impl Metrics {
             self.clone_alerts
                 .fetch_add(event.count.unwrap_or(1), Ordering::Relaxed);
         }
-        let mut inner = self.lock();
-        if matches!(event.action.as_str(), "enroll" | "renew") {
-            let issued = matches!(outcome, "ok" | "retry");
-            inner
-                .history
-                .note(event.at, issued, event.count.unwrap_or(1));
-        }
-        inner.count_event(event, outcome);
+        self.lock().count_event(event, outcome);
     }
 
     /// Enrollments and renewals in each minute of the hour up to `now`.

@@ -272,10 +272,7 @@ async fn sign_root_crl(
             }
         })?;
     }
-    let next_update = crl
-        .next_update
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let next_update = agentca::rfc3339(crl.next_update);
     tracing::info!(number = crl.number, %next_update, "root CRL signed");
     Ok(crl)
 }

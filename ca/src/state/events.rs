@@ -187,7 +187,7 @@ pub fn slowest<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::tests::t0;
 
@@ -199,7 +199,9 @@ mod tests {
         }
     }
 
-    fn by(replica: &str, expected: Option<u64>, to: Option<u64>) -> CursorMove {
+    /// `replica`'s move of receiver `siem` from `expected` to `to` at
+    /// `t0()`, holding it for 30 s (the backends' suite uses it too).
+    pub(crate) fn by(replica: &str, expected: Option<u64>, to: Option<u64>) -> CursorMove {
         CursorMove {
             receiver: "siem".into(),
             replica: replica.into(),

@@ -83,7 +83,7 @@ on_every_backend!(
 /// (a receiver no replica sends to any more is forgotten: the unit tests
 /// of `state::events::keeps`).
 fn an_event_cursor_moves_under_its_hold_and_keeps_what_it_has_not_acknowledged(backend: Backend) {
-    use super::events::{CursorConflict, CursorMove};
+    use super::events::CursorConflict;
     use agentca::wire::{Actor, AuditEvent};
     let dir = Place::new(backend);
     let store = open(&dir);
@@ -94,15 +94,7 @@ fn an_event_cursor_moves_under_its_hold_and_keeps_what_it_has_not_acknowledged(b
         }
     };
     let by = |replica: &str, expected: Option<u64>, to: Option<u64>| {
-        Change::EventCursor(CursorMove {
-            receiver: "siem".into(),
-            replica: replica.into(),
-            expected,
-            to,
-            at: t0(),
-            hold: Duration::seconds(30),
-            exclusive: false,
-        })
+        Change::EventCursor(super::events::tests::by(replica, expected, to))
     };
     audit(3);
     assert_eq!(one(&*store, by("a", None, None)), Ok(Applied::Cursor(3)));

@@ -296,7 +296,7 @@ impl Agent {
             }
         };
         let identity = Arc::new(identity);
-        tracing::info!(id = %identity.spiffe_id, serial = %identity.serial, not_after = %rfc3339(identity.not_after), "agent identity ready");
+        tracing::info!(id = %identity.spiffe_id, serial = %identity.serial, not_after = %crate::rfc3339(identity.not_after), "agent identity ready");
         let shared = Arc::new(Shared {
             config,
             dir,
@@ -447,10 +447,4 @@ impl ResolvesServerCert for Newest {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.current.load().certified.clone())
     }
-}
-
-/// `t` as RFC 3339, for logs.
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

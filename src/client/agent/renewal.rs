@@ -91,7 +91,7 @@ pub(super) fn install(shared: &Shared, identity: Identity) {
     tracing::info!(
         id = %identity.spiffe_id,
         serial = %identity.serial,
-        not_after = %rfc3339(identity.not_after),
+        not_after = %crate::rfc3339(identity.not_after),
         "certificate rotated"
     );
     shared.health.send_replace(Health::Healthy);

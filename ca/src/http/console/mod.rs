@@ -417,16 +417,14 @@ async fn act(
             )
             .await
             .map(|_| "revoked"),
-        "disable" | "enable" => ca
-            .set_enabled(&c.ctx, &c.admin, &name, action == "enable", now)
+        "disable" => ca
+            .set_enabled(&c.ctx, &c.admin, &name, false, now)
             .await
-            .map(|_| {
-                if action == "enable" {
-                    "enabled"
-                } else {
-                    "disabled"
-                }
-            }),
+            .map(|_| "disabled"),
+        "enable" => ca
+            .set_enabled(&c.ctx, &c.admin, &name, true, now)
+            .await
+            .map(|_| "enabled"),
         "block" => ca
             .block_scope(
                 &c.ctx,

@@ -1,6 +1,7 @@
 //! The console's pages, rendered on the server with maud (which escapes
 //! every value it interpolates). No page loads anything from elsewhere.
 
+pub use agentca::rfc3339;
 use agentca::wire::{AgentInfo, AgentVersion, AuditEvent};
 use maud::{html, Markup, DOCTYPE};
 use time::OffsetDateTime;
@@ -20,11 +21,6 @@ impl Viewer<'_> {
     fn global(&self) -> bool {
         self.tenant.is_none()
     }
-}
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// "in 3m 20s", "5m ago": `t` from `now`, for people.
@@ -313,7 +309,8 @@ pub fn agents(
     )
 }
 
-fn state(a: &AgentInfo) -> &'static str {
+/// An agent's state, as the pages name it.
+pub fn state(a: &AgentInfo) -> &'static str {
     match (a.retired_at.is_some(), a.enabled) {
         (true, _) => "retired",
         (false, true) => "enabled",
@@ -369,7 +366,7 @@ pub fn agent(v: &Viewer, p: &AgentPage, now: OffsetDateTime) -> Markup {
                             @for r in ["keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged", "unspecified"] { option value=(r) { (r) } }
                         }
                         (confirm("confirm-revoke"))
-                        button.danger type="submit" { "Revoke " (a.spiffe_id.to_string().rsplit('/').next().unwrap_or("")) }
+                        button.danger type="submit" { "Revoke " (a.spiffe_id.agent()) }
                     }
                     form.card method="post" action=(action(if a.enabled { "disable" } else { "enable" })) {
                         h3 { @if a.enabled { "Disable" } @else { "Enable" } }

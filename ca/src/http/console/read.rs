@@ -7,7 +7,6 @@ use agentca::wire::AuditEvent;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use super::{page, pages, problem, Console, MAX_AGENTS, TAIL};
 use crate::authority::{AgentFilter, AuthorityError};
@@ -77,10 +76,10 @@ pub(super) async fn overview(State(ca): State<AppState>, c: Console) -> Response
                 env: e,
                 ..Default::default()
             });
-        match (a.retired_at.is_some(), a.enabled) {
-            (true, _) => g.retired += 1,
-            (false, true) => g.enabled += 1,
-            (false, false) => g.disabled += 1,
+        match pages::state(a) {
+            "retired" => g.retired += 1,
+            "enabled" => g.enabled += 1,
+            _ => g.disabled += 1,
         }
         g.live += a.live_certificates.len();
         for cert in &a.live_certificates {
@@ -112,8 +111,7 @@ pub(super) async fn overview(State(ca): State<AppState>, c: Console) -> Response
     let clones = trail
         .as_ref()
         .map(|t| recent(&|e: &AuditEvent| e.is_clone_alert(), &t.events));
-    let snapshot = ca.metrics_snapshot(now).unwrap_or_default();
-    let ts = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap_or(now);
+    let crl = ca.revocations().crl();
     let o = pages::Overview {
         agents: list.len(),
         truncated,
@@ -122,9 +120,9 @@ pub(super) async fn overview(State(ca): State<AppState>, c: Console) -> Response
         idle,
         revocations,
         clones,
-        crl_this_update: ts(snapshot.crl_this_update),
-        crl_next_update: ts(snapshot.crl_next_update),
-        crl_entries: snapshot.crl_entries,
+        crl_this_update: crl.this_update,
+        crl_next_update: crl.next_update,
+        crl_entries: crl.entries as u64,
         chart: ca.issuance_last_hour(now),
     };
     page(pages::overview(&c.viewer(), &o, now))

@@ -57,7 +57,7 @@ pub fn random_id() -> String {
 
 fn key(id: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    agentca::hex(digest.as_ref())
 }
 
 /// Whether a session begun at `started` and last used at `seen` is over

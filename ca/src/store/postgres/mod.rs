@@ -95,22 +95,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 /// An error of the database or its driver, with its causes: tokio-postgres
 /// says only "db error" and keeps what PostgreSQL said in the source.
 fn db(e: impl std::error::Error) -> StoreError {
-    err(chain(&e))
-}
-
-/// `e` and its sources, each once.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    err(agentca::error_chain(&e))
 }
 
 /// A [`Table`]'s number in `agentca_kv.tbl`: its place in [`Table::ALL`],
@@ -225,10 +210,12 @@ impl PostgresStore {
 
     /// A connection from the pool.
     async fn connection(&self) -> Result<Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| err(format!("no connection to the database: {}", chain(&e))))
+        self.pool.get().await.map_err(|e| {
+            err(format!(
+                "no connection to the database: {}",
+                agentca::error_chain(&e)
+            ))
+        })
     }
 
     /// `work` on a pooled connection, bounded by the timeouts.
